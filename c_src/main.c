@@ -1,0 +1,184 @@
+/* The tarearbol_cnode program: command line, cookie, and the loop. */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dm.h"
+#include "log.h"
+#include "node.h"
+
+#define COOKIE_ENV "TAREARBOL_CNODE_COOKIE"
+#define MAX_COOKIE 512
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: tarearbol_cnode --sname NAME | --name NAME@HOST\n"
+          "         [--listen ADDR] [--log-level debug|info|warning|error]\n"
+          "         [--net-ticktime SECONDS] [--max-packet BYTES]\n"
+          "         [--handshake-timeout MS] [--max-outbuf BYTES]\n"
+          "The cookie comes from $" COOKIE_ENV ", else ~/.erlang.cookie.\n");
+}
+
+static int parse_num(const char *opt, const char *s, unsigned long long min,
+                     unsigned long long max, unsigned long long *out) {
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno || end == s || *end || s[0] == '-' || v < min || v > max) {
+    fprintf(stderr, "tarearbol_cnode: --%s wants a number in %llu..%llu, got '%s'\n",
+            opt, min, max, s);
+    return -1;
+  }
+  *out = v;
+  return 0;
+}
+
+/* Reads the cookie: the environment first, then ~/.erlang.cookie. Never
+ * from argv, where every user could read it in ps. */
+static int read_cookie(char *out, size_t size) {
+  const char *env = getenv(COOKIE_ENV);
+  if (env && *env) {
+    if (strlen(env) >= size) {
+      fprintf(stderr, "tarearbol_cnode: cookie longer than %zu bytes\n", size - 1);
+      return -1;
+    }
+    strcpy(out, env);
+    /* Children of this process need not inherit it. */
+    unsetenv(COOKIE_ENV);
+    return 0;
+  }
+  const char *home = getenv("HOME");
+  char path[PATH_MAX];
+  if (!home || (size_t)snprintf(path, sizeof path, "%s/.erlang.cookie", home) >= sizeof path) {
+    fprintf(stderr, "tarearbol_cnode: no $" COOKIE_ENV " and no $HOME\n");
+    return -1;
+  }
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    fprintf(stderr, "tarearbol_cnode: no $" COOKIE_ENV " and cannot read %s: %s\n",
+            path, strerror(errno));
+    return -1;
+  }
+  size_t n = fread(out, 1, size - 1, f);
+  fclose(f);
+  out[n] = 0;
+  while (n && (out[n - 1] == '\n' || out[n - 1] == '\r' || out[n - 1] == ' '))
+    out[--n] = 0;
+  if (n == 0) {
+    fprintf(stderr, "tarearbol_cnode: %s is empty\n", path);
+    return -1;
+  }
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"sname", required_argument, NULL, 's'},
+      {"name", required_argument, NULL, 'n'},
+      {"listen", required_argument, NULL, 'l'},
+      {"log-level", required_argument, NULL, 'L'},
+      {"net-ticktime", required_argument, NULL, 't'},
+      {"max-packet", required_argument, NULL, 'p'},
+      {"handshake-timeout", required_argument, NULL, 'H'},
+      {"max-outbuf", required_argument, NULL, 'o'},
+      {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0}};
+  dm__config cfg;
+  unsigned long long v;
+  int c, lvl;
+  char cookie[MAX_COOKIE + 1];
+  dm__config_defaults(&cfg);
+
+  const char *env_level = getenv("TAREARBOL_CNODE_LOG_LEVEL");
+  if (env_level && (lvl = dm__log_parse_level(env_level)) >= 0)
+    dm__log_level = lvl;
+
+  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    switch (c) {
+    case 's':
+    case 'n':
+      if (cfg.name) {
+        fprintf(stderr, "tarearbol_cnode: give one of --sname or --name, once\n");
+        return 2;
+      }
+      cfg.name = optarg;
+      cfg.longnames = c == 'n';
+      break;
+    case 'l':
+      cfg.listen_addr = optarg;
+      break;
+    case 'L':
+      if ((lvl = dm__log_parse_level(optarg)) < 0) {
+        fprintf(stderr, "tarearbol_cnode: unknown log level '%s'\n", optarg);
+        return 2;
+      }
+      dm__log_level = lvl;
+      break;
+    case 't':
+      if (parse_num("net-ticktime", optarg, 1, 3600, &v))
+        return 2;
+      cfg.net_ticktime = (unsigned)v;
+      break;
+    case 'p':
+      if (parse_num("max-packet", optarg, 64, UINT32_MAX, &v))
+        return 2;
+      cfg.max_packet = (uint32_t)v;
+      break;
+    case 'H':
+      if (parse_num("handshake-timeout", optarg, 10, 600000, &v))
+        return 2;
+      cfg.handshake_ms = (unsigned)v;
+      break;
+    case 'o':
+      if (parse_num("max-outbuf", optarg, 4096, SIZE_MAX, &v))
+        return 2;
+      cfg.max_outbuf = (size_t)v;
+      break;
+    case 'h':
+      usage(stdout);
+      return 0;
+    default:
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (optind < argc) {
+    fprintf(stderr, "tarearbol_cnode: unexpected argument '%s'\n", argv[optind]);
+    usage(stderr);
+    return 2;
+  }
+  if (!cfg.name) {
+    usage(stderr);
+    return 2;
+  }
+  if (read_cookie(cookie, sizeof cookie))
+    return 2;
+
+  /* A peer that vanishes mid-write must give EPIPE, not kill the node. */
+  signal(SIGPIPE, SIG_IGN);
+  if (ei_init() != 0) {
+    fprintf(stderr, "tarearbol_cnode: ei_init failed\n");
+    return 1;
+  }
+  uv_loop_t loop;
+  if (uv_loop_init(&loop) != 0)
+    return 1;
+  static dm__node node;
+  int r = dm__node_init(&node, &loop, &cfg, cookie);
+  memset(cookie, 0, sizeof cookie);
+  if (r == 0)
+    r = dm__node_start(&node);
+  if (r) {
+    DM_ERROR("cannot start: %s", dm_strerror(r));
+    dm__node_stop(&node);
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  dm__node_free(&node);
+  uv_loop_close(&loop);
+  DM_INFO("stopped");
+  return r ? 1 : 0;
+}
