@@ -1,0 +1,47 @@
+# Entry points: deps, all, test, demo, bench, clean.
+# `make test` and `make demo` install what is missing (Debian, as root or
+# through sudo), so a fresh machine needs nothing but make and this tree.
+
+DEB_PKGS := erlang-nox erlang-dev erlang-common-test erlang-eunit \
+            erlang-tools erlang-dialyzer rebar3 libuv1-dev libcmocka-dev \
+            gcc make valgrind
+REBAR ?= rebar3
+COOKIE ?= tarearbol_test
+CT_NODE ?= tarearbol_ct
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: deps all unit ct test demo bench clean
+
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' \
+	    || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$missing"; \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+all:
+	$(MAKE) -C c_src all
+	$(REBAR) compile
+
+# Unit tests run under valgrind: any invalid access or leak fails them.
+VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect
+unit: deps
+	$(MAKE) -C c_src all asan unit
+	@set -e; for t in c_src/_build/unit/test_*; do echo "== $$t"; $(VALGRIND) $$t; done
+
+ct: deps
+	$(MAKE) -C c_src all asan
+	epmd -daemon
+	TAREARBOL_CNODE_BIN=$(CURDIR)/priv/tarearbol_cnode_asan \
+	  $(REBAR) ct --sname $(CT_NODE) --setcookie $(COOKIE)
+
+test: deps
+	$(MAKE) unit
+	$(MAKE) ct
+
+clean:
+	$(MAKE) -C c_src clean
+	rm -rf _build

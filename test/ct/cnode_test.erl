@@ -1,0 +1,191 @@
+%% @doc Test helpers: start and stop the real tarearbol_cnode binary, await
+%% conditions, start BEAM peers. Every suite goes through here.
+%%
+%% The binary is priv/tarearbol_cnode, or $TAREARBOL_CNODE_BIN (make test
+%% points it at the AddressSanitizer build). Its stderr goes to a file in
+%% the CT priv dir; stop/1 fails when the process did not exit 0 or when a
+%% sanitizer wrote a report.
+-module(cnode_test).
+
+-export([bin/0, host/0, cookie/0, unique/1,
+         start/2, stop/1, kill/1, os_pid/1, log/1, node/1,
+         wait_until/2, wait_until/3, call/2, call/3,
+         start_peer/1, start_peer/2, stats/1,
+         epmd_names/0, info_calls/2, epmd_names/1, assert_clean_log/1]).
+
+-define(READY_TIMEOUT, 15000).
+
+-spec bin() -> file:filename().
+bin() ->
+    case os:getenv("TAREARBOL_CNODE_BIN") of
+        false -> filename:join(code:priv_dir(tarearbol_cnode), "tarearbol_cnode");
+        Bin -> Bin
+    end.
+
+-spec host() -> string().
+host() ->
+    [_, Host] = string:split(atom_to_list(erlang:node()), "@"),
+    Host.
+
+-spec cookie() -> string().
+cookie() -> atom_to_list(erlang:get_cookie()).
+
+-spec unique(string()) -> string().
+unique(Prefix) ->
+    Prefix ++ "_" ++ integer_to_list(erlang:unique_integer([positive])).
+
+%% @doc Starts the binary and waits for READY. Opts: name (short name, made
+%% unique by default), args (extra argv), cookie, env (extra environment),
+%% dir (where the stderr log goes).
+-spec start(string() | undefined, map()) -> map().
+start(Name0, Opts) ->
+    Name = case Name0 of undefined -> unique("cnode"); _ -> Name0 end,
+    Dir = maps:get(dir, Opts, "/tmp"),
+    Log = filename:join(Dir, Name ++ ".stderr"),
+    Args = ["--sname", Name, "--log-level", "debug" | maps:get(args, Opts, [])],
+    Env = [{"TAREARBOL_CNODE_COOKIE", maps:get(cookie, Opts, cookie())},
+           {"CNODE_LOG", Log},
+           {"ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0"},
+           {"UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1"}
+           | maps:get(env, Opts, [])],
+    Self = self(),
+    Owner = spawn(fun() -> owner(Self, Args, Env) end),
+    receive
+        {Owner, ready, Node, OsPid} ->
+            #{owner => Owner, node => Node, os_pid => OsPid, log => Log, name => Name};
+        {Owner, failed, Why} ->
+            error({cnode_start_failed, Why, file:read_file(Log)})
+    after ?READY_TIMEOUT ->
+        exit(Owner, kill),
+        error({cnode_not_ready, file:read_file(Log)})
+    end.
+
+%% The port's owner lives apart from test-case processes, which come and go.
+owner(Parent, Args, Env) ->
+    Port = open_port({spawn_executable, "/bin/sh"},
+                     [{args, ["-c", "exec \"$0\" \"$@\" 2>>\"$CNODE_LOG\"", bin() | Args]},
+                      {env, Env}, exit_status, {line, 4096}, binary, use_stdio]),
+    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
+    receive
+        {Port, {data, {eol, <<"READY ", Node/binary>>}}} ->
+            Parent ! {self(), ready, binary_to_atom(Node), OsPid},
+            owner_loop(Port, undefined);
+        {Port, {exit_status, S}} ->
+            Parent ! {self(), failed, {exit_status, S}}
+    end.
+
+owner_loop(Port, Status) ->
+    receive
+        {Port, {exit_status, S}} -> owner_loop(Port, {exited, S});
+        {Port, {data, _}} -> owner_loop(Port, Status);
+        {status, From} ->
+            From ! {self(), Status},
+            owner_loop(Port, Status);
+        {await_exit, From} when Status =/= undefined ->
+            From ! {self(), Status};
+        {await_exit, From} ->
+            receive {Port, {exit_status, S}} -> From ! {self(), {exited, S}}
+            after 20000 -> From ! {self(), still_running}
+            end
+    end.
+
+-spec node(map()) -> node().
+node(#{node := N}) -> N.
+-spec os_pid(map()) -> integer().
+os_pid(#{os_pid := P}) -> P.
+-spec log(map()) -> binary().
+log(#{log := L}) -> {ok, B} = file:read_file(L), B.
+
+%% @doc SIGTERM, then the exit status; asserts a clean exit and log.
+-spec stop(map()) -> ok.
+stop(#{owner := Owner, os_pid := OsPid} = C) ->
+    _ = os:cmd("kill -TERM " ++ integer_to_list(OsPid)),
+    Owner ! {await_exit, self()},
+    receive
+        {Owner, {exited, 0}} -> assert_clean_log(C);
+        {Owner, Other} -> error({unclean_exit, Other, log(C)})
+    after 25000 -> error({no_exit, log(C)})
+    end.
+
+%% @doc SIGKILL, for cleanup after a test that failed half-way.
+-spec kill(map()) -> ok.
+kill(#{os_pid := OsPid}) ->
+    _ = os:cmd("kill -KILL " ++ integer_to_list(OsPid) ++ " 2>/dev/null"),
+    ok.
+
+-spec assert_clean_log(map()) -> ok.
+assert_clean_log(C) ->
+    Log = log(C),
+    Bad = [P || P <- [<<"AddressSanitizer">>, <<"LeakSanitizer">>,
+                      <<"runtime error:">>, <<"UndefinedBehaviorSanitizer">>],
+                binary:match(Log, P) =/= nomatch],
+    case Bad of
+        [] -> ok;
+        _ -> error({sanitizer_report, Bad, Log})
+    end.
+
+%% @doc Polls Fun every 20 ms until it returns true (or {true, V}).
+-spec wait_until(fun(() -> boolean() | {true, term()}), timeout()) -> term().
+wait_until(Fun, Timeout) -> wait_until(Fun, Timeout, 20).
+-spec wait_until(fun(() -> boolean() | {true, term()}), timeout(), pos_integer()) -> term().
+wait_until(Fun, Timeout, Step) ->
+    Deadline = erlang:monotonic_time(millisecond) + Timeout,
+    wait_loop(Fun, Deadline, Step).
+
+wait_loop(Fun, Deadline, Step) ->
+    R = try Fun() catch C:E -> {caught, C, E} end,
+    case R of
+        true -> true;
+        {true, V} -> V;
+        _ ->
+            case erlang:monotonic_time(millisecond) > Deadline of
+                true -> error({condition_not_met, R});
+                false -> timer:sleep(Step), wait_loop(Fun, Deadline, Step)
+            end
+    end.
+
+-spec call(map() | node(), term()) -> term().
+call(C, Req) -> call(C, Req, 5000).
+-spec call(map() | node(), term(), timeout()) -> term().
+call(#{node := N}, Req, T) -> call(N, Req, T);
+call(N, Req, T) when is_atom(N) -> gen_server:call({tarearbol_cnode, N}, Req, T).
+
+-spec stats(map() | node()) -> map().
+stats(C) -> call(C, stats).
+
+%% @doc A BEAM peer controlled over stdio (so it needs no cookie in common
+%% with this node). Extra args, e.g. ["-setcookie", "x"].
+-spec start_peer(string()) -> {pid(), node()}.
+start_peer(Prefix) -> start_peer(Prefix, []).
+-spec start_peer(string(), [string()]) -> {pid(), node()}.
+start_peer(Prefix, Args0) ->
+    Args = ["-pa", filename:dirname(code:which(?MODULE)) | Args0],
+    Cookie = case lists:member("-setcookie", Args) of
+                 true -> [];
+                 false -> ["-setcookie", cookie()]
+             end,
+    {ok, Peer, Node} = peer:start_link(#{name => unique(Prefix),
+                                         args => Cookie ++ Args,
+                                         connection => standard_io}),
+    {Peer, Node}.
+
+%% @doc Runs on a peer: Count info calls, returns how many answered right.
+-spec info_calls(node(), pos_integer()) -> non_neg_integer().
+info_calls(N, Count) ->
+    Rs = [gen_server:call({tarearbol_cnode, N}, info) || _ <- lists:seq(1, Count)],
+    length([ok || #{node := X} <- Rs, X =:= N]).
+
+-spec epmd_names() -> [string()].
+epmd_names() ->
+    {ok, Names} = erl_epmd:names(),
+    [N || {N, _Port} <- Names].
+
+%% @doc Names registered with the epmd listening on Port.
+-spec epmd_names(integer()) -> [string()] | down.
+epmd_names(Port) ->
+    Out = os:cmd("ERL_EPMD_PORT=" ++ integer_to_list(Port) ++ " epmd -names 2>&1"),
+    case string:find(Out, "up and running") of
+        nomatch -> down;
+        _ -> [N || "name " ++ Rest <- string:split(Out, "\n", all),
+                   [N | _] <- [string:split(Rest, " at port")]]
+    end.

@@ -1,0 +1,100 @@
+/* The pid table (open addressing with backward-shift deletion) and the name
+ * table. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "alloc.h"
+#include "dm.h"
+#include "names.h"
+
+static void pidtab_put_get_del(void **state) {
+  (void)state;
+  dm__pidtab t;
+  int a, b;
+  dm__pidtab_init(&t);
+  assert_null(dm__pidtab_get(&t, 5));
+  assert_int_equal(dm__pidtab_put(&t, 5, &a), 0);
+  assert_int_equal(dm__pidtab_put(&t, 6, &b), 0);
+  assert_ptr_equal(dm__pidtab_get(&t, 5), &a);
+  assert_ptr_equal(dm__pidtab_get(&t, 6), &b);
+  assert_int_equal(dm__pidtab_put(&t, 5, &b), 0);
+  assert_ptr_equal(dm__pidtab_get(&t, 5), &b);
+  assert_int_equal(t.count, 2);
+  assert_ptr_equal(dm__pidtab_del(&t, 5), &b);
+  assert_null(dm__pidtab_get(&t, 5));
+  assert_null(dm__pidtab_del(&t, 5));
+  assert_int_equal(dm__pidtab_put(&t, 0, &a), DM_EINVAL);
+  dm__pidtab_free(&t);
+}
+
+static void pidtab_many_keys_survive_growth_and_deletes(void **state) {
+  (void)state;
+  dm__pidtab t;
+  dm__pidtab_init(&t);
+  const uint32_t n = 200000;
+  for (uint32_t k = 1; k <= n; k++)
+    assert_int_equal(dm__pidtab_put(&t, k * 7919u, (void *)(uintptr_t)k), 0);
+  assert_int_equal(t.count, n);
+  /* Delete every third key, then check every key. */
+  for (uint32_t k = 1; k <= n; k += 3)
+    assert_ptr_equal(dm__pidtab_del(&t, k * 7919u), (void *)(uintptr_t)k);
+  for (uint32_t k = 1; k <= n; k++) {
+    void *v = dm__pidtab_get(&t, k * 7919u);
+    if ((k - 1) % 3 == 0)
+      assert_null(v);
+    else
+      assert_ptr_equal(v, (void *)(uintptr_t)k);
+  }
+  dm__pidtab_free(&t);
+}
+
+static void pidtab_out_of_memory_is_an_error(void **state) {
+  (void)state;
+  dm__pidtab t;
+  int a;
+  dm__pidtab_init(&t);
+  dm__alloc_fail_after(0);
+  assert_int_equal(dm__pidtab_put(&t, 1, &a), DM_ENOMEM);
+  dm__alloc_fail_after(-1);
+  assert_null(dm__pidtab_get(&t, 1));
+  assert_int_equal(dm__pidtab_put(&t, 1, &a), 0);
+  dm__pidtab_free(&t);
+}
+
+static void nametab_register_lookup_unregister(void **state) {
+  (void)state;
+  dm__nametab t;
+  int a, b;
+  dm__nametab_init(&t);
+  assert_int_equal(dm__nametab_put(&t, "alpha", &a), 0);
+  assert_int_equal(dm__nametab_put(&t, "beta", &b), 0);
+  assert_int_equal(dm__nametab_put(&t, "alpha", &b), DM_EEXISTS);
+  assert_int_equal(dm__nametab_put(&t, "", &b), DM_EINVAL);
+  assert_ptr_equal(dm__nametab_get(&t, "alpha"), &a);
+  assert_ptr_equal(dm__nametab_get(&t, "beta"), &b);
+  assert_null(dm__nametab_get(&t, "gamma"));
+  assert_ptr_equal(dm__nametab_del(&t, "alpha"), &a);
+  assert_null(dm__nametab_get(&t, "alpha"));
+  assert_ptr_equal(dm__nametab_get(&t, "beta"), &b);
+  for (int i = 0; i < 100; i++) {
+    char name[16];
+    snprintf(name, sizeof name, "n%d", i);
+    assert_int_equal(dm__nametab_put(&t, name, &a), 0);
+  }
+  assert_int_equal(t.count, 101);
+  dm__nametab_free(&t);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(pidtab_put_get_del),
+      cmocka_unit_test(pidtab_many_keys_survive_growth_and_deletes),
+      cmocka_unit_test(pidtab_out_of_memory_is_an_error),
+      cmocka_unit_test(nametab_register_lookup_unregister),
+  };
+  return cmocka_run_group_tests_name("names", tests, NULL, NULL);
+}
