@@ -42,6 +42,17 @@ test: deps
 	$(MAKE) unit
 	$(MAKE) ct
 
+# Benchmarks (not part of test): figures printed and written to
+# test/bench/results/. BENCH_SIZES overrides the worker counts of W1.
+BENCH_SIZES ?=
+bench: deps
+	$(MAKE) -C c_src all
+	epmd -daemon
+	mkdir -p _build/bench
+	erlc -o _build/bench test/bench/bench.erl
+	erl -noshell -sname bench_$$$$ -setcookie $(COOKIE) -pa _build/bench \
+	  -eval 'bench:main(string:lexemes("$(BENCH_SIZES)", " "))'
+
 clean:
 	$(MAKE) -C c_src clean
 	rm -rf _build

@@ -1,6 +1,6 @@
 /* Peer connections after the handshake: framed, non-blocking reads and
  * writes on the loop thread. Output produced during one loop iteration is
- * written with one system call per peer in the check phase. */
+ * written with one system call per peer just before the loop blocks. */
 #include <string.h>
 #include <unistd.h>
 

@@ -263,13 +263,14 @@ int dm__enc_exit(ei_x_buff *x, const erlang_pid *from, const erlang_pid *to,
 
 int dm__enc_monitor_p_exit(ei_x_buff *x, const char *from_name,
                            const erlang_pid *from_pid, const erlang_pid *to,
-                           const erlang_ref *ref, const char *reason) {
+                           const erlang_ref *ref, const char *reason,
+                           size_t reason_len) {
   if (dm__pkt_begin(x) || ei_x_encode_tuple_header(x, 5) < 0 ||
       ei_x_encode_long(x, 21) < 0 ||
       (from_name ? ei_x_encode_atom(x, from_name)
                  : ei_x_encode_pid(x, from_pid)) < 0 ||
       ei_x_encode_pid(x, to) < 0 || ei_x_encode_ref(x, ref) < 0 ||
-      ei_x_encode_atom(x, reason) < 0)
+      ei_x_append_buf(x, reason, (int)reason_len) < 0)
     return DM_ENOMEM;
   return dm__pkt_end(x);
 }

@@ -83,10 +83,13 @@ int dm__enc_reply(ei_x_buff *x, const dm__gen *g, const char *reply,
 int dm__enc_exit(ei_x_buff *x, const erlang_pid *from, const erlang_pid *to,
                  const char *reason, size_t reason_len);
 /* MONITOR_P_EXIT {21, FromName | FromPid, To, Ref, Reason}: from_name when
- * non-NULL, else from_pid. Reason is an atom. */
+ * non-NULL, else from_pid. Reason is encoded, without version byte. */
 int dm__enc_monitor_p_exit(ei_x_buff *x, const char *from_name,
                            const erlang_pid *from_pid, const erlang_pid *to,
-                           const erlang_ref *ref, const char *reason);
+                           const erlang_ref *ref, const char *reason,
+                           size_t reason_len);
+/* The atom noproc, encoded. */
+#define DM__NOPROC "\x77\x06noproc", 8
 /* UNLINK_ID_ACK {36, Id, From, To}. */
 int dm__enc_unlink_id_ack(ei_x_buff *x, unsigned long long id,
                           const erlang_pid *from, const erlang_pid *to);

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "dm.h"
 #include "log.h"
@@ -20,6 +22,7 @@ static void usage(FILE *f) {
           "         [--listen ADDR] [--log-level debug|info|warning|error]\n"
           "         [--net-ticktime SECONDS] [--max-packet BYTES]\n"
           "         [--handshake-timeout MS] [--max-outbuf BYTES]\n"
+          "         [--manager NAME=BEHAVIOUR[,key=value...]]... [--threads N]\n"
           "The cookie comes from $" COOKIE_ENV ", else ~/.erlang.cookie.\n");
 }
 
@@ -85,12 +88,18 @@ int main(int argc, char **argv) {
       {"max-packet", required_argument, NULL, 'p'},
       {"handshake-timeout", required_argument, NULL, 'H'},
       {"max-outbuf", required_argument, NULL, 'o'},
+      {"manager", required_argument, NULL, 'm'},
+      {"threads", required_argument, NULL, 'T'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   dm__config cfg;
   unsigned long long v;
   int c, lvl;
   char cookie[MAX_COOKIE + 1];
+  const char *managers[64];
+  size_t nmanagers = 0;
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  unsigned threads = ncpu > 0 ? (unsigned)ncpu : 2;
   dm__config_defaults(&cfg);
 
   const char *env_level = getenv("TAREARBOL_CNODE_LOG_LEVEL");
@@ -138,6 +147,18 @@ int main(int argc, char **argv) {
         return 2;
       cfg.max_outbuf = (size_t)v;
       break;
+    case 'm':
+      if (nmanagers == sizeof managers / sizeof managers[0]) {
+        fprintf(stderr, "tarearbol_cnode: at most %zu managers\n", nmanagers);
+        return 2;
+      }
+      managers[nmanagers++] = optarg;
+      break;
+    case 'T':
+      if (parse_num("threads", optarg, 1, 256, &v))
+        return 2;
+      threads = (unsigned)v;
+      break;
     case 'h':
       usage(stdout);
       return 0;
@@ -160,6 +181,7 @@ int main(int argc, char **argv) {
 
   /* A peer that vanishes mid-write must give EPIPE, not kill the node. */
   signal(SIGPIPE, SIG_IGN);
+  srand((unsigned)time(NULL) ^ (unsigned)getpid());
   if (ei_init() != 0) {
     fprintf(stderr, "tarearbol_cnode: ei_init failed\n");
     return 1;
@@ -170,6 +192,9 @@ int main(int argc, char **argv) {
   static dm__node node;
   int r = dm__node_init(&node, &loop, &cfg, cookie);
   memset(cookie, 0, sizeof cookie);
+  node.threads = threads;
+  for (size_t i = 0; r == 0 && i < nmanagers; i++)
+    r = dm__manager_create(&node, managers[i]);
   if (r == 0)
     r = dm__node_start(&node);
   if (r) {

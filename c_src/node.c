@@ -201,7 +201,7 @@ void dm__node_noproc(dm__node *n, const dm__ctrl *ctl) {
     return;
   n->x.index = 0;
   if (dm__enc_monitor_p_exit(&n->x, ctl->op == DM__OP_REG_SEND ? ctl->toname : NULL,
-                             &ctl->to, &g.from, &g.mref, "noproc") == 0)
+                             &ctl->to, &g.from, &g.mref, DM__NOPROC) == 0)
     dm__node_send(n, g.from.node, &n->x);
 }
 
@@ -284,7 +284,7 @@ void dm__node_dispatch(dm__node *n, dm__conn *c, const char *pkt, size_t len) {
     if (!p) {
       n->x.index = 0;
       if (dm__enc_monitor_p_exit(&n->x, named ? ctl.toname : NULL, &ctl.to,
-                                 from, &ctl.ref, "noproc") == 0)
+                                 from, &ctl.ref, DM__NOPROC) == 0)
         dm__node_send(n, from->node, &n->x);
     }
     return;
@@ -426,7 +426,14 @@ static void on_tick(uv_timer_t *t) {
   }
 }
 
-static void on_check(uv_check_t *h) { dm__conn_flush_all(h->data); }
+static void on_prepare(uv_prepare_t *h) {
+  dm__node *n = h->data;
+  /* Just before the loop blocks: callbacks queued during this iteration go
+   * to the pools in one batch, the wheel's timer is set for the earliest
+   * perform, and replies go out in one write per peer. */
+  dm__managers_check(n);
+  dm__conn_flush_all(n);
+}
 
 static void on_signal(uv_signal_t *h, int signum) {
   DM_INFO("signal %d: stopping", signum);
@@ -513,8 +520,8 @@ int dm__node_init(dm__node *n, uv_loop_t *loop, const dm__config *cfg,
   n->publish_timer.data = n;
   uv_timer_init(loop, &n->tick_timer);
   n->tick_timer.data = n;
-  uv_check_init(loop, &n->flush_check);
-  n->flush_check.data = n;
+  uv_prepare_init(loop, &n->flush_prepare);
+  n->flush_prepare.data = n;
   uv_signal_init(loop, &n->sigterm);
   n->sigterm.data = n;
   uv_signal_init(loop, &n->sigint);
@@ -522,13 +529,14 @@ int dm__node_init(dm__node *n, uv_loop_t *loop, const dm__config *cfg,
   uv_async_init(loop, &n->accept_async, on_accepted);
   n->accept_async.data = n;
   n->handles = 1;
-  return dm__services_init(n);
+  int r = dm__managers_init(n);
+  return r ? r : dm__services_init(n);
 }
 
 int dm__node_start(dm__node *n) {
   uint64_t period = (uint64_t)n->cfg.net_ticktime * 1000 / 4;
   uv_timer_start(&n->tick_timer, on_tick, period ? period : 1, period ? period : 1);
-  uv_check_start(&n->flush_check, on_check);
+  uv_prepare_start(&n->flush_prepare, on_prepare);
   uv_signal_start(&n->sigterm, on_signal, SIGTERM);
   uv_signal_start(&n->sigint, on_signal, SIGINT);
   if (pthread_create(&n->acceptor, NULL, acceptor_main, n) != 0) {
@@ -551,10 +559,11 @@ void dm__node_stop(dm__node *n) {
   }
   uv_close((uv_handle_t *)&n->publish_timer, NULL);
   uv_close((uv_handle_t *)&n->tick_timer, NULL);
-  uv_close((uv_handle_t *)&n->flush_check, NULL);
+  uv_close((uv_handle_t *)&n->flush_prepare, NULL);
   uv_close((uv_handle_t *)&n->sigterm, NULL);
   uv_close((uv_handle_t *)&n->sigint, NULL);
   uv_close((uv_handle_t *)&n->accept_async, NULL);
+  dm__managers_stop(n);
 }
 
 void dm__node_free(dm__node *n) {
@@ -568,6 +577,7 @@ void dm__node_free(dm__node *n) {
   }
   if (n->listen_fd >= 0)
     close(n->listen_fd);
+  dm__managers_free(n);
   dm__services_free(n);
   for (size_t i = 0; i < n->npeer_names; i++)
     dm__free(n->peer_names[i]);

@@ -14,6 +14,7 @@
 #include "ctrl.h"
 #include "frame.h"
 #include "names.h"
+#include "wheel.h"
 
 typedef struct dm__node dm__node;
 typedef struct dm__conn dm__conn;
@@ -113,7 +114,7 @@ struct dm__node {
   uv_poll_t epmd_poll;
   uv_timer_t publish_timer;
   uv_timer_t tick_timer;
-  uv_check_t flush_check;
+  uv_prepare_t flush_prepare; /* runs right before the loop blocks */
   uv_signal_t sigterm, sigint;
   uv_async_t accept_async;
 
@@ -132,6 +133,12 @@ struct dm__node {
 
   dm__nametab names;
   dm__pidtab pids;
+
+  dm__wheel wheel;         /* every worker's next perform */
+  uv_timer_t wheel_timer;
+  struct dm__manager **managers;
+  size_t nmanagers;
+  unsigned threads;        /* default pool size of a manager */
 
   ei_x_buff x;     /* scratch for outgoing packets */
   ei_x_buff reply; /* scratch for reply terms */
@@ -189,6 +196,15 @@ void dm__conn_flush_all(dm__node *n);
 void dm__node_dispatch(dm__node *n, dm__conn *c, const char *pkt, size_t len);
 /* A connection is gone: links to its processes fire (node.c). */
 void dm__node_peer_lost(dm__node *n, uint32_t peer);
+
+/* Managers (manager.c): the timer wheel and pools they share with the
+ * loop, set up in init, driven from the check phase, closed on stop. */
+int dm__managers_init(dm__node *n);
+int dm__manager_create(dm__node *n, const char *spec);
+void dm__managers_check(dm__node *n);
+void dm__managers_stop(dm__node *n);
+void dm__managers_free(dm__node *n);
+int dm__encode_managers(dm__node *n, ei_x_buff *x);
 
 /* The node-level services: tarearbol_cnode and net_kernel (service.c). */
 int dm__services_init(dm__node *n);

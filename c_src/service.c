@@ -34,10 +34,9 @@ static int encode_info(dm__node *n, ei_x_buff *x) {
   for (size_t i = 0; i < n->nconns; i++)
     if (ei_x_encode_atom(x, n->peer_names[n->conns[i]->peer]) < 0)
       return DM_ENOMEM;
-  if (ei_x_encode_empty_list(x) < 0 || ei_x_encode_atom(x, "managers") < 0 ||
-      ei_x_encode_empty_list(x) < 0)
+  if (ei_x_encode_empty_list(x) < 0 || ei_x_encode_atom(x, "managers") < 0)
     return DM_ENOMEM;
-  return 0;
+  return dm__encode_managers(n, x);
 }
 
 static int encode_stats(dm__node *n, ei_x_buff *x) {

@@ -1,0 +1,164 @@
+/* counter: trivial and cheap, for tests and benchmarks. The payload is an
+ * integer; perform adds one; call `get` replies it; casts {add, K},
+ * {sleep, Ms}, {crash, Reason} and halt do what they say. For tests of the
+ * runtime, call or cast {respond, R} answers R itself (so every response
+ * form can be exercised from BEAM) and call `id` answers the worker's id. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dm.h"
+
+static int payload_int(const dm_term *p, long long *out) {
+  int i = 0;
+  return ei_decode_longlong(p->data, &i, out);
+}
+
+static int is_atom(const char *b, size_t len, const char *name) {
+  char a[MAXATOMLEN_UTF8];
+  int i = 0;
+  (void)len;
+  return ei_decode_atom(b, &i, a) == 0 && strcmp(a, name) == 0;
+}
+
+static int badarg(ei_x_buff *out) {
+  ei_x_encode_atom(out, "badarg");
+  return DM_CB_CRASH;
+}
+
+static int specs(dm_ctx *ctx, ei_x_buff *out) {
+  const char *n = dm_option(ctx, "children");
+  long count = n ? strtol(n, NULL, 10) : 0;
+  if (count < 0)
+    count = 0;
+  ei_x_encode_map_header(out, count);
+  for (long k = 1; k <= count; k++) {
+    char id[32];
+    int len = snprintf(id, sizeof id, "c%ld", k);
+    ei_x_encode_binary(out, id, len);
+    ei_x_encode_list_header(out, 1);
+    ei_x_encode_tuple_header(out, 2);
+    ei_x_encode_atom(out, "payload");
+    ei_x_encode_long(out, 0);
+    ei_x_encode_empty_list(out);
+  }
+  return DM_CB_OK;
+}
+
+static int perform(dm_ctx *ctx, const dm_term *id, const dm_term *payload,
+                   ei_x_buff *out) {
+  long long v;
+  (void)ctx;
+  (void)id;
+  if (payload_int(payload, &v) < 0)
+    return badarg(out);
+  ei_x_encode_tuple_header(out, 2);
+  ei_x_encode_atom(out, "replace");
+  ei_x_encode_longlong(out, v + 1);
+  return DM_CB_OK;
+}
+
+/* For a 2-tuple {Tag, Arg}: Tag into tag, *rest at Arg. */
+static int tagged(const dm_term *msg, char *tag, int *rest) {
+  int i = 0, arity;
+  if (ei_decode_tuple_header(msg->data, &i, &arity) < 0 || arity != 2 ||
+      ei_decode_atom(msg->data, &i, tag) < 0)
+    return -1;
+  *rest = i;
+  return 0;
+}
+
+static void sleep_ms(long long k) {
+  struct timespec ts = {(time_t)(k / 1000), (long)(k % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+static int call(dm_ctx *ctx, const dm_term *msg, const erlang_pid *from,
+                const dm_term *id, const dm_term *payload, ei_x_buff *out) {
+  char tag[MAXATOMLEN_UTF8];
+  int i;
+  long long k;
+  (void)ctx;
+  (void)from;
+  if (tagged(msg, tag, &i) == 0) {
+    if (strcmp(tag, "respond") == 0) {
+      ei_x_append_buf(out, msg->data + i, (int)(msg->len - (size_t)i));
+      return DM_CB_OK;
+    }
+    if (strcmp(tag, "sleep") == 0) {
+      if (ei_decode_longlong(msg->data, &i, &k) < 0 || k < 0 || k > 600000)
+        return badarg(out);
+      sleep_ms(k);
+      goto get;
+    }
+  }
+  if (is_atom(msg->data, msg->len, "id")) {
+    ei_x_append_buf(out, id->data, (int)id->len);
+    return DM_CB_OK;
+  }
+  if (is_atom(msg->data, msg->len, "get")) {
+  get:
+    ei_x_encode_tuple_header(out, 2);
+    ei_x_encode_atom(out, "ok");
+    ei_x_append_buf(out, payload->data, (int)payload->len);
+    return DM_CB_OK;
+  }
+  ei_x_encode_tuple_header(out, 2);
+  ei_x_encode_atom(out, "error");
+  ei_x_encode_tuple_header(out, 2);
+  ei_x_encode_atom(out, "unknown_call");
+  ei_x_append_buf(out, msg->data, (int)msg->len);
+  return DM_CB_OK;
+}
+
+static int cast(dm_ctx *ctx, const dm_term *msg, const dm_term *id,
+                const dm_term *payload, ei_x_buff *out) {
+  int i = 0, arity;
+  long long v, k;
+  char tag[MAXATOMLEN_UTF8];
+  (void)ctx;
+  (void)id;
+  if (is_atom(msg->data, msg->len, "halt")) {
+    ei_x_encode_atom(out, "halt");
+    return DM_CB_OK;
+  }
+  if (ei_decode_tuple_header(msg->data, &i, &arity) < 0 || arity != 2 ||
+      ei_decode_atom(msg->data, &i, tag) < 0)
+    goto keep;
+  if (strcmp(tag, "add") == 0) {
+    if (ei_decode_longlong(msg->data, &i, &k) < 0 || payload_int(payload, &v) < 0)
+      return badarg(out);
+    ei_x_encode_tuple_header(out, 2);
+    ei_x_encode_atom(out, "replace");
+    ei_x_encode_longlong(out, v + k);
+    return DM_CB_OK;
+  }
+  if (strcmp(tag, "sleep") == 0) {
+    if (ei_decode_longlong(msg->data, &i, &k) < 0 || k < 0 || k > 600000)
+      return badarg(out);
+    sleep_ms(k);
+    goto keep;
+  }
+  if (strcmp(tag, "respond") == 0) {
+    ei_x_append_buf(out, msg->data + i, (int)(msg->len - (size_t)i));
+    return DM_CB_OK;
+  }
+  if (strcmp(tag, "crash") == 0) {
+    ei_x_append_buf(out, msg->data + i, (int)(msg->len - (size_t)i));
+    return DM_CB_CRASH;
+  }
+keep:
+  ei_x_encode_tuple_header(out, 2);
+  ei_x_encode_atom(out, "ok");
+  ei_x_append_buf(out, payload->data, (int)payload->len);
+  return DM_CB_OK;
+}
+
+const dm_behaviour dm__counter_behaviour = {
+    .name = "counter",
+    .children_specs = specs,
+    .perform = perform,
+    .call = call,
+    .cast = cast,
+};

@@ -1,0 +1,221 @@
+/* Managers and their workers: the internal structures shared by
+ * manager.c (requests, state), worker.c (life cycle, callbacks),
+ * children.c (the id → worker table) and job.c (callback jobs). */
+#ifndef DM_MGR_H
+#define DM_MGR_H
+
+#include <stdint.h>
+
+#include "dm.h"
+#include "node.h"
+#include "opts.h"
+#include "pool.h"
+#include "wheel.h"
+
+typedef struct dm__manager dm__manager;
+typedef struct dm__worker dm__worker;
+typedef struct dm_ctx dm__wjob;
+
+/* A term owned by the runtime: 4-byte length, then the bytes. NULL is
+ * nil. One allocation, so a worker's terms cost a pointer each. */
+typedef char dm__blob;
+dm__blob *dm__blob_new(const char *data, size_t len);
+static inline uint32_t dm__blob_len(const dm__blob *b) {
+  return b ? *(const uint32_t *)(const void *)b : 0;
+}
+static inline const char *dm__blob_data(const dm__blob *b) {
+  return b ? b + sizeof(uint32_t) : "\x73\x03nil"; /* nil as SMALL_ATOM */
+}
+static inline size_t dm__blob_size(const dm__blob *b) {
+  return b ? dm__blob_len(b) : 5;
+}
+
+/* A message waiting for a busy worker. */
+typedef struct dm__mail {
+  struct dm__mail *next;
+  int kind;          /* DM__JOB_CALL or DM__JOB_CAST */
+  int wrap;          /* reply {ok, R} (synch_call) rather than R */
+  struct dm__replyto *reply;
+  size_t len;
+  char msg[];        /* the request, no version byte */
+} dm__mail;
+
+/* Where a call's reply goes: the caller and its tag. */
+typedef struct dm__replyto {
+  erlang_pid from;
+  int has_mref;
+  erlang_ref mref;
+  size_t tag_len;
+  char tag[];
+} dm__replyto;
+
+enum {
+  DM__W_BUSY = 1,         /* a callback is in flight */
+  DM__W_PERFORM_DUE = 2,  /* the period elapsed while busy */
+  DM__W_STOPPING = 4,     /* out of the table; terminate pending */
+  DM__W_INITED = 8,       /* init has run */
+  DM__W_LULL_FIRED = 16,  /* handle_timeout ran for the current job */
+};
+
+struct dm__worker {
+  dm__proc proc;       /* pid and links */
+  dm__timer timer;     /* next perform, or the lull check while busy */
+  dm__manager *m;
+  dm__blob *id;        /* canonical encoding */
+  dm__blob *opts;      /* as given; restarts start from these */
+  dm__blob *payload;
+  dm__blob *value;     /* NULL: nil */
+  dm__mail *mail, *mail_tail;
+  uint64_t busy_since; /* wall clock, µs, for busy? */
+  uint64_t due;        /* monotonic µs of the next perform, 0: none */
+  uint64_t hash;
+  uint32_t timeout_ms;
+  uint32_t nmail;
+  float lull;
+  uint8_t flags;
+  uint8_t restart;
+  uint8_t instant;
+  uint8_t pending_stop; /* a stop waits for the running callback */
+  dm__blob *stop_reason;
+};
+
+enum { DM__STARTING = 0, DM__STARTED, DM__DOWN };
+enum { DM__PICK_HASHRING = 0, DM__PICK_RANDOM, DM__PICK_STREAM };
+
+typedef struct {
+  char *key, *value;
+} dm__kv;
+
+/* Counters and the lateness histogram shown by `stats`. */
+#define DM__MSTATS_MAP(X)                                                      \
+  X(performs)                                                                  \
+  X(calls)                                                                     \
+  X(casts)                                                                     \
+  X(puts)                                                                      \
+  X(dels)                                                                      \
+  X(halts)                                                                     \
+  X(crashes)                                                                   \
+  X(restarts)                                                                  \
+  X(mailbox_overflows)                                                         \
+  X(casts_dropped)                                                             \
+  X(timeouts)                                                                  \
+  X(bad_requests)
+
+#define DM__LATE_BUCKETS 40
+
+typedef struct {
+#define DM__MSTATS_FIELD(n) uint64_t n;
+  DM__MSTATS_MAP(DM__MSTATS_FIELD)
+#undef DM__MSTATS_FIELD
+  uint64_t late[DM__LATE_BUCKETS]; /* log2 buckets of µs */
+  uint64_t late_max_us;
+  uint64_t late_count;
+} dm__mstats;
+
+struct dm__manager {
+  dm__proc proc;
+  dm__node *node;
+  char *name;
+  char *struct_name; /* 'Elixir.<Name>.State' */
+  const dm_behaviour *b;
+  dm__kv *options;
+  size_t noptions;
+  dm__child_opts defaults;
+  dm__blob *default_payload;
+  int pickup;
+  uint32_t max_mailbox;
+  unsigned threads;
+  int state;
+  uint32_t epoch;  /* bumped by restart: stale children_specs results are dropped */
+  int specs_pending;
+
+  dm__worker **slots; /* open addressing by id hash */
+  size_t cap, count;
+  size_t cursor;      /* stream pickup */
+
+  dm__pool *pool;
+  dm__mstats st;
+  uint64_t seed;     /* of the id hash, random per manager */
+  dm__wjob *free_jobs;
+  size_t nfree_jobs;
+};
+
+/* Job kinds. */
+enum {
+  DM__JOB_INIT = 1,
+  DM__JOB_PERFORM,
+  DM__JOB_CALL,
+  DM__JOB_CAST,
+  DM__JOB_TERMINATE,
+  DM__JOB_TIMEOUT,
+  DM__JOB_STATE_CHANGE,
+  DM__JOB_SPECS,
+};
+
+/* A callback on its way to the pool and back. It is also the dm_ctx the
+ * callback sees. */
+struct dm_ctx {
+  dm__job base;
+  dm__manager *m;
+  dm__worker *w;      /* NULL for manager-level jobs */
+  int kind;
+  int rc;
+  uint32_t epoch;
+  int wrap;
+  const char *state_name;
+  dm_term id, payload, msg;
+  char *owned;        /* memory the job owns (msg copy, copied terms) */
+  dm__replyto *reply;
+  ei_x_buff out;
+  ei_x_buff sends;    /* pid, then 4-byte length and message, repeated */
+  uint64_t submitted_us;
+};
+
+/* children.c */
+int dm__children_put(dm__manager *m, dm__worker *w);
+dm__worker *dm__children_get(const dm__manager *m, const char *id, size_t len,
+                             uint64_t hash);
+void dm__children_del(dm__manager *m, dm__worker *w);
+uint64_t dm__id_hash(const dm__manager *m, const char *id, size_t len);
+
+/* job.c */
+dm__wjob *dm__job_new(dm__manager *m, dm__worker *w, int kind);
+void dm__job_free(dm__wjob *j);
+void dm__job_submit(dm__wjob *j);
+void dm__job_done(dm__job *j, void *ud);
+
+/* worker.c */
+/* Starts a worker for id (canonical) with opts (as given, validated). */
+int dm__worker_start(dm__manager *m, const char *id, size_t idlen,
+                     const char *opts, size_t optslen, dm__worker **out);
+/* Stops a worker: out of the table now, terminate then freed. */
+void dm__worker_stop(dm__worker *w, const char *reason, size_t reason_len);
+/* A call or cast for w (runs now or waits in the mailbox). */
+int dm__worker_deliver(dm__worker *w, int kind, const char *msg, size_t len,
+                       const dm__gen *g, int wrap);
+void dm__worker_completed(dm__wjob *j);
+void dm__worker_on_timer(dm__timer *t, void *ud);
+void dm__worker_free(dm__worker *w);
+
+/* manager.c */
+void dm__manager_completed(dm__wjob *j);
+void dm__manager_note_lateness(dm__manager *m, uint64_t late_us);
+/* Replies to a call recorded in r, wrapping in {ok, R} when wrap. */
+void dm__reply_to(dm__node *n, const dm__replyto *r, const char *term,
+                  size_t len, int wrap);
+/* Makes the caller's gen call exit with reason (an encoded term). */
+void dm__reply_exit(dm__node *n, const dm__replyto *r, const char *reason,
+                    size_t len);
+dm__replyto *dm__replyto_new(const dm__gen *g);
+
+/* Manager life cycle, called from main and the node. */
+int dm__manager_create(dm__node *n, const char *spec);
+void dm__managers_free(dm__node *n);
+int dm__encode_managers(dm__node *n, ei_x_buff *x);
+/* The behaviour compiled in under name, or NULL. */
+const dm_behaviour *dm__builtin_behaviour(const char *name);
+/* A behaviour from a shared object (path containing '/' or ending .so);
+ * NULL with the reason logged. */
+const dm_behaviour *dm__load_behaviour(const char *path);
+
+#endif

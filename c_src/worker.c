@@ -1,0 +1,588 @@
+/* Workers: start, the perform schedule, the mailbox, callback completions
+ * with Tarearbol's response forms, crashes and stops. Loop thread only. */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "alloc.h"
+#include "canon.h"
+#include "log.h"
+#include "mgr.h"
+#include "term.h"
+
+static const char A_NORMAL[] = "\x77\x06normal";
+static const char A_SHUTDOWN[] = "\x77\x08shutdown";
+static const char A_CRASHED[] = "\x77\x07crashed";
+
+static uint64_t mono_us(void) { return uv_hrtime() / 1000; }
+
+static uint64_t wall_us(void) {
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  return (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
+}
+
+static dm__wheel *wheel_of(dm__worker *w) { return &w->m->node->wheel; }
+
+static void worker_message(dm__proc *p, dm__node *n, const dm__ctrl *ctl);
+static void worker_exit(dm__proc *p, dm__node *n, const erlang_pid *from,
+                        const char *reason, size_t len);
+static const dm__proc_ops worker_ops = {worker_message, worker_exit};
+
+static dm__worker *of_proc(dm__proc *p) { return (dm__worker *)p; }
+static dm__worker *of_timer(dm__timer *t) {
+  return (dm__worker *)((char *)t - offsetof(dm__worker, timer));
+}
+
+static void schedule(dm__worker *w, uint64_t delay_ms) {
+  w->due = mono_us() + delay_ms * 1000 + 1; /* never 0, which means none */
+  dm__wheel_add(wheel_of(w), &w->timer, w->due);
+}
+
+/* Runs a callback for w; w must be idle. */
+static int run(dm__worker *w, int kind, const char *msg, size_t len,
+               dm__replyto *reply, int wrap) {
+  dm__wjob *j = dm__job_new(w->m, w, kind);
+  if (!j)
+    return DM_ENOMEM;
+  if (msg) {
+    j->owned = dm__malloc(len ? len : 1);
+    if (!j->owned) {
+      dm__job_free(j);
+      return DM_ENOMEM;
+    }
+    memcpy(j->owned, msg, len);
+    j->msg.data = j->owned;
+    j->msg.len = len;
+  }
+  j->reply = reply;
+  j->wrap = wrap;
+  w->flags |= DM__W_BUSY;
+  w->flags &= (uint8_t)~DM__W_LULL_FIRED;
+  w->busy_since = wall_us();
+  if (kind == DM__JOB_PERFORM)
+    w->flags &= (uint8_t)~DM__W_PERFORM_DUE;
+  /* While busy the timer watches for slowness (lull x timeout); the next
+   * perform is re-armed from w->due when the callback returns. */
+  if (w->timeout_ms && (kind == DM__JOB_PERFORM || kind == DM__JOB_CALL ||
+                        kind == DM__JOB_CAST)) {
+    uint64_t lull_us = (uint64_t)((double)w->timeout_ms * w->lull * 1000.0);
+    dm__wheel_add(wheel_of(w), &w->timer, mono_us() + lull_us);
+  } else {
+    dm__wheel_del(wheel_of(w), &w->timer);
+  }
+  dm__job_submit(j);
+  return 0;
+}
+
+static void set_blob(dm__blob **slot, const char *data, size_t len) {
+  dm__blob *b = dm__blob_new(data, len);
+  if (!b) {
+    DM_ERROR("out of memory storing a term; keeping the old one");
+    return;
+  }
+  dm__free(*slot);
+  *slot = b;
+}
+
+static void finalize(dm__worker *w) {
+  dm__node *n = w->m->node;
+  dm__links *l = w->proc.links;
+  if (l) {
+    erlang_pid self, to;
+    dm__proc_pid(n, &w->proc, &self);
+    for (uint32_t i = 0; i < l->count; i++) {
+      snprintf(to.node, sizeof to.node, "%s", n->peer_names[l->items[i].peer]);
+      to.num = l->items[i].num;
+      to.serial = l->items[i].serial;
+      to.creation = l->items[i].creation;
+      n->x.index = 0;
+      if (dm__enc_exit(&n->x, &self, &to, dm__blob_data(w->stop_reason),
+                       dm__blob_size(w->stop_reason)) == 0)
+        dm__node_send(n, to.node, &n->x);
+    }
+  }
+  dm__worker_free(w);
+}
+
+void dm__worker_free(dm__worker *w) {
+  dm__mail *m = w->mail;
+  while (m) {
+    dm__mail *next = m->next;
+    dm__free(m->reply);
+    dm__free(m);
+    m = next;
+  }
+  dm__free(w->proc.links);
+  dm__free(w->id);
+  dm__free(w->opts);
+  dm__free(w->payload);
+  dm__free(w->value);
+  dm__free(w->stop_reason);
+  dm__free(w);
+}
+
+void dm__worker_stop(dm__worker *w, const char *reason, size_t reason_len) {
+  dm__manager *m = w->m;
+  dm__node *n = m->node;
+  if (w->flags & DM__W_STOPPING)
+    return;
+  w->flags |= DM__W_STOPPING;
+  dm__children_del(m, w);
+  dm__pidtab_del(&n->pids, w->proc.key);
+  dm__wheel_del(wheel_of(w), &w->timer);
+  w->stop_reason = dm__blob_new(reason, reason_len);
+  /* Callers still waiting in the mailbox see the worker die, as a BEAM
+   * caller's monitor would. */
+  for (dm__mail *mail = w->mail; mail; mail = mail->next)
+    if (mail->reply)
+      dm__reply_exit(n, mail->reply, dm__blob_data(w->stop_reason),
+                     dm__blob_size(w->stop_reason));
+  if (w->flags & DM__W_BUSY)
+    return; /* terminate follows the running callback */
+  if (m->b->terminate && run(w, DM__JOB_TERMINATE, reason, reason_len, NULL, 0) == 0)
+    return;
+  finalize(w);
+}
+
+static int is_normal_exit(const char *r, size_t len) {
+  return dm__term_is_atom(r, len, "normal") || dm__term_is_atom(r, len, "shutdown");
+}
+
+/* A crash (or an exit signal): terminate, then restart per restart type
+ * with the original opts. */
+static void crash(dm__worker *w, const char *reason, size_t len) {
+  dm__manager *m = w->m;
+  int restart = w->restart == DM__PERMANENT ||
+                (w->restart == DM__TRANSIENT && !is_normal_exit(reason, len));
+  m->st.crashes++;
+  DM_WARN("manager %s: a worker crashed%s", m->name,
+          restart ? "; restarting it" : "");
+  /* The stop may free w at once, so the restart works from copies. */
+  dm__blob *id = restart ? dm__blob_new(dm__blob_data(w->id), dm__blob_len(w->id)) : NULL;
+  dm__blob *opts = restart ? dm__blob_new(dm__blob_data(w->opts), dm__blob_len(w->opts)) : NULL;
+  dm__worker_stop(w, reason, len);
+  if (id && opts &&
+      dm__worker_start(m, dm__blob_data(id), dm__blob_len(id), dm__blob_data(opts),
+                       dm__blob_len(opts), NULL) == 0)
+    m->st.restarts++;
+  dm__free(id);
+  dm__free(opts);
+}
+
+int dm__worker_start(dm__manager *m, const char *id, size_t idlen,
+                     const char *opts, size_t optslen, dm__worker **out) {
+  dm__node *n = m->node;
+  dm__child_opts o = m->defaults;
+  int r = DM_ENOMEM;
+  if (m->default_payload) {
+    o.payload = dm__blob_data(m->default_payload);
+    o.payload_len = dm__blob_len(m->default_payload);
+  }
+  if (opts && (r = dm__opts_parse(opts, optslen, &o, NULL)))
+    return r;
+  dm__worker *w = dm__calloc(1, sizeof *w);
+  if (!w)
+    return DM_ENOMEM;
+  w->proc.ops = &worker_ops;
+  w->m = m;
+  dm__timer_init(&w->timer);
+  w->id = dm__blob_new(id, idlen);
+  w->opts = opts ? dm__blob_new(opts, optslen) : dm__blob_new("\x6a", 1);
+  w->payload = o.payload ? dm__blob_new(o.payload, o.payload_len) : NULL;
+  if (!w->id || !w->opts || (o.payload && !w->payload))
+    goto err;
+  w->hash = dm__id_hash(m, id, idlen);
+  w->timeout_ms = o.timeout_ms;
+  w->lull = o.lull;
+  w->restart = o.restart;
+  w->instant = (uint8_t)o.instant;
+  if ((r = dm__proc_spawn(n, &w->proc)))
+    goto err;
+  if ((r = dm__children_put(m, w))) {
+    dm__pidtab_del(&n->pids, w->proc.key);
+    goto err;
+  }
+  if (out)
+    *out = w;
+  if (m->b->init && run(w, DM__JOB_INIT, NULL, 0, NULL, 0) == 0)
+    return 0;
+  w->flags |= DM__W_INITED;
+  if (o.instant)
+    schedule(w, o.instant_ms);
+  else if (w->timeout_ms)
+    schedule(w, w->timeout_ms);
+  return 0;
+err:
+  dm__worker_free(w);
+  return r;
+}
+
+/* ---- responses -------------------------------------------------------------- */
+
+/* Applies a perform/call/cast response. Returns 0 when w lives on, 1 when
+ * it stopped (halt or moved). */
+static int apply(dm__worker *w, const char *r, size_t len) {
+  dm__manager *m = w->m;
+  int i = 0, arity = 0, type, size;
+  if (dm__term_is_atom(r, len, "halt")) {
+    m->st.halts++;
+    dm__worker_stop(w, A_NORMAL, sizeof A_NORMAL - 1);
+    return 1;
+  }
+  if (ei_get_type(r, &i, &type, &size) == 0 &&
+      (type == ERL_SMALL_TUPLE_EXT || type == ERL_LARGE_TUPLE_EXT) &&
+      ei_decode_tuple_header(r, &i, &arity) == 0 && (arity == 2 || arity == 3)) {
+    size_t a = (size_t)i, b = a, c;
+    if (dm__term_skip(r, len, &b))
+      goto other;
+    c = b;
+    if (arity == 2 && dm__term_is_atom(r + a, len - a, "ok")) {
+      set_blob(&w->payload, r + b, len - b);
+      return 0;
+    }
+    if (arity == 2 && dm__term_is_atom(r + a, len - a, "replace")) {
+      set_blob(&w->payload, r + b, len - b);
+      set_blob(&w->value, r + b, len - b);
+      return 0;
+    }
+    if (arity == 3 && dm__term_is_atom(r + a, len - a, "replace")) {
+      if (dm__term_skip(r, len, &c))
+        goto other;
+      dm__buf canon = DM__BUF_INIT;
+      if (dm__canon(r + b, c - b, &canon) == 0) {
+        if (canon.len == dm__blob_len(w->id) &&
+            memcmp(canon.data, dm__blob_data(w->id), canon.len) == 0) {
+          set_blob(&w->payload, r + c, len - c);
+          set_blob(&w->value, r + c, len - c);
+          dm__buf_free(&canon);
+          return 0;
+        }
+        /* A new id: this worker goes, a new one is put there with the same
+         * opts and the new payload. */
+        dm__worker *nw = dm__children_get(m, canon.data, canon.len,
+                                          dm__id_hash(m, canon.data, canon.len));
+        if (nw)
+          dm__worker_stop(nw, A_SHUTDOWN, sizeof A_SHUTDOWN - 1);
+        dm__worker *moved = NULL;
+        if (dm__worker_start(m, canon.data, canon.len, dm__blob_data(w->opts),
+                             dm__blob_len(w->opts), &moved) == 0) {
+          set_blob(&moved->payload, r + c, len - c);
+          set_blob(&moved->value, r + c, len - c);
+        }
+        dm__buf_free(&canon);
+        dm__worker_stop(w, A_NORMAL, sizeof A_NORMAL - 1);
+        return 1;
+      }
+      dm__buf_free(&canon);
+      goto other;
+    }
+    if (arity == 2) {
+      /* {{timeout, T}, R} */
+      int k = (int)a, ta;
+      long long t;
+      if (ei_decode_tuple_header(r, &k, &ta) == 0 && ta == 2 &&
+          dm__term_is_atom(r + k, len - (size_t)k, "timeout")) {
+        size_t tpos = (size_t)k;
+        if (dm__term_skip(r, len, &tpos) == 0) {
+          k = (int)tpos;
+          if (ei_decode_longlong(r, &k, &t) == 0 && t >= 0 && t <= UINT32_MAX) {
+            w->timeout_ms = (uint32_t)t;
+            set_blob(&w->payload, r + b, len - b);
+            set_blob(&w->value, r + b, len - b);
+            return 0;
+          }
+        }
+      }
+    }
+  }
+other:
+  set_blob(&w->value, r, len);
+  return 0;
+}
+
+/* The reply a call's caller gets: the response unwrapped. */
+static void reply_of(const char *r, size_t len, const char **out, size_t *olen) {
+  int i = 0, arity;
+  *out = r;
+  *olen = len;
+  if (ei_decode_tuple_header(r, &i, &arity) < 0 || (arity != 2 && arity != 3))
+    return;
+  size_t a = (size_t)i, b = a;
+  if (dm__term_skip(r, len, &b))
+    return;
+  if (arity == 2 && (dm__term_is_atom(r + a, len - a, "ok") ||
+                     dm__term_is_atom(r + a, len - a, "replace"))) {
+    *out = r + b;
+    *olen = len - b;
+  } else if (arity == 3 && dm__term_is_atom(r + a, len - a, "replace")) {
+    size_t c = b;
+    if (dm__term_skip(r, len, &c) == 0) {
+      *out = r + c;
+      *olen = len - c;
+    }
+  }
+}
+
+static void drain(dm__worker *w);
+
+void dm__worker_completed(dm__wjob *j) {
+  dm__worker *w = j->w;
+  dm__manager *m = w->m;
+  dm__node *n = m->node;
+  const char *out = j->out.buff;
+  size_t len = (size_t)j->out.index, end = 0;
+  /* A behaviour's output is checked like a peer's input. */
+  int valid = len > 0 && dm__term_skip(out, len, &end) == 0 && end == len;
+  int crashed = j->rc != DM_CB_OK;
+  static const char bad_return[] = "\x77\x0a" "bad_return";
+  w->flags &= (uint8_t)~DM__W_BUSY;
+  w->busy_since = 0;
+  if (crashed && !valid) {
+    out = A_CRASHED;
+    len = sizeof A_CRASHED - 1;
+  }
+  if (w->flags & DM__W_STOPPING) {
+    if (j->kind == DM__JOB_CALL && j->reply) {
+      if (crashed)
+        dm__reply_exit(n, j->reply, out, len);
+      else if (valid) {
+        const char *rep;
+        size_t rlen;
+        reply_of(out, len, &rep, &rlen);
+        dm__reply_to(n, j->reply, rep, rlen, j->wrap);
+      }
+    }
+    if (j->kind != DM__JOB_TERMINATE && m->b->terminate &&
+        run(w, DM__JOB_TERMINATE, dm__blob_data(w->stop_reason),
+            dm__blob_size(w->stop_reason), NULL, 0) == 0) {
+      dm__job_free(j);
+      return;
+    }
+    dm__job_free(j);
+    finalize(w);
+    return;
+  }
+  if (!crashed && !valid && j->kind != DM__JOB_INIT && j->kind != DM__JOB_CAST &&
+      !(j->kind == DM__JOB_CALL && !m->b->call)) {
+    DM_ERROR("manager %s: a callback returned no valid term", m->name);
+    crashed = 1;
+    out = bad_return;
+    len = sizeof bad_return - 1;
+  }
+  switch (j->kind) {
+  case DM__JOB_INIT:
+    if (crashed)
+      break;
+    if (valid)
+      set_blob(&w->payload, out, len);
+    w->flags |= DM__W_INITED;
+    if (w->instant)
+      schedule(w, 0);
+    else if (w->timeout_ms)
+      schedule(w, w->timeout_ms);
+    break;
+  case DM__JOB_PERFORM:
+    m->st.performs++;
+    w->due = 0;
+    if (crashed)
+      break;
+    if (apply(w, out, len))
+      goto done; /* w is gone */
+    if (w->timeout_ms)
+      schedule(w, w->timeout_ms);
+    else
+      dm__wheel_del(wheel_of(w), &w->timer);
+    break;
+  case DM__JOB_CALL:
+    m->st.calls++;
+    if (crashed) {
+      if (j->reply)
+        dm__reply_exit(n, j->reply, out, len);
+      break;
+    }
+    if (!m->b->call) {
+      static const char not_impl[] = "\x68\x02\x77\x05" "error" "\x77\x0f" "not_implemented";
+      dm__reply_to(n, j->reply, not_impl, sizeof not_impl - 1, j->wrap);
+      break;
+    }
+    {
+      const char *rep;
+      size_t rlen;
+      reply_of(out, len, &rep, &rlen);
+      dm__reply_to(n, j->reply, rep, rlen, j->wrap);
+    }
+    if (apply(w, out, len))
+      goto done;
+    break;
+  case DM__JOB_CAST:
+    m->st.casts++;
+    if (!crashed && valid && apply(w, out, len))
+      goto done;
+    break;
+  default:
+    break;
+  }
+  if (crashed) {
+    dm__job_free(j);
+    crash(w, out, len);
+    return;
+  }
+  /* The next perform keeps its time across calls and casts: the timer
+   * watched for slowness while busy, now it waits for w->due again. */
+  if (j->kind != DM__JOB_PERFORM && j->kind != DM__JOB_INIT) {
+    if (w->due && !(w->flags & DM__W_PERFORM_DUE))
+      dm__wheel_add(wheel_of(w), &w->timer, w->due);
+    else
+      dm__wheel_del(wheel_of(w), &w->timer);
+  }
+  drain(w);
+done:
+  dm__job_free(j);
+}
+
+/* Runs what waited while w was busy: mail first, then a due perform. */
+static void drain(dm__worker *w) {
+  if (w->flags & (DM__W_BUSY | DM__W_STOPPING))
+    return;
+  dm__mail *mail = w->mail;
+  if (mail) {
+    w->mail = mail->next;
+    if (!w->mail)
+      w->mail_tail = NULL;
+    w->nmail--;
+    dm__wheel_del(wheel_of(w), &w->timer);
+    if (run(w, mail->kind, mail->msg, mail->len, mail->reply, mail->wrap) == 0)
+      mail->reply = NULL; /* the job owns it now */
+    else if (mail->reply)
+      dm__reply_exit(w->m->node, mail->reply, A_CRASHED, sizeof A_CRASHED - 1);
+    dm__free(mail->reply);
+    dm__free(mail);
+    return;
+  }
+  if (w->flags & DM__W_PERFORM_DUE)
+    run(w, DM__JOB_PERFORM, NULL, 0, NULL, 0);
+}
+
+void dm__worker_on_timer(dm__timer *t, void *ud) {
+  dm__worker *w = of_timer(t);
+  dm__manager *m = w->m;
+  (void)ud;
+  if (w->flags & DM__W_BUSY) {
+    /* Slower than lull x timeout: tell the behaviour, once per job, on a
+     * pool thread of its own with copies of the terms. */
+    if (w->flags & DM__W_LULL_FIRED)
+      return;
+    w->flags |= DM__W_LULL_FIRED;
+    m->st.timeouts++;
+    if (!m->b->handle_timeout)
+      return;
+    dm__wjob *j = dm__job_new(m, NULL, DM__JOB_TIMEOUT);
+    size_t il = dm__blob_size(w->id), pl = dm__blob_size(w->payload);
+    if (!j)
+      return;
+    j->owned = dm__malloc(il + pl);
+    if (!j->owned) {
+      dm__job_free(j);
+      return;
+    }
+    memcpy(j->owned, dm__blob_data(w->id), il);
+    memcpy(j->owned + il, dm__blob_data(w->payload), pl);
+    j->id.data = j->owned;
+    j->id.len = il;
+    j->payload.data = j->owned + il;
+    j->payload.len = pl;
+    dm__job_submit(j);
+    return;
+  }
+  uint64_t now = mono_us();
+  dm__manager_note_lateness(m, now > w->due ? now - w->due : 0);
+  w->flags |= DM__W_PERFORM_DUE;
+  drain(w);
+}
+
+int dm__worker_deliver(dm__worker *w, int kind, const char *msg, size_t len,
+                       const dm__gen *g, int wrap) {
+  dm__manager *m = w->m;
+  dm__replyto *reply = NULL;
+  if (kind == DM__JOB_CALL) {
+    reply = dm__replyto_new(g);
+    if (!reply)
+      return DM_ENOMEM;
+  }
+  if (!(w->flags & DM__W_BUSY) && !w->mail) {
+    int r = run(w, kind, msg, len, reply, wrap);
+    if (r)
+      dm__free(reply);
+    return r;
+  }
+  if (w->nmail >= m->max_mailbox) {
+    m->st.mailbox_overflows++;
+    if (kind == DM__JOB_CALL) {
+      static const char overloaded[] = "\x68\x02\x77\x05" "error" "\x77\x0a" "overloaded";
+      dm__reply_to(m->node, reply, overloaded, sizeof overloaded - 1, 0);
+    } else {
+      m->st.casts_dropped++;
+    }
+    dm__free(reply);
+    return DM_ETOOBIG;
+  }
+  dm__mail *mail = dm__malloc(sizeof *mail + len);
+  if (!mail) {
+    dm__free(reply);
+    return DM_ENOMEM;
+  }
+  mail->next = NULL;
+  mail->kind = kind;
+  mail->wrap = wrap;
+  mail->reply = reply;
+  mail->len = len;
+  memcpy(mail->msg, msg, len);
+  if (w->mail_tail)
+    w->mail_tail->next = mail;
+  else
+    w->mail = mail;
+  w->mail_tail = mail;
+  w->nmail++;
+  return 0;
+}
+
+/* ---- the worker's pid ------------------------------------------------------- */
+
+static void worker_message(dm__proc *p, dm__node *n, const dm__ctrl *ctl) {
+  dm__worker *w = of_proc(p);
+  dm__gen g;
+  (void)n;
+  dm__gen_decode(ctl->msg, ctl->msg_len, &g);
+  if (g.kind == DM__GEN_CALL) {
+    dm__worker_deliver(w, DM__JOB_CALL, g.req, g.req_len, &g, 0);
+  } else if (g.kind == DM__GEN_CAST) {
+    dm__worker_deliver(w, DM__JOB_CAST, g.req, g.req_len, NULL, 0);
+  } else {
+    /* {payload, P}: the payload is replaced and init runs again. */
+    int i = 1, arity;
+    const char *msg = ctl->msg;
+    size_t len = ctl->msg_len;
+    if (ei_decode_tuple_header(msg, &i, &arity) == 0 && arity == 2 &&
+        dm__term_is_atom(msg + i, len - (size_t)i, "payload")) {
+      size_t a = (size_t)i;
+      if (dm__term_skip(msg, len, &a) == 0 && !(w->flags & DM__W_BUSY)) {
+        set_blob(&w->payload, msg + a, len - a);
+        if (w->m->b->init)
+          run(w, DM__JOB_INIT, NULL, 0, NULL, 0);
+      }
+    }
+  }
+}
+
+static void worker_exit(dm__proc *p, dm__node *n, const erlang_pid *from,
+                        const char *reason, size_t len) {
+  dm__worker *w = of_proc(p);
+  (void)n;
+  (void)from;
+  /* Not trapping exits: a linked process's abnormal death takes the
+   * worker with it; `normal` is ignored, as in OTP. */
+  if (dm__term_is_atom(reason, len, "normal"))
+    return;
+  crash(w, reason, len);
+}

@@ -1,0 +1,380 @@
+%% @doc Dynamic managers in C, through Tarearbol's wire API, from BEAM: the
+%% counter behaviour serves as the workload.
+-module(manager_SUITE).
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-compile([export_all, nowarn_export_all]).
+
+-define(M, counters).
+
+all() ->
+    [state_is_started_with_children_specs_and_shaped_for_elixir,
+     info_lists_the_managers,
+     performs_run_every_timeout,
+     put_starts_a_worker_and_get_shows_it,
+     put_replaces_an_existing_worker,
+     put_new_leaves_an_existing_worker_alone,
+     del_removes_and_del_of_missing_is_not_found,
+     get_of_missing_is_an_empty_map,
+     ids_compare_by_term_equality,
+     synch_call_by_id_and_missing,
+     asynch_call_by_id_and_missing,
+     worker_pid_answers_call_and_cast,
+     payload_message_replaces_payload,
+     response_ok_changes_payload_not_value,
+     response_replace_changes_both,
+     response_replace_with_new_id_moves_the_worker,
+     response_timeout_changes_the_period,
+     response_other_is_stored_as_value,
+     response_halt_removes_the_worker,
+     timeout_zero_never_performs,
+     instant_perform_true_and_integer,
+     busy_shows_a_datetime_while_a_callback_runs,
+     slow_callback_counts_a_timeout,
+     mailbox_overflow_answers_overloaded,
+     pickup_hashring_is_stable,
+     pickup_random_spreads,
+     pickup_stream_skips_busy_workers,
+     restart_returns_to_children_specs,
+     cast_forms_of_put_put_new_del_restart,
+     bad_opts_are_refused_with_detail,
+     bad_requests_are_refused,
+     manager_stats_report_counters_and_lateness,
+     bad_manager_specs_exit_nonzero].
+
+init_per_testcase(Case, Config) ->
+    Extra = case Case of
+                mailbox_overflow_answers_overloaded -> ",max_mailbox=2";
+                pickup_random_spreads -> ",pickup=random";
+                pickup_stream_skips_busy_workers -> ",pickup=stream";
+                _ -> ""
+            end,
+    C = cnode_test:start(undefined,
+                         #{dir => ?config(priv_dir, Config),
+                           args => ["--threads", "2",
+                                    "--manager", "counters=counter,children=3,timeout=100" ++ Extra]}),
+    N = cnode_test:node(C),
+    cnode_test:wait_until(fun() -> maps:get(state, call(N, state)) =:= started end, 10000),
+    [{cnode, C}, {node, N} | Config].
+
+end_per_testcase(_Case, Config) ->
+    cnode_test:stop(?config(cnode, Config)).
+
+call(N, Req) -> gen_server:call({?M, N}, Req, 10000).
+get(N, Id) -> call(N, {get, Id}).
+value(N, Id) -> maps:get(value, get(N, Id)).
+payload(N, Id) -> {ok, P} = call(N, {synch_call, Id, get}), P.
+children(N) -> maps:get(children, call(N, state)).
+
+%% ---------------------------------------------------------------------------
+
+state_is_started_with_children_specs_and_shaped_for_elixir(Config) ->
+    N = ?config(node, Config),
+    S = call(N, state),
+    ?assertMatch(#{'__struct__' := 'Elixir.counters.State', state := started,
+                   manager := counters, children := _}, S),
+    Ch = maps:get(children, S),
+    ?assertEqual([<<"c1">>, <<"c2">>, <<"c3">>], lists:sort(maps:keys(Ch))),
+    [?assertMatch(#{'__struct__' := 'Elixir.Tarearbol.DynamicManager.Child',
+                    pid := P, value := _, 'busy?' := _, opts := [{payload, 0}]}
+                    when is_pid(P) andalso node(P) =:= N, C)
+     || C <- maps:values(Ch)],
+    Pids = [P || #{pid := P} <- maps:values(Ch)],
+    ?assertEqual(3, length(lists:usort(Pids))).
+
+info_lists_the_managers(Config) ->
+    N = ?config(node, Config),
+    #{managers := Ms} = cnode_test:call(N, info),
+    ?assertMatch([#{name := counters, behaviour := counter, workers := 3, state := started}], Ms).
+
+performs_run_every_timeout(Config) ->
+    N = ?config(node, Config),
+    %% counter's perform returns {replace, N + 1}: the value counts performs.
+    cnode_test:wait_until(fun() -> is_integer(value(N, <<"c1">>)) andalso value(N, <<"c1">>) >= 5 end, 5000),
+    ?assert(payload(N, <<"c1">>) >= 5).
+
+put_starts_a_worker_and_get_shows_it(Config) ->
+    N = ?config(node, Config),
+    ok = call(N, {put, <<"new">>, [{payload, 40}, {timeout, 50}]}),
+    ?assertMatch(#{pid := P, opts := [{payload, 40}, {timeout, 50}]} when is_pid(P), get(N, <<"new">>)),
+    cnode_test:wait_until(fun() -> payload(N, <<"new">>) >= 42 end, 5000),
+    ?assertEqual(4, maps:size(children(N))).
+
+put_replaces_an_existing_worker(Config) ->
+    N = ?config(node, Config),
+    #{pid := P1} = get(N, <<"c1">>),
+    ok = call(N, {put, <<"c1">>, #{payload => 1000, timeout => 100000}}),
+    #{pid := P2, opts := Opts} = get(N, <<"c1">>),
+    ?assertNotEqual(P1, P2),
+    ?assertEqual(#{payload => 1000, timeout => 100000}, Opts),
+    ?assertEqual(1000, payload(N, <<"c1">>)),
+    ?assertEqual(3, maps:size(children(N))),
+    %% The old pid is gone: calls to it fail at once.
+    ?assertExit({noproc, _}, gen_server:call(P1, get, 60000)).
+
+put_new_leaves_an_existing_worker_alone(Config) ->
+    N = ?config(node, Config),
+    #{pid := P1} = get(N, <<"c2">>),
+    ok = call(N, {put_new, <<"c2">>, [{payload, 999}]}),
+    ?assertMatch(#{pid := P1}, get(N, <<"c2">>)),
+    ?assertNotEqual(999, payload(N, <<"c2">>)),
+    ok = call(N, {put_new, <<"c9">>, [{payload, 5}, {timeout, 0}]}),
+    ?assertEqual(5, payload(N, <<"c9">>)).
+
+del_removes_and_del_of_missing_is_not_found(Config) ->
+    N = ?config(node, Config),
+    #{pid := P} = get(N, <<"c3">>),
+    ok = call(N, {del, <<"c3">>}),
+    ?assertEqual(#{}, get(N, <<"c3">>)),
+    ?assertEqual({error, not_found}, call(N, {del, <<"c3">>})),
+    ?assertEqual(2, maps:size(children(N))),
+    ?assertExit({noproc, _}, gen_server:call(P, get, 60000)).
+
+get_of_missing_is_an_empty_map(Config) ->
+    N = ?config(node, Config),
+    ?assertEqual(#{}, get(N, <<"nope">>)),
+    ?assertEqual(#{}, get(N, {some, complex, [id]})).
+
+ids_compare_by_term_equality(Config) ->
+    N = ?config(node, Config),
+    Ids = [atom_id, "a string", [97, 98], {tuple, 1}, #{b => 2, a => 1}, 12345678901234567890,
+           -5, 1.5, self(), make_ref(), <<>>, []],
+    [ok = call(N, {put, Id, [{payload, 1}, {timeout, 0}]}) || Id <- Ids],
+    [?assertMatch(#{pid := _}, get(N, Id)) || Id <- Ids],
+    %% The same map built in another key order, and an equal string.
+    ?assertMatch(#{pid := _}, get(N, maps:from_list([{a, 1}, {b, 2}]))),
+    ?assertMatch(#{pid := _}, get(N, "ab")),
+    %% 1 and 1.0 are different ids (=:=).
+    ok = call(N, {put, 1, [{timeout, 0}]}),
+    ?assertEqual(#{}, get(N, 1.0)),
+    Keys = maps:keys(children(N)),
+    [?assert(lists:member(Id, Keys), Id) || Id <- Ids].
+
+synch_call_by_id_and_missing(Config) ->
+    N = ?config(node, Config),
+    ?assertMatch({ok, V} when is_integer(V), call(N, {synch_call, <<"c1">>, get})),
+    ?assertEqual(error, call(N, {synch_call, <<"missing">>, get})),
+    ?assertEqual({ok, {echo, 1}}, call(N, {synch_call, <<"c1">>, {respond, {echo, 1}}})).
+
+asynch_call_by_id_and_missing(Config) ->
+    N = ?config(node, Config),
+    ok = call(N, {put, <<"a">>, [{payload, 0}, {timeout, 0}]}),
+    ?assertEqual(ok, call(N, {asynch_call, <<"a">>, {add, 100}})),
+    ?assertEqual(error, call(N, {asynch_call, <<"missing">>, {add, 100}})),
+    cnode_test:wait_until(fun() -> payload(N, <<"a">>) =:= 100 end, 5000).
+
+worker_pid_answers_call_and_cast(Config) ->
+    N = ?config(node, Config),
+    ok = call(N, {put, <<"p">>, [{payload, 10}, {timeout, 0}]}),
+    #{pid := P} = get(N, <<"p">>),
+    ?assertEqual(10, gen_server:call(P, get)),
+    ok = gen_server:cast(P, {add, 5}),
+    cnode_test:wait_until(fun() -> gen_server:call(P, get) =:= 15 end, 5000),
+    ?assertEqual(<<"p">>, gen_server:call(P, id)).
+
+payload_message_replaces_payload(Config) ->
+    N = ?config(node, Config),
+    ok = call(N, {put, <<"pl">>, [{payload, 1}, {timeout, 0}]}),
+    #{pid := P} = get(N, <<"pl">>),
+    P ! {payload, 77},
+    cnode_test:wait_until(fun() -> payload(N, <<"pl">>) =:= 77 end, 5000).
+
+response_ok_changes_payload_not_value(Config) ->
+    N = ?config(node, Config),
+    ok = call(N, {put, <<"r">>, [{payload, 1}, {timeout, 0}]}),
+    ok = call(N, {asynch_call, <<"r">>, {respond, {replace, 5}}}),
+    cnode_test:wait_until(fun() -> value(N, <<"r">>) =:= 5 end, 5000),
+    ok = call(N, {asynch_call, <<"r">>, {respond, {ok, 9}}}),
+    cnode_test:wait_until(fun() -> payload(N, <<"r">>) =:= 9 end, 5000),
+    ?assertEqual(5, value(N, <<"r">>)).
+
+response_replace_changes_both(Config) ->
+    N = ?config(node, Config),
+    ok = call(N, {put, <<"r">>, [{payload, 1}, {timeout, 0}]}),
+    ?assertEqual({ok, 8}, call(N, {synch_call, <<"r">>, {respond, {replace, 8}}})),
+    ?assertEqual(8, value(N, <<"r">>)),
+    ?assertEqual(8, payload(N, <<"r">>)),
+    ?assertEqual({ok, 3}, call(N, {synch_call, <<"r">>, {respond, {replace, <<"r">>, 3}}})),
+    ?assertEqual(3, payload(N, <<"r">>)).
+
+response_replace_with_new_id_moves_the_worker(Config) ->
+    N = ?config(node, Config),
+    ok = call(N, {put, <<"from">>, [{payload, 1}, {timeout, 0}]}),
+    ok = call(N, {asynch_call, <<"from">>, {respond, {replace, <<"to">>, 42}}}),
+    cnode_test:wait_until(fun() -> get(N, <<"from">>) =:= #{} end, 5000),
+    ?assertMatch(#{value := 42}, get(N, <<"to">>)),
+    ?assertEqual(42, payload(N, <<"to">>)).
+
+response_timeout_changes_the_period(Config) ->
+    N = ?config(node, Config),
+    ok = call(N, {put, <<"t">>, [{payload, 1}, {timeout, 300}]}),
+    ok = call(N, {asynch_call, <<"t">>, {respond, {{timeout, 20}, 100}}}),
+    %% A cast does not reschedule: the next perform comes at the old time,
+    %% then every 20 ms from 100 on, so the payload soon climbs past 115.
+    cnode_test:wait_until(fun() -> payload(N, <<"t">>) > 115 end, 3000).
+
+response_other_is_stored_as_value(Config) ->
+    N = ?config(node, Config),
+    ok = call(N, {put, <<"o">>, [{payload, 1}, {timeout, 0}]}),
+    ok = call(N, {asynch_call, <<"o">>, {respond, {whatever, [1, 2]}}}),
+    cnode_test:wait_until(fun() -> value(N, <<"o">>) =:= {whatever, [1, 2]} end, 5000),
+    ?assertEqual(1, payload(N, <<"o">>)).
+
+response_halt_removes_the_worker(Config) ->
+    N = ?config(node, Config),
+    ok = call(N, {put, <<"h">>, [{payload, 1}, {timeout, 0}]}),
+    #{pid := P} = get(N, <<"h">>),
+    process_flag(trap_exit, true),
+    true = link(P),
+    ok = call(N, {asynch_call, <<"h">>, halt}),
+    receive {'EXIT', P, normal} -> ok after 5000 -> ct:fail(no_exit) end,
+    ?assertEqual(#{}, get(N, <<"h">>)),
+    #{halts := H} = call(N, stats),
+    ?assert(H >= 1).
+
+timeout_zero_never_performs(Config) ->
+    N = ?config(node, Config),
+    ok = call(N, {put, <<"still">>, [{payload, 7}, {timeout, 0}]}),
+    ok = call(N, {put, <<"busy">>, [{payload, 0}, {timeout, 10}]}),
+    %% While the neighbour performs ten times, the timeout-0 one never does.
+    cnode_test:wait_until(fun() -> payload(N, <<"busy">>) >= 10 end, 5000),
+    ?assertEqual(7, payload(N, <<"still">>)),
+    ?assertEqual(nil, value(N, <<"still">>)).
+
+instant_perform_true_and_integer(Config) ->
+    N = ?config(node, Config),
+    ok = call(N, {put, <<"i1">>, [{payload, 0}, {timeout, 1000000}, {'instant_perform?', true}]}),
+    ok = call(N, {put, <<"i2">>, [{payload, 0}, {timeout, 1000000}, {instant_perform, 30}]}),
+    ok = call(N, {put, <<"i3">>, [{payload, 0}, {timeout, 1000000}]}),
+    cnode_test:wait_until(fun() -> value(N, <<"i1">>) =:= 1 andalso value(N, <<"i2">>) =:= 1 end, 5000),
+    ?assertEqual(nil, value(N, <<"i3">>)).
+
+busy_shows_a_datetime_while_a_callback_runs(Config) ->
+    N = ?config(node, Config),
+    ok = call(N, {put, <<"b">>, [{payload, 0}, {timeout, 0}]}),
+    ok = call(N, {asynch_call, <<"b">>, {sleep, 1500}}),
+    #{'busy?' := B} = cnode_test:wait_until(fun() ->
+        case get(N, <<"b">>) of #{'busy?' := nil} -> false; C -> {true, C} end end, 5000),
+    ?assertMatch(#{'__struct__' := 'Elixir.DateTime', calendar := 'Elixir.Calendar.ISO',
+                   year := Y, month := _, day := _, hour := _, minute := _, second := _,
+                   microsecond := {_, 6}, time_zone := <<"Etc/UTC">>, zone_abbr := <<"UTC">>,
+                   utc_offset := 0, std_offset := 0} when Y >= 2024, B),
+    cnode_test:wait_until(fun() -> maps:get('busy?', get(N, <<"b">>)) =:= nil end, 5000).
+
+slow_callback_counts_a_timeout(Config) ->
+    N = ?config(node, Config),
+    ok = call(N, {put, <<"slow">>, [{payload, 0}, {timeout, 50}, {lull, 1.0}]}),
+    ok = call(N, {asynch_call, <<"slow">>, {sleep, 400}}),
+    cnode_test:wait_until(fun() -> maps:get(timeouts, call(N, stats)) >= 1 end, 5000).
+
+mailbox_overflow_answers_overloaded(Config) ->
+    N = ?config(node, Config),
+    ok = call(N, {put, <<"m">>, [{payload, 0}, {timeout, 0}]}),
+    #{pid := P} = get(N, <<"m">>),
+    ok = gen_server:cast(P, {sleep, 1500}),
+    Self = self(),
+    [spawn(fun() -> Self ! {r, catch gen_server:call(P, get, 10000)} end) || _ <- lists:seq(1, 5)],
+    Rs = [receive {r, R} -> R after 10000 -> timeout end || _ <- lists:seq(1, 5)],
+    Over = [R || {error, overloaded} = R <- Rs],
+    ?assertEqual(3, length(Over), Rs),
+    ?assertEqual(2, length([R || R <- Rs, is_integer(R)]), Rs),
+    ?assert(maps:get(mailbox_overflows, call(N, stats)) >= 3).
+
+pickup_hashring_is_stable(Config) ->
+    N = ?config(node, Config),
+    Picks = [begin {ok, Id} = call(N, {synch_call, nil, id}), Id end || _ <- lists:seq(1, 20)],
+    ?assertEqual(1, length(lists:usort(Picks))),
+    {ok, A} = call(N, {synch_call, nil, id}),
+    ?assert(lists:member(A, [<<"c1">>, <<"c2">>, <<"c3">>])).
+
+pickup_random_spreads(Config) ->
+    N = ?config(node, Config),
+    Picks = [begin {ok, Id} = call(N, {synch_call, nil, id}), Id end || _ <- lists:seq(1, 60)],
+    ?assert(length(lists:usort(Picks)) >= 2, Picks).
+
+pickup_stream_skips_busy_workers(Config) ->
+    N = ?config(node, Config),
+    [ok = call(N, {put, Id, [{payload, 0}, {timeout, 0}]}) || Id <- [<<"c1">>, <<"c2">>, <<"c3">>]],
+    ok = call(N, {asynch_call, <<"c1">>, {sleep, 2000}}),
+    ok = call(N, {asynch_call, <<"c2">>, {sleep, 2000}}),
+    cnode_test:wait_until(fun() ->
+        maps:get('busy?', get(N, <<"c1">>)) =/= nil andalso maps:get('busy?', get(N, <<"c2">>)) =/= nil
+    end, 5000),
+    ?assertEqual({ok, <<"c3">>}, call(N, {synch_call, nil, id})).
+
+restart_returns_to_children_specs(Config) ->
+    N = ?config(node, Config),
+    ok = call(N, {put, <<"extra">>, [{timeout, 0}]}),
+    ok = call(N, {del, <<"c1">>}),
+    ok = call(N, restart),
+    cnode_test:wait_until(fun() -> maps:get(state, call(N, state)) =:= started end, 5000),
+    ?assertEqual([<<"c1">>, <<"c2">>, <<"c3">>], lists:sort(maps:keys(children(N)))).
+
+cast_forms_of_put_put_new_del_restart(Config) ->
+    N = ?config(node, Config),
+    gen_server:cast({?M, N}, {put, <<"k">>, [{payload, 3}, {timeout, 0}]}),
+    cnode_test:wait_until(fun() -> get(N, <<"k">>) =/= #{} end, 5000),
+    gen_server:cast({?M, N}, {put_new, <<"k">>, [{payload, 4}]}),
+    gen_server:cast({?M, N}, {del, <<"c1">>}),
+    cnode_test:wait_until(fun() -> get(N, <<"c1">>) =:= #{} end, 5000),
+    ?assertEqual(3, payload(N, <<"k">>)),
+    gen_server:cast({?M, N}, restart),
+    cnode_test:wait_until(fun() ->
+        lists:sort(maps:keys(children(N))) =:= [<<"c1">>, <<"c2">>, <<"c3">>] end, 5000).
+
+bad_opts_are_refused_with_detail(Config) ->
+    N = ?config(node, Config),
+    Cases = [{[{timeout, -1}], {timeout, -1}},
+             {[{timeout, <<"x">>}], {timeout, <<"x">>}},
+             {#{lull => 0}, {lull, 0}},
+             {[{lull, nope}], {lull, nope}},
+             {[{restart, sometimes}], {restart, sometimes}},
+             {[{'instant_perform?', maybe}], {'instant_perform?', maybe}},
+             {[{colour, red}], {unknown_option, colour}},
+             {42, 42},
+             {<<"opts">>, <<"opts">>},
+             {[{timeout, 1} | improper], [{timeout, 1} | improper]}],
+    [?assertEqual({error, {bad_opts, Detail}}, call(N, {put, <<"x">>, Opts}), Opts)
+     || {Opts, Detail} <- Cases],
+    ?assertEqual(#{}, get(N, <<"x">>)),
+    ?assertEqual(3, maps:size(children(N))).
+
+bad_requests_are_refused(Config) ->
+    N = ?config(node, Config),
+    [?assertEqual({error, {unknown_request, R}}, call(N, R), R)
+     || R <- [hello, {put, <<"x">>}, {del}, {get, 1, 2}, {synch_call, x}, [], <<"state">>,
+              {put, a, b, c, d}]],
+    ?assertEqual(pong, net_adm:ping(N)).
+
+manager_stats_report_counters_and_lateness(Config) ->
+    N = ?config(node, Config),
+    cnode_test:wait_until(fun() -> maps:get(performs, call(N, stats)) >= 20 end, 5000),
+    S = call(N, stats),
+    [?assert(is_integer(maps:get(K, S)), K)
+     || K <- [performs, calls, casts, puts, dels, halts, crashes, restarts, mailbox_overflows,
+              timeouts, workers, pool_depth, threads, lateness_samples, lateness_p50_us,
+              lateness_p99_us, lateness_max_us]],
+    ?assertEqual(3, maps:get(workers, S)),
+    ?assertEqual(started, maps:get(state, S)),
+    ?assert(maps:get(lateness_p50_us, S) =< maps:get(lateness_p99_us, S)),
+    ?assert(maps:get(lateness_p99_us, S) =< maps:get(lateness_max_us, S)).
+
+bad_manager_specs_exit_nonzero(_Config) ->
+    Bin = cnode_test:bin(),
+    Run = fun(Spec) ->
+              os:cmd("TAREARBOL_CNODE_COOKIE=x " ++ Bin ++ " --sname badspec --manager '" ++ Spec ++
+                     "' 2>&1; echo \"exit=$?\"")
+          end,
+    [begin
+         Out = Run(Spec),
+         ?assert(string:find(Out, Want) =/= nomatch, {Spec, Out}),
+         ?assertEqual(nomatch, string:find(Out, "exit=0"), {Spec, Out})
+     end || {Spec, Want} <- [{"nobehaviour", "NAME=BEHAVIOUR"},
+                             {"m=nosuch", "unknown behaviour"},
+                             {"m=counter,timeout=-3", "bad value for timeout"},
+                             {"m=counter,lull=0", "bad value for lull"},
+                             {"m=counter,pickup=sideways", "bad value for pickup"},
+                             {"m=counter,threads=0", "bad value for threads"},
+                             {"m=counter,oops", "key=value"},
+                             {"m=/nonexistent/lib.so", "cannot load behaviour"}]].
