@@ -13,13 +13,24 @@
 dm__blob *dm__blob_new(const char *data, size_t len) {
   if (len > UINT32_MAX)
     return NULL;
-  dm__blob *b = dm__malloc(sizeof(uint32_t) + len);
+  dm__blob *b = dm__malloc(DM__BLOB_HDR + len);
   if (!b)
     return NULL;
-  uint32_t l = (uint32_t)len;
-  memcpy(b, &l, sizeof l);
-  memcpy(b + sizeof l, data, len);
+  uint32_t hdr[2] = {(uint32_t)len, 1};
+  memcpy(b, hdr, sizeof hdr);
+  memcpy(b + DM__BLOB_HDR, data, len);
   return b;
+}
+
+dm__blob *dm__blob_ref(dm__blob *b) {
+  if (b)
+    ((uint32_t *)(void *)b)[1]++;
+  return b;
+}
+
+void dm__blob_unref(dm__blob *b) {
+  if (b && --((uint32_t *)(void *)b)[1] == 0)
+    dm__free(b);
 }
 
 static void run(dm__job *base);
@@ -52,6 +63,7 @@ dm__wjob *dm__job_new(dm__manager *m, dm__worker *w, int kind) {
   j->reply = NULL;
   j->msg.data = NULL;
   j->msg.len = 0;
+  j->due = 0;
   if (w) {
     j->id.data = dm__blob_data(w->id);
     j->id.len = dm__blob_size(w->id);
@@ -93,6 +105,7 @@ void dm__job_submit(dm__wjob *j) {
 static void run(dm__job *base) {
   dm__wjob *j = (dm__wjob *)base;
   const dm_behaviour *b = j->m->b;
+  j->started_us = uv_hrtime() / 1000;
   j->out.index = 0;
   j->sends.index = 0;
   switch (j->kind) {

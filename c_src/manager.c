@@ -583,6 +583,7 @@ static void specs_done(dm__manager *m, dm__wjob *j) {
     DM_ERROR("manager %s: children_specs did not return a map", m->name);
   } else if (len) {
     size_t k = (size_t)i;
+    m->spread = 1;
     for (int e = 0; e < arity; e++) {
       size_t ks = k, vs;
       dm__term_skip(b, len, &k);
@@ -591,6 +592,7 @@ static void specs_done(dm__manager *m, dm__wjob *j) {
       if (put(m, b + ks, vs - ks, b + vs, k - vs, 0, NULL))
         DM_WARN("manager %s: a child of children_specs was refused", m->name);
     }
+    m->spread = 0;
   }
   state_change(m, DM__STARTED);
 }
@@ -697,7 +699,8 @@ static void manager_free(dm__manager *m) {
     free(m->options[i].value);
   }
   dm__free(m->options);
-  dm__free(m->default_payload);
+  dm__blob_unref(m->default_payload);
+  dm__blob_unref(m->last_opts);
   dm__free(m->slots);
   while (m->free_jobs) {
     dm__wjob *j = m->free_jobs;

@@ -16,15 +16,19 @@ typedef struct dm__manager dm__manager;
 typedef struct dm__worker dm__worker;
 typedef struct dm_ctx dm__wjob;
 
-/* A term owned by the runtime: 4-byte length, then the bytes. NULL is
- * nil. One allocation, so a worker's terms cost a pointer each. */
+/* A term owned by the runtime: 4-byte length, 4-byte reference count,
+ * then the bytes. NULL is nil. Payload and value, and the opts of workers
+ * started from one spec, share one blob instead of holding copies. */
 typedef char dm__blob;
+#define DM__BLOB_HDR 8
 dm__blob *dm__blob_new(const char *data, size_t len);
+dm__blob *dm__blob_ref(dm__blob *b);
+void dm__blob_unref(dm__blob *b);
 static inline uint32_t dm__blob_len(const dm__blob *b) {
   return b ? *(const uint32_t *)(const void *)b : 0;
 }
 static inline const char *dm__blob_data(const dm__blob *b) {
-  return b ? b + sizeof(uint32_t) : "\x73\x03nil"; /* nil as SMALL_ATOM */
+  return b ? b + DM__BLOB_HDR : "\x73\x03nil"; /* nil as SMALL_ATOM */
 }
 static inline size_t dm__blob_size(const dm__blob *b) {
   return b ? dm__blob_len(b) : 5;
@@ -39,6 +43,11 @@ typedef struct dm__mail {
   size_t len;
   char msg[];        /* the request, no version byte */
 } dm__mail;
+
+typedef struct dm__mailbox {
+  dm__mail *head, *tail;
+  uint32_t count;
+} dm__mailbox;
 
 /* Where a call's reply goes: the caller and its tag. */
 typedef struct dm__replyto {
@@ -65,12 +74,11 @@ struct dm__worker {
   dm__blob *opts;      /* as given; restarts start from these */
   dm__blob *payload;
   dm__blob *value;     /* NULL: nil */
-  dm__mail *mail, *mail_tail;
+  struct dm__mailbox *mbox; /* out of line: NULL while nothing waits */
   uint64_t busy_since; /* wall clock, µs, for busy? */
   uint64_t due;        /* monotonic µs of the next perform, 0: none */
   uint64_t hash;
   uint32_t timeout_ms;
-  uint32_t nmail;
   float lull;
   uint8_t flags;
   uint8_t restart;
@@ -122,6 +130,8 @@ struct dm__manager {
   size_t noptions;
   dm__child_opts defaults;
   dm__blob *default_payload;
+  dm__blob *last_opts; /* shared by consecutive workers with equal opts */
+  int spread;          /* booting: first performs spread over a period */
   int pickup;
   uint32_t max_mailbox;
   unsigned threads;
@@ -164,6 +174,8 @@ struct dm_ctx {
   int wrap;
   const char *state_name;
   dm_term id, payload, msg;
+  uint64_t due;        /* the perform's due time, µs */
+  uint64_t started_us; /* when the callback began, set on the pool */
   char *owned;        /* memory the job owns (msg copy, copied terms) */
   dm__replyto *reply;
   ei_x_buff out;

@@ -39,6 +39,17 @@ static void schedule(dm__worker *w, uint64_t delay_ms) {
   dm__wheel_add(wheel_of(w), &w->timer, w->due);
 }
 
+/* The first perform: at once or after instant_ms when instant, else after
+ * a period. Workers booted together from children_specs spread their first
+ * performs over the period after it, so they do not all fall due in the
+ * same millisecond for ever after. */
+static void first_schedule(dm__worker *w, uint32_t instant_ms) {
+  if (w->instant)
+    schedule(w, instant_ms);
+  else if (w->timeout_ms)
+    schedule(w, w->timeout_ms + (w->m->spread ? w->hash % w->timeout_ms : 0));
+}
+
 /* Runs a callback for w; w must be idle. */
 static int run(dm__worker *w, int kind, const char *msg, size_t len,
                dm__replyto *reply, int wrap) {
@@ -57,6 +68,8 @@ static int run(dm__worker *w, int kind, const char *msg, size_t len,
   }
   j->reply = reply;
   j->wrap = wrap;
+  if (kind == DM__JOB_PERFORM)
+    j->due = w->due;
   w->flags |= DM__W_BUSY;
   w->flags &= (uint8_t)~DM__W_LULL_FIRED;
   w->busy_since = wall_us();
@@ -81,8 +94,15 @@ static void set_blob(dm__blob **slot, const char *data, size_t len) {
     DM_ERROR("out of memory storing a term; keeping the old one");
     return;
   }
-  dm__free(*slot);
+  dm__blob_unref(*slot);
   *slot = b;
+}
+
+/* Payload and value become the same term: one blob for both. */
+static void set_both(dm__worker *w, const char *data, size_t len) {
+  set_blob(&w->payload, data, len);
+  dm__blob_unref(w->value);
+  w->value = dm__blob_ref(w->payload);
 }
 
 static void finalize(dm__worker *w) {
@@ -106,19 +126,22 @@ static void finalize(dm__worker *w) {
 }
 
 void dm__worker_free(dm__worker *w) {
-  dm__mail *m = w->mail;
-  while (m) {
-    dm__mail *next = m->next;
-    dm__free(m->reply);
-    dm__free(m);
-    m = next;
+  if (w->mbox) {
+    dm__mail *m = w->mbox->head;
+    while (m) {
+      dm__mail *next = m->next;
+      dm__free(m->reply);
+      dm__free(m);
+      m = next;
+    }
+    dm__free(w->mbox);
   }
   dm__free(w->proc.links);
-  dm__free(w->id);
-  dm__free(w->opts);
-  dm__free(w->payload);
-  dm__free(w->value);
-  dm__free(w->stop_reason);
+  dm__blob_unref(w->id);
+  dm__blob_unref(w->opts);
+  dm__blob_unref(w->payload);
+  dm__blob_unref(w->value);
+  dm__blob_unref(w->stop_reason);
   dm__free(w);
 }
 
@@ -134,7 +157,7 @@ void dm__worker_stop(dm__worker *w, const char *reason, size_t reason_len) {
   w->stop_reason = dm__blob_new(reason, reason_len);
   /* Callers still waiting in the mailbox see the worker die, as a BEAM
    * caller's monitor would. */
-  for (dm__mail *mail = w->mail; mail; mail = mail->next)
+  for (dm__mail *mail = w->mbox ? w->mbox->head : NULL; mail; mail = mail->next)
     if (mail->reply)
       dm__reply_exit(n, mail->reply, dm__blob_data(w->stop_reason),
                      dm__blob_size(w->stop_reason));
@@ -159,15 +182,15 @@ static void crash(dm__worker *w, const char *reason, size_t len) {
   DM_WARN("manager %s: a worker crashed%s", m->name,
           restart ? "; restarting it" : "");
   /* The stop may free w at once, so the restart works from copies. */
-  dm__blob *id = restart ? dm__blob_new(dm__blob_data(w->id), dm__blob_len(w->id)) : NULL;
-  dm__blob *opts = restart ? dm__blob_new(dm__blob_data(w->opts), dm__blob_len(w->opts)) : NULL;
+  dm__blob *id = restart ? dm__blob_ref(w->id) : NULL;
+  dm__blob *opts = restart ? dm__blob_ref(w->opts) : NULL;
   dm__worker_stop(w, reason, len);
   if (id && opts &&
       dm__worker_start(m, dm__blob_data(id), dm__blob_len(id), dm__blob_data(opts),
                        dm__blob_len(opts), NULL) == 0)
     m->st.restarts++;
-  dm__free(id);
-  dm__free(opts);
+  dm__blob_unref(id);
+  dm__blob_unref(opts);
 }
 
 int dm__worker_start(dm__manager *m, const char *id, size_t idlen,
@@ -188,7 +211,18 @@ int dm__worker_start(dm__manager *m, const char *id, size_t idlen,
   w->m = m;
   dm__timer_init(&w->timer);
   w->id = dm__blob_new(id, idlen);
-  w->opts = opts ? dm__blob_new(opts, optslen) : dm__blob_new("\x6a", 1);
+  if (!opts) {
+    opts = "\x6a";
+    optslen = 1;
+  }
+  if (m->last_opts && dm__blob_len(m->last_opts) == optslen &&
+      memcmp(dm__blob_data(m->last_opts), opts, optslen) == 0) {
+    w->opts = dm__blob_ref(m->last_opts);
+  } else {
+    w->opts = dm__blob_new(opts, optslen);
+    dm__blob_unref(m->last_opts);
+    m->last_opts = dm__blob_ref(w->opts);
+  }
   w->payload = o.payload ? dm__blob_new(o.payload, o.payload_len) : NULL;
   if (!w->id || !w->opts || (o.payload && !w->payload))
     goto err;
@@ -208,10 +242,7 @@ int dm__worker_start(dm__manager *m, const char *id, size_t idlen,
   if (m->b->init && run(w, DM__JOB_INIT, NULL, 0, NULL, 0) == 0)
     return 0;
   w->flags |= DM__W_INITED;
-  if (o.instant)
-    schedule(w, o.instant_ms);
-  else if (w->timeout_ms)
-    schedule(w, w->timeout_ms);
+  first_schedule(w, o.instant_ms);
   return 0;
 err:
   dm__worker_free(w);
@@ -242,8 +273,7 @@ static int apply(dm__worker *w, const char *r, size_t len) {
       return 0;
     }
     if (arity == 2 && dm__term_is_atom(r + a, len - a, "replace")) {
-      set_blob(&w->payload, r + b, len - b);
-      set_blob(&w->value, r + b, len - b);
+      set_both(w, r + b, len - b);
       return 0;
     }
     if (arity == 3 && dm__term_is_atom(r + a, len - a, "replace")) {
@@ -253,8 +283,7 @@ static int apply(dm__worker *w, const char *r, size_t len) {
       if (dm__canon(r + b, c - b, &canon) == 0) {
         if (canon.len == dm__blob_len(w->id) &&
             memcmp(canon.data, dm__blob_data(w->id), canon.len) == 0) {
-          set_blob(&w->payload, r + c, len - c);
-          set_blob(&w->value, r + c, len - c);
+          set_both(w, r + c, len - c);
           dm__buf_free(&canon);
           return 0;
         }
@@ -267,8 +296,7 @@ static int apply(dm__worker *w, const char *r, size_t len) {
         dm__worker *moved = NULL;
         if (dm__worker_start(m, canon.data, canon.len, dm__blob_data(w->opts),
                              dm__blob_len(w->opts), &moved) == 0) {
-          set_blob(&moved->payload, r + c, len - c);
-          set_blob(&moved->value, r + c, len - c);
+          set_both(moved, r + c, len - c);
         }
         dm__buf_free(&canon);
         dm__worker_stop(w, A_NORMAL, sizeof A_NORMAL - 1);
@@ -288,8 +316,7 @@ static int apply(dm__worker *w, const char *r, size_t len) {
           k = (int)tpos;
           if (ei_decode_longlong(r, &k, &t) == 0 && t >= 0 && t <= UINT32_MAX) {
             w->timeout_ms = (uint32_t)t;
-            set_blob(&w->payload, r + b, len - b);
-            set_blob(&w->value, r + b, len - b);
+            set_both(w, r + b, len - b);
             return 0;
           }
         }
@@ -377,22 +404,27 @@ void dm__worker_completed(dm__wjob *j) {
     if (valid)
       set_blob(&w->payload, out, len);
     w->flags |= DM__W_INITED;
-    if (w->instant)
-      schedule(w, 0);
-    else if (w->timeout_ms)
-      schedule(w, w->timeout_ms);
+    first_schedule(w, 0);
     break;
   case DM__JOB_PERFORM:
     m->st.performs++;
+    if (j->due)
+      dm__manager_note_lateness(m, j->started_us > j->due ? j->started_us - j->due : 0);
     w->due = 0;
     if (crashed)
       break;
     if (apply(w, out, len))
       goto done; /* w is gone */
-    if (w->timeout_ms)
-      schedule(w, w->timeout_ms);
-    else
+    if (w->timeout_ms) {
+      /* Fixed rate: the next perform is one period after this one was
+       * due, so queueing delays do not accumulate; a perform that overran
+       * its period is followed a full period after it ended. */
+      uint64_t now = mono_us(), next = j->due + (uint64_t)w->timeout_ms * 1000;
+      w->due = next > now ? next : now + (uint64_t)w->timeout_ms * 1000;
+      dm__wheel_add(wheel_of(w), &w->timer, w->due);
+    } else {
       dm__wheel_del(wheel_of(w), &w->timer);
+    }
     break;
   case DM__JOB_CALL:
     m->st.calls++;
@@ -445,12 +477,13 @@ done:
 static void drain(dm__worker *w) {
   if (w->flags & (DM__W_BUSY | DM__W_STOPPING))
     return;
-  dm__mail *mail = w->mail;
+  dm__mail *mail = w->mbox ? w->mbox->head : NULL;
   if (mail) {
-    w->mail = mail->next;
-    if (!w->mail)
-      w->mail_tail = NULL;
-    w->nmail--;
+    w->mbox->head = mail->next;
+    if (!--w->mbox->count) {
+      dm__free(w->mbox);
+      w->mbox = NULL;
+    }
     dm__wheel_del(wheel_of(w), &w->timer);
     if (run(w, mail->kind, mail->msg, mail->len, mail->reply, mail->wrap) == 0)
       mail->reply = NULL; /* the job owns it now */
@@ -495,8 +528,6 @@ void dm__worker_on_timer(dm__timer *t, void *ud) {
     dm__job_submit(j);
     return;
   }
-  uint64_t now = mono_us();
-  dm__manager_note_lateness(m, now > w->due ? now - w->due : 0);
   w->flags |= DM__W_PERFORM_DUE;
   drain(w);
 }
@@ -510,13 +541,13 @@ int dm__worker_deliver(dm__worker *w, int kind, const char *msg, size_t len,
     if (!reply)
       return DM_ENOMEM;
   }
-  if (!(w->flags & DM__W_BUSY) && !w->mail) {
+  if (!(w->flags & DM__W_BUSY) && !w->mbox) {
     int r = run(w, kind, msg, len, reply, wrap);
     if (r)
       dm__free(reply);
     return r;
   }
-  if (w->nmail >= m->max_mailbox) {
+  if (w->mbox && w->mbox->count >= m->max_mailbox) {
     m->st.mailbox_overflows++;
     if (kind == DM__JOB_CALL) {
       static const char overloaded[] = "\x68\x02\x77\x05" "error" "\x77\x0a" "overloaded";
@@ -538,12 +569,20 @@ int dm__worker_deliver(dm__worker *w, int kind, const char *msg, size_t len,
   mail->reply = reply;
   mail->len = len;
   memcpy(mail->msg, msg, len);
-  if (w->mail_tail)
-    w->mail_tail->next = mail;
+  if (!w->mbox) {
+    w->mbox = dm__calloc(1, sizeof *w->mbox);
+    if (!w->mbox) {
+      dm__free(mail->reply);
+      dm__free(mail);
+      return DM_ENOMEM;
+    }
+  }
+  if (w->mbox->tail)
+    w->mbox->tail->next = mail;
   else
-    w->mail = mail;
-  w->mail_tail = mail;
-  w->nmail++;
+    w->mbox->head = mail;
+  w->mbox->tail = mail;
+  w->mbox->count++;
   return 0;
 }
 

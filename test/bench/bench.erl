@@ -20,7 +20,7 @@ main(Args) ->
     io:format("~n~-10s ~12s ~10s ~12s ~10s ~10s ~10s ~10s ~10s~n",
               ["workers", "boot_ms", "B/worker", "performs/s", "achieved", "cpu_cores",
                "p50_us", "p99_us", "max_us"]),
-    [io:format("~-10B ~12B ~10.1f ~12.0f ~9.2f% ~10.3f ~10B ~10B ~10B~n",
+    [io:format("~-10B ~12B ~10.1f ~12.1f ~9.2f% ~10.3f ~10B ~10B ~10B~n",
                [maps:get(workers, R), maps:get(boot_ms, R), maps:get(bytes_per_worker, R),
                 maps:get(performs_per_s, R), 100 * maps:get(achieved, R),
                 maps:get(cpu_cores, R), maps:get(p50_us, R), maps:get(p99_us, R),

@@ -1,0 +1,213 @@
+/* The timing wheel, on a fake clock: timers fire when due and not before,
+ * catch up after stalls, and survive being re-armed or deleted from inside
+ * their own firing. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <cmocka.h>
+
+#include "dm.h"
+#include "wheel.h"
+
+#define MS 1000ull
+
+typedef struct {
+  dm__timer t;
+  int fired;
+  uint64_t period; /* re-arm by this many µs when non-zero */
+  dm__timer *victim;
+} item;
+
+static dm__wheel *cur;
+static uint64_t now;
+
+static void fire(dm__timer *t, void *ud) {
+  item *it = (item *)t;
+  (void)ud;
+  it->fired++;
+  if (it->victim)
+    dm__wheel_del(cur, it->victim);
+  if (it->period)
+    dm__wheel_add(cur, &it->t, now + it->period);
+}
+
+static void setup(dm__wheel *w, uint64_t start) {
+  assert_int_equal(dm__wheel_init(w, 4096, start), 0);
+  cur = w;
+  now = start;
+}
+
+static size_t advance_to(dm__wheel *w, uint64_t t) {
+  now = t;
+  return dm__wheel_advance(w, t, 0, fire, NULL);
+}
+
+static void add_del_and_armed(void **state) {
+  (void)state;
+  dm__wheel w;
+  item a = {0};
+  setup(&w, 0);
+  dm__timer_init(&a.t);
+  assert_false(dm__timer_armed(&a.t));
+  dm__wheel_add(&w, &a.t, 10 * MS);
+  assert_true(dm__timer_armed(&a.t));
+  assert_int_equal(w.count, 1);
+  dm__wheel_del(&w, &a.t);
+  dm__wheel_del(&w, &a.t); /* twice is harmless */
+  assert_false(dm__timer_armed(&a.t));
+  assert_int_equal(w.count, 0);
+  assert_int_equal(advance_to(&w, 20 * MS), 0);
+  dm__wheel_free(&w);
+}
+
+static void timers_fire_when_due_and_not_before(void **state) {
+  (void)state;
+  dm__wheel w;
+  uint64_t dues[] = {0, 1, 999, 1000, 1001, 5000};
+  item it[6] = {0};
+  setup(&w, 0);
+  for (int i = 0; i < 6; i++) {
+    dm__timer_init(&it[i].t);
+    dm__wheel_add(&w, &it[i].t, dues[i] * MS);
+  }
+  for (uint64_t t = 0; t <= 6000; t++) {
+    advance_to(&w, t * MS + 500);
+    for (int i = 0; i < 6; i++)
+      assert_int_equal(it[i].fired, t >= dues[i] ? 1 : 0);
+  }
+  assert_int_equal(w.count, 0);
+  dm__wheel_free(&w);
+}
+
+static void periodic_timer_fires_once_per_period(void **state) {
+  (void)state;
+  dm__wheel w;
+  item a = {.period = 100 * MS};
+  setup(&w, 0);
+  dm__timer_init(&a.t);
+  dm__wheel_add(&w, &a.t, 100 * MS);
+  for (uint64_t t = 1; t <= 10000; t++)
+    advance_to(&w, t * MS);
+  assert_int_equal(a.fired, 100);
+  dm__wheel_free(&w);
+}
+
+static void deleting_a_neighbour_from_inside_fire(void **state) {
+  (void)state;
+  dm__wheel w;
+  item a = {0}, b = {0};
+  setup(&w, 0);
+  dm__timer_init(&a.t);
+  dm__timer_init(&b.t);
+  dm__wheel_add(&w, &a.t, 5 * MS);
+  dm__wheel_add(&w, &b.t, 5 * MS);
+  a.victim = &b.t;
+  b.victim = &a.t;
+  advance_to(&w, 10 * MS);
+  /* Whichever fires first removes the other. */
+  assert_int_equal(a.fired + b.fired, 1);
+  assert_int_equal(w.count, 0);
+  dm__wheel_free(&w);
+}
+
+static void catch_up_after_a_stall(void **state) {
+  (void)state;
+  dm__wheel w;
+  item it[400] = {0};
+  setup(&w, 0);
+  for (int i = 0; i < 400; i++) {
+    dm__timer_init(&it[i].t);
+    dm__wheel_add(&w, &it[i].t, (uint64_t)(i + 1) * MS);
+  }
+  assert_int_equal(advance_to(&w, 300 * MS), 300);
+  assert_int_equal(advance_to(&w, 10000 * MS), 100); /* longer than a revolution */
+  for (int i = 0; i < 400; i++)
+    assert_int_equal(it[i].fired, 1);
+  dm__wheel_free(&w);
+}
+
+static void far_timers_wait_for_their_revolution(void **state) {
+  (void)state;
+  dm__wheel w;
+  item a = {0};
+  setup(&w, 0);
+  dm__timer_init(&a.t);
+  dm__wheel_add(&w, &a.t, 3 * 4096 * MS + 7 * MS);
+  for (uint64_t t = 1; t < 3 * 4096 + 7; t++)
+    advance_to(&w, t * MS);
+  assert_int_equal(a.fired, 0);
+  assert_true(dm__timer_armed(&a.t));
+  advance_to(&w, (3 * 4096 + 7) * MS);
+  assert_int_equal(a.fired, 1);
+  dm__wheel_free(&w);
+}
+
+static void max_fire_resumes_where_it_stopped(void **state) {
+  (void)state;
+  dm__wheel w;
+  item it[10] = {0};
+  setup(&w, 0);
+  for (int i = 0; i < 10; i++) {
+    dm__timer_init(&it[i].t);
+    dm__wheel_add(&w, &it[i].t, 5 * MS);
+  }
+  now = 5 * MS;
+  assert_int_equal(dm__wheel_advance(&w, now, 4, fire, NULL), 4);
+  assert_int_equal(dm__wheel_advance(&w, now, 4, fire, NULL), 4);
+  assert_int_equal(dm__wheel_advance(&w, now, 4, fire, NULL), 2);
+  for (int i = 0; i < 10; i++)
+    assert_int_equal(it[i].fired, 1);
+  dm__wheel_free(&w);
+}
+
+static void a_million_timers_fire_exactly_once(void **state) {
+  (void)state;
+  dm__wheel w;
+  const int n = 1000000;
+  item *it = calloc((size_t)n, sizeof *it);
+  setup(&w, 0);
+  for (int i = 0; i < n; i++) {
+    dm__timer_init(&it[i].t);
+    dm__wheel_add(&w, &it[i].t, (uint64_t)(i % 1000) * MS + (uint64_t)(i % 997));
+  }
+  size_t total = 0;
+  for (uint64_t t = 0; t <= 1000; t++)
+    total += advance_to(&w, t * MS + 999);
+  assert_int_equal(total, n);
+  for (int i = 0; i < n; i++)
+    assert_int_equal(it[i].fired, 1);
+  free(it);
+  dm__wheel_free(&w);
+}
+
+static void next_in_points_at_the_earliest_slot(void **state) {
+  (void)state;
+  dm__wheel w;
+  item a = {0};
+  setup(&w, 0);
+  assert_int_equal(dm__wheel_next_in(&w, 0, 777), 777);
+  dm__timer_init(&a.t);
+  dm__wheel_add(&w, &a.t, 250 * MS);
+  advance_to(&w, 10 * MS);
+  uint64_t in = dm__wheel_next_in(&w, 10 * MS, 1000 * MS);
+  assert_true(in >= 239 * MS && in <= 240 * MS);
+  assert_int_equal(dm__wheel_next_in(&w, 10 * MS, 50 * MS), 50 * MS);
+  dm__wheel_free(&w);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(add_del_and_armed),
+      cmocka_unit_test(timers_fire_when_due_and_not_before),
+      cmocka_unit_test(periodic_timer_fires_once_per_period),
+      cmocka_unit_test(deleting_a_neighbour_from_inside_fire),
+      cmocka_unit_test(catch_up_after_a_stall),
+      cmocka_unit_test(far_timers_wait_for_their_revolution),
+      cmocka_unit_test(max_fire_resumes_where_it_stopped),
+      cmocka_unit_test(a_million_timers_fire_exactly_once),
+      cmocka_unit_test(next_in_points_at_the_earliest_slot),
+  };
+  return cmocka_run_group_tests_name("wheel", tests, NULL, NULL);
+}
