@@ -7,10 +7,12 @@
 
 extern const dm_behaviour dm__counter_behaviour;
 extern const dm_behaviour dm__pingpong_behaviour;
+extern const dm_behaviour dm__probe_behaviour;
 
 static const dm_behaviour *const builtins[] = {
     &dm__counter_behaviour,
     &dm__pingpong_behaviour,
+    &dm__probe_behaviour,
 };
 
 const dm_behaviour *dm__builtin_behaviour(const char *name) {

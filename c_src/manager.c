@@ -74,8 +74,7 @@ void dm__reply_exit(dm__node *n, const dm__replyto *r, const char *reason,
       return DM_ENOMEM;                                                        \
   } while (0)
 
-/* An Elixir %DateTime{} in UTC for a wall-clock time in µs. */
-static int enc_datetime(ei_x_buff *x, uint64_t us) {
+int dm_encode_datetime(ei_x_buff *x, unsigned long long us) {
   time_t secs = (time_t)(us / 1000000u);
   struct tm tm;
   gmtime_r(&secs, &tm);
@@ -124,7 +123,7 @@ static int enc_child(dm__node *n, ei_x_buff *x, const dm__worker *w) {
   ENC(ei_x_append_buf(x, dm__blob_data(w->value), (int)dm__blob_size(w->value)));
   ENC(ei_x_encode_atom(x, "busy?"));
   if (w->busy_since) {
-    if (enc_datetime(x, w->busy_since))
+    if (dm_encode_datetime(x, w->busy_since))
       return DM_ENOMEM;
   } else {
     ENC(ei_x_encode_atom(x, "nil"));

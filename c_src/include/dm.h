@@ -83,6 +83,11 @@ int dm_send(dm_ctx *ctx, const erlang_pid *to, const char *msg, size_t len);
  * runtime itself does not use (for example counter's children=N), or NULL. */
 const char *dm_option(const dm_ctx *ctx, const char *key);
 
+/* Encodes an Elixir %DateTime{} in UTC for a Unix time in microseconds,
+ * the shape Elixir users see for times (as in Child's busy?). 0 or
+ * DM_ENOMEM. */
+int dm_encode_datetime(ei_x_buff *x, unsigned long long unix_us);
+
 /* The registered name of the manager running this callback. */
 const char *dm_manager_name(const dm_ctx *ctx);
 

@@ -1,0 +1,201 @@
+%% @doc Hostile input from raw sockets and hand-made distribution frames:
+%% the node logs, counts and survives it, and keeps serving everyone else.
+-module(hostile_SUITE).
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-compile([export_all, nowarn_export_all]).
+
+all() ->
+    [garbage_before_handshake_is_refused_and_counted,
+     half_open_handshake_is_closed_after_the_timeout,
+     wrong_cookie_from_a_raw_client_is_refused,
+     oversized_length_prefix_closes_only_that_connection,
+     truncated_packet_then_silence_is_dropped,
+     undecodable_control_is_counted_and_survived,
+     unknown_control_tag_is_counted_and_survived,
+     control_with_wrong_shapes_is_counted_and_survived,
+     deeply_nested_request_is_answered_without_recursion,
+     unlink_id_is_acknowledged,
+     link_from_raw_peer_to_missing_pid_gets_noproc,
+     many_connects_and_disconnects].
+
+init_per_testcase(_Case, Config) ->
+    C = cnode_test:start(undefined, #{dir => ?config(priv_dir, Config),
+                                      args => ["--max-packet", "65536",
+                                               "--handshake-timeout", "1000",
+                                               "--net-ticktime", "4"]}),
+    N = cnode_test:node(C),
+    %% This node talks to the C node through raw connections or short-lived
+    %% calls; its own 60 s tick would outlive the C node's 4 s one.
+    [{cnode, C}, {node, N} | Config].
+
+end_per_testcase(_Case, Config) ->
+    cnode_test:stop(?config(cnode, Config)).
+
+port(N) ->
+    [Alive, Host] = string:split(atom_to_list(N), "@"),
+    {port, P, _} = erl_epmd:port_please(Alive, Host),
+    P.
+
+%% Stats over a fresh raw connection, so the test node's own connection
+%% never needs to tick.
+stats(N) ->
+    {ok, S} = raw_dist:connect(N, erlang:get_cookie(), #{}),
+    {ok, R} = raw_dist:gen_call(S, raw_dist:fake_pid(S, 1), tarearbol_cnode, stats, 5000),
+    raw_dist:close(S),
+    R.
+
+assert_serving(N) ->
+    {ok, S} = raw_dist:connect(N, erlang:get_cookie(), #{}),
+    ?assertMatch({ok, #{node := N}},
+                 raw_dist:gen_call(S, raw_dist:fake_pid(S, 1), tarearbol_cnode, info, 5000)),
+    raw_dist:close(S).
+
+closed(Sock, Timeout) ->
+    case gen_tcp:recv(Sock, 0, Timeout) of
+        {error, closed} -> true;
+        {ok, _} -> closed(Sock, Timeout);
+        Other -> Other
+    end.
+
+%% ---------------------------------------------------------------------------
+
+garbage_before_handshake_is_refused_and_counted(Config) ->
+    N = ?config(node, Config),
+    {ok, S} = gen_tcp:connect({127, 0, 0, 1}, port(N), [binary, {active, false}]),
+    ok = gen_tcp:send(S, <<"GET / HTTP/1.1\r\nHost: x\r\n\r\n">>),
+    ?assertEqual(true, closed(S, 5000)),
+    assert_serving(N),
+    ?assert(maps:get(handshake_failures, stats(N)) >= 1).
+
+half_open_handshake_is_closed_after_the_timeout(Config) ->
+    N = ?config(node, Config),
+    {ok, S} = gen_tcp:connect({127, 0, 0, 1}, port(N), [binary, {active, false}]),
+    ok = gen_tcp:send(S, <<0, 20, $N>>), % a send_name cut short, then silence
+    ?assertEqual(true, closed(S, 5000)),
+    assert_serving(N).
+
+wrong_cookie_from_a_raw_client_is_refused(Config) ->
+    N = ?config(node, Config),
+    ?assertMatch({error, _}, raw_dist:connect(N, not_the_cookie, #{})),
+    assert_serving(N),
+    ?assert(maps:get(handshake_failures, stats(N)) >= 1).
+
+oversized_length_prefix_closes_only_that_connection(Config) ->
+    N = ?config(node, Config),
+    {ok, Other} = raw_dist:connect(N, erlang:get_cookie(), #{}),
+    {ok, S} = raw_dist:connect(N, erlang:get_cookie(), #{}),
+    ok = raw_dist:send_raw(S, <<65537:32, 112>>),
+    ?assertEqual(true, closed(S, 5000)),
+    ?assertMatch({ok, #{node := N}},
+                 raw_dist:gen_call(Other, raw_dist:fake_pid(Other, 1), tarearbol_cnode, info, 5000)),
+    raw_dist:close(Other),
+    ?assertEqual(1, maps:get(oversized_packets, stats(N))).
+
+truncated_packet_then_silence_is_dropped(Config) ->
+    N = ?config(node, Config),
+    {ok, S} = raw_dist:connect(N, erlang:get_cookie(), #{}),
+    ok = raw_dist:send_raw(S, <<1000:32, 112, 131, 104>>),
+    %% Silent past net_ticktime (4 s): dropped, the half packet freed.
+    ?assertEqual(true, closed(S, 10000)),
+    assert_serving(N),
+    ?assert(maps:get(peers_timed_out, stats(N)) >= 1).
+
+undecodable_control_is_counted_and_survived(Config) ->
+    N = ?config(node, Config),
+    {ok, S} = raw_dist:connect(N, erlang:get_cookie(), #{}),
+    Bad = [<<112, 131, 255, 1, 2>>,                        % unknown tag
+           <<112, 131, 104, 3, 97, 2>>,                    % tuple cut short
+           <<112, 131, 108, 255, 255, 255, 255, 106>>,     % list longer than the packet
+           <<112>>,                                        % nothing after 112
+           <<113, 131, 106>>,                              % not a pass-through packet
+           <<112, 131, 80, 0, 0, 0, 10, 1, 2, 3>>],        % compressed term
+    [ok = raw_dist:send_raw(S, <<(byte_size(B)):32, B/binary>>) || B <- Bad],
+    ?assertMatch({ok, #{node := N}},
+                 raw_dist:gen_call(S, raw_dist:fake_pid(S, 1), tarearbol_cnode, info, 5000)),
+    raw_dist:close(S),
+    ?assert(maps:get(bad_packets, stats(N)) >= length(Bad)).
+
+unknown_control_tag_is_counted_and_survived(Config) ->
+    N = ?config(node, Config),
+    {ok, S} = raw_dist:connect(N, erlang:get_cookie(), #{}),
+    ok = raw_dist:send_frame(S, {99, whatever}, none),
+    ok = raw_dist:send_frame(S, {29, a, b, c, d, e, f}, none), % spawn request
+    ?assertMatch({ok, #{node := N}},
+                 raw_dist:gen_call(S, raw_dist:fake_pid(S, 1), tarearbol_cnode, info, 5000)),
+    raw_dist:close(S),
+    ?assertEqual(2, maps:get(unknown_control, stats(N))).
+
+control_with_wrong_shapes_is_counted_and_survived(Config) ->
+    N = ?config(node, Config),
+    {ok, S} = raw_dist:connect(N, erlang:get_cookie(), #{}),
+    From = raw_dist:fake_pid(S, 1),
+    Frames = [{{6, not_a_pid, '', tarearbol_cnode}, hello},
+              {{6, From, '', <<"name as binary">>}, hello},
+              {{2, '', From}, none},                % SEND without a message
+              {{1, From}, none},                    % LINK of the wrong arity
+              {{35, not_an_id, From, From}, none},
+              {{3, From, From}, none}],             % EXIT without a reason
+    [ok = raw_dist:send_frame(S, Ctl, Msg) || {Ctl, Msg} <- Frames],
+    %% Right shapes, wrong targets: messages to nobody are dropped.
+    ok = raw_dist:send_frame(S, {6, From, '', nobody_here}, hello),
+    ok = raw_dist:send_frame(S, {2, '', From}, {'$gen_cast', x}),
+    ?assertMatch({ok, #{node := N}}, raw_dist:gen_call(S, From, tarearbol_cnode, info, 5000)),
+    raw_dist:close(S),
+    St = stats(N),
+    ?assert(maps:get(bad_packets, St) >= length(Frames), St),
+    ?assert(maps:get(undeliverable, St) >= 2, St).
+
+deeply_nested_request_is_answered_without_recursion(Config) ->
+    N = ?config(node, Config),
+    Deep = lists:foldl(fun(_, A) -> [A] end, [], lists:seq(1, 10000)),
+    %% 10k levels fit the 64 KiB limit of this node; ei's recursive decoders
+    %% would still be at risk, the node's bounded walker is not.
+    ?assertEqual({error, {unknown_request, Deep}},
+                 gen_server:call({tarearbol_cnode, N}, Deep, 10000)),
+    erlang:disconnect_node(N),
+    assert_serving(N).
+
+unlink_id_is_acknowledged(Config) ->
+    N = ?config(node, Config),
+    {ok, S} = raw_dist:connect(N, erlang:get_cookie(), #{}),
+    From = raw_dist:fake_pid(S, 1),
+    {ok, #{pid := Service}} = raw_dist:gen_call(S, From, tarearbol_cnode, info, 5000),
+    ok = raw_dist:send_frame(S, {1, From, Service}, none),
+    ok = raw_dist:send_frame(S, {35, 4242, From, Service}, none),
+    ?assertMatch({ok, {{36, 4242, Service, From}, none}},
+                 raw_dist:recv_until(S, fun({{36, _, _, _}, _}) -> true; (_) -> false end, 5000)),
+    raw_dist:close(S).
+
+link_from_raw_peer_to_missing_pid_gets_noproc(Config) ->
+    N = ?config(node, Config),
+    {ok, S} = raw_dist:connect(N, erlang:get_cookie(), #{}),
+    From = raw_dist:fake_pid(S, 1),
+    {ok, #{pid := Service}} = raw_dist:gen_call(S, From, tarearbol_cnode, info, 5000),
+    Missing = other_pid(Service, 31000),
+    ok = raw_dist:send_frame(S, {1, From, Missing}, none),
+    ?assertMatch({ok, {{3, Missing, From, noproc}, none}},
+                 raw_dist:recv_until(S, fun({{3, _, _, _}, _}) -> true; (_) -> false end, 5000)),
+    raw_dist:close(S).
+
+many_connects_and_disconnects(Config) ->
+    N = ?config(node, Config),
+    [begin
+         {ok, S} = raw_dist:connect(N, erlang:get_cookie(), #{}),
+         raw_dist:close(S)
+     end || _ <- lists:seq(1, 200)],
+    assert_serving(N),
+    St = stats(N),
+    ?assert(maps:get(connections_accepted, St) >= 201),
+    #{peers := Peers} = cnode_test:call(N, info),
+    ?assert(length(Peers) =< 2, Peers).
+
+other_pid(Pid, Id) ->
+    <<131, 88, Rest/binary>> = term_to_binary(Pid),
+    L = case Rest of
+            <<119, L0, _/binary>> -> 2 + L0;
+            <<T, L0:16, _/binary>> when T =:= 118; T =:= 100 -> 3 + L0
+        end,
+    <<NodeAtom:L/binary, _:32, Serial:32, Creation:32>> = Rest,
+    binary_to_term(<<131, 88, NodeAtom/binary, Id:32, Serial:32, Creation:32>>).
