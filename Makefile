@@ -42,6 +42,14 @@ test: deps
 	$(MAKE) unit
 	$(MAKE) ct
 
+# The main job: a live probe dashboard for a few seconds (test/demo/demo.erl).
+demo: deps
+	$(MAKE) -C c_src all
+	epmd -daemon
+	mkdir -p _build/demo
+	erlc -o _build/demo test/demo/demo.erl
+	erl -noshell -sname demo_$$$$ -setcookie demo_$$$$ -pa _build/demo -eval 'demo:main()'
+
 # Benchmarks (not part of test): figures printed and written to
 # test/bench/results/. BENCH_SIZES overrides the worker counts of W1.
 BENCH_SIZES ?=
