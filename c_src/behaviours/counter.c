@@ -2,7 +2,9 @@
  * integer; perform adds one; call `get` replies it; casts {add, K},
  * {sleep, Ms}, {crash, Reason} and halt do what they say. For tests of the
  * runtime, call or cast {respond, R} answers R itself (so every response
- * form can be exercised from BEAM) and call `id` answers the worker's id. */
+ * form can be exercised from BEAM) and call `id` answers the worker's id.
+ * Manager options: children=N (ids <<"c1">>..<<"cN">>, payload 0) and
+ * specs_delay_ms=T (children_specs takes that long). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,9 +29,15 @@ static int badarg(ei_x_buff *out) {
   return DM_CB_CRASH;
 }
 
+static void sleep_ms(long long k);
+
 static int specs(dm_ctx *ctx, ei_x_buff *out) {
   const char *n = dm_option(ctx, "children");
+  const char *delay = dm_option(ctx, "specs_delay_ms");
   long count = n ? strtol(n, NULL, 10) : 0;
+  /* specs_delay_ms holds the manager in `starting`, so tests can see it. */
+  if (delay)
+    sleep_ms(strtol(delay, NULL, 10));
   if (count < 0)
     count = 0;
   ei_x_encode_map_header(out, count);
@@ -85,6 +93,10 @@ static int call(dm_ctx *ctx, const dm_term *msg, const erlang_pid *from,
     if (strcmp(tag, "respond") == 0) {
       ei_x_append_buf(out, msg->data + i, (int)(msg->len - (size_t)i));
       return DM_CB_OK;
+    }
+    if (strcmp(tag, "crash") == 0) {
+      ei_x_append_buf(out, msg->data + i, (int)(msg->len - (size_t)i));
+      return DM_CB_CRASH;
     }
     if (strcmp(tag, "sleep") == 0) {
       if (ei_decode_longlong(msg->data, &i, &k) < 0 || k < 0 || k > 600000)
@@ -155,10 +167,18 @@ keep:
   return DM_CB_OK;
 }
 
+/* Writes each state change to stderr (the node's log), where tests and
+ * people can see that handle_state_change ran. */
+static int state_change(dm_ctx *ctx, const char *state) {
+  fprintf(stderr, "counter: manager %s is %s\n", dm_manager_name(ctx), state);
+  return DM_CB_OK;
+}
+
 const dm_behaviour dm__counter_behaviour = {
     .name = "counter",
     .children_specs = specs,
     .perform = perform,
     .call = call,
     .cast = cast,
+    .handle_state_change = state_change,
 };

@@ -41,7 +41,11 @@ all() ->
      bad_opts_are_refused_with_detail,
      bad_requests_are_refused,
      manager_stats_report_counters_and_lateness,
-     bad_manager_specs_exit_nonzero].
+     bad_manager_specs_exit_nonzero,
+     state_is_starting_until_children_specs_are_put,
+     crash_restarts_a_permanent_worker_with_original_opts,
+     crash_reason_reaches_linked_processes,
+     restart_types_transient_and_temporary].
 
 init_per_testcase(Case, Config) ->
     Extra = case Case of
@@ -378,3 +382,62 @@ bad_manager_specs_exit_nonzero(_Config) ->
                              {"m=counter,threads=0", "bad value for threads"},
                              {"m=counter,oops", "key=value"},
                              {"m=/nonexistent/lib.so", "cannot load behaviour"}]].
+
+state_is_starting_until_children_specs_are_put(Config) ->
+    C = cnode_test:start(undefined, #{dir => ?config(priv_dir, Config),
+                                      args => ["--manager", "slow=counter,children=2,specs_delay_ms=1500"]}),
+    N = cnode_test:node(C),
+    ?assertMatch(#{state := starting, children := Ch} when map_size(Ch) =:= 0,
+                 gen_server:call({slow, N}, state)),
+    cnode_test:wait_until(fun() -> maps:get(state, gen_server:call({slow, N}, state)) =:= started end, 10000),
+    ?assertEqual(2, maps:size(maps:get(children, gen_server:call({slow, N}, state)))),
+    %% handle_state_change ran for both, in order (counter logs them).
+    Log = cnode_test:log(C),
+    {S1, _} = binary:match(Log, <<"counter: manager slow is starting">>),
+    {S2, _} = binary:match(Log, <<"counter: manager slow is started">>),
+    ?assert(S1 < S2),
+    cnode_test:stop(C).
+
+crash_restarts_a_permanent_worker_with_original_opts(Config) ->
+    N = ?config(node, Config),
+    ok = call(N, {put, <<"k">>, [{payload, 5}, {timeout, 0}]}),
+    ok = call(N, {asynch_call, <<"k">>, {add, 10}}),
+    cnode_test:wait_until(fun() -> payload(N, <<"k">>) =:= 15 end, 5000),
+    #{pid := P1} = get(N, <<"k">>),
+    ok = call(N, {asynch_call, <<"k">>, {crash, boom}}),
+    cnode_test:wait_until(fun() -> case get(N, <<"k">>) of #{pid := P1} -> false; #{pid := _} -> true; _ -> false end end, 5000),
+    %% A new pid, and the payload from the spec, not the one it had reached.
+    ?assertEqual(5, payload(N, <<"k">>)),
+    #{crashes := Cr, restarts := R} = call(N, stats),
+    ?assert(Cr >= 1 andalso R >= 1),
+    ?assertExit({noproc, _}, gen_server:call(P1, get, 60000)).
+
+crash_reason_reaches_linked_processes(Config) ->
+    N = ?config(node, Config),
+    ok = call(N, {put, <<"l">>, [{payload, 0}, {timeout, 0}]}),
+    #{pid := P} = get(N, <<"l">>),
+    process_flag(trap_exit, true),
+    true = link(P),
+    ok = gen_server:cast(P, {crash, {bad, thing}}),
+    receive {'EXIT', P, R} -> ?assertEqual({bad, thing}, R)
+    after 5000 -> ct:fail(no_exit)
+    end,
+    %% A call that makes the worker crash exits the caller with the reason.
+    #{pid := P2} = cnode_test:wait_until(fun() ->
+        case get(N, <<"l">>) of #{pid := X} = C when X =/= P -> {true, C}; _ -> false end end, 5000),
+    ?assertExit({{bad, call}, {gen_server, call, _}}, gen_server:call(P2, {crash, {bad, call}}, 60000)).
+
+restart_types_transient_and_temporary(Config) ->
+    N = ?config(node, Config),
+    ok = call(N, {put, <<"tr">>, [{payload, 0}, {timeout, 0}, {restart, transient}]}),
+    ok = call(N, {put, <<"te">>, [{payload, 0}, {timeout, 0}, {restart, temporary}]}),
+    ok = call(N, {asynch_call, <<"te">>, {crash, boom}}),
+    cnode_test:wait_until(fun() -> get(N, <<"te">>) =:= #{} end, 5000),
+    #{pid := T1} = get(N, <<"tr">>),
+    ok = call(N, {asynch_call, <<"tr">>, {crash, normal}}),
+    cnode_test:wait_until(fun() -> get(N, <<"tr">>) =:= #{} end, 5000),
+    ok = call(N, {put, <<"tr">>, [{payload, 0}, {timeout, 0}, {restart, transient}]}),
+    #{pid := T2} = get(N, <<"tr">>),
+    ?assertNotEqual(T1, T2),
+    ok = call(N, {asynch_call, <<"tr">>, {crash, boom}}),
+    cnode_test:wait_until(fun() -> case get(N, <<"tr">>) of #{pid := T2} -> false; #{pid := _} -> true; _ -> false end end, 5000).
