@@ -1,6 +1,7 @@
 /* Callback jobs: built on the loop thread, run on the pool, handed back in
  * batches. A job lends the worker's id and payload to the callback: the
  * loop thread does not change them while the worker is busy. */
+#include <malloc.h>
 #include <string.h>
 
 #include "alloc.h"
@@ -8,7 +9,9 @@
 #include "mgr.h"
 #include "term.h"
 
-#define FREE_JOBS_MAX 4096
+/* Jobs kept for reuse. A million workers at 1 Hz keep tens of thousands
+ * in flight during a burst; reusing them avoids malloc on the hot path. */
+#define FREE_JOBS_MAX 65536
 
 dm__blob *dm__blob_new(const char *data, size_t len) {
   if (len > UINT32_MAX)
@@ -20,6 +23,16 @@ dm__blob *dm__blob_new(const char *data, size_t len) {
   memcpy(b, hdr, sizeof hdr);
   memcpy(b + DM__BLOB_HDR, data, len);
   return b;
+}
+
+int dm__blob_fits(const dm__blob *b, size_t len) {
+  return DM__BLOB_HDR + len <= malloc_usable_size((void *)b);
+}
+
+void dm__blob_rewrite(dm__blob *b, const char *data, size_t len) {
+  uint32_t l = (uint32_t)len;
+  memcpy(b, &l, sizeof l);
+  memcpy(b + DM__BLOB_HDR, data, len);
 }
 
 dm__blob *dm__blob_ref(dm__blob *b) {

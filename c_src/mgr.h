@@ -33,6 +33,13 @@ static inline const char *dm__blob_data(const dm__blob *b) {
 static inline size_t dm__blob_size(const dm__blob *b) {
   return b ? dm__blob_len(b) : 5;
 }
+static inline uint32_t dm__blob_refs(const dm__blob *b) {
+  return ((const uint32_t *)(const void *)b)[1];
+}
+/* True when len bytes fit in b's allocation. */
+int dm__blob_fits(const dm__blob *b, size_t len);
+/* Overwrites b's bytes; only for a blob no one else is reading. */
+void dm__blob_rewrite(dm__blob *b, const char *data, size_t len);
 
 /* A message waiting for a busy worker. */
 typedef struct dm__mail {

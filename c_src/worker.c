@@ -98,8 +98,16 @@ static void set_blob(dm__blob **slot, const char *data, size_t len) {
   *slot = b;
 }
 
-/* Payload and value become the same term: one blob for both. */
+/* Payload and value become the same term: one blob for both. A periodic
+ * worker does this on every perform, so when the worker is the blob's only
+ * owner and it is large enough, the bytes are rewritten in place and
+ * nothing is allocated. */
 static void set_both(dm__worker *w, const char *data, size_t len) {
+  dm__blob *b = w->payload;
+  if (b && b == w->value && dm__blob_refs(b) == 2 && dm__blob_fits(b, len)) {
+    dm__blob_rewrite(b, data, len);
+    return;
+  }
   set_blob(&w->payload, data, len);
   dm__blob_unref(w->value);
   w->value = dm__blob_ref(w->payload);
