@@ -284,6 +284,40 @@ static void stop_all(dm__manager *m) {
   }
 }
 
+/* Counts an event in a ring of the last max_restarts + 1 times and says
+ * whether more than max_restarts fell within max_seconds. */
+static int over_intensity(dm__manager *m, uint64_t *ring, uint32_t *n) {
+  uint64_t now = uv_now(m->node->loop);
+  uint32_t size = m->max_restarts + 1;
+  ring[*n % size] = now;
+  (*n)++;
+  if (*n < size)
+    return 0;
+  /* The oldest of the last `size` events. */
+  uint64_t oldest = ring[*n % size];
+  return now - oldest < (uint64_t)m->max_seconds * 1000;
+}
+
+int dm__manager_allow_restart(dm__manager *m) {
+  if (!over_intensity(m, m->restarts_at, &m->nrestarts))
+    return 1;
+  /* The worker supervisor gave up: every worker restarts from
+   * children_specs, as Tarearbol's rest_for_one tree does. Past the
+   * manager's own intensity it goes down instead. */
+  m->nrestarts = 0;
+  m->st.escalations++;
+  stop_all(m);
+  if (over_intensity(m, m->escalated_at, &m->nescalated)) {
+    DM_ERROR("manager %s: restart intensity exceeded again; going down", m->name);
+    state_change(m, DM__DOWN);
+  } else {
+    DM_WARN("manager %s: more than %u restarts in %u s; restarting every worker",
+            m->name, m->max_restarts, m->max_seconds);
+    boot(m);
+  }
+  return 0;
+}
+
 /* Canonical id into `canon`; 0 or DM_EBADTERM. */
 static int canon_id(const char *id, size_t len, dm__buf *canon) {
   canon->len = 0;
@@ -434,6 +468,7 @@ static int handle_call(dm__manager *m, const dm__gen *g, ei_x_buff *x) {
     return enc_stats(m, x), 0;
   if (dm__term_is_atom(rq, rl, "restart")) {
     stop_all(m);
+    m->nrestarts = m->nescalated = 0;
     boot(m);
     ei_x_append_buf(x, A_OK, sizeof A_OK - 1);
     return 0;
@@ -515,6 +550,7 @@ static void handle_cast(dm__manager *m, const dm__gen *g) {
   req_t q;
   if (dm__term_is_atom(g->req, g->req_len, "restart")) {
     stop_all(m);
+    m->nrestarts = m->nescalated = 0;
     boot(m);
     return;
   }
@@ -644,6 +680,17 @@ static int set_option(dm__manager *m, const char *key, const char *value) {
       return DM_EINVAL;
     return 0;
   }
+  if (strcmp(key, "max_restarts") == 0 || strcmp(key, "max_seconds") == 0) {
+    unsigned long v = strtoul(value, &end, 10);
+    if (*end || end == value || value[0] == '-' || v > 100000 ||
+        (key[4] == 's' && v == 0))
+      return DM_EINVAL;
+    if (key[4] == 'r')
+      m->max_restarts = (uint32_t)v;
+    else
+      m->max_seconds = (uint32_t)v;
+    return 0;
+  }
   if (strcmp(key, "threads") == 0 || strcmp(key, "max_mailbox") == 0) {
     unsigned long v = strtoul(value, &end, 10);
     if (*end || end == value || value[0] == '-' || v == 0 ||
@@ -700,6 +747,8 @@ static void manager_free(dm__manager *m) {
   dm__free(m->options);
   dm__blob_unref(m->default_payload);
   dm__blob_unref(m->last_opts);
+  dm__free(m->restarts_at);
+  dm__free(m->escalated_at);
   dm__free(m->slots);
   while (m->free_jobs) {
     dm__wjob *j = m->free_jobs;
@@ -758,6 +807,8 @@ int dm__manager_create(dm__node *n, const char *spec) {
   m->defaults.timeout_ms = 1000;
   m->defaults.lull = 1.1f;
   m->max_mailbox = 1000;
+  m->max_restarts = 3;
+  m->max_seconds = 5;
   m->threads = n->threads;
   m->seed = ((uint64_t)rand() << 32) ^ (uint64_t)rand() ^ uv_hrtime();
   for (char *kv; (kv = strtok_r(NULL, ",", &save));) {
@@ -771,6 +822,12 @@ int dm__manager_create(dm__node *n, const char *spec) {
       DM_ERROR("--manager %s: bad value for %s: '%s'", copy, kv, e + 1);
       goto err;
     }
+  }
+  m->restarts_at = dm__calloc(m->max_restarts + 1, sizeof *m->restarts_at);
+  m->escalated_at = dm__calloc(m->max_restarts + 1, sizeof *m->escalated_at);
+  if (!m->restarts_at || !m->escalated_at) {
+    r = DM_ENOMEM;
+    goto err;
   }
   size_t sl = strlen(copy) + sizeof "Elixir..State";
   m->struct_name = dm__malloc(sl);

@@ -114,6 +114,7 @@ typedef struct {
   X(mailbox_overflows)                                                         \
   X(casts_dropped)                                                             \
   X(timeouts)                                                                  \
+  X(escalations)                                                               \
   X(bad_requests)
 
 #define DM__LATE_BUCKETS 40
@@ -153,6 +154,10 @@ struct dm__manager {
   dm__pool *pool;
   dm__mstats st;
   uint64_t seed;     /* of the id hash, random per manager */
+  uint32_t max_restarts, max_seconds; /* intensity, as OTP supervisors */
+  uint64_t *restarts_at;   /* ring of the last max_restarts + 1 restarts, ms */
+  uint64_t *escalated_at;  /* the same for restarts of every worker */
+  uint32_t nrestarts, nescalated;
   dm__wjob *free_jobs;
   size_t nfree_jobs;
 };
@@ -226,6 +231,11 @@ void dm__reply_to(dm__node *n, const dm__replyto *r, const char *term,
 void dm__reply_exit(dm__node *n, const dm__replyto *r, const char *reason,
                     size_t len);
 dm__replyto *dm__replyto_new(const dm__gen *g);
+
+/* A worker is about to be restarted after a crash. Returns 1 when that
+ * is within the manager's intensity; 0 when it is not, in which case every
+ * worker was restarted (or the manager went down) instead. */
+int dm__manager_allow_restart(dm__manager *m);
 
 /* Manager life cycle, called from main and the node. */
 int dm__manager_create(dm__node *n, const char *spec);

@@ -193,7 +193,7 @@ static void crash(dm__worker *w, const char *reason, size_t len) {
   dm__blob *id = restart ? dm__blob_ref(w->id) : NULL;
   dm__blob *opts = restart ? dm__blob_ref(w->opts) : NULL;
   dm__worker_stop(w, reason, len);
-  if (id && opts &&
+  if (id && opts && dm__manager_allow_restart(m) &&
       dm__worker_start(m, dm__blob_data(id), dm__blob_len(id), dm__blob_data(opts),
                        dm__blob_len(opts), NULL) == 0)
     m->st.restarts++;

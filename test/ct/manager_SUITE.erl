@@ -45,7 +45,9 @@ all() ->
      state_is_starting_until_children_specs_are_put,
      crash_restarts_a_permanent_worker_with_original_opts,
      crash_reason_reaches_linked_processes,
-     restart_types_transient_and_temporary].
+     restart_types_transient_and_temporary,
+     intensity_exceeded_restarts_every_worker,
+     manager_goes_down_past_its_own_intensity].
 
 init_per_testcase(Case, Config) ->
     Extra = case Case of
@@ -441,3 +443,59 @@ restart_types_transient_and_temporary(Config) ->
     ?assertNotEqual(T1, T2),
     ok = call(N, {asynch_call, <<"tr">>, {crash, boom}}),
     cnode_test:wait_until(fun() -> case get(N, <<"tr">>) of #{pid := T2} -> false; #{pid := _} -> true; _ -> false end end, 5000).
+
+%% Crashes the worker Id once and waits for its replacement (or its end).
+crash_once(N, M, Id) ->
+    #{pid := P} = gen_server:call({M, N}, {get, Id}),
+    ok = gen_server:call({M, N}, {asynch_call, Id, {crash, boom}}),
+    cnode_test:wait_until(fun() ->
+        case gen_server:call({M, N}, {get, Id}) of
+            #{pid := P} -> false;
+            _ -> true
+        end end, 5000).
+
+intensity_exceeded_restarts_every_worker(Config) ->
+    C = cnode_test:start(undefined, #{dir => ?config(priv_dir, Config),
+                                      args => ["--manager", "fragile=counter,children=2,timeout=0,max_restarts=2,max_seconds=60"]}),
+    N = cnode_test:node(C),
+    M = fragile,
+    cnode_test:wait_until(fun() -> maps:get(state, gen_server:call({M, N}, state)) =:= started end, 5000),
+    ok = gen_server:call({M, N}, {put, <<"x">>, [{payload, 1}, {timeout, 0}]}),
+    #{pid := C2} = gen_server:call({M, N}, {get, <<"c2">>}),
+    crash_once(N, M, <<"c1">>),
+    crash_once(N, M, <<"c1">>),
+    ?assertMatch(#{pid := C2}, gen_server:call({M, N}, {get, <<"c2">>})),
+    ?assertMatch(#{pid := _}, gen_server:call({M, N}, {get, <<"x">>})),
+    crash_once(N, M, <<"c1">>),
+    %% Third restart in the window: every worker restarts from children_specs.
+    cnode_test:wait_until(fun() ->
+        #{state := S, children := Ch} = gen_server:call({M, N}, state),
+        S =:= started andalso lists:sort(maps:keys(Ch)) =:= [<<"c1">>, <<"c2">>] end, 5000),
+    #{pid := C2b} = gen_server:call({M, N}, {get, <<"c2">>}),
+    ?assertNotEqual(C2, C2b),
+    ?assertMatch(#{escalations := 1}, gen_server:call({M, N}, stats)),
+    cnode_test:stop(C).
+
+manager_goes_down_past_its_own_intensity(Config) ->
+    C = cnode_test:start(undefined, #{dir => ?config(priv_dir, Config),
+                                      args => ["--manager", "brittle=counter,children=1,timeout=0,max_restarts=1,max_seconds=60"]}),
+    N = cnode_test:node(C),
+    M = brittle,
+    Started = fun() -> maps:get(state, gen_server:call({M, N}, state)) =:= started end,
+    cnode_test:wait_until(Started, 5000),
+    crash_once(N, M, <<"c1">>),
+    crash_once(N, M, <<"c1">>), % escalation 1: every worker restarts
+    cnode_test:wait_until(fun() -> maps:is_key(pid, gen_server:call({M, N}, {get, <<"c1">>})) end, 5000),
+    crash_once(N, M, <<"c1">>),
+    crash_once(N, M, <<"c1">>), % escalation 2 within the window: down
+    cnode_test:wait_until(fun() -> maps:get(state, gen_server:call({M, N}, state)) =:= down end, 5000),
+    ?assertEqual({error, down}, gen_server:call({M, N}, {put, <<"y">>, []})),
+    ?assertEqual({error, down}, gen_server:call({M, N}, {synch_call, <<"c1">>, get})),
+    ?assertEqual({error, down}, gen_server:call({M, N}, {get, <<"c1">>})),
+    ?assertMatch(#{state := down, workers := 0}, gen_server:call({M, N}, stats)),
+    ?assertNotEqual(nomatch, binary:match(cnode_test:log(C), <<"counter: manager brittle is down">>)),
+    %% restart brings it back from children_specs.
+    ok = gen_server:call({M, N}, restart),
+    cnode_test:wait_until(Started, 5000),
+    ?assertMatch(#{pid := _}, gen_server:call({M, N}, {get, <<"c1">>})),
+    cnode_test:stop(C).
