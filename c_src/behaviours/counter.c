@@ -4,7 +4,9 @@
  * runtime, call or cast {respond, R} answers R itself (so every response
  * form can be exercised from BEAM) and call `id` answers the worker's id.
  * Manager options: children=N (ids <<"c1">>..<<"cN">>, payload 0) and
- * specs_delay_ms=T (children_specs takes that long). */
+ * specs_delay_ms=T (children_specs takes that long).
+ * init turns a payload {start_at, N} into N; terminate and handle_timeout
+ * write a line to stderr (the node's log) naming the worker. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,6 +169,52 @@ keep:
   return DM_CB_OK;
 }
 
+static int init(dm_ctx *ctx, const dm_term *id, const dm_term *payload,
+                ei_x_buff *out) {
+  char tag[MAXATOMLEN_UTF8];
+  int i, arity = 0;
+  long long v;
+  (void)ctx;
+  (void)id;
+  i = 0;
+  if (ei_decode_tuple_header(payload->data, &i, &arity) == 0 && arity == 2 &&
+      ei_decode_atom(payload->data, &i, tag) == 0 && strcmp(tag, "start_at") == 0 &&
+      ei_decode_longlong(payload->data, &i, &v) == 0) {
+    ei_x_encode_longlong(out, v);
+    return DM_CB_OK;
+  }
+  /* Nothing written: the payload stays as given. */
+  return DM_CB_OK;
+}
+
+/* Ids are printed by ei; they are canonical and of bounded depth. */
+static void log_worker(const char *what, const dm_term *id, const dm_term *extra) {
+  char *ids = NULL, *xs = NULL;
+  int i = 0, j = 0;
+  ei_s_print_term(&ids, id->data, &i);
+  if (extra)
+    ei_s_print_term(&xs, extra->data, &j);
+  fprintf(stderr, "counter: worker %s %s%s%s\n", ids ? ids : "?", what, xs ? " " : "",
+          xs ? xs : "");
+  free(ids);
+  free(xs);
+}
+
+static int terminate(dm_ctx *ctx, const dm_term *reason, const dm_term *id,
+                     const dm_term *payload) {
+  (void)ctx;
+  (void)payload;
+  log_worker("terminated:", id, reason);
+  return DM_CB_OK;
+}
+
+static int slow(dm_ctx *ctx, const dm_term *id, const dm_term *payload) {
+  (void)ctx;
+  (void)payload;
+  log_worker("is slow", id, NULL);
+  return DM_CB_OK;
+}
+
 /* Writes each state change to stderr (the node's log), where tests and
  * people can see that handle_state_change ran. */
 static int state_change(dm_ctx *ctx, const char *state) {
@@ -181,4 +229,7 @@ const dm_behaviour dm__counter_behaviour = {
     .call = call,
     .cast = cast,
     .handle_state_change = state_change,
+    .init = init,
+    .terminate = terminate,
+    .handle_timeout = slow,
 };

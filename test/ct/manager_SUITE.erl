@@ -47,7 +47,11 @@ all() ->
      crash_reason_reaches_linked_processes,
      restart_types_transient_and_temporary,
      intensity_exceeded_restarts_every_worker,
-     manager_goes_down_past_its_own_intensity].
+     manager_goes_down_past_its_own_intensity,
+     init_builds_the_payload_before_the_first_perform,
+     payload_message_reruns_init,
+     terminate_runs_with_the_reason_on_every_stop,
+     handle_timeout_runs_for_a_slow_callback].
 
 init_per_testcase(Case, Config) ->
     Extra = case Case of
@@ -499,3 +503,45 @@ manager_goes_down_past_its_own_intensity(Config) ->
     cnode_test:wait_until(Started, 5000),
     ?assertMatch(#{pid := _}, gen_server:call({M, N}, {get, <<"c1">>})),
     cnode_test:stop(C).
+
+init_builds_the_payload_before_the_first_perform(Config) ->
+    N = ?config(node, Config),
+    ok = call(N, {put, <<"in">>, [{payload, {start_at, 41}}, {timeout, 0}]}),
+    ?assertEqual(41, payload(N, <<"in">>)),
+    ok = call(N, {put, <<"in2">>, [{payload, {start_at, 100}}, {timeout, 30}]}),
+    %% The first perform already saw the payload init built.
+    cnode_test:wait_until(fun() -> is_integer(value(N, <<"in2">>)) end, 5000),
+    ?assert(value(N, <<"in2">>) > 100).
+
+payload_message_reruns_init(Config) ->
+    N = ?config(node, Config),
+    ok = call(N, {put, <<"pi">>, [{payload, 1}, {timeout, 0}]}),
+    #{pid := P} = get(N, <<"pi">>),
+    P ! {payload, {start_at, 7}},
+    cnode_test:wait_until(fun() -> payload(N, <<"pi">>) =:= 7 end, 5000).
+
+terminate_runs_with_the_reason_on_every_stop(Config) ->
+    C = ?config(cnode, Config),
+    N = ?config(node, Config),
+    [ok = call(N, {put, Id, [{payload, 0}, {timeout, 0}]}) || Id <- [d1, d2, d3, d4]],
+    ok = call(N, {del, d1}),
+    ok = call(N, {put, d2, [{payload, 0}, {timeout, 0}]}),
+    ok = call(N, {asynch_call, d3, halt}),
+    ok = call(N, {asynch_call, d4, {crash, oops}}),
+    Want = [<<"counter: worker d1 terminated: shutdown">>,
+            <<"counter: worker d2 terminated: shutdown">>,
+            <<"counter: worker d3 terminated: normal">>,
+            <<"counter: worker d4 terminated: oops">>],
+    cnode_test:wait_until(fun() ->
+        L = cnode_test:log(C),
+        lists:all(fun(W) -> binary:match(L, W) =/= nomatch end, Want) end, 5000).
+
+handle_timeout_runs_for_a_slow_callback(Config) ->
+    C = ?config(cnode, Config),
+    N = ?config(node, Config),
+    ok = call(N, {put, sl, [{payload, 0}, {timeout, 50}, {lull, 2.0}]}),
+    ok = call(N, {asynch_call, sl, {sleep, 400}}),
+    cnode_test:wait_until(fun() ->
+        binary:match(cnode_test:log(C), <<"counter: worker sl is slow">>) =/= nomatch end, 5000),
+    %% The worker is still there and serving once the callback returns.
+    cnode_test:wait_until(fun() -> is_integer(payload(N, sl)) end, 5000).
