@@ -8,6 +8,7 @@
 #include "canon.h"
 #include "log.h"
 #include "mgr.h"
+#include "response.h"
 #include "term.h"
 
 static const char A_NORMAL[] = "\x77\x06normal";
@@ -261,101 +262,53 @@ err:
 
 /* Applies a perform/call/cast response. Returns 0 when w lives on, 1 when
  * it stopped (halt or moved). */
-static int apply(dm__worker *w, const char *r, size_t len) {
+static int apply(dm__worker *w, const dm__response *rs) {
   dm__manager *m = w->m;
-  int i = 0, arity = 0, type, size;
-  if (dm__term_is_atom(r, len, "halt")) {
+  switch (rs->kind) {
+  case DM__R_HALT:
     m->st.halts++;
     dm__worker_stop(w, A_NORMAL, sizeof A_NORMAL - 1);
     return 1;
-  }
-  if (ei_get_type(r, &i, &type, &size) == 0 &&
-      (type == ERL_SMALL_TUPLE_EXT || type == ERL_LARGE_TUPLE_EXT) &&
-      ei_decode_tuple_header(r, &i, &arity) == 0 && (arity == 2 || arity == 3)) {
-    size_t a = (size_t)i, b = a, c;
-    if (dm__term_skip(r, len, &b))
-      goto other;
-    c = b;
-    if (arity == 2 && dm__term_is_atom(r + a, len - a, "ok")) {
-      set_blob(&w->payload, r + b, len - b);
-      return 0;
-    }
-    if (arity == 2 && dm__term_is_atom(r + a, len - a, "replace")) {
-      set_both(w, r + b, len - b);
-      return 0;
-    }
-    if (arity == 3 && dm__term_is_atom(r + a, len - a, "replace")) {
-      if (dm__term_skip(r, len, &c))
-        goto other;
-      dm__buf canon = DM__BUF_INIT;
-      if (dm__canon(r + b, c - b, &canon) == 0) {
-        if (canon.len == dm__blob_len(w->id) &&
-            memcmp(canon.data, dm__blob_data(w->id), canon.len) == 0) {
-          set_both(w, r + c, len - c);
-          dm__buf_free(&canon);
-          return 0;
-        }
-        /* A new id: this worker goes, a new one is put there with the same
-         * opts and the new payload. */
-        dm__worker *nw = dm__children_get(m, canon.data, canon.len,
-                                          dm__id_hash(m, canon.data, canon.len));
-        if (nw)
-          dm__worker_stop(nw, A_SHUTDOWN, sizeof A_SHUTDOWN - 1);
-        dm__worker *moved = NULL;
-        if (dm__worker_start(m, canon.data, canon.len, dm__blob_data(w->opts),
-                             dm__blob_len(w->opts), &moved) == 0) {
-          set_both(moved, r + c, len - c);
-        }
-        dm__buf_free(&canon);
-        dm__worker_stop(w, A_NORMAL, sizeof A_NORMAL - 1);
-        return 1;
-      }
+  case DM__R_OK:
+    set_blob(&w->payload, rs->term, rs->term_len);
+    return 0;
+  case DM__R_TIMEOUT:
+    w->timeout_ms = rs->timeout_ms;
+    set_both(w, rs->term, rs->term_len);
+    return 0;
+  case DM__R_REPLACE:
+    set_both(w, rs->term, rs->term_len);
+    return 0;
+  case DM__R_REPLACE_ID: {
+    dm__buf canon = DM__BUF_INIT;
+    if (dm__canon(rs->id, rs->id_len, &canon) != 0) {
       dm__buf_free(&canon);
-      goto other;
+      set_blob(&w->value, rs->term, rs->term_len);
+      return 0;
     }
-    if (arity == 2) {
-      /* {{timeout, T}, R} */
-      int k = (int)a, ta;
-      long long t;
-      if (ei_decode_tuple_header(r, &k, &ta) == 0 && ta == 2 &&
-          dm__term_is_atom(r + k, len - (size_t)k, "timeout")) {
-        size_t tpos = (size_t)k;
-        if (dm__term_skip(r, len, &tpos) == 0) {
-          k = (int)tpos;
-          if (ei_decode_longlong(r, &k, &t) == 0 && t >= 0 && t <= UINT32_MAX) {
-            w->timeout_ms = (uint32_t)t;
-            set_both(w, r + b, len - b);
-            return 0;
-          }
-        }
-      }
+    if (canon.len == dm__blob_len(w->id) &&
+        memcmp(canon.data, dm__blob_data(w->id), canon.len) == 0) {
+      set_both(w, rs->term, rs->term_len);
+      dm__buf_free(&canon);
+      return 0;
     }
+    /* A new id: this worker goes, a new one is put there with the same
+     * opts and the new payload. */
+    dm__worker *old = dm__children_get(m, canon.data, canon.len,
+                                       dm__id_hash(m, canon.data, canon.len));
+    if (old)
+      dm__worker_stop(old, A_SHUTDOWN, sizeof A_SHUTDOWN - 1);
+    dm__worker *moved = NULL;
+    if (dm__worker_start(m, canon.data, canon.len, dm__blob_data(w->opts),
+                         dm__blob_len(w->opts), &moved) == 0)
+      set_both(moved, rs->term, rs->term_len);
+    dm__buf_free(&canon);
+    dm__worker_stop(w, A_NORMAL, sizeof A_NORMAL - 1);
+    return 1;
   }
-other:
-  set_blob(&w->value, r, len);
-  return 0;
-}
-
-/* The reply a call's caller gets: the response unwrapped. */
-static void reply_of(const char *r, size_t len, const char **out, size_t *olen) {
-  int i = 0, arity;
-  *out = r;
-  *olen = len;
-  if (ei_decode_tuple_header(r, &i, &arity) < 0 || (arity != 2 && arity != 3))
-    return;
-  size_t a = (size_t)i, b = a;
-  if (dm__term_skip(r, len, &b))
-    return;
-  if (arity == 2 && (dm__term_is_atom(r + a, len - a, "ok") ||
-                     dm__term_is_atom(r + a, len - a, "replace"))) {
-    *out = r + b;
-    *olen = len - b;
-  } else if (arity == 3 && dm__term_is_atom(r + a, len - a, "replace")) {
-    size_t c = b;
-    if (dm__term_skip(r, len, &c) == 0) {
-      *out = r + c;
-      *olen = len - c;
-    }
+  default:
+    set_blob(&w->value, rs->term, rs->term_len);
+    return 0;
   }
 }
 
@@ -382,10 +335,9 @@ void dm__worker_completed(dm__wjob *j) {
       if (crashed)
         dm__reply_exit(n, j->reply, out, len);
       else if (valid) {
-        const char *rep;
-        size_t rlen;
-        reply_of(out, len, &rep, &rlen);
-        dm__reply_to(n, j->reply, rep, rlen, j->wrap);
+        dm__response stopped;
+        dm__response_parse(out, len, &stopped);
+        dm__reply_to(n, j->reply, stopped.reply, stopped.reply_len, j->wrap);
       }
     }
     if (j->kind != DM__JOB_TERMINATE && m->b->terminate &&
@@ -405,6 +357,9 @@ void dm__worker_completed(dm__wjob *j) {
     out = bad_return;
     len = sizeof bad_return - 1;
   }
+  dm__response rs = {.kind = 0};
+  if (valid || crashed)
+    dm__response_parse(out, len, &rs);
   switch (j->kind) {
   case DM__JOB_INIT:
     if (crashed)
@@ -421,7 +376,7 @@ void dm__worker_completed(dm__wjob *j) {
     w->due = 0;
     if (crashed)
       break;
-    if (apply(w, out, len))
+    if (apply(w, &rs))
       goto done; /* w is gone */
     if (w->timeout_ms) {
       /* Fixed rate: the next perform is one period after this one was
@@ -446,18 +401,13 @@ void dm__worker_completed(dm__wjob *j) {
       dm__reply_to(n, j->reply, not_impl, sizeof not_impl - 1, j->wrap);
       break;
     }
-    {
-      const char *rep;
-      size_t rlen;
-      reply_of(out, len, &rep, &rlen);
-      dm__reply_to(n, j->reply, rep, rlen, j->wrap);
-    }
-    if (apply(w, out, len))
+    dm__reply_to(n, j->reply, rs.reply, rs.reply_len, j->wrap);
+    if (apply(w, &rs))
       goto done;
     break;
   case DM__JOB_CAST:
     m->st.casts++;
-    if (!crashed && valid && apply(w, out, len))
+    if (!crashed && valid && apply(w, &rs))
       goto done;
     break;
   default:
