@@ -6,12 +6,12 @@
 #include "canon.h"
 #include "mgr.h"
 
-uint64_t dm__id_hash(const dm__manager *m, const char *id, size_t len) {
-  return dm__hash(id, len, m->seed);
+uint32_t dm__id_hash(const dm__manager *m, const char *id, size_t len) {
+  return (uint32_t)dm__hash(id, len, m->seed);
 }
 
 static int same_id(const dm__worker *w, const char *id, size_t len,
-                   uint64_t hash) {
+                   uint32_t hash) {
   return w->hash == hash && dm__blob_len(w->id) == len &&
          memcmp(dm__blob_data(w->id), id, len) == 0;
 }
@@ -51,7 +51,7 @@ int dm__children_put(dm__manager *m, dm__worker *w) {
 }
 
 dm__worker *dm__children_get(const dm__manager *m, const char *id, size_t len,
-                             uint64_t hash) {
+                             uint32_t hash) {
   if (!m->cap)
     return NULL;
   size_t s = (size_t)hash & (m->cap - 1);

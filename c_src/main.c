@@ -23,6 +23,7 @@ static void usage(FILE *f) {
           "         [--net-ticktime SECONDS] [--max-packet BYTES]\n"
           "         [--handshake-timeout MS] [--max-outbuf BYTES]\n"
           "         [--manager NAME=BEHAVIOUR[,key=value...]]... [--threads N]\n"
+          "         [--exit-with-stdin]\n"
           "The cookie comes from $" COOKIE_ENV ", else ~/.erlang.cookie.\n");
 }
 
@@ -90,6 +91,7 @@ int main(int argc, char **argv) {
       {"max-outbuf", required_argument, NULL, 'o'},
       {"manager", required_argument, NULL, 'm'},
       {"threads", required_argument, NULL, 'T'},
+      {"exit-with-stdin", no_argument, NULL, 'E'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   dm__config cfg;
@@ -158,6 +160,9 @@ int main(int argc, char **argv) {
       if (parse_num("threads", optarg, 1, 256, &v))
         return 2;
       threads = (unsigned)v;
+      break;
+    case 'E':
+      cfg.exit_with_stdin = 1;
       break;
     case 'h':
       usage(stdout);

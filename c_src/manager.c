@@ -122,8 +122,10 @@ static int enc_child(dm__node *n, ei_x_buff *x, const dm__worker *w) {
   ENC(ei_x_encode_atom(x, "value"));
   ENC(ei_x_append_buf(x, dm__blob_data(w->value), (int)dm__blob_size(w->value)));
   ENC(ei_x_encode_atom(x, "busy?"));
-  if (w->busy_since) {
-    if (dm_encode_datetime(x, w->busy_since))
+  if (w->busy_ms) {
+    uint64_t wall = n->start_wall_us + (uint64_t)(w->busy_ms - 1) * 1000;
+    /* start_ms and start_wall_us were read together at start. */
+    if (dm_encode_datetime(x, wall))
       return DM_ENOMEM;
   } else {
     ENC(ei_x_encode_atom(x, "nil"));
@@ -601,7 +603,7 @@ static void manager_exit(dm__proc *p, dm__node *n, const erlang_pid *from,
   (void)len;
 }
 
-static const dm__proc_ops manager_ops = {manager_message, manager_exit};
+const dm__proc_ops dm__manager_ops = {manager_message, manager_exit};
 
 /* children_specs came back: put every child, then `started`. */
 static void specs_done(dm__manager *m, dm__wjob *j) {
@@ -800,7 +802,7 @@ int dm__manager_create(dm__node *n, const char *spec) {
   }
   m->node = n;
   m->b = b;
-  m->proc.ops = &manager_ops;
+  m->proc.kind = DM__P_MANAGER;
   m->name = dm__malloc(strlen(copy) + 1);
   if (m->name)
     strcpy(m->name, copy);

@@ -81,17 +81,18 @@ struct dm__worker {
   dm__blob *opts;      /* as given; restarts start from these */
   dm__blob *payload;
   dm__blob *value;     /* NULL: nil */
-  struct dm__mailbox *mbox; /* out of line: NULL while nothing waits */
-  uint64_t busy_since; /* wall clock, µs, for busy? */
+  union {
+    struct dm__mailbox *mbox; /* out of line: NULL while nothing waits */
+    dm__blob *stop_reason;    /* once DM__W_STOPPING: the mailbox is gone */
+  };
   uint64_t due;        /* monotonic µs of the next perform, 0: none */
-  uint64_t hash;
+  uint32_t hash;
   uint32_t timeout_ms;
   float lull;
+  uint32_t busy_ms;    /* ms since node start + 1 while busy, else 0 */
   uint8_t flags;
   uint8_t restart;
   uint8_t instant;
-  uint8_t pending_stop; /* a stop waits for the running callback */
-  dm__blob *stop_reason;
 };
 
 enum { DM__STARTING = 0, DM__STARTED, DM__DOWN };
@@ -198,9 +199,9 @@ struct dm_ctx {
 /* children.c */
 int dm__children_put(dm__manager *m, dm__worker *w);
 dm__worker *dm__children_get(const dm__manager *m, const char *id, size_t len,
-                             uint64_t hash);
+                             uint32_t hash);
 void dm__children_del(dm__manager *m, dm__worker *w);
-uint64_t dm__id_hash(const dm__manager *m, const char *id, size_t len);
+uint32_t dm__id_hash(const dm__manager *m, const char *id, size_t len);
 
 /* job.c */
 dm__wjob *dm__job_new(dm__manager *m, dm__worker *w, int kind);

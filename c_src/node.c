@@ -16,6 +16,9 @@
 
 #define PUBLISH_RETRY_MS 500
 
+const dm__proc_ops *const dm__proc_kinds[DM__P_KINDS] = {
+    &dm__service_ops, &dm__net_kernel_ops, &dm__manager_ops, &dm__worker_ops};
+
 struct dm__accepted {
   struct dm__accepted *next;
   int fd;
@@ -133,8 +136,8 @@ void dm__node_peer_lost(dm__node *n, uint32_t peer) {
       from.creation = l->items[i].creation;
       l->items[i] = l->items[--l->count];
       static const char noconnection[] = "\x77\x0cnoconnection";
-      if (p->ops->exit)
-        p->ops->exit(p, n, &from, noconnection, sizeof noconnection - 1);
+      if (dm__proc_ops_of(p)->exit)
+        dm__proc_ops_of(p)->exit(p, n, &from, noconnection, sizeof noconnection - 1);
       if (p->links != l)
         break; /* the process went away or rebuilt its links */
     }
@@ -234,7 +237,7 @@ void dm__node_dispatch(dm__node *n, dm__conn *c, const char *pkt, size_t len) {
       dm__node_noproc(n, &ctl);
       return;
     }
-    p->ops->message(p, n, &ctl);
+    dm__proc_ops_of(p)->message(p, n, &ctl);
     return;
   case DM__OP_SEND:
     p = dm__node_local(n, &ctl.to);
@@ -243,7 +246,7 @@ void dm__node_dispatch(dm__node *n, dm__conn *c, const char *pkt, size_t len) {
       dm__node_noproc(n, &ctl);
       return;
     }
-    p->ops->message(p, n, &ctl);
+    dm__proc_ops_of(p)->message(p, n, &ctl);
     return;
   case DM__OP_LINK:
     p = dm__node_local(n, &ctl.to);
@@ -270,8 +273,8 @@ void dm__node_dispatch(dm__node *n, dm__conn *c, const char *pkt, size_t len) {
       return;
     if (ctl.op == DM__OP_EXIT)
       dm__proc_unlink(n, p, &ctl.from);
-    if (p->ops->exit)
-      p->ops->exit(p, n, &ctl.from, ctl.reason, ctl.reason_len);
+    if (dm__proc_ops_of(p)->exit)
+      dm__proc_ops_of(p)->exit(p, n, &ctl.from, ctl.reason, ctl.reason_len);
     return;
   case DM__OP_MONITOR_P: {
     /* libei advertises DFLAG_DIST_MONITOR; a monitor on a process that does
@@ -386,7 +389,10 @@ static void publish(dm__node *n) {
     return;
   int fd = ei_publish_tmo(&n->ec, n->port, 1000);
   if (fd < 0) {
-    DM_DEBUG("epmd registration failed (%s); retrying", strerror(erl_errno));
+    if (erl_errno == EIO)
+      DM_WARN("epmd refused the name %s (is it taken?); retrying", n->ec.thisnodename);
+    else
+      DM_DEBUG("epmd registration failed (%s); retrying", strerror(erl_errno));
     uv_timer_start(&n->publish_timer, on_publish_timer, PUBLISH_RETRY_MS, 0);
     return;
   }
@@ -435,6 +441,16 @@ static void on_prepare(uv_prepare_t *h) {
   dm__conn_flush_all(n);
 }
 
+static void on_stdin(uv_poll_t *h, int status, int events) {
+  char b[256];
+  (void)events;
+  ssize_t r = status == 0 ? read(0, b, sizeof b) : -1;
+  if (r > 0 || (r < 0 && (errno == EAGAIN || errno == EINTR)))
+    return; /* input is ignored; only its end matters */
+  DM_INFO("standard input closed: stopping");
+  dm__node_stop(h->data);
+}
+
 static void on_signal(uv_signal_t *h, int signum) {
   DM_INFO("signal %d: stopping", signum);
   dm__node_stop(h->data);
@@ -463,6 +479,12 @@ int dm__node_init(dm__node *n, uv_loop_t *loop, const dm__config *cfg,
   n->epmd_fd = n->listen_fd = -1;
   n->version = DM_VERSION;
   n->start_ms = uv_now(loop);
+  n->start_mono_us = uv_hrtime() / 1000;
+  {
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    n->start_wall_us = (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
+  }
   dm__nametab_init(&n->names);
   dm__pidtab_init(&n->pids);
   pthread_mutex_init(&n->accept_mx, NULL);
@@ -539,6 +561,16 @@ int dm__node_start(dm__node *n) {
   uv_prepare_start(&n->flush_prepare, on_prepare);
   uv_signal_start(&n->sigterm, on_signal, SIGTERM);
   uv_signal_start(&n->sigint, on_signal, SIGINT);
+  if (n->cfg.exit_with_stdin) {
+    /* The BEAM port that started us closes our stdin when its owner
+     * dies; no orphan is left behind. */
+    if (uv_poll_init(n->loop, &n->stdin_poll, 0) != 0) {
+      DM_ERROR("--exit-with-stdin: standard input cannot be watched");
+      return DM_EINVAL;
+    }
+    n->stdin_poll.data = n;
+    uv_poll_start(&n->stdin_poll, UV_READABLE | UV_DISCONNECT, on_stdin);
+  }
   if (pthread_create(&n->acceptor, NULL, acceptor_main, n) != 0) {
     DM_ERROR("cannot start the acceptor thread");
     return DM_EIO;
@@ -563,6 +595,8 @@ void dm__node_stop(dm__node *n) {
   uv_close((uv_handle_t *)&n->sigterm, NULL);
   uv_close((uv_handle_t *)&n->sigint, NULL);
   uv_close((uv_handle_t *)&n->accept_async, NULL);
+  if (n->stdin_poll.data == n)
+    uv_close((uv_handle_t *)&n->stdin_poll, NULL);
   dm__managers_stop(n);
 }
 

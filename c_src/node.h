@@ -28,6 +28,7 @@ typedef struct {
   uint32_t max_packet;     /* larger length prefixes close the connection */
   unsigned handshake_ms;   /* a handshake step slower than this fails */
   size_t max_outbuf;       /* bytes queued for one peer before it is dropped */
+  int exit_with_stdin;     /* stop when standard input closes (port owner gone) */
 } dm__config;
 
 void dm__config_defaults(dm__config *cfg);
@@ -79,12 +80,23 @@ typedef struct {
                const char *reason, size_t reason_len);
 } dm__proc_ops;
 
+/* The kinds of process; a one-byte tag instead of an ops pointer keeps a
+ * million workers 8 bytes smaller each. */
+enum { DM__P_NODE_SERVICE = 0, DM__P_NET_KERNEL, DM__P_MANAGER, DM__P_WORKER, DM__P_KINDS };
+extern const dm__proc_ops dm__service_ops, dm__net_kernel_ops, dm__manager_ops,
+    dm__worker_ops;
+extern const dm__proc_ops *const dm__proc_kinds[DM__P_KINDS];
+
 /* A C-node process: anything with a pid. */
 struct dm__proc {
-  const dm__proc_ops *ops;
-  uint32_t key;      /* ei num | serial << 15; 0 until spawned */
   dm__links *links;  /* out of line: most processes have none */
+  uint32_t key;      /* ei num | serial << 15; 0 until spawned */
+  uint8_t kind;      /* DM__P_* */
 };
+
+static inline const dm__proc_ops *dm__proc_ops_of(const dm__proc *p) {
+  return dm__proc_kinds[p->kind];
+}
 
 struct dm__conn {
   uv_tcp_t tcp;
@@ -110,6 +122,7 @@ struct dm__node {
   int ready;   /* READY was printed */
   int handles; /* the loop handles below are initialised */
   uint64_t start_ms;
+  uint64_t start_mono_us, start_wall_us; /* to turn loop times into dates */
 
   uv_poll_t epmd_poll;
   uv_timer_t publish_timer;
@@ -117,6 +130,7 @@ struct dm__node {
   uv_prepare_t flush_prepare; /* runs right before the loop blocks */
   uv_signal_t sigterm, sigint;
   uv_async_t accept_async;
+  uv_poll_t stdin_poll;
 
   pthread_t acceptor;
   int acceptor_started;

@@ -135,17 +135,15 @@ static void service_exit(dm__proc *p, dm__node *n, const erlang_pid *from,
   DM_DEBUG("service got an exit signal from a process on %s", from->node);
 }
 
-static const dm__proc_ops node_service_ops = {node_service_message,
-                                              service_exit};
-static const dm__proc_ops net_kernel_ops = {net_kernel_message, service_exit};
+const dm__proc_ops dm__service_ops = {node_service_message, service_exit};
+const dm__proc_ops dm__net_kernel_ops = {net_kernel_message, service_exit};
 
-static int start_service(dm__node *n, const dm__proc_ops *ops,
-                         const char *name) {
+static int start_service(dm__node *n, uint8_t kind, const char *name) {
   service *s = dm__calloc(1, sizeof *s);
   int r;
   if (!s)
     return DM_ENOMEM;
-  s->proc.ops = ops;
+  s->proc.kind = kind;
   if ((r = dm__proc_spawn(n, &s->proc)))
     goto err;
   if ((r = dm__proc_register(n, &s->proc, name))) {
@@ -159,8 +157,8 @@ err:
 }
 
 int dm__services_init(dm__node *n) {
-  int r = start_service(n, &node_service_ops, "tarearbol_cnode");
-  return r ? r : start_service(n, &net_kernel_ops, "net_kernel");
+  int r = start_service(n, DM__P_NODE_SERVICE, "tarearbol_cnode");
+  return r ? r : start_service(n, DM__P_NET_KERNEL, "net_kernel");
 }
 
 void dm__services_free(dm__node *n) {

@@ -68,36 +68,48 @@ size_t dm__wheel_advance(dm__wheel *w, uint64_t now_us, size_t max_fire,
   for (uint64_t v = 0; v < visits; v++) {
     uint64_t slot_ms = start + v;
     dm__timer *head = &w->slots[slot_ms & (w->nslots - 1)];
-    /* A cursor entry keeps the walk valid when fire re-arms or deletes
-     * timers of this very slot. */
-    dm__timer mark;
-    mark.prev = head;
-    mark.next = head->next;
-    head->next->prev = &mark;
-    head->next = &mark;
-    while (mark.next != head) {
-      dm__timer *t = mark.next;
-      /* Move the cursor past t before t can move. */
-      mark.next = t->next;
-      t->next->prev = &mark;
-      t->prev = mark.prev;
-      mark.prev->next = t;
-      t->next = &mark;
-      mark.prev = t;
-      if (t->due / 1000 > now_ms)
-        continue; /* due in a later revolution */
-      dm__wheel_del(w, t);
+    if (head->next == head)
+      continue;
+    /* Move the whole slot onto a local list in O(1) and walk that: fire
+     * may re-arm or delete any timer, and re-arming unlinks it from here
+     * first, so the walk never sees a timer twice. */
+    dm__timer todo;
+    todo.next = head->next;
+    todo.prev = head->prev;
+    todo.next->prev = &todo;
+    todo.prev->next = &todo;
+    head->next = head->prev = head;
+    while (todo.next != &todo) {
+      dm__timer *t = todo.next;
+      /* Unlink t from the local list. */
+      todo.next = t->next;
+      t->next->prev = &todo;
+      if (t->due / 1000 > now_ms) {
+        /* Due in a later revolution: back into its slot. */
+        t->prev = head->prev;
+        t->next = head;
+        head->prev->next = t;
+        head->prev = t;
+        continue;
+      }
+      t->next = t->prev = NULL;
+      w->count--;
       fire(t, ud);
       fired++;
       if (max_fire && fired >= max_fire) {
-        mark.prev->next = mark.next;
-        mark.next->prev = mark.prev;
-        w->now_ms = slot_ms; /* resume in this slot */
+        /* Put back what was not looked at, and resume in this slot. */
+        while (todo.next != &todo) {
+          dm__timer *r = todo.next;
+          todo.next = r->next;
+          r->prev = head->prev;
+          r->next = head;
+          head->prev->next = r;
+          head->prev = r;
+        }
+        w->now_ms = slot_ms;
         return fired;
       }
     }
-    mark.prev->next = mark.next;
-    mark.next->prev = mark.prev;
   }
   return fired;
 }

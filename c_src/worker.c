@@ -17,18 +17,18 @@ static const char A_CRASHED[] = "\x77\x07crashed";
 
 static uint64_t mono_us(void) { return uv_hrtime() / 1000; }
 
-static uint64_t wall_us(void) {
-  struct timeval tv;
-  gettimeofday(&tv, NULL);
-  return (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
-}
 
 static dm__wheel *wheel_of(dm__worker *w) { return &w->m->node->wheel; }
+
+/* The loop's cached time in µs: no clock read per perform. Dues that
+ * chain at a fixed rate never read it, so its coarseness does not skew
+ * them. */
+static uint64_t loop_us(dm__worker *w) { return uv_now(w->m->node->loop) * 1000; }
 
 static void worker_message(dm__proc *p, dm__node *n, const dm__ctrl *ctl);
 static void worker_exit(dm__proc *p, dm__node *n, const erlang_pid *from,
                         const char *reason, size_t len);
-static const dm__proc_ops worker_ops = {worker_message, worker_exit};
+const dm__proc_ops dm__worker_ops = {worker_message, worker_exit};
 
 static dm__worker *of_proc(dm__proc *p) { return (dm__worker *)p; }
 static dm__worker *of_timer(dm__timer *t) {
@@ -73,7 +73,9 @@ static int run(dm__worker *w, int kind, const char *msg, size_t len,
     j->due = w->due;
   w->flags |= DM__W_BUSY;
   w->flags &= (uint8_t)~DM__W_LULL_FIRED;
-  w->busy_since = wall_us();
+  /* Milliseconds since the node started, plus one (0 means idle): 32 bits
+   * cover 49 days of a single callback. */
+  w->busy_ms = (uint32_t)(uv_now(w->m->node->loop) - w->m->node->start_ms) + 1;
   if (kind == DM__JOB_PERFORM)
     w->flags &= (uint8_t)~DM__W_PERFORM_DUE;
   /* While busy the timer watches for slowness (lull x timeout); the next
@@ -81,7 +83,7 @@ static int run(dm__worker *w, int kind, const char *msg, size_t len,
   if (w->timeout_ms && (kind == DM__JOB_PERFORM || kind == DM__JOB_CALL ||
                         kind == DM__JOB_CAST)) {
     uint64_t lull_us = (uint64_t)((double)w->timeout_ms * w->lull * 1000.0);
-    dm__wheel_add(wheel_of(w), &w->timer, mono_us() + lull_us);
+    dm__wheel_add(wheel_of(w), &w->timer, loop_us(w) + lull_us);
   } else {
     dm__wheel_del(wheel_of(w), &w->timer);
   }
@@ -134,23 +136,28 @@ static void finalize(dm__worker *w) {
   dm__worker_free(w);
 }
 
-void dm__worker_free(dm__worker *w) {
-  if (w->mbox) {
-    dm__mail *m = w->mbox->head;
-    while (m) {
-      dm__mail *next = m->next;
-      dm__free(m->reply);
-      dm__free(m);
-      m = next;
-    }
-    dm__free(w->mbox);
+/* Frees the mailbox: its mail and the replies they would have had. */
+static void free_mailbox(dm__mailbox *mb) {
+  if (!mb)
+    return;
+  for (dm__mail *m = mb->head, *next; m; m = next) {
+    next = m->next;
+    dm__free(m->reply);
+    dm__free(m);
   }
+  dm__free(mb);
+}
+
+void dm__worker_free(dm__worker *w) {
+  if (w->flags & DM__W_STOPPING)
+    dm__blob_unref(w->stop_reason);
+  else
+    free_mailbox(w->mbox);
   dm__free(w->proc.links);
   dm__blob_unref(w->id);
   dm__blob_unref(w->opts);
   dm__blob_unref(w->payload);
   dm__blob_unref(w->value);
-  dm__blob_unref(w->stop_reason);
   dm__free(w);
 }
 
@@ -159,17 +166,19 @@ void dm__worker_stop(dm__worker *w, const char *reason, size_t reason_len) {
   dm__node *n = m->node;
   if (w->flags & DM__W_STOPPING)
     return;
-  w->flags |= DM__W_STOPPING;
   dm__children_del(m, w);
   dm__pidtab_del(&n->pids, w->proc.key);
   dm__wheel_del(wheel_of(w), &w->timer);
-  w->stop_reason = dm__blob_new(reason, reason_len);
   /* Callers still waiting in the mailbox see the worker die, as a BEAM
-   * caller's monitor would. */
-  for (dm__mail *mail = w->mbox ? w->mbox->head : NULL; mail; mail = mail->next)
+   * caller's monitor would; then the stop reason takes the mailbox's
+   * place. */
+  dm__mailbox *mb = w->mbox;
+  for (dm__mail *mail = mb ? mb->head : NULL; mail; mail = mail->next)
     if (mail->reply)
-      dm__reply_exit(n, mail->reply, dm__blob_data(w->stop_reason),
-                     dm__blob_size(w->stop_reason));
+      dm__reply_exit(n, mail->reply, reason, reason_len);
+  free_mailbox(mb);
+  w->flags |= DM__W_STOPPING;
+  w->stop_reason = dm__blob_new(reason, reason_len);
   if (w->flags & DM__W_BUSY)
     return; /* terminate follows the running callback */
   if (m->b->terminate && run(w, DM__JOB_TERMINATE, reason, reason_len, NULL, 0) == 0)
@@ -216,7 +225,7 @@ int dm__worker_start(dm__manager *m, const char *id, size_t idlen,
   dm__worker *w = dm__calloc(1, sizeof *w);
   if (!w)
     return DM_ENOMEM;
-  w->proc.ops = &worker_ops;
+  w->proc.kind = DM__P_WORKER;
   w->m = m;
   dm__timer_init(&w->timer);
   w->id = dm__blob_new(id, idlen);
@@ -325,7 +334,7 @@ void dm__worker_completed(dm__wjob *j) {
   int crashed = j->rc != DM_CB_OK;
   static const char bad_return[] = "\x77\x0a" "bad_return";
   w->flags &= (uint8_t)~DM__W_BUSY;
-  w->busy_since = 0;
+  w->busy_ms = 0;
   if (crashed && !valid) {
     out = A_CRASHED;
     len = sizeof A_CRASHED - 1;
@@ -382,7 +391,7 @@ void dm__worker_completed(dm__wjob *j) {
       /* Fixed rate: the next perform is one period after this one was
        * due, so queueing delays do not accumulate; a perform that overran
        * its period is followed a full period after it ended. */
-      uint64_t now = mono_us(), next = j->due + (uint64_t)w->timeout_ms * 1000;
+      uint64_t now = loop_us(w), next = j->due + (uint64_t)w->timeout_ms * 1000;
       w->due = next > now ? next : now + (uint64_t)w->timeout_ms * 1000;
       dm__wheel_add(wheel_of(w), &w->timer, w->due);
     } else {

@@ -7,6 +7,7 @@
  * specs_delay_ms=T (children_specs takes that long).
  * init turns a payload {start_at, N} into N; terminate and handle_timeout
  * write a line to stderr (the node's log) naming the worker. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,17 @@
 #include "dm.h"
 
 static int payload_int(const dm_term *p, long long *out) {
+  const unsigned char *d = (const unsigned char *)p->data;
   int i = 0;
+  /* The common small forms by hand; ei for the rest (bignums). */
+  if (p->len == 2 && d[0] == 97) {
+    *out = d[1];
+    return 0;
+  }
+  if (p->len == 5 && d[0] == 98) {
+    *out = (int32_t)((uint32_t)d[1] << 24 | (uint32_t)d[2] << 16 | (uint32_t)d[3] << 8 | d[4]);
+    return 0;
+  }
   return ei_decode_longlong(p->data, &i, out);
 }
 

@@ -32,7 +32,8 @@ cookie() -> atom_to_list(erlang:get_cookie()).
 
 -spec unique(string()) -> string().
 unique(Prefix) ->
-    Prefix ++ "_" ++ integer_to_list(erlang:unique_integer([positive])).
+    %% The test node's OS pid keeps names apart across runs too.
+    Prefix ++ "_" ++ os:getpid() ++ "_" ++ integer_to_list(erlang:unique_integer([positive])).
 
 %% @doc Starts the binary and waits for READY. Opts: name (short name, made
 %% unique by default), args (extra argv), cookie, env (extra environment),
@@ -42,14 +43,16 @@ start(Name0, Opts) ->
     Name = case Name0 of undefined -> unique("cnode"); _ -> Name0 end,
     Dir = maps:get(dir, Opts, "/tmp"),
     Log = filename:join(Dir, Name ++ ".stderr"),
-    Args = ["--sname", Name, "--log-level", "debug" | maps:get(args, Opts, [])],
+    Args = ["--sname", Name, "--log-level", "debug", "--exit-with-stdin" | maps:get(args, Opts, [])],
     Env = [{"TAREARBOL_CNODE_COOKIE", maps:get(cookie, Opts, cookie())},
            {"CNODE_LOG", Log},
            {"ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0"},
            {"UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1"}
            | maps:get(env, Opts, [])],
     Self = self(),
-    Owner = spawn(fun() -> owner(Self, Args, Env) end),
+    %% Linked: if the test process dies, the owner and its port go, the
+    %% node sees its stdin close and stops. No node outlives its test.
+    Owner = spawn_link(fun() -> owner(Self, Args, Env) end),
     receive
         {Owner, ready, Node, OsPid} ->
             #{owner => Owner, node => Node, os_pid => OsPid, log => Log, name => Name};

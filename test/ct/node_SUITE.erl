@@ -24,6 +24,7 @@
          epmd_restart_registers_again/1,
          sigterm_stops_cleanly_and_unregisters/1,
          bad_command_lines_are_refused/1,
+         node_stops_when_its_stdin_closes/1,
          cookie_from_home_file/1]).
 
 all() ->
@@ -37,6 +38,7 @@ all() ->
      peer_reconnects_after_disconnect,
      silent_peer_is_dropped_after_net_ticktime, epmd_restart_registers_again,
      sigterm_stops_cleanly_and_unregisters, bad_command_lines_are_refused,
+     node_stops_when_its_stdin_closes,
      cookie_from_home_file].
 
 init_per_suite(Config) ->
@@ -317,3 +319,22 @@ other_pid(Pid, Id) ->
 node_atom_len(<<119, L, _/binary>>) -> 2 + L;
 node_atom_len(<<118, L:16, _/binary>>) -> 3 + L;
 node_atom_len(<<100, L:16, _/binary>>) -> 3 + L.
+
+node_stops_when_its_stdin_closes(Config) ->
+    %% The owner of the port dies: the node must not outlive it.
+    Self = self(),
+    Dir = ?config(priv_dir, Config),
+    Pid = spawn(fun() ->
+                    C = cnode_test:start(undefined, #{dir => Dir}),
+                    Self ! {started, C},
+                    receive never -> ok end
+                end),
+    C = receive {started, X} -> X after 20000 -> ct:fail(not_started) end,
+    N = cnode_test:node(C),
+    pong = net_adm:ping(N),
+    exit(Pid, kill),
+    OsPid = integer_to_list(cnode_test:os_pid(C)),
+    cnode_test:wait_until(fun() -> os:cmd("kill -0 " ++ OsPid ++ " 2>&1") =/= "" end, 10000),
+    ?assertNotEqual(nomatch, binary:match(cnode_test:log(C), <<"standard input closed">>)),
+    ?assertNotEqual(nomatch, binary:match(cnode_test:log(C), <<"stopped">>)),
+    cnode_test:assert_clean_log(C).
