@@ -6,11 +6,13 @@
 #include "mgr.h"
 
 extern const dm_behaviour dm__counter_behaviour;
+extern const dm_behaviour dm__counter_hooks_behaviour;
 extern const dm_behaviour dm__pingpong_behaviour;
 extern const dm_behaviour dm__probe_behaviour;
 
 static const dm_behaviour *const builtins[] = {
     &dm__counter_behaviour,
+    &dm__counter_hooks_behaviour,
     &dm__pingpong_behaviour,
     &dm__probe_behaviour,
 };

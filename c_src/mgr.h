@@ -118,7 +118,7 @@ typedef struct {
   X(escalations)                                                               \
   X(bad_requests)
 
-#define DM__LATE_BUCKETS 40
+#define DM__LATE_BUCKETS 128 /* 100 of 100 us below 10 ms, then doublings */
 
 typedef struct {
 #define DM__MSTATS_FIELD(n) uint64_t n;

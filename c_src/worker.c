@@ -51,6 +51,13 @@ static void first_schedule(dm__worker *w, uint32_t instant_ms) {
     schedule(w, w->timeout_ms + (w->m->spread ? w->hash % w->timeout_ms : 0));
 }
 
+/* After init: the first perform keeps the time chosen at start, so a
+ * slow init does not bunch up what the boot spread out. */
+static void arm_first(dm__worker *w) {
+  if (w->due)
+    dm__wheel_add(wheel_of(w), &w->timer, w->due);
+}
+
 /* Runs a callback for w; w must be idle. */
 static int run(dm__worker *w, int kind, const char *msg, size_t len,
                dm__replyto *reply, int wrap) {
@@ -257,10 +264,10 @@ int dm__worker_start(dm__manager *m, const char *id, size_t idlen,
   }
   if (out)
     *out = w;
-  if (m->b->init && run(w, DM__JOB_INIT, NULL, 0, NULL, 0) == 0)
-    return 0;
-  w->flags |= DM__W_INITED;
   first_schedule(w, o.instant_ms);
+  if (m->b->init && run(w, DM__JOB_INIT, NULL, 0, NULL, 0) == 0)
+    return 0; /* the timer waits for init */
+  w->flags |= DM__W_INITED;
   return 0;
 err:
   dm__worker_free(w);
@@ -376,7 +383,7 @@ void dm__worker_completed(dm__wjob *j) {
     if (valid)
       set_blob(&w->payload, out, len);
     w->flags |= DM__W_INITED;
-    first_schedule(w, 0);
+    arm_first(w);
     break;
   case DM__JOB_PERFORM:
     m->st.performs++;

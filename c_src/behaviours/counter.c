@@ -5,8 +5,9 @@
  * form can be exercised from BEAM) and call `id` answers the worker's id.
  * Manager options: children=N (ids <<"c1">>..<<"cN">>, payload 0) and
  * specs_delay_ms=T (children_specs takes that long).
- * init turns a payload {start_at, N} into N; terminate and handle_timeout
- * write a line to stderr (the node's log) naming the worker. */
+ * counter_hooks is the same plus: init turns a payload {start_at, N} into
+ * N; terminate and handle_timeout write a line to stderr (the node's log)
+ * naming the worker. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -235,6 +236,18 @@ static int state_change(dm_ctx *ctx, const char *state) {
 
 const dm_behaviour dm__counter_behaviour = {
     .name = "counter",
+    .children_specs = specs,
+    .perform = perform,
+    .call = call,
+    .cast = cast,
+    .handle_state_change = state_change,
+};
+
+/* counter with init, terminate and handle_timeout that a test can see.
+ * A separate behaviour so that counter itself stays the cheapest possible
+ * workload: every init is one more pool round trip per worker at boot. */
+const dm_behaviour dm__counter_hooks_behaviour = {
+    .name = "counter_hooks",
     .children_specs = specs,
     .perform = perform,
     .call = call,

@@ -63,7 +63,7 @@ init_per_testcase(Case, Config) ->
     C = cnode_test:start(undefined,
                          #{dir => ?config(priv_dir, Config),
                            args => ["--threads", "2",
-                                    "--manager", "counters=counter,children=3,timeout=100" ++ Extra]}),
+                                    "--manager", "counters=counter_hooks,children=3,timeout=100" ++ Extra]}),
     N = cnode_test:node(C),
     cnode_test:wait_until(fun() -> maps:get(state, call(N, state)) =:= started end, 10000),
     [{cnode, C}, {node, N} | Config].
@@ -96,7 +96,7 @@ state_is_started_with_children_specs_and_shaped_for_elixir(Config) ->
 info_lists_the_managers(Config) ->
     N = ?config(node, Config),
     #{managers := Ms} = cnode_test:call(N, info),
-    ?assertMatch([#{name := counters, behaviour := counter, workers := 3, state := started}], Ms).
+    ?assertMatch([#{name := counters, behaviour := counter_hooks, workers := 3, state := started}], Ms).
 
 performs_run_every_timeout(Config) ->
     N = ?config(node, Config),
