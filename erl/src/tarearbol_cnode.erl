@@ -1,32 +1,98 @@
-%% @doc Client API of a tarearbol_cnode C node.
+%% @doc Client API of tarearbol_cnode: Tarearbol.DynamicManager's functions
+%% for managers that live in a C node.
 %%
-%% Node is the C node's name (`name@host'); every call goes to the node's
-%% `tarearbol_cnode' service with an ordinary gen_server call.
+%% A manager is `{Name, Node}': the name given with `--manager Name=...'
+%% and the C node. Results are Tarearbol's; node-level failures are
+%% `{error, nodedown | timeout | noproc | down}'. Unlike Tarearbol's casts,
+%% put/3, put_new/3 and del/2 are calls, so a bad id or bad options come
+%% back as `{error, ...}' instead of vanishing.
 -module(tarearbol_cnode).
 
--export([info/1, stats/1]).
+-export([start_node/1, stop_node/1,
+         put/3, put_new/3, del/2, get/2, restart/1, state/1,
+         synch_call/3, asynch_call/3, stats/1,
+         info/1, node_stats/1]).
 
+-export_type([manager/0]).
+
+-type manager() :: {atom(), node()}.
 -define(TIMEOUT, 5000).
 
-%% @doc The node's identity and health: node, version, creation, uptime_ms,
-%% port, pid, peers and managers.
--spec info(node()) -> {ok, map()} | {error, term()}.
-info(Node) ->
-    call(Node, info).
+%% @doc Starts a C node under this application's supervisor and returns
+%% its node name once it answers. Opts: see tarearbol_cnode_launcher.
+-spec start_node(tarearbol_cnode_launcher:opts()) -> {ok, node()} | {error, term()}.
+start_node(#{name := _} = Opts) ->
+    case supervisor:start_child(tarearbol_cnode_sup, tarearbol_cnode_sup:launcher_spec(Opts)) of
+        {ok, Pid} -> {ok, tarearbol_cnode_launcher:node_of(Pid)};
+        {error, {already_started, Pid}} -> {ok, tarearbol_cnode_launcher:node_of(Pid)};
+        {error, {Reason, _ChildSpec}} -> {error, Reason};
+        {error, Reason} -> {error, Reason}
+    end;
+start_node(Opts) ->
+    {error, {bad_opts, Opts}}.
 
-%% @doc The node's counters (connections, packets, bytes, ticks, bad input).
--spec stats(node()) -> {ok, map()} | {error, term()}.
-stats(Node) ->
-    call(Node, stats).
+%% @doc Stops a C node started with start_node/1 (by its short name).
+-spec stop_node(string()) -> ok | {error, not_found}.
+stop_node(Name) ->
+    case supervisor:terminate_child(tarearbol_cnode_sup, {launcher, Name}) of
+        ok -> supervisor:delete_child(tarearbol_cnode_sup, {launcher, Name});
+        {error, _} = E -> E
+    end.
 
--spec call(node(), term()) -> {ok, term()} | {error, term()}.
-call(Node, Request) ->
-    try gen_server:call({tarearbol_cnode, Node}, Request, ?TIMEOUT) of
-        {error, _} = Error -> Error;
-        Reply -> {ok, Reply}
+%% @doc (Re)starts the worker Id; an existing one is replaced.
+-spec put(manager(), term(), list() | map()) -> ok | {error, term()}.
+put(M, Id, Opts) -> call(M, {put, Id, Opts}).
+
+%% @doc Starts the worker Id unless it exists.
+-spec put_new(manager(), term(), list() | map()) -> ok | {error, term()}.
+put_new(M, Id, Opts) -> call(M, {put_new, Id, Opts}).
+
+%% @doc Stops and removes the worker Id.
+-spec del(manager(), term()) -> ok | {error, term()}.
+del(M, Id) -> call(M, {del, Id}).
+
+%% @doc The worker's Child map, or `#{}' when there is none.
+-spec get(manager(), term()) -> map() | {error, term()}.
+get(M, Id) -> call(M, {get, Id}).
+
+%% @doc Back to a clean state from children_specs.
+-spec restart(manager()) -> ok | {error, term()}.
+restart(M) -> call(M, restart).
+
+%% @doc The manager's State map: state, children, manager.
+-spec state(manager()) -> map() | {error, term()}.
+state(M) -> call(M, state).
+
+%% @doc Calls the worker Id (or one picked when Id is nil).
+-spec synch_call(manager(), term(), term()) -> {ok, term()} | error | {error, term()}.
+synch_call(M, Id, Msg) -> call(M, {synch_call, Id, Msg}).
+
+%% @doc Casts to the worker Id (or one picked when Id is nil).
+-spec asynch_call(manager(), term(), term()) -> ok | error | {error, term()}.
+asynch_call(M, Id, Msg) -> call(M, {asynch_call, Id, Msg}).
+
+%% @doc The manager's counters and lateness percentiles.
+-spec stats(manager()) -> map() | {error, term()}.
+stats(M) -> call(M, stats).
+
+%% @doc The node's identity and health (the `tarearbol_cnode' service).
+-spec info(node()) -> map() | {error, term()}.
+info(Node) -> call({tarearbol_cnode, Node}, info).
+
+%% @doc The node's connection and packet counters.
+-spec node_stats(node()) -> map() | {error, term()}.
+node_stats(Node) -> call({tarearbol_cnode, Node}, stats).
+
+-spec call({atom(), node()}, term()) -> term().
+call({Name, Node} = To, Request) when is_atom(Name), is_atom(Node) ->
+    try
+        gen_server:call(To, Request, ?TIMEOUT)
     catch
         exit:{{nodedown, _}, _} -> {error, nodedown};
         exit:{timeout, _} -> {error, timeout};
         exit:{noproc, _} -> {error, noproc};
-        exit:{Reason, _} -> {error, Reason}
-    end.
+        exit:{noconnection, _} -> {error, nodedown};
+        exit:{Reason, {gen_server, call, _}} -> {error, Reason}
+    end;
+call(To, _Request) ->
+    {error, {bad_manager, To}}.
