@@ -80,7 +80,7 @@ info_describes_the_node(Config) ->
                  Info),
     ?assert(lists:member(node(), maps:get(peers, Info))),
     ?assertEqual(N, node(maps:get(pid, Info))),
-    {ok, Info2} = tarearbol_cnode:info(N),
+    Info2 = tarearbol_cnode:info(N),
     ?assertEqual(maps:get(creation, Info), maps:get(creation, Info2)).
 
 creation_differs_at_every_start(Config) ->
