@@ -650,7 +650,7 @@ static void on_wheel(uv_timer_t *t) {
 
 int dm__managers_init(dm__node *n) {
   int r = dm__wheel_init(&n->wheel, 4096, uv_hrtime() / 1000);
-  if (r)
+  if (r || (r = dm__slab_init(&n->workers, sizeof(dm__worker), 1 << 20)))
     return r;
   uv_timer_init(n->loop, &n->wheel_timer);
   n->wheel_timer.data = n;
@@ -891,4 +891,5 @@ void dm__managers_free(dm__node *n) {
   n->managers = NULL;
   n->nmanagers = 0;
   dm__wheel_free(&n->wheel);
+  dm__slab_destroy(&n->workers);
 }

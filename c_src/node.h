@@ -14,6 +14,7 @@
 #include "ctrl.h"
 #include "frame.h"
 #include "names.h"
+#include "slab.h"
 #include "wheel.h"
 
 typedef struct dm__node dm__node;
@@ -149,6 +150,7 @@ struct dm__node {
   dm__pidtab pids;
 
   dm__wheel wheel;         /* every worker's next perform */
+  dm__slab workers;        /* every manager's workers */
   uv_timer_t wheel_timer;
   struct dm__manager **managers;
   size_t nmanagers;

@@ -6,7 +6,7 @@
 #include "alloc.h"
 #include "dm.h"
 
-#define CHUNK 64
+#define CHUNK 256
 
 struct dm__pool {
   uv_async_t async;
@@ -134,7 +134,9 @@ void dm__pool_flush(dm__pool *p) {
   pthread_mutex_lock(&p->mx);
   append(&p->q_head, &p->q_tail, p->local_head, p->local_tail);
   pthread_mutex_unlock(&p->mx);
-  pthread_cond_broadcast(&p->cv);
+  /* One thread wakes; a thread that leaves work behind wakes the next, so
+   * a small batch does not wake every thread for nothing. */
+  pthread_cond_signal(&p->cv);
   p->local_head = p->local_tail = NULL;
 }
 

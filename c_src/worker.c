@@ -165,7 +165,7 @@ void dm__worker_free(dm__worker *w) {
   dm__blob_unref(w->opts);
   dm__blob_unref(w->payload);
   dm__blob_unref(w->value);
-  dm__free(w);
+  dm__slab_free(&w->m->node->workers, w);
 }
 
 void dm__worker_stop(dm__worker *w, const char *reason, size_t reason_len) {
@@ -229,7 +229,7 @@ int dm__worker_start(dm__manager *m, const char *id, size_t idlen,
   }
   if (opts && (r = dm__opts_parse(opts, optslen, &o, NULL)))
     return r;
-  dm__worker *w = dm__calloc(1, sizeof *w);
+  dm__worker *w = dm__slab_alloc(&n->workers);
   if (!w)
     return DM_ENOMEM;
   w->proc.kind = DM__P_WORKER;

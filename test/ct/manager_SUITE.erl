@@ -308,8 +308,10 @@ pickup_stream_skips_busy_workers(Config) ->
     [ok = call(N, {put, Id, [{payload, 0}, {timeout, 0}]}) || Id <- [<<"c1">>, <<"c2">>, <<"c3">>]],
     ok = call(N, {asynch_call, <<"c1">>, {sleep, 2000}}),
     ok = call(N, {asynch_call, <<"c2">>, {sleep, 2000}}),
+    %% c1 and c2 sleep; c3 is idle once its init (counter_hooks) is done.
     cnode_test:wait_until(fun() ->
         maps:get('busy?', get(N, <<"c1">>)) =/= nil andalso maps:get('busy?', get(N, <<"c2">>)) =/= nil
+            andalso maps:get('busy?', get(N, <<"c3">>)) =:= nil
     end, 5000),
     ?assertEqual({ok, <<"c3">>}, call(N, {synch_call, nil, id})).
 

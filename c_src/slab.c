@@ -1,0 +1,57 @@
+#include "slab.h"
+
+#include <string.h>
+
+#include "alloc.h"
+#include "dm.h"
+
+int dm__slab_init(dm__slab *s, size_t size, size_t chunk_bytes) {
+  memset(s, 0, sizeof *s);
+  if (size == 0 || chunk_bytes < size)
+    return DM_EINVAL;
+  s->size = (size + 7) & ~(size_t)7;
+  s->per_chunk = chunk_bytes / s->size;
+  s->next = s->per_chunk; /* no chunk yet */
+  return 0;
+}
+
+void *dm__slab_alloc(dm__slab *s) {
+  void *p;
+  if (s->free) {
+    p = s->free;
+    memcpy(&s->free, p, sizeof(void *));
+  } else {
+    if (s->next == s->per_chunk) {
+      if (s->nchunks == s->capchunks) {
+        size_t cap = s->capchunks ? s->capchunks * 2 : 16;
+        char **c = dm__realloc(s->chunks, cap * sizeof *c);
+        if (!c)
+          return NULL;
+        s->chunks = c;
+        s->capchunks = cap;
+      }
+      char *chunk = dm__malloc(s->per_chunk * s->size);
+      if (!chunk)
+        return NULL;
+      s->chunks[s->nchunks++] = chunk;
+      s->next = 0;
+    }
+    p = s->chunks[s->nchunks - 1] + s->next++ * s->size;
+  }
+  memset(p, 0, s->size);
+  s->live++;
+  return p;
+}
+
+void dm__slab_free(dm__slab *s, void *p) {
+  memcpy(p, &s->free, sizeof(void *));
+  s->free = p;
+  s->live--;
+}
+
+void dm__slab_destroy(dm__slab *s) {
+  for (size_t i = 0; i < s->nchunks; i++)
+    dm__free(s->chunks[i]);
+  dm__free(s->chunks);
+  memset(s, 0, sizeof *s);
+}
