@@ -783,7 +783,7 @@ int dm__manager_create(dm__node *n, const char *spec) {
   if (!b)
     b = dm__load_behaviour(beh);
   if (!b) {
-    DM_ERROR("--manager %s: unknown behaviour '%s' (built in: counter, pingpong, probe; or a path to a .so)",
+    DM_ERROR("--manager %s: unknown behaviour '%s' (built in: counter, counter_hooks, pingpong, probe; or a path to a .so)",
              copy, beh);
     goto out;
   }

@@ -51,7 +51,9 @@ all() ->
      init_builds_the_payload_before_the_first_perform,
      payload_message_reruns_init,
      terminate_runs_with_the_reason_on_every_stop,
-     handle_timeout_runs_for_a_slow_callback].
+     handle_timeout_runs_for_a_slow_callback,
+     behaviour_from_a_shared_object_runs,
+     shared_object_without_the_symbol_is_refused].
 
 init_per_testcase(Case, Config) ->
     Extra = case Case of
@@ -547,3 +549,26 @@ handle_timeout_runs_for_a_slow_callback(Config) ->
         binary:match(cnode_test:log(C), <<"counter: worker sl is slow">>) =/= nomatch end, 5000),
     %% The worker is still there and serving once the callback returns.
     cnode_test:wait_until(fun() -> is_integer(payload(N, sl)) end, 5000).
+
+so_path() -> filename:join(filename:dirname(cnode_test:bin()), "tick.so").
+
+behaviour_from_a_shared_object_runs(Config) ->
+    C = cnode_test:start(undefined, #{dir => ?config(priv_dir, Config),
+                                      args => ["--manager", "ticks=" ++ so_path()]}),
+    N = cnode_test:node(C),
+    ok = gen_server:call({ticks, N}, {put, t1, [{payload, #{to => self(), n => 0}}, {timeout, 30}]}),
+    [receive {tick, t1, K} -> ok after 5000 -> ct:fail({no_tick, K}) end || K <- [1, 2, 3]],
+    ?assertMatch(#{managers := [#{name := ticks, behaviour := tick}]}, cnode_test:call(N, info)),
+    %% A bad payload is a crash of that worker, not of the node.
+    ok = gen_server:call({ticks, N}, {put, t2, [{payload, nope}, {timeout, 30}, {restart, temporary}]}),
+    cnode_test:wait_until(fun() -> gen_server:call({ticks, N}, {get, t2}) =:= #{} end, 5000),
+    ok = gen_server:call({ticks, N}, {del, t1}),
+    cnode_test:stop(C).
+
+shared_object_without_the_symbol_is_refused(_Config) ->
+    Libm = hd([P || P <- ["/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib/x86_64-linux-gnu/libm.so.6",
+                          "/lib64/libm.so.6"], filelib:is_regular(P)]),
+    Out = os:cmd("TAREARBOL_CNODE_COOKIE=x " ++ cnode_test:bin() ++ " --sname nosym --manager m=" ++ Libm ++
+                 " 2>&1; echo \"exit=$?\""),
+    ?assertNotEqual(nomatch, string:find(Out, "does not export dm_behaviour_get"), Out),
+    ?assertEqual(nomatch, string:find(Out, "exit=0"), Out).
