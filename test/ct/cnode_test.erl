@@ -18,7 +18,11 @@
 -spec bin() -> file:filename().
 bin() ->
     case os:getenv("TAREARBOL_CNODE_BIN") of
-        false -> filename:join(code:priv_dir(tarearbol_cnode), "tarearbol_cnode");
+        false ->
+            %% rebar3 puts the app on a relative code path and CT moves the
+            %% working directory per test: anchor it where the run began.
+            Priv = filename:absname(code:priv_dir(tarearbol_cnode), os:getenv("PWD")),
+            filename:join(Priv, "tarearbol_cnode");
         Bin -> Bin
     end.
 
