@@ -16,7 +16,7 @@ elixir_session_works(Config) ->
     cnode_test:wait_until(fun() -> maps:get(state, gen_server:call({counters, N}, state)) =:= started end, 5000),
     %% priv/ sits at the project's top, next to test/; rebar3 reaches it
     %% through symlinks, so ask the shell for the physical directory.
-    Root = string:trim(os:cmd("cd '" ++ filename:dirname(cnode_test:bin()) ++ "/..' && pwd -P")),
+    Root = string:trim(os:cmd("cd -P '" ++ filename:dirname(cnode_test:bin()) ++ "' && cd .. && pwd -P")),
     Script1 = filename:join([Root, "test", "elixir", "smoke.exs"]),
     true = filelib:is_regular(Script1),
     Cmd = "timeout 60 elixir --sname " ++ cnode_test:unique("ex") ++ " --cookie " ++ cnode_test:cookie() ++
