@@ -44,11 +44,12 @@ test: deps
 
 # The main job: a live probe dashboard for a few seconds (test/demo/demo.erl).
 demo: deps
-	$(MAKE) -C c_src all
+	$(MAKE) all
 	epmd -daemon
 	mkdir -p _build/demo
 	erlc -o _build/demo test/demo/demo.erl
-	erl -noshell -sname demo_$$$$ -setcookie demo_$$$$ -pa _build/demo -eval 'demo:main()'
+	erl -noshell -sname demo_$$$$ -setcookie demo_$$$$ -pa _build/demo \
+	  -pa _build/default/lib/tarearbol_cnode/ebin -eval 'demo:main()'
 
 # Benchmarks (not part of test): figures printed and written to
 # test/bench/results/. BENCH_SIZES overrides the worker counts of W1.

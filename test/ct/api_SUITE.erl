@@ -13,7 +13,8 @@ all() ->
      missing_binary_is_a_clear_error,
      bad_manager_spec_is_a_clear_error,
      node_log_lines_reach_logger,
-     probe_reports_up_down_and_timeouts].
+     probe_reports_up_down_and_timeouts,
+     a_node_that_is_not_distributed_becomes_so].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(tarearbol_cnode),
@@ -146,3 +147,20 @@ probe_reports_up_down_and_timeouts(_Config) ->
     [catch gen_tcp:close(S) || {ok, S} <- Fillers],
     gen_tcp:close(Full),
     ?assertEqual({error, {bad_opts, {timeout, x}}}, tarearbol_cnode:put(M, bad, [{timeout, x}])).
+
+a_node_that_is_not_distributed_becomes_so(_Config) ->
+    %% A peer with no node name, driven over stdio: start_node must start
+    %% distribution (and epmd) itself before it can reach the C node.
+    Ebin = filename:dirname(code:which(tarearbol_cnode)),
+    {ok, P, nonode@nohost} = peer:start(#{connection => standard_io, args => ["-pa", Ebin]}),
+    try
+        ?assertEqual(false, peer:call(P, erlang, is_alive, [])),
+        {ok, _} = peer:call(P, application, ensure_all_started, [tarearbol_cnode]),
+        {ok, N} = peer:call(P, tarearbol_cnode, start_node,
+                            [#{name => cnode_test:unique("nd"), binary => cnode_test:bin(),
+                               managers => ["counters=counter,children=1"]}], 30000),
+        ?assert(peer:call(P, erlang, is_alive, [])),
+        ?assertMatch(#{node := N}, peer:call(P, tarearbol_cnode, info, [N]))
+    after
+        peer:stop(P)
+    end.

@@ -1,5 +1,5 @@
-%% @doc `make demo`: the seed's dashboard, live. A C node runs a `probe`
-%% manager; this BEAM node opens a few endpoints on 127.0.0.1 (some
+%% @doc `make demo`: the seed's dashboard, live. The tarearbol_cnode
+%% application starts a C node running a `probe` manager; this BEAM node opens a few endpoints on 127.0.0.1 (some
 %% listening, some not), puts one probe per endpoint, and prints the state
 %% the C node keeps for them, while one endpoint goes down and another
 %% comes up. Everything runs on this machine and stops by itself.
@@ -10,18 +10,17 @@
 -define(EVERY_MS, 700).
 
 main() ->
-    Bin = filename:absname("priv/tarearbol_cnode"),
+    %% The application runs the C node: the launcher starts the binary from
+    %% priv, passes the cookie in the environment and waits for READY.
+    {ok, _} = application:ensure_all_started(tarearbol_cnode),
+    logger:set_application_level(tarearbol_cnode, warning),
     Name = "demo_cnode_" ++ os:getpid(),
-    Port = open_port({spawn_executable, Bin},
-                     [{args, ["--sname", Name, "--log-level", "warning",
-                              "--manager", "probes=probe,timeout=500"]},
-                      {env, [{"TAREARBOL_CNODE_COOKIE", atom_to_list(erlang:get_cookie())}]},
-                      exit_status, {line, 1024}, binary]),
-    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
-    Node = receive {Port, {data, {eol, <<"READY ", N/binary>>}}} -> binary_to_atom(N)
-           after 15000 -> io:format("the C node did not start~n"), halt(1)
-           end,
-    io:format("C node ~s is up (OS pid ~B), BEAM node ~s connected~n", [Node, OsPid, node()]),
+    {ok, Node} = tarearbol_cnode:start_node(#{name => Name,
+                                               managers => ["probes=probe,timeout=500"],
+                                               args => ["--log-level", "warning"]}),
+    #{creation := _, version := Vsn} = tarearbol_cnode:info(Node),
+    io:format("C node ~s (version ~s) is up under the tarearbol_cnode application~n", [Node, Vsn]),
+    M = {probes, Node},
     {ok, Web} = listen(),
     {ok, Db} = listen(),
     {ok, Cache} = listen(),
@@ -29,25 +28,22 @@ main() ->
     Legacy = closed_port(),
     Endpoints = [{<<"web">>, port(Web)}, {<<"db">>, port(Db)}, {<<"cache">>, port(Cache)},
                  {<<"mail">>, Mail}, {<<"legacy">>, Legacy}],
-    [ok = gen_server:call({probes, Node},
-                          {put, Id, [{payload, #{host => <<"127.0.0.1">>, port => P, timeout_ms => 200}},
-                                     {timeout, 500}]})
+    [ok = tarearbol_cnode:put(M, Id, [{payload, #{host => <<"127.0.0.1">>, port => P, timeout_ms => 200}},
+                                      {timeout, 500}])
      || {Id, P} <- Endpoints],
     io:format("put ~B probes; every 500 ms each one connects to its endpoint~n", [length(Endpoints)]),
-    LegacyListener = rounds(Node, 1, Db, Legacy, undefined),
-    Stats = gen_server:call({probes, Node}, stats),
+    LegacyListener = rounds(M, 1, Db, Legacy, undefined),
+    Stats = tarearbol_cnode:stats(M),
     io:format("~nmanager stats: ~B performs, p50 lateness ~B us, p99 ~B us~n",
               [maps:get(performs, Stats), maps:get(lateness_p50_us, Stats),
                maps:get(lateness_p99_us, Stats)]),
     [catch gen_tcp:close(S) || S <- [Web, Cache, LegacyListener]],
-    os:cmd("kill -TERM " ++ integer_to_list(OsPid)),
-    receive {Port, {exit_status, S}} -> io:format("C node stopped (exit status ~B)~n", [S])
-    after 10000 -> io:format("C node did not stop~n")
-    end,
+    ok = tarearbol_cnode:stop_node(Name),
+    io:format("C node stopped~n"),
     halt(0).
 
-rounds(_Node, R, _Db, _Legacy, L) when R > ?ROUNDS -> L;
-rounds(Node, R, Db, Legacy, L0) ->
+rounds(_M, R, _Db, _Legacy, L) when R > ?ROUNDS -> L;
+rounds(M, R, Db, Legacy, L0) ->
     timer:sleep(?EVERY_MS),
     L = case R of
             4 ->
@@ -60,8 +56,8 @@ rounds(Node, R, Db, Legacy, L0) ->
                 S;
             _ -> L0
         end,
-    table(R, gen_server:call({probes, Node}, state)),
-    rounds(Node, R + 1, Db, Legacy, L).
+    table(R, tarearbol_cnode:state(M)),
+    rounds(M, R + 1, Db, Legacy, L).
 
 table(Round, #{state := State, children := Children}) ->
     io:format("~nround ~B, manager ~s~n", [Round, State]),
