@@ -2,7 +2,7 @@
 # `make test` and `make demo` install what is missing (Debian, as root or
 # through sudo), so a fresh machine needs nothing but make and this tree.
 
-DEB_PKGS := erlang-nox erlang-dev erlang-common-test erlang-eunit \
+DEB_PKGS := clang erlang-nox erlang-dev erlang-common-test erlang-eunit \
             erlang-tools erlang-dialyzer rebar3 libuv1-dev libcmocka-dev \
             gcc make valgrind elixir
 REBAR ?= rebar3
@@ -10,7 +10,7 @@ COOKIE ?= tarearbol_test
 CT_NODE ?= tarearbol_ct
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps all unit ct test demo bench clean
+.PHONY: deps all unit ct test demo bench fuzz clean
 
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
@@ -61,6 +61,15 @@ bench: deps
 	erlc -o _build/bench test/bench/bench.erl
 	erl -noshell -sname bench_$$$$ -setcookie $(COOKIE) -pa _build/bench \
 	  -eval 'bench:main(string:lexemes("$(BENCH_SIZES)", " "))'
+
+# The packet fuzzer (not part of test): FUZZ_SECONDS of libFuzzer on a
+# copy of the seed corpus in test/fuzz/corpus.
+FUZZ_SECONDS ?= 600
+fuzz: deps
+	$(MAKE) -C c_src fuzz
+	mkdir -p _build/fuzz/corpus && cp test/fuzz/corpus/* _build/fuzz/corpus/
+	c_src/_build/fuzz_packet -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 \
+	  -artifact_prefix=_build/fuzz/ _build/fuzz/corpus
 
 clean:
 	$(MAKE) -C c_src clean

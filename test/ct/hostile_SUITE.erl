@@ -184,10 +184,10 @@ many_connects_and_disconnects(Config) ->
     [begin
          {ok, S} = raw_dist:connect(N, erlang:get_cookie(), #{}),
          raw_dist:close(S)
-     end || _ <- lists:seq(1, 200)],
+     end || _ <- lists:seq(1, 1000)],
     assert_serving(N),
     St = stats(N),
-    ?assert(maps:get(connections_accepted, St) >= 201),
+    ?assert(maps:get(connections_accepted, St) >= 1001),
     #{peers := Peers} = cnode_test:call(N, info),
     ?assert(length(Peers) =< 2, Peers).
 

@@ -1,0 +1,114 @@
+%% @doc Faults from outside: peers that vanish mid-call or stop reading,
+%% large terms as ids and payloads, exit signals from linked processes.
+-module(fault_SUITE).
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-compile([export_all, nowarn_export_all]).
+
+all() ->
+    [peer_gone_mid_call_loses_nothing_and_links_fire,
+     peer_that_does_not_read_is_dropped_at_the_output_limit,
+     large_ids_and_payloads_are_accepted,
+     linked_beam_process_death_restarts_the_worker].
+
+init_per_testcase(Case, Config) ->
+    Extra = case Case of
+                peer_that_does_not_read_is_dropped_at_the_output_limit -> ["--max-outbuf", "262144"];
+                _ -> []
+            end,
+    C = cnode_test:start(undefined, #{dir => ?config(priv_dir, Config),
+                                      args => ["--manager", "counters=counter,children=1000,timeout=0"] ++ Extra}),
+    N = cnode_test:node(C),
+    cnode_test:wait_until(fun() -> maps:get(state, gen_server:call({counters, N}, state, 30000)) =:= started end, 10000),
+    [{cnode, C}, {node, N} | Config].
+
+end_per_testcase(_Case, Config) ->
+    cnode_test:stop(?config(cnode, Config)).
+
+peer_gone_mid_call_loses_nothing_and_links_fire(Config) ->
+    N = ?config(node, Config),
+    M = {counters, N},
+    #{pid := W1} = gen_server:call(M, {get, <<"c1">>}),
+    #{pid := W2} = gen_server:call(M, {get, <<"c2">>}),
+    {Peer, _} = cnode_test:start_peer("vanish"),
+    %% On the peer: one process links to c2's worker; another is inside a
+    %% one-second call to c1's worker when the whole peer goes away.
+    _ = peer:call(Peer, ?MODULE, hold_link, [W2]),
+    _ = peer:call(Peer, erlang, spawn, [gen_server, call, [W1, {sleep, 1000}, 10000]]),
+    cnode_test:wait_until(fun() -> maps:get('busy?', gen_server:call(M, {get, <<"c1">>})) =/= nil end, 5000),
+    PeerOs = peer:call(Peer, os, getpid, []),
+    _ = os:cmd("kill -9 " ++ PeerOs),
+    catch peer:stop(Peer),
+    %% c1 finishes its callback and keeps its pid; its reply had nowhere to go.
+    cnode_test:wait_until(fun() -> maps:get('busy?', gen_server:call(M, {get, <<"c1">>})) =:= nil end, 5000),
+    ?assertMatch(#{pid := W1}, gen_server:call(M, {get, <<"c1">>})),
+    ?assertMatch({ok, _}, gen_server:call(M, {synch_call, <<"c1">>, get})),
+    cnode_test:wait_until(fun() -> maps:get(undeliverable, cnode_test:stats(N)) >= 1 end, 5000),
+    %% c2 was linked to a process of the lost node: noconnection took it
+    %% down and it came back (permanent) under a new pid.
+    cnode_test:wait_until(fun() ->
+        case gen_server:call(M, {get, <<"c2">>}) of #{pid := W2} -> false; #{pid := _} -> true; _ -> false end
+    end, 5000),
+    ?assertEqual(1000, maps:get(workers, gen_server:call(M, stats))).
+
+peer_that_does_not_read_is_dropped_at_the_output_limit(Config) ->
+    N = ?config(node, Config),
+    {ok, S} = raw_dist:connect(N, erlang:get_cookie(), #{}),
+    ok = inet:setopts(S, [{recbuf, 4096}]),
+    From = raw_dist:fake_pid(S, 1),
+    %% Each state reply is about 100 KB; ask for many and never read.
+    [ok = raw_dist:send_frame(S, {6, From, '', counters}, {'$gen_call', {From, make_ref()}, state})
+     || _ <- lists:seq(1, 300)],
+    cnode_test:wait_until(fun() -> maps:get(outbuf_overflows, cnode_test:stats(N)) >= 1 end, 20000),
+    %% Dropped: the socket ends once the kernel's buffer is drained.
+    ok = inet:setopts(S, [{active, false}]),
+    ?assertEqual(closed, drain(S)),
+    %% Everyone else is still served.
+    ?assertMatch(#{state := started}, gen_server:call({counters, N}, state, 10000)).
+
+drain(S) ->
+    case gen_tcp:recv(S, 0, 10000) of
+        {ok, _} -> drain(S);
+        {error, R} -> R
+    end.
+
+large_ids_and_payloads_are_accepted(Config) ->
+    N = ?config(node, Config),
+    M = {counters, N},
+    BigId = binary:copy(<<"i">>, 1 bsl 20),
+    BigPayload = lists:seq(1, 200000),
+    MapId = maps:from_list([{K, K * 2} || K <- lists:seq(1, 5000)]),
+    ok = gen_server:call(M, {put, BigId, [{payload, BigPayload}, {timeout, 0}]}),
+    ok = gen_server:call(M, {put, MapId, [{payload, 1}, {timeout, 0}]}),
+    ?assertMatch(#{pid := _}, gen_server:call(M, {get, BigId})),
+    ?assertMatch(#{pid := _}, gen_server:call(M, {get, maps:from_list(lists:reverse(maps:to_list(MapId)))})),
+    %% counter's perform would crash on a list payload: it is only stored.
+    {ok, Back} = gen_server:call(M, {synch_call, BigId, get}, 30000),
+    ?assertEqual(BigPayload, Back),
+    %% Nesting past the id depth limit is refused with a clear error.
+    Deep = lists:foldl(fun(_, A) -> {A} end, x, lists:seq(1, 500)),
+    ?assertMatch({error, {bad_id, _}}, gen_server:call(M, {put, Deep, []})),
+    ?assertEqual(pong, net_adm:ping(N)).
+
+linked_beam_process_death_restarts_the_worker(Config) ->
+    N = ?config(node, Config),
+    M = {counters, N},
+    #{pid := W} = gen_server:call(M, {get, <<"c5">>}),
+    Linker = spawn(fun() -> link(W), receive die -> exit(boom) end end),
+    cnode_test:wait_until(fun() -> {links, L} = process_info(Linker, links), lists:member(W, L) end, 5000),
+    Linker ! die,
+    cnode_test:wait_until(fun() ->
+        case gen_server:call(M, {get, <<"c5">>}) of #{pid := W} -> false; #{pid := _} -> true; _ -> false end
+    end, 5000),
+    ?assert(maps:get(crashes, gen_server:call(M, stats)) >= 1),
+    %% A normal exit of a linked process is ignored, as in OTP.
+    #{pid := W2} = gen_server:call(M, {get, <<"c5">>}),
+    Calm = spawn(fun() -> link(W2), receive go -> ok end end),
+    cnode_test:wait_until(fun() -> {links, L} = process_info(Calm, links), lists:member(W2, L) end, 5000),
+    Calm ! go,
+    ?assertMatch(#{pid := W2}, gen_server:call(M, {get, <<"c5">>})).
+
+%% Runs on a peer: a process that links to Pid and stays.
+hold_link(Pid) ->
+    spawn(fun() -> link(Pid), receive after infinity -> ok end end).
