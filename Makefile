@@ -58,7 +58,7 @@ bench: deps
 	$(MAKE) -C c_src all
 	epmd -daemon
 	mkdir -p _build/bench
-	erlc -o _build/bench test/bench/bench.erl
+	erlc -o _build/bench test/bench/bench.erl test/bench/beam_baseline.erl
 	erl -noshell -sname bench_$$$$ -setcookie $(COOKIE) -pa _build/bench \
 	  -eval 'bench:main(string:lexemes("$(BENCH_SIZES)", " "))'
 

@@ -1,72 +1,214 @@
-%% @doc `make bench`: workloads of DESIGN.md against the real C node, read
-%% from the node's own stats and from /proc. Not part of `make test`.
+%% @doc `make bench`: the workloads of DESIGN.md against the real C node and
+%% against a BEAM baseline (beam_baseline, on a peer node of its own), in
+%% one run, printed side by side with their ratio and written to
+%% test/bench/results/bench.json. Not part of `make test`.
 %%
-%% W1 scale: N counter workers at timeout 1000 ms. Reports RSS per worker
-%% beyond an empty node, CPU share (cores) while ticking, performs/s
-%% achieved against expected, and tick lateness p50/p99/max.
+%%   W1 scale   N workers ticking at 1 Hz: RSS per worker beyond an empty
+%%              node, CPU (cores), performs/s, tick lateness (C node)
+%%   W2 calls   1, 8, 64 callers doing {get, Id} for ?CALL_SECS s: calls/s,
+%%              p50/p99 latency, server CPU per call
+%%   W3 churn   100k puts then 100k dels of distinct ids, as calls from 8
+%%              callers and as casts: per second until the state has them
+%%   W4 boot    children_specs of 1M children to `started`
 -module(bench).
 -export([main/1]).
 
 -define(WINDOW_MS, 10000).
+-define(CALL_SECS, 5).
 
 main(Args) ->
     Sizes = case Args of [] -> [100000, 1000000]; _ -> [list_to_integer(A) || A <- Args] end,
     Bin = filename:absname("priv/tarearbol_cnode"),
-    Empty = start(Bin, "empty", "counters=counter,children=0,timeout=1000"),
+    W1 = [w1(Bin, N) || N <- Sizes],
+    W2 = w2(Bin),
+    W3 = w3(Bin, 100000),
+    W4 = w4(Bin, lists:max(Sizes)),
+    Rows = W1 ++ W2 ++ W3 ++ W4,
+    io:format("~n~-34s ~16s ~16s ~10s~n", ["workload / metric", "C node", "BEAM", "C vs BEAM"]),
+    [io:format("~-34s ~16s ~16s ~10s~n", [Name, fmt(C), fmt(B), ratio(C, B)]) || {Name, C, B} <- Rows],
+    ok = filelib:ensure_dir("test/bench/results/x"),
+    Json = ["{\n", lists:join(",\n", [io_lib:format("  \"~s\": {\"cnode\": ~s, \"beam\": ~s}",
+                                                    [Name, num(C), num(B)]) || {Name, C, B} <- Rows]),
+            "\n}\n"],
+    ok = file:write_file("test/bench/results/bench.json", Json),
+    io:format("~nwritten test/bench/results/bench.json~n"),
+    halt(0).
+
+fmt(undefined) -> "-";
+fmt(X) when is_integer(X) -> integer_to_list(X);
+fmt(X) when is_float(X), X >= 100 -> float_to_list(X, [{decimals, 0}]);
+fmt(X) when is_float(X) -> float_to_list(X, [{decimals, 3}]).
+num(undefined) -> "null";
+num(X) when is_integer(X) -> integer_to_list(X);
+num(X) -> float_to_list(float(X), [{decimals, 4}]).
+ratio(C, B) when is_number(C), is_number(B), B > 0 -> float_to_list(C / B, [{decimals, 2}]);
+ratio(_, _) -> "-".
+
+%% ---- W1 ------------------------------------------------------------------
+
+w1(Bin, N) ->
+    Empty = start(Bin, "w1e", ["--manager", "counters=counter,children=0"]),
     wait_started(Empty, 0, 60000),
     RssEmpty = rss_kb(Empty),
     stop(Empty),
-    Rows = [w1(Bin, N, RssEmpty) || N <- Sizes],
-    io:format("~n~-10s ~12s ~10s ~12s ~10s ~10s ~10s ~10s ~10s~n",
-              ["workers", "boot_ms", "B/worker", "performs/s", "achieved", "cpu_cores",
-               "p50_us", "p99_us", "max_us"]),
-    [io:format("~-10B ~12B ~10.1f ~12.1f ~9.2f% ~10.3f ~10B ~10B ~10B~n",
-               [maps:get(workers, R), maps:get(boot_ms, R), maps:get(bytes_per_worker, R),
-                maps:get(performs_per_s, R), 100 * maps:get(achieved, R),
-                maps:get(cpu_cores, R), maps:get(p50_us, R), maps:get(p99_us, R),
-                maps:get(max_us, R)]) || R <- Rows],
-    Json = ["{\"w1\": [", lists:join(",", [json(R) || R <- Rows]), "]}\n"],
-    ok = filelib:ensure_dir("test/bench/results/x"),
-    ok = file:write_file("test/bench/results/w1.json", Json),
-    io:format("~nwritten test/bench/results/w1.json~n"),
-    halt(0).
-
-json(M) ->
-    ["{", lists:join(",", [io_lib:format("\"~s\": ~p", [K, V]) || {K, V} <- lists:sort(maps:to_list(M))]), "}"].
-
-w1(Bin, N, RssEmpty) ->
-    Name = "w1_" ++ integer_to_list(N),
-    T0 = erlang:monotonic_time(millisecond),
-    C = start(Bin, Name, "counters=counter,children=" ++ integer_to_list(N) ++ ",timeout=1000"),
+    C = start(Bin, "w1", ["--manager", "counters=counter,children=" ++ integer_to_list(N) ++ ",timeout=1000"]),
     wait_started(C, N, 600000),
-    BootMs = erlang:monotonic_time(millisecond) - T0,
-    %% Let the schedule spread and the allocator settle, then measure.
     timer:sleep(3000),
-    S0 = stats(C),
-    Cpu0 = cpu_ticks(C),
-    W0 = erlang:monotonic_time(millisecond),
+    {S0, Cpu0, T0} = {stats(C), cpu(C), now_ms()},
     timer:sleep(?WINDOW_MS),
-    S1 = stats(C),
-    Cpu1 = cpu_ticks(C),
-    W1 = erlang:monotonic_time(millisecond),
-    Secs = (W1 - W0) / 1000,
-    Performs = maps:get(performs, S1) - maps:get(performs, S0),
-    Rss = rss_kb(C),
-    R = #{workers => N, boot_ms => BootMs,
-          rss_kb => Rss, rss_empty_kb => RssEmpty,
-          bytes_per_worker => (Rss - RssEmpty) * 1024 / max(N, 1),
-          performs_per_s => Performs / Secs,
-          achieved => Performs / (N * Secs),
-          cpu_cores => (Cpu1 - Cpu0) / clk_tck() / Secs,
-          p50_us => maps:get(lateness_p50_us, S1),
-          p99_us => maps:get(lateness_p99_us, S1),
-          max_us => maps:get(lateness_max_us, S1)},
+    {S1, Cpu1, T1} = {stats(C), cpu(C), now_ms()},
+    Secs = (T1 - T0) / 1000,
+    CRss = (rss_kb(C) - RssEmpty) * 1024 / N,
+    CRate = (maps:get(performs, S1) - maps:get(performs, S0)) / Secs,
+    CCpu = (Cpu1 - Cpu0) / 100 / Secs,
     stop(C),
-    R.
+    %% BEAM: one gen_server per worker on a peer node.
+    {P, Os} = beam_peer("w1b"),
+    RssEmptyB = rss_kb(#{os_pid => Os}),
+    ok = peer:call(P, beam_baseline, start_workers, [N, 1000], infinity),
+    timer:sleep(3000),
+    {B0, BC0, BT0} = {peer:call(P, beam_baseline, performs, []), cpu(#{os_pid => Os}), now_ms()},
+    timer:sleep(?WINDOW_MS),
+    {B1, BC1, BT1} = {peer:call(P, beam_baseline, performs, []), cpu(#{os_pid => Os}), now_ms()},
+    BSecs = (BT1 - BT0) / 1000,
+    BRss = (rss_kb(#{os_pid => Os}) - RssEmptyB) * 1024 / N,
+    BRate = (B1 - B0) / BSecs,
+    BCpu = (BC1 - BC0) / 100 / BSecs,
+    peer:stop(P),
+    L = "W1 " ++ integer_to_list(N div 1000) ++ "k ",
+    [{L ++ "bytes/worker", CRss, BRss},
+     {L ++ "performs/s", CRate, BRate},
+     {L ++ "achieved (of expected)", CRate / N, BRate / N},
+     {L ++ "cpu cores", CCpu, BCpu},
+     {L ++ "cpu us/perform", CCpu * 1.0e6 / max(CRate, 1), BCpu * 1.0e6 / max(BRate, 1)},
+     {L ++ "lateness p50 us", maps:get(lateness_p50_us, S1), undefined},
+     {L ++ "lateness p99 us", maps:get(lateness_p99_us, S1), undefined},
+     {L ++ "lateness max us", maps:get(lateness_max_us, S1), undefined}].
 
-start(Bin, Name, Manager) ->
+%% ---- W2 ------------------------------------------------------------------
+
+w2(Bin) ->
+    C = start(Bin, "w2", ["--manager", "counters=counter,children=1000,timeout=0"]),
+    wait_started(C, 1000, 60000),
+    {P, Os} = beam_peer("w2b"),
+    ok = peer:call(P, beam_baseline, start_echo, [1000]),
+    BNode = peer_node(P),
+    Rows = lists:append(
+      [begin
+           {CRate, CP50, CP99, CCpu} = calls(Callers, {counters, node_of(C)}, C),
+           {BRate, BP50, BP99, BCpu} = calls(Callers, {bench_echo, BNode}, #{os_pid => Os}),
+           L = "W2 " ++ integer_to_list(Callers) ++ " callers ",
+           [{L ++ "calls/s", CRate, BRate},
+            {L ++ "p50 us", CP50, BP50},
+            {L ++ "p99 us", CP99, BP99},
+            {L ++ "server cpu us/call", CCpu, BCpu}]
+       end || Callers <- [1, 8, 64]]),
+    stop(C),
+    peer:stop(P),
+    Rows.
+
+calls(Callers, Server, Os) ->
+    Self = self(),
+    Cpu0 = cpu(Os),
+    Deadline = now_ms() + ?CALL_SECS * 1000,
+    Pids = [spawn_link(fun() -> Self ! {lat, self(), caller(Server, K, Deadline, [])} end)
+            || K <- lists:seq(1, Callers)],
+    Lats = lists:append([receive {lat, Pid, L} -> L end || Pid <- Pids]),
+    Cpu = cpu(Os) - Cpu0,
+    Sorted = lists:sort(Lats),
+    N = length(Sorted),
+    {N / ?CALL_SECS, lists:nth(max(1, N div 2), Sorted), lists:nth(max(1, N * 99 div 100), Sorted),
+     Cpu / 100 * 1.0e6 / max(N, 1)}.
+
+caller(Server, K, Deadline, Acc) ->
+    case now_ms() >= Deadline of
+        true -> Acc;
+        false ->
+            Id = list_to_binary("c" ++ integer_to_list(1 + (K * 7919 + length(Acc)) rem 1000)),
+            T0 = erlang:monotonic_time(microsecond),
+            _ = gen_server:call(Server, {get, Id}, 10000),
+            caller(Server, K, Deadline, [erlang:monotonic_time(microsecond) - T0 | Acc])
+    end.
+
+%% ---- W3 ------------------------------------------------------------------
+
+w3(Bin, N) ->
+    C = start(Bin, "w3", ["--manager", "counters=counter,children=0,timeout=1000"]),
+    wait_started(C, 0, 60000),
+    CM = {counters, node_of(C)},
+    CPut = rate(N, fun() -> parallel(8, N, fun(Id) -> ok = gen_server:call(CM, {put, Id, [{payload, 0}]}, 60000) end) end),
+    CDel = rate(N, fun() -> parallel(8, N, fun(Id) -> ok = gen_server:call(CM, {del, Id}, 60000) end) end),
+    CCastPut = rate(N, fun() ->
+        [gen_server:cast(CM, {put, id(K), [{payload, 0}]}) || K <- lists:seq(1, N)],
+        until(fun() -> maps:get(workers, gen_server:call(CM, stats, 60000)) >= N end) end),
+    CCastDel = rate(N, fun() ->
+        [gen_server:cast(CM, {del, id(K)}) || K <- lists:seq(1, N)],
+        until(fun() -> maps:get(workers, gen_server:call(CM, stats, 60000)) =:= 0 end) end),
+    stop(C),
+    {P, _Os} = beam_peer("w3b"),
+    ok = peer:call(P, beam_baseline, start_manager, []),
+    BM = {bench_manager, peer_node(P)},
+    BPut = rate(N, fun() -> parallel(8, N, fun(Id) -> ok = gen_server:call(BM, {put, Id, 0}, 60000) end) end),
+    BDel = rate(N, fun() -> parallel(8, N, fun(Id) -> ok = gen_server:call(BM, {del, Id}, 60000) end) end),
+    BCastPut = rate(N, fun() ->
+        [gen_server:cast(BM, {put, id(K), 0}) || K <- lists:seq(1, N)],
+        until(fun() -> gen_server:call(BM, count, 60000) >= N end) end),
+    BCastDel = rate(N, fun() ->
+        [gen_server:cast(BM, {del, id(K)}) || K <- lists:seq(1, N)],
+        until(fun() -> gen_server:call(BM, count, 60000) =:= 0 end) end),
+    peer:stop(P),
+    [{"W3 puts/s (8 callers)", CPut, BPut}, {"W3 dels/s (8 callers)", CDel, BDel},
+     {"W3 puts/s (casts)", CCastPut, BCastPut}, {"W3 dels/s (casts)", CCastDel, BCastDel}].
+
+id(K) -> list_to_binary("w" ++ integer_to_list(K)).
+
+parallel(Callers, N, F) ->
+    Self = self(),
+    Per = N div Callers,
+    Pids = [spawn_link(fun() -> [F(id(K)) || K <- lists:seq(I * Per + 1, (I + 1) * Per)], Self ! {done, self()} end)
+            || I <- lists:seq(0, Callers - 1)],
+    [receive {done, Pid} -> ok end || Pid <- Pids],
+    ok.
+
+rate(N, F) ->
+    T0 = now_ms(),
+    F(),
+    N * 1000 / max(1, now_ms() - T0).
+
+until(F) ->
+    case F() of true -> ok; false -> timer:sleep(5), until(F) end.
+
+%% ---- W4 ------------------------------------------------------------------
+
+w4(Bin, N) ->
+    T0 = now_ms(),
+    C = start(Bin, "w4", ["--manager", "counters=counter,children=" ++ integer_to_list(N) ++ ",timeout=1000"]),
+    wait_started(C, N, 600000),
+    CMs = now_ms() - T0,
+    stop(C),
+    {P, _} = beam_peer("w4b"),
+    ok = peer:call(P, beam_baseline, start_manager, []),
+    BT0 = now_ms(),
+    ok = peer:call(P, beam_baseline, boot, [N], infinity),
+    BMs = now_ms() - BT0,
+    peer:stop(P),
+    [{"W4 boot ms (" ++ integer_to_list(N div 1000) ++ "k children)", CMs, BMs}].
+
+%% ---- plumbing --------------------------------------------------------------
+
+beam_peer(Prefix) ->
+    Name = list_to_atom(Prefix ++ "_" ++ os:getpid()),
+    {ok, P, _Node} = peer:start(#{name => Name, args => ["+P", "4000000", "-setcookie",
+                                                         atom_to_list(erlang:get_cookie()),
+                                                         "-pa", filename:dirname(code:which(?MODULE))]}),
+    {P, list_to_integer(peer:call(P, os, getpid, []))}.
+
+peer_node(P) -> peer:call(P, erlang, node, []).
+
+start(Bin, Prefix, Args) ->
+    Name = Prefix ++ "_" ++ os:getpid(),
     Port = open_port({spawn_executable, Bin},
-                     [{args, ["--sname", Name, "--log-level", "warning", "--manager", Manager]},
+                     [{args, ["--sname", Name, "--log-level", "warning", "--exit-with-stdin" | Args]},
                       {env, [{"TAREARBOL_CNODE_COOKIE", atom_to_list(erlang:get_cookie())}]},
                       exit_status, {line, 1024}, binary]),
     {os_pid, OsPid} = erlang:port_info(Port, os_pid),
@@ -75,6 +217,8 @@ start(Bin, Name, Manager) ->
     after 30000 -> error(not_ready)
     end.
 
+node_of(#{node := N}) -> N.
+
 stop(#{port := Port, os_pid := OsPid}) ->
     os:cmd("kill -TERM " ++ integer_to_list(OsPid)),
     receive {Port, {exit_status, _}} -> ok after 60000 -> ok end.
@@ -82,18 +226,20 @@ stop(#{port := Port, os_pid := OsPid}) ->
 stats(#{node := N}) -> gen_server:call({counters, N}, stats, 60000).
 
 wait_started(C, N, Timeout) ->
-    Deadline = erlang:monotonic_time(millisecond) + Timeout,
-    wait_started_loop(C, N, Deadline).
+    Deadline = now_ms() + Timeout,
+    wait_loop(C, N, Deadline).
 
-wait_started_loop(C, N, Deadline) ->
+wait_loop(C, N, Deadline) ->
     S = stats(C),
     case maps:get(state, S) =:= started andalso maps:get(workers, S) >= N of
         true -> ok;
         false ->
-            erlang:monotonic_time(millisecond) < Deadline orelse error(boot_timeout),
-            timer:sleep(50),
-            wait_started_loop(C, N, Deadline)
+            now_ms() < Deadline orelse error(boot_timeout),
+            timer:sleep(20),
+            wait_loop(C, N, Deadline)
     end.
+
+now_ms() -> erlang:monotonic_time(millisecond).
 
 rss_kb(#{os_pid := P}) ->
     {ok, B} = file:read_file("/proc/" ++ integer_to_list(P) ++ "/status"),
@@ -101,11 +247,9 @@ rss_kb(#{os_pid := P}) ->
     [Num | _] = string:lexemes(binary_to_list(Rest), " \t\n"),
     list_to_integer(Num).
 
-cpu_ticks(#{os_pid := P}) ->
+%% utime + stime in clock ticks (100 per second on Linux).
+cpu(#{os_pid := P}) ->
     {ok, B} = file:read_file("/proc/" ++ integer_to_list(P) ++ "/stat"),
     [_, AfterComm] = binary:split(B, <<") ">>),
     F = string:lexemes(binary_to_list(AfterComm), " "),
-    %% Fields 14 and 15 (utime, stime) are the 12th and 13th after the comm.
     list_to_integer(lists:nth(12, F)) + list_to_integer(lists:nth(13, F)).
-
-clk_tck() -> 100.

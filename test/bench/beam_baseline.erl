@@ -1,0 +1,110 @@
+%% @doc The BEAM side of `make bench`: what a BEAM team would write instead
+%% of the C node, run on a peer node of its own so its memory and CPU are
+%% measured apart. One gen_server per worker, ticking with
+%% erlang:send_after and registered in an ETS table (W1, W3, W4); a
+%% gen_server answering {get, Id} from a map (W2).
+-module(beam_baseline).
+-behaviour(gen_server).
+
+-export([start_workers/2, performs/0, stop_workers/0,
+         start_echo/1, start_manager/0, put/2, del/1, count/0, boot/1]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
+
+%% W1: N workers ticking every Timeout ms; performs counted in an atomic.
+-spec start_workers(pos_integer(), pos_integer()) -> ok.
+start_workers(N, Timeout) ->
+    persistent_term:put(bench_performs, counters:new(1, [write_concurrency])),
+    ets:new(bench_registry, [named_table, public, {read_concurrency, true}]),
+    Owner = spawn(fun() -> receive stop -> ok end end),
+    persistent_term:put(bench_owner, Owner),
+    [begin
+         {ok, P} = gen_server:start(?MODULE, {worker, I, Timeout, rand:uniform(Timeout)}, []),
+         ets:insert(bench_registry, {I, P})
+     end || I <- lists:seq(1, N)],
+    ok.
+
+-spec performs() -> non_neg_integer().
+performs() -> counters:get(persistent_term:get(bench_performs), 1).
+
+-spec stop_workers() -> ok.
+stop_workers() ->
+    [exit(P, kill) || {_, P} <- ets:tab2list(bench_registry)],
+    ok.
+
+%% W2: a gen_server answering {get, Id} from a map of N entries.
+-spec start_echo(pos_integer()) -> ok.
+start_echo(N) ->
+    {ok, _} = gen_server:start({local, bench_echo}, ?MODULE, {echo, N}, []),
+    ok.
+
+%% W3/W4: a manager that starts a worker process per put, as
+%% DynamicSupervisor plus a state map would.
+-spec start_manager() -> ok.
+start_manager() ->
+    persistent_term:put(bench_performs, counters:new(1, [write_concurrency])),
+    {ok, _} = gen_server:start({local, bench_manager}, ?MODULE, manager, []),
+    ok.
+
+-spec put(term(), term()) -> ok.
+put(Id, Payload) -> gen_server:call(bench_manager, {put, Id, Payload}, infinity).
+
+-spec del(term()) -> ok | {error, not_found}.
+del(Id) -> gen_server:call(bench_manager, {del, Id}, infinity).
+
+-spec count() -> non_neg_integer().
+count() -> gen_server:call(bench_manager, count, infinity).
+
+%% W4: N workers started by the manager itself, as children_specs would.
+-spec boot(pos_integer()) -> ok.
+boot(N) -> gen_server:call(bench_manager, {boot, N}, infinity).
+
+init({worker, Id, Timeout, First}) ->
+    erlang:send_after(First, self(), work),
+    {ok, {Id, Timeout, 0}};
+init({echo, N}) ->
+    %% The same reply a C node manager gives to {get, Id}: a Child map.
+    Child = fun(K) -> #{'__struct__' => 'Elixir.Tarearbol.DynamicManager.Child', pid => self(),
+                        value => K, 'busy?' => nil, opts => [{payload, 0}]} end,
+    {ok, maps:from_list([{list_to_binary("c" ++ integer_to_list(K)), Child(K)} || K <- lists:seq(1, N)])};
+init(manager) ->
+    {ok, #{}}.
+
+handle_call({get, Id}, _From, Map) when is_map(Map) ->
+    {reply, maps:get(Id, Map, #{}), Map};
+handle_call({put, Id, Payload}, _From, Map) ->
+    Map1 = case maps:take(Id, Map) of
+               {Old, M} -> exit(Old, kill), M;
+               error -> Map
+           end,
+    {ok, P} = gen_server:start(?MODULE, {worker, Id, 1000, 1000}, []),
+    _ = Payload,
+    {reply, ok, Map1#{Id => P}};
+handle_call({del, Id}, _From, Map) ->
+    case maps:take(Id, Map) of
+        {P, M} -> exit(P, kill), {reply, ok, M};
+        error -> {reply, {error, not_found}, Map}
+    end;
+handle_call(count, _From, Map) ->
+    {reply, map_size(Map), Map};
+handle_call({boot, N}, _From, Map) ->
+    M = lists:foldl(fun(K, Acc) ->
+                        Id = list_to_binary("c" ++ integer_to_list(K)),
+                        {ok, P} = gen_server:start(?MODULE, {worker, Id, 1000, 1000}, []),
+                        Acc#{Id => P}
+                    end, Map, lists:seq(1, N)),
+    {reply, ok, M}.
+
+handle_cast({put, Id, Payload}, Map) ->
+    {reply, ok, Map1} = handle_call({put, Id, Payload}, undefined, Map),
+    {noreply, Map1};
+handle_cast({del, Id}, Map) ->
+    {reply, _, Map1} = handle_call({del, Id}, undefined, Map),
+    {noreply, Map1};
+handle_cast(_Msg, S) -> {noreply, S}.
+
+handle_info(work, {Id, Timeout, V}) ->
+    counters:add(persistent_term:get(bench_performs), 1, 1),
+    erlang:send_after(Timeout, self(), work),
+    {noreply, {Id, Timeout, V + 1}};
+handle_info(_Msg, S) ->
+    {noreply, S}.
