@@ -91,6 +91,17 @@ static int tagged(const dm_term *msg, char *tag, int *rest) {
   return 0;
 }
 
+/* {respond, R} answers R and {crash, R} crashes with R, from call or
+ * cast alike. Returns 1 when msg was one of them, with *rc set. */
+static int scripted(const char *tag, const dm_term *msg, int i, ei_x_buff *out,
+                    int *rc) {
+  if (strcmp(tag, "respond") != 0 && strcmp(tag, "crash") != 0)
+    return 0;
+  ei_x_append_buf(out, msg->data + i, (int)(msg->len - (size_t)i));
+  *rc = tag[0] == 'c' ? DM_CB_CRASH : DM_CB_OK;
+  return 1;
+}
+
 static void sleep_ms(long long k) {
   struct timespec ts = {(time_t)(k / 1000), (long)(k % 1000) * 1000000L};
   nanosleep(&ts, NULL);
@@ -103,15 +114,10 @@ static int call(dm_ctx *ctx, const dm_term *msg, const erlang_pid *from,
   long long k;
   (void)ctx;
   (void)from;
+  int rc;
   if (tagged(msg, tag, &i) == 0) {
-    if (strcmp(tag, "respond") == 0) {
-      ei_x_append_buf(out, msg->data + i, (int)(msg->len - (size_t)i));
-      return DM_CB_OK;
-    }
-    if (strcmp(tag, "crash") == 0) {
-      ei_x_append_buf(out, msg->data + i, (int)(msg->len - (size_t)i));
-      return DM_CB_CRASH;
-    }
+    if (scripted(tag, msg, i, out, &rc))
+      return rc;
     if (strcmp(tag, "sleep") == 0) {
       if (ei_decode_longlong(msg->data, &i, &k) < 0 || k < 0 || k > 600000)
         return badarg(out);
@@ -166,14 +172,9 @@ static int cast(dm_ctx *ctx, const dm_term *msg, const dm_term *id,
     sleep_ms(k);
     goto keep;
   }
-  if (strcmp(tag, "respond") == 0) {
-    ei_x_append_buf(out, msg->data + i, (int)(msg->len - (size_t)i));
-    return DM_CB_OK;
-  }
-  if (strcmp(tag, "crash") == 0) {
-    ei_x_append_buf(out, msg->data + i, (int)(msg->len - (size_t)i));
-    return DM_CB_CRASH;
-  }
+  int rc;
+  if (scripted(tag, msg, i, out, &rc))
+    return rc;
 keep:
   ei_x_encode_tuple_header(out, 2);
   ei_x_encode_atom(out, "ok");
