@@ -356,13 +356,11 @@ static int put(dm__manager *m, const char *id, size_t idlen, const char *opts,
 }
 
 static dm__worker *find(dm__manager *m, const char *id, size_t len) {
-  dm__buf canon = DM__BUF_INIT;
-  dm__worker *w = NULL;
-  if (canon_id(id, len, &canon) == 0)
-    w = dm__children_get(m, canon.data, canon.len,
-                         dm__id_hash(m, canon.data, canon.len));
-  dm__buf_free(&canon);
-  return w;
+  dm__buf *canon = &m->scratch;
+  if (canon_id(id, len, canon) != 0)
+    return NULL;
+  return dm__children_get(m, canon->data, canon->len,
+                          dm__id_hash(m, canon->data, canon->len));
 }
 
 /* Picks a worker for synch_call/asynch_call with a nil id. */
@@ -586,12 +584,11 @@ static void manager_message(dm__proc *p, dm__node *n, const dm__ctrl *ctl) {
     m->st.bad_requests++;
     return;
   }
-  ei_x_buff x;
-  if (ei_x_new(&x) < 0)
-    return;
-  if (handle_call(m, &g, &x) == 0 && x.index > 0)
-    dm__node_reply(n, &g, x.buff, (size_t)x.index);
-  ei_x_free(&x);
+  /* The node's reply scratch: replies are built and sent one at a time. */
+  ei_x_buff *x = &n->reply;
+  x->index = 0;
+  if (handle_call(m, &g, x) == 0 && x->index > 0)
+    dm__node_reply(n, &g, x->buff, (size_t)x->index);
 }
 
 static void manager_exit(dm__proc *p, dm__node *n, const erlang_pid *from,
@@ -752,6 +749,7 @@ static void manager_free(dm__manager *m) {
   dm__free(m->restarts_at);
   dm__free(m->escalated_at);
   dm__free(m->slots);
+  dm__buf_free(&m->scratch);
   while (m->free_jobs) {
     dm__wjob *j = m->free_jobs;
     m->free_jobs = (dm__wjob *)j->base.next;

@@ -161,6 +161,7 @@ struct dm__manager {
   uint32_t nrestarts, nescalated;
   dm__wjob *free_jobs;
   size_t nfree_jobs;
+  dm__buf scratch;   /* canonical ids of requests, reused */
 };
 
 /* Job kinds. */
