@@ -92,6 +92,15 @@ int dm__opts_parse(const char *buf, size_t len, dm__child_opts *o,
                    ei_x_buff *d) {
   int type, size, i = 0, r;
   size_t k, kend, vend;
+  /* The payload goes to behaviours, which may recurse over it. */
+  if (!dm__term_depth_ok(buf, len, DM__TERM_MAX_DEPTH)) {
+    if (d) {
+      d->index = 0;
+      if (ei_x_encode_atom(d, "too_deep") < 0)
+        return DM_ENOMEM;
+    }
+    return DM_EINVAL;
+  }
   if (ei_get_type(buf, &i, &type, &size) < 0)
     goto not_opts;
   if (type == ERL_NIL_EXT)

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "buf.h"
+#include "alloc.h"
 #include "dm.h"
 
 /* External term format tags (erts/doc/src/erl_ext_dist.xml). */
@@ -253,4 +254,73 @@ int dm__term_is_atom(const char *buf, size_t len, const char *name) {
     return 0;
   }
   return n == nlen && len - hdr >= n && memcmp(buf + hdr, name, n) == 0;
+}
+
+int dm__term_depth_ok(const char *buf, size_t len, unsigned max_depth) {
+  /* A stack of "terms left" per open container; only containers push, so
+   * the stack is as deep as the nesting and bounded by max_depth. */
+  uint64_t stack_small[64];
+  uint64_t *left = stack_small;
+  unsigned depth = 0, cap = 64;
+  size_t i = 0;
+  int ok = 1;
+  uint64_t pending = 1; /* terms left at the current level */
+  for (;;) {
+    while (pending == 0) {
+      if (depth == 0)
+        goto out;
+      pending = left[--depth];
+    }
+    if (i >= len) {
+      ok = 0;
+      goto out;
+    }
+    pending--;
+    unsigned char tag = (unsigned char)buf[i];
+    uint64_t n = 0;
+    size_t start = i;
+    if (tag == T_SMALL_TUPLE || tag == T_LARGE_TUPLE || tag == T_LIST || tag == T_MAP) {
+      size_t hdr = tag == T_SMALL_TUPLE ? 2 : 5;
+      if (i + hdr > len) {
+        ok = 0;
+        goto out;
+      }
+      n = tag == T_SMALL_TUPLE ? (unsigned char)buf[i + 1] : dm__get32be(buf + i + 1);
+      if (tag == T_LIST)
+        n += 1;
+      else if (tag == T_MAP)
+        n *= 2;
+      i += hdr;
+      if (depth + 1 > max_depth) {
+        ok = 0;
+        goto out;
+      }
+      if (depth == cap) {
+        unsigned ncap = cap * 2;
+        uint64_t *nl = dm__malloc(ncap * sizeof *nl);
+        if (!nl) {
+          ok = 0;
+          goto out;
+        }
+        memcpy(nl, left, depth * sizeof *nl);
+        if (left != stack_small)
+          dm__free(left);
+        left = nl;
+        cap = ncap;
+      }
+      left[depth++] = pending;
+      pending = n;
+      continue;
+    }
+    /* Anything else is skipped whole (funs and pids included). */
+    if (dm__term_skip(buf, len, &i)) {
+      ok = 0;
+      goto out;
+    }
+    (void)start;
+  }
+out:
+  if (left != stack_small)
+    dm__free(left);
+  return ok;
 }

@@ -13,6 +13,14 @@
  * 0 or DM_EBADTERM (*idx unchanged then). */
 int dm__term_skip(const char *buf, size_t len, size_t *idx);
 
+/* Terms handed to behaviours nest at most this deep: a behaviour may well
+ * use ei's recursive functions (ei_skip_term, ei_print_term) on them. */
+#define DM__TERM_MAX_DEPTH 10000
+
+/* True when the valid term at buf (len bytes) nests no deeper than
+ * max_depth containers (tuples, lists, maps, funs). Iterative. */
+int dm__term_depth_ok(const char *buf, size_t len, unsigned max_depth);
+
 /* The same for a term that starts with the version byte 131. */
 int dm__term_skip_versioned(const char *buf, size_t len, size_t *idx);
 

@@ -510,6 +510,18 @@ int dm__worker_deliver(dm__worker *w, int kind, const char *msg, size_t len,
                        const dm__gen *g, int wrap) {
   dm__manager *m = w->m;
   dm__replyto *reply = NULL;
+  if (!dm__term_depth_ok(msg, len, DM__TERM_MAX_DEPTH)) {
+    /* Too deep for a behaviour to walk safely: refused, not delivered. */
+    static const char too_deep[] = "\x68\x02\x77\x05" "error" "\x77\x08" "too_deep";
+    m->st.bad_requests++;
+    if (kind == DM__JOB_CALL) {
+      dm__replyto *r = dm__replyto_new(g);
+      if (r)
+        dm__reply_to(m->node, r, too_deep, sizeof too_deep - 1, 0);
+      dm__free(r);
+    }
+    return DM_EINVAL;
+  }
   if (kind == DM__JOB_CALL) {
     reply = dm__replyto_new(g);
     if (!reply)
@@ -579,7 +591,8 @@ static void worker_message(dm__proc *p, dm__node *n, const dm__ctrl *ctl) {
     if (ei_decode_tuple_header(msg, &i, &arity) == 0 && arity == 2 &&
         dm__term_is_atom(msg + i, len - (size_t)i, "payload")) {
       size_t a = (size_t)i;
-      if (dm__term_skip(msg, len, &a) == 0 && !(w->flags & DM__W_BUSY)) {
+      if (dm__term_skip(msg, len, &a) == 0 && !(w->flags & DM__W_BUSY) &&
+          dm__term_depth_ok(msg + a, len - a, DM__TERM_MAX_DEPTH)) {
         set_blob(&w->payload, msg + a, len - a);
         if (w->m->b->init)
           run(w, DM__JOB_INIT, NULL, 0, NULL, 0);

@@ -10,7 +10,8 @@ all() ->
     [peer_gone_mid_call_loses_nothing_and_links_fire,
      peer_that_does_not_read_is_dropped_at_the_output_limit,
      large_ids_and_payloads_are_accepted,
-     linked_beam_process_death_restarts_the_worker].
+     linked_beam_process_death_restarts_the_worker,
+     a_million_nested_lists_never_reach_a_behaviour].
 
 init_per_testcase(Case, Config) ->
     Extra = case Case of
@@ -112,3 +113,18 @@ linked_beam_process_death_restarts_the_worker(Config) ->
 %% Runs on a peer: a process that links to Pid and stays.
 hold_link(Pid) ->
     spawn(fun() -> link(Pid), receive after infinity -> ok end end).
+
+a_million_nested_lists_never_reach_a_behaviour(Config) ->
+    N = ?config(node, Config),
+    M = {counters, N},
+    Deep = lists:foldl(fun(_, A) -> [A] end, [], lists:seq(1, 1000000)),
+    %% As an id: past the canonical form's depth limit.
+    ?assertMatch({error, {bad_id, _}}, gen_server:call(M, {put, Deep, []}, 60000)),
+    %% As a payload: refused before any behaviour could walk it.
+    ?assertEqual({error, {bad_opts, too_deep}}, gen_server:call(M, {put, x, [{payload, Deep}]}, 60000)),
+    %% As a message to a worker, or through the manager: an error, no call.
+    #{pid := W} = gen_server:call(M, {get, <<"c1">>}),
+    ?assertEqual({error, too_deep}, gen_server:call(W, Deep, 60000)),
+    ?assertEqual({error, too_deep}, gen_server:call(M, {synch_call, <<"c1">>, Deep}, 60000)),
+    ?assertEqual(pong, net_adm:ping(N)),
+    ?assertMatch(#{pid := W}, gen_server:call(M, {get, <<"c1">>})).

@@ -148,6 +148,37 @@ static void atom_check_is_bounded(void **state) {
   assert_false(dm__term_is_atom(c, sizeof c, "info"));
 }
 
+static void depth_is_bounded_without_recursion(void **state) {
+  (void)state;
+  /* [[[...]]] nested d deep */
+  for (size_t d = 1; d <= 20001; d += 10000) {
+    size_t k = 0;
+    char *b = malloc(d * 6 + 1);
+    for (size_t i = 0; i < d; i++) {
+      memcpy(b + k, "\x6c\x00\x00\x00\x01", 5);
+      k += 5;
+    }
+    b[k++] = 106;
+    for (size_t i = 0; i < d; i++)
+      b[k++] = 106;
+    assert_int_equal(dm__term_depth_ok(b, k, 10000), d <= 10000);
+    free(b);
+  }
+  /* Wide is not deep: a 100k-element list of tuples. */
+  ei_x_buff x;
+  ei_x_new(&x);
+  ei_x_encode_list_header(&x, 100000);
+  for (int i = 0; i < 100000; i++) {
+    ei_x_encode_tuple_header(&x, 1);
+    ei_x_encode_long(&x, i);
+  }
+  ei_x_encode_empty_list(&x);
+  assert_true(dm__term_depth_ok(x.buff, (size_t)x.index, 3));
+  assert_false(dm__term_depth_ok(x.buff, (size_t)x.index, 1));
+  ei_x_free(&x);
+  assert_false(dm__term_depth_ok("\x68\x02\x61", 3, 10)); /* truncated */
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(every_kind_of_term_walks),
@@ -157,6 +188,7 @@ int main(void) {
       cmocka_unit_test(unknown_tags_and_missing_version_are_refused),
       cmocka_unit_test(random_bytes_never_walk_out_of_bounds),
       cmocka_unit_test(atom_check_is_bounded),
+      cmocka_unit_test(depth_is_bounded_without_recursion),
   };
   return cmocka_run_group_tests_name("term", tests, NULL, NULL);
 }
