@@ -27,6 +27,7 @@ static void pieces(const char *req, size_t len) {
   size_t end = 0;
   if (dm__term_skip(req, len, &end) || end != len)
     return;
+  dm__term_depth_ok(req, len, DM__TERM_MAX_DEPTH);
   if (dm__canon(req, len, &canon) == 0) {
     size_t k = 0;
     /* The canonical form must itself be a whole term. */
