@@ -19,7 +19,7 @@
 main(Args) ->
     Sizes = case Args of [] -> [100000, 1000000]; _ -> [list_to_integer(A) || A <- Args] end,
     Bin = filename:absname("priv/tarearbol_cnode"),
-    W1 = [w1(Bin, N) || N <- Sizes],
+    W1 = lists:append([w1(Bin, N) || N <- Sizes]),
     W2 = w2(Bin),
     W3 = w3(Bin, 100000),
     W4 = w4(Bin, lists:max(Sizes)),
@@ -201,7 +201,8 @@ w4(Bin, N) ->
 
 beam_peer(Prefix) ->
     Name = list_to_atom(Prefix ++ "_" ++ os:getpid()),
-    {ok, P, _Node} = peer:start(#{name => Name, args => ["+P", "4000000", "-setcookie",
+    {ok, P, _Node} = peer:start(#{name => Name, connection => standard_io,
+                                  args => ["+P", "4000000", "-setcookie",
                                                          atom_to_list(erlang:get_cookie()),
                                                          "-pa", filename:dirname(code:which(?MODULE))]}),
     {P, list_to_integer(peer:call(P, os, getpid, []))}.
