@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <time.h>
 
 #include "alloc.h"
@@ -273,7 +272,6 @@ static void boot(dm__manager *m) {
     state_change(m, DM__STARTED);
     return;
   }
-  m->specs_pending = 1;
   dm__job_submit(j);
 }
 
@@ -607,7 +605,6 @@ static void specs_done(dm__manager *m, dm__wjob *j) {
   const char *b = j->out.buff;
   size_t len = (size_t)j->out.index, end = 0;
   int i = 0, arity;
-  m->specs_pending = 0;
   if (j->epoch != m->epoch)
     return; /* a restart came in meanwhile and booted again */
   if (j->rc != DM_CB_OK) {
@@ -882,7 +879,7 @@ void dm__managers_free(dm__node *n) {
     }
     dm__nametab_del(&n->names, m->name);
     dm__pidtab_del(&n->pids, m->proc.key);
-    dm__free(m->proc.links);
+    dm__proc_free_links(n, &m->proc);
     manager_free(m);
   }
   dm__free(n->managers);

@@ -69,8 +69,7 @@ enum {
   DM__W_BUSY = 1,         /* a callback is in flight */
   DM__W_PERFORM_DUE = 2,  /* the period elapsed while busy */
   DM__W_STOPPING = 4,     /* out of the table; terminate pending */
-  DM__W_INITED = 8,       /* init has run */
-  DM__W_LULL_FIRED = 16,  /* handle_timeout ran for the current job */
+  DM__W_LULL_FIRED = 8,   /* handle_timeout ran for the current job */
 };
 
 struct dm__worker {
@@ -124,7 +123,7 @@ typedef struct {
 #define DM__MSTATS_FIELD(n) uint64_t n;
   DM__MSTATS_MAP(DM__MSTATS_FIELD)
 #undef DM__MSTATS_FIELD
-  uint64_t late[DM__LATE_BUCKETS]; /* log2 buckets of µs */
+  uint64_t late[DM__LATE_BUCKETS]; /* see late_bucket() in manager.c */
   uint64_t late_max_us;
   uint64_t late_count;
 } dm__mstats;
@@ -146,7 +145,6 @@ struct dm__manager {
   unsigned threads;
   int state;
   uint32_t epoch;  /* bumped by restart: stale children_specs results are dropped */
-  int specs_pending;
 
   dm__worker **slots; /* open addressing by id hash */
   size_t cap, count;
@@ -194,7 +192,6 @@ struct dm_ctx {
   dm__replyto *reply;
   ei_x_buff out;
   ei_x_buff sends;    /* pid, then 4-byte length and message, repeated */
-  uint64_t submitted_us;
 };
 
 /* children.c */
@@ -239,10 +236,7 @@ dm__replyto *dm__replyto_new(const dm__gen *g);
  * worker was restarted (or the manager went down) instead. */
 int dm__manager_allow_restart(dm__manager *m);
 
-/* Manager life cycle, called from main and the node. */
-int dm__manager_create(dm__node *n, const char *spec);
-void dm__managers_free(dm__node *n);
-int dm__encode_managers(dm__node *n, ei_x_buff *x);
+/* Manager life cycle: declared in node.h, which main and the node use. */
 /* The behaviour compiled in under name, or NULL. */
 const dm_behaviour *dm__builtin_behaviour(const char *name);
 /* A behaviour from a shared object (path containing '/' or ending .so);

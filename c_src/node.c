@@ -90,8 +90,10 @@ int dm__proc_link(dm__node *n, dm__proc *p, const erlang_pid *remote) {
     dm__links *nl = dm__realloc(l, sizeof *nl + cap * sizeof nl->items[0]);
     if (!nl)
       return DM_ENOMEM;
-    if (!l)
+    if (!l) {
       nl->count = 0;
+      n->nlinked++;
+    }
     nl->cap = cap;
     p->links = l = nl;
   }
@@ -110,42 +112,80 @@ void dm__proc_unlink(dm__node *n, dm__proc *p, const erlang_pid *remote) {
       break;
     }
   }
-  if (l->count == 0) {
-    dm__free(l);
-    p->links = NULL;
+  if (l->count == 0)
+    dm__proc_free_links(n, p);
+}
+
+void dm__proc_free_links(dm__node *n, dm__proc *p) {
+  if (!p->links)
+    return;
+  dm__free(p->links);
+  p->links = NULL;
+  n->nlinked--;
+}
+
+static int has_peer(const dm__links *l, uint32_t peer) {
+  for (uint32_t i = 0; i < l->count; i++)
+    if (l->items[i].peer == peer)
+      return 1;
+  return 0;
+}
+
+/* Fires, one at a time, the links of the process with this key to
+ * processes on `peer`. An exit signal may stop the process (or, past its
+ * manager's intensity, every worker), and a stopped process leaves the
+ * pid table, so it is looked up again before each signal. */
+static void fire_peer_links(dm__node *n, uint32_t key, uint32_t peer) {
+  static const char noconnection[] = "\x77\x0cnoconnection";
+  dm__proc *p;
+  while ((p = dm__pidtab_get(&n->pids, key)) && p->links) {
+    dm__links *l = p->links;
+    uint32_t i = 0;
+    while (i < l->count && l->items[i].peer != peer)
+      i++;
+    if (i == l->count)
+      return;
+    erlang_pid from;
+    snprintf(from.node, sizeof from.node, "%s", n->peer_names[peer]);
+    from.num = l->items[i].num;
+    from.serial = l->items[i].serial;
+    from.creation = l->items[i].creation;
+    l->items[i] = l->items[--l->count];
+    if (l->count == 0)
+      dm__proc_free_links(n, p);
+    if (dm__proc_ops_of(p)->exit)
+      dm__proc_ops_of(p)->exit(p, n, &from, noconnection, sizeof noconnection - 1);
   }
 }
 
 void dm__node_peer_lost(dm__node *n, uint32_t peer) {
-  /* Links to processes on a lost node fire as noconnection. Only processes
-   * with links are looked at, and they are few next to the pid table. */
+  /* Links to processes on a lost node fire as noconnection. Most nodes
+   * have no links at all, and then a disconnect costs nothing. */
+  if (!n->nlinked)
+    return;
+  /* Keys first, signals after: firing while walking the table would see
+   * it change under the walk. */
+  uint32_t *keys = NULL;
+  size_t nkeys = 0, cap = 0;
   for (size_t s = 0; s < n->pids.cap; s++) {
     dm__proc *p = n->pids.keys[s] ? n->pids.vals[s] : NULL;
-    if (!p || !p->links)
+    if (!p || !p->links || !has_peer(p->links, peer))
       continue;
-    dm__links *l = p->links;
-    for (uint32_t i = 0; i < l->count;) {
-      if (l->items[i].peer != peer) {
-        i++;
-        continue;
+    if (nkeys == cap) {
+      size_t ncap = cap ? cap * 2 : 16;
+      uint32_t *k = dm__realloc(keys, ncap * sizeof *k);
+      if (!k) {
+        DM_ERROR("out of memory: some links to %s do not fire", n->peer_names[peer]);
+        break;
       }
-      erlang_pid from;
-      snprintf(from.node, sizeof from.node, "%s", n->peer_names[peer]);
-      from.num = l->items[i].num;
-      from.serial = l->items[i].serial;
-      from.creation = l->items[i].creation;
-      l->items[i] = l->items[--l->count];
-      static const char noconnection[] = "\x77\x0cnoconnection";
-      if (dm__proc_ops_of(p)->exit)
-        dm__proc_ops_of(p)->exit(p, n, &from, noconnection, sizeof noconnection - 1);
-      if (p->links != l)
-        break; /* the process went away or rebuilt its links */
+      keys = k;
+      cap = ncap;
     }
-    if (p->links && p->links->count == 0) {
-      dm__free(p->links);
-      p->links = NULL;
-    }
+    keys[nkeys++] = n->pids.keys[s];
   }
+  for (size_t k = 0; k < nkeys; k++)
+    fire_peer_links(n, keys[k], peer);
+  dm__free(keys);
 }
 
 /* ---- peers and output ----------------------------------------------------- */
@@ -479,7 +519,6 @@ int dm__node_init(dm__node *n, uv_loop_t *loop, const dm__config *cfg,
   n->epmd_fd = n->listen_fd = -1;
   n->version = DM_VERSION;
   n->start_ms = uv_now(loop);
-  n->start_mono_us = uv_hrtime() / 1000;
   {
     struct timeval tv;
     gettimeofday(&tv, NULL);

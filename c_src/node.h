@@ -123,7 +123,7 @@ struct dm__node {
   int ready;   /* READY was printed */
   int handles; /* the loop handles below are initialised */
   uint64_t start_ms;
-  uint64_t start_mono_us, start_wall_us; /* to turn loop times into dates */
+  uint64_t start_wall_us; /* with start_ms, turns loop times into dates */
 
   uv_poll_t epmd_poll;
   uv_timer_t publish_timer;
@@ -148,6 +148,7 @@ struct dm__node {
 
   dm__nametab names;
   dm__pidtab pids;
+  size_t nlinked;          /* processes with links */
 
   dm__wheel wheel;         /* every worker's next perform */
   dm__slab workers;        /* every manager's workers */
@@ -190,6 +191,8 @@ dm__proc *dm__node_local(dm__node *n, const erlang_pid *pid);
 /* Link bookkeeping on p. 0 or DM_ENOMEM. */
 int dm__proc_link(dm__node *n, dm__proc *p, const erlang_pid *remote);
 void dm__proc_unlink(dm__node *n, dm__proc *p, const erlang_pid *remote);
+/* Drops all of p's links (when it goes away). */
+void dm__proc_free_links(dm__node *n, dm__proc *p);
 
 /* Queues the packet in x (from dm__pkt_begin to dm__pkt_end) to the node
  * named `to`. Returns 0, or DM_ECLOSED when no connection to it exists. */

@@ -167,7 +167,7 @@ void dm__services_free(dm__node *n) {
     service *s = dm__nametab_del(&n->names, names[i]);
     if (s) {
       dm__pidtab_del(&n->pids, s->proc.key);
-      dm__free(s->proc.links);
+      dm__proc_free_links(n, &s->proc);
       dm__free(s);
     }
   }

@@ -2,7 +2,6 @@
  * with Tarearbol's response forms, crashes and stops. Loop thread only. */
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 
 #include "alloc.h"
 #include "canon.h"
@@ -160,7 +159,7 @@ void dm__worker_free(dm__worker *w) {
     dm__blob_unref(w->stop_reason);
   else
     free_mailbox(w->mbox);
-  dm__free(w->proc.links);
+  dm__proc_free_links(w->m->node, &w->proc);
   dm__blob_unref(w->id);
   dm__blob_unref(w->opts);
   dm__blob_unref(w->payload);
@@ -267,7 +266,6 @@ int dm__worker_start(dm__manager *m, const char *id, size_t idlen,
   first_schedule(w, o.instant_ms);
   if (m->b->init && run(w, DM__JOB_INIT, NULL, 0, NULL, 0) == 0)
     return 0; /* the timer waits for init */
-  w->flags |= DM__W_INITED;
   return 0;
 err:
   dm__worker_free(w);
@@ -382,7 +380,6 @@ void dm__worker_completed(dm__wjob *j) {
       break;
     if (valid)
       set_blob(&w->payload, out, len);
-    w->flags |= DM__W_INITED;
     arm_first(w);
     break;
   case DM__JOB_PERFORM:
