@@ -38,6 +38,14 @@ static int is_atom(const char *b, size_t len, const char *name) {
   return ei_decode_atom(b, &i, a) == 0 && strcmp(a, name) == 0;
 }
 
+/* {ok, Payload}: answers the payload and leaves it as it is. */
+static int keep(ei_x_buff *out, const dm_term *payload) {
+  ei_x_encode_tuple_header(out, 2);
+  ei_x_encode_atom(out, "ok");
+  ei_x_append_buf(out, payload->data, (int)payload->len);
+  return DM_CB_OK;
+}
+
 static int badarg(ei_x_buff *out) {
   ei_x_encode_atom(out, "badarg");
   return DM_CB_CRASH;
@@ -131,10 +139,7 @@ static int call(dm_ctx *ctx, const dm_term *msg, const erlang_pid *from,
   }
   if (is_atom(msg->data, msg->len, "get")) {
   get:
-    ei_x_encode_tuple_header(out, 2);
-    ei_x_encode_atom(out, "ok");
-    ei_x_append_buf(out, payload->data, (int)payload->len);
-    return DM_CB_OK;
+    return keep(out, payload);
   }
   ei_x_encode_tuple_header(out, 2);
   ei_x_encode_atom(out, "error");
@@ -176,10 +181,7 @@ static int cast(dm_ctx *ctx, const dm_term *msg, const dm_term *id,
   if (scripted(tag, msg, i, out, &rc))
     return rc;
 keep:
-  ei_x_encode_tuple_header(out, 2);
-  ei_x_encode_atom(out, "ok");
-  ei_x_append_buf(out, payload->data, (int)payload->len);
-  return DM_CB_OK;
+  return keep(out, payload);
 }
 
 static int init(dm_ctx *ctx, const dm_term *id, const dm_term *payload,

@@ -9,7 +9,7 @@
 
 -export([bin/0, host/0, cookie/0, unique/1,
          start/2, stop/1, kill/1, os_pid/1, log/1, node/1,
-         wait_until/2, wait_until/3, call/2, call/3,
+         wait_until/2, wait_until/3, wait_started/2, call/2, call/3,
          start_peer/1, start_peer/2, stats/1,
          epmd_names/0, info_calls/2, epmd_names/1, assert_clean_log/1]).
 
@@ -150,6 +150,11 @@ wait_loop(Fun, Deadline, Step) ->
                 false -> timer:sleep(Step), wait_loop(Fun, Deadline, Step)
             end
     end.
+
+%% @doc Waits until the manager {Name, Node} has put its children_specs.
+-spec wait_started({atom(), node()}, timeout()) -> true.
+wait_started(Manager, Timeout) ->
+    wait_until(fun() -> maps:get(state, gen_server:call(Manager, state, 30000)) =:= started end, Timeout).
 
 -spec call(map() | node(), term()) -> term().
 call(C, Req) -> call(C, Req, 5000).

@@ -13,7 +13,7 @@ elixir_session_works(Config) ->
     C = cnode_test:start(undefined, #{dir => ?config(priv_dir, Config),
                                       args => ["--manager", "counters=counter,children=2,timeout=1000"]}),
     N = cnode_test:node(C),
-    cnode_test:wait_until(fun() -> maps:get(state, gen_server:call({counters, N}, state)) =:= started end, 5000),
+    cnode_test:wait_started({counters, N}, 5000),
     %% priv/ sits at the project's top, next to test/; rebar3 reaches it
     %% through symlinks, so ask the shell for the physical directory.
     Root = string:trim(os:cmd("cd -P '" ++ filename:dirname(cnode_test:bin()) ++ "' && cd .. && pwd -P")),

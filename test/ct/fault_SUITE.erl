@@ -21,7 +21,7 @@ init_per_testcase(Case, Config) ->
     C = cnode_test:start(undefined, #{dir => ?config(priv_dir, Config),
                                       args => ["--manager", "counters=counter,children=1000,timeout=0"] ++ Extra}),
     N = cnode_test:node(C),
-    cnode_test:wait_until(fun() -> maps:get(state, gen_server:call({counters, N}, state, 30000)) =:= started end, 10000),
+    cnode_test:wait_started({counters, N}, 10000),
     [{cnode, C}, {node, N} | Config].
 
 end_per_testcase(_Case, Config) ->

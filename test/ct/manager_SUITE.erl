@@ -67,7 +67,7 @@ init_per_testcase(Case, Config) ->
                            args => ["--threads", "2",
                                     "--manager", "counters=counter_hooks,children=3,timeout=100" ++ Extra]}),
     N = cnode_test:node(C),
-    cnode_test:wait_until(fun() -> maps:get(state, call(N, state)) =:= started end, 10000),
+    cnode_test:wait_started({?M, N}, 10000),
     [{cnode, C}, {node, N} | Config].
 
 end_per_testcase(_Case, Config) ->
@@ -322,7 +322,7 @@ restart_returns_to_children_specs(Config) ->
     ok = call(N, {put, <<"extra">>, [{timeout, 0}]}),
     ok = call(N, {del, <<"c1">>}),
     ok = call(N, restart),
-    cnode_test:wait_until(fun() -> maps:get(state, call(N, state)) =:= started end, 5000),
+    cnode_test:wait_started({?M, N}, 5000),
     ?assertEqual([<<"c1">>, <<"c2">>, <<"c3">>], lists:sort(maps:keys(children(N)))).
 
 cast_forms_of_put_put_new_del_restart(Config) ->
@@ -399,7 +399,7 @@ state_is_starting_until_children_specs_are_put(Config) ->
     N = cnode_test:node(C),
     ?assertMatch(#{state := starting, children := Ch} when map_size(Ch) =:= 0,
                  gen_server:call({slow, N}, state)),
-    cnode_test:wait_until(fun() -> maps:get(state, gen_server:call({slow, N}, state)) =:= started end, 10000),
+    cnode_test:wait_started({slow, N}, 10000),
     ?assertEqual(2, maps:size(maps:get(children, gen_server:call({slow, N}, state)))),
     %% handle_state_change ran for both, in order (counter logs them).
     Log = cnode_test:log(C),
@@ -467,7 +467,7 @@ intensity_exceeded_restarts_every_worker(Config) ->
                                       args => ["--manager", "fragile=counter,children=2,timeout=0,max_restarts=2,max_seconds=60"]}),
     N = cnode_test:node(C),
     M = fragile,
-    cnode_test:wait_until(fun() -> maps:get(state, gen_server:call({M, N}, state)) =:= started end, 5000),
+    cnode_test:wait_started({M, N}, 5000),
     ok = gen_server:call({M, N}, {put, <<"x">>, [{payload, 1}, {timeout, 0}]}),
     #{pid := C2} = gen_server:call({M, N}, {get, <<"c2">>}),
     crash_once(N, M, <<"c1">>),

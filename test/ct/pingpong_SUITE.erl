@@ -16,7 +16,7 @@ init_per_testcase(_Case, Config) ->
     C = cnode_test:start(undefined, #{dir => ?config(priv_dir, Config),
                                       args => ["--manager", "pingpong=pingpong"]}),
     N = cnode_test:node(C),
-    cnode_test:wait_until(fun() -> maps:get(state, call(N, state)) =:= started end, 10000),
+    cnode_test:wait_started({?M, N}, 10000),
     [{cnode, C}, {node, N} | Config].
 
 end_per_testcase(_Case, Config) ->
