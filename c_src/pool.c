@@ -2,11 +2,12 @@
 
 #include <pthread.h>
 #include <string.h>
+#include <time.h>
 
 #include "alloc.h"
 #include "dm.h"
 
-#define CHUNK 256
+#define CHUNK 256 /* most jobs a thread takes at once */
 
 struct dm__pool {
   uv_async_t async;
@@ -17,10 +18,12 @@ struct dm__pool {
   size_t depth; /* loop side */
 
   dm__job *local_head, *local_tail; /* loop side, not yet flushed */
+  size_t local_len;
 
   pthread_mutex_t mx;
   pthread_cond_t cv;
   dm__job *q_head, *q_tail; /* shared: to run */
+  size_t q_len;
   dm__job *d_head, *d_tail; /* shared: finished */
   int stopping;
 };
@@ -34,6 +37,22 @@ static void append(dm__job **head, dm__job **tail, dm__job *first,
   *tail = last;
 }
 
+static uint64_t coarse_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Hands finished jobs to the loop. */
+static void publish(dm__pool *p, dm__job *first, dm__job *last) {
+  if (!first)
+    return;
+  pthread_mutex_lock(&p->mx);
+  append(&p->d_head, &p->d_tail, first, last);
+  pthread_mutex_unlock(&p->mx);
+  uv_async_send(&p->async);
+}
+
 static void *thread_main(void *arg) {
   dm__pool *p = arg;
   pthread_mutex_lock(&p->mx);
@@ -42,12 +61,18 @@ static void *thread_main(void *arg) {
       pthread_cond_wait(&p->cv, &p->mx);
     if (p->stopping)
       break;
-    /* Take a chunk, so one lock serves many jobs. */
+    /* A share of the queue, so one lock serves many jobs under load while
+     * a short queue is spread over every thread: jobs taken together run
+     * one after the other, and a slow one would hold up the rest. */
+    size_t take = p->q_len / (2 * p->nthreads);
+    take = take < 1 ? 1 : take > CHUNK ? CHUNK : take;
     dm__job *first = p->q_head, *last = first;
-    int n = 1;
-    while (last->next && n < CHUNK) {
+    for (size_t n = 1; last->next && n < take; n++)
       last = last->next;
-      n++;
+    for (dm__job *j = first;; j = j->next) {
+      p->q_len--;
+      if (j == last)
+        break;
     }
     p->q_head = last->next;
     if (!p->q_head)
@@ -56,12 +81,22 @@ static void *thread_main(void *arg) {
     if (p->q_head)
       pthread_cond_signal(&p->cv); /* more work for another thread */
     pthread_mutex_unlock(&p->mx);
-    for (dm__job *j = first; j; j = j->next)
+    /* Run them; what is done goes back at the end, or as soon as the
+     * chunk has run for a few milliseconds. */
+    dm__job *done = first;
+    uint64_t since = coarse_ms();
+    for (dm__job *j = first; j;) {
+      dm__job *next = j->next;
       j->run(j);
-    pthread_mutex_lock(&p->mx);
-    append(&p->d_head, &p->d_tail, first, last);
-    pthread_mutex_unlock(&p->mx);
-    uv_async_send(&p->async);
+      if (next && coarse_ms() - since >= 4) {
+        j->next = NULL;
+        publish(p, done, j);
+        done = next;
+        since = coarse_ms();
+      }
+      j = next;
+    }
+    publish(p, done, last);
     pthread_mutex_lock(&p->mx);
   }
   pthread_mutex_unlock(&p->mx);
@@ -125,6 +160,7 @@ int dm__pool_start(dm__pool **out, uv_loop_t *loop, unsigned threads,
 void dm__pool_submit(dm__pool *p, dm__job *j) {
   j->next = NULL;
   append(&p->local_head, &p->local_tail, j, j);
+  p->local_len++;
   p->depth++;
 }
 
@@ -133,11 +169,13 @@ void dm__pool_flush(dm__pool *p) {
     return;
   pthread_mutex_lock(&p->mx);
   append(&p->q_head, &p->q_tail, p->local_head, p->local_tail);
+  p->q_len += p->local_len;
   pthread_mutex_unlock(&p->mx);
   /* One thread wakes; a thread that leaves work behind wakes the next, so
    * a small batch does not wake every thread for nothing. */
   pthread_cond_signal(&p->cv);
   p->local_head = p->local_tail = NULL;
+  p->local_len = 0;
 }
 
 size_t dm__pool_depth(const dm__pool *p) { return p->depth; }

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include "dm.h"
@@ -13,6 +14,8 @@
 typedef struct {
   dm__job base;
   int ran, done, chained;
+  int slow;      /* sleeps 300 ms in run */
+  int done_at;   /* order in which it came back */
 } tjob;
 
 typedef struct {
@@ -20,12 +23,20 @@ typedef struct {
   size_t done, never_ran, chain_left;
 } ctx;
 
-static void run(dm__job *j) { ((tjob *)j)->ran++; }
+static void run(dm__job *j) {
+  tjob *t = (tjob *)j;
+  if (t->slow) {
+    struct timespec ts = {0, 300 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  t->ran++;
+}
 
 static void on_done(dm__job *j, void *ud) {
   ctx *c = ud;
   tjob *t = (tjob *)j;
   t->done++;
+  t->done_at = (int)(c->done + c->never_ran);
   if (!j->run) {
     c->never_ran++;
     return;
@@ -115,11 +126,32 @@ static void stop_hands_back_jobs_that_never_ran(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+static void a_slow_job_does_not_hold_back_the_others(void **state) {
+  (void)state;
+  uv_loop_t loop;
+  ctx c = {0};
+  tjob jobs[3] = {{.base.run = run, .slow = 1}, {.base.run = run}, {.base.run = run}};
+  uv_loop_init(&loop);
+  assert_int_equal(dm__pool_start(&c.pool, &loop, 2, on_done, &c), 0);
+  for (int i = 0; i < 3; i++)
+    dm__pool_submit(c.pool, &jobs[i].base);
+  dm__pool_flush(c.pool);
+  while (c.done < 3)
+    uv_run(&loop, UV_RUN_ONCE);
+  /* The fast jobs ran on the other thread and came back first. */
+  assert_true(jobs[1].done_at < jobs[0].done_at);
+  assert_true(jobs[2].done_at < jobs[0].done_at);
+  dm__pool_stop(c.pool);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(hundred_thousand_jobs_complete_exactly_once),
       cmocka_unit_test(jobs_submitted_from_done_complete),
       cmocka_unit_test(stop_hands_back_jobs_that_never_ran),
+      cmocka_unit_test(a_slow_job_does_not_hold_back_the_others),
   };
   return cmocka_run_group_tests_name("pool", tests, NULL, NULL);
 }
