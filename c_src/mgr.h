@@ -172,6 +172,7 @@ enum {
   DM__JOB_TIMEOUT,
   DM__JOB_STATE_CHANGE,
   DM__JOB_SPECS,
+  DM__JOB_PAYLOAD, /* a {payload, P} message: mail only, never a job */
 };
 
 /* A callback on its way to the pool and back. It is also the dm_ctx the

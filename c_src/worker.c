@@ -327,6 +327,7 @@ static int apply(dm__worker *w, const dm__response *rs) {
 }
 
 static void drain(dm__worker *w);
+static void replace_payload(dm__worker *w, const char *p, size_t len);
 
 void dm__worker_completed(dm__wjob *j) {
   dm__worker *w = j->w;
@@ -448,12 +449,19 @@ done:
 static void drain(dm__worker *w) {
   if (w->flags & (DM__W_BUSY | DM__W_STOPPING))
     return;
-  dm__mail *mail = w->mbox ? w->mbox->head : NULL;
-  if (mail) {
+  dm__mail *mail;
+  while ((mail = w->mbox ? w->mbox->head : NULL) != NULL) {
     w->mbox->head = mail->next;
     if (!--w->mbox->count) {
       dm__free(w->mbox);
       w->mbox = NULL;
+    }
+    if (mail->kind == DM__JOB_PAYLOAD) {
+      replace_payload(w, mail->msg, mail->len);
+      dm__free(mail);
+      if (w->flags & DM__W_BUSY)
+        return; /* init runs: the rest waits for it */
+      continue;
     }
     dm__wheel_del(wheel_of(w), &w->timer);
     if (run(w, mail->kind, mail->msg, mail->len, mail->reply, mail->wrap) == 0)
@@ -466,6 +474,13 @@ static void drain(dm__worker *w) {
   }
   if (w->flags & DM__W_PERFORM_DUE)
     run(w, DM__JOB_PERFORM, NULL, 0, NULL, 0);
+}
+
+/* {payload, P}: the payload is replaced and init runs again on it. */
+static void replace_payload(dm__worker *w, const char *p, size_t len) {
+  set_blob(&w->payload, p, len);
+  if (w->m->b->init)
+    run(w, DM__JOB_INIT, NULL, 0, NULL, 0);
 }
 
 void dm__worker_on_timer(dm__timer *t, void *ud) {
@@ -525,6 +540,10 @@ int dm__worker_deliver(dm__worker *w, int kind, const char *msg, size_t len,
       return DM_ENOMEM;
   }
   if (!(w->flags & DM__W_BUSY) && !w->mbox) {
+    if (kind == DM__JOB_PAYLOAD) {
+      replace_payload(w, msg, len);
+      return 0;
+    }
     int r = run(w, kind, msg, len, reply, wrap);
     if (r)
       dm__free(reply);
@@ -587,13 +606,14 @@ static void worker_message(dm__proc *p, dm__node *n, const dm__ctrl *ctl) {
     size_t len = ctl->msg_len;
     if (ei_decode_tuple_header(msg, &i, &arity) == 0 && arity == 2 &&
         dm__term_is_atom(msg + i, len - (size_t)i, "payload")) {
-      size_t a = (size_t)i;
-      if (dm__term_skip(msg, len, &a) == 0 && !(w->flags & DM__W_BUSY) &&
-          dm__term_depth_ok(msg + a, len - a, DM__TERM_MAX_DEPTH)) {
-        set_blob(&w->payload, msg + a, len - a);
-        if (w->m->b->init)
-          run(w, DM__JOB_INIT, NULL, 0, NULL, 0);
-      }
+      size_t a = (size_t)i, end;
+      if (dm__term_skip(msg, len, &a) != 0)
+        return;
+      end = a;
+      /* While a callback runs it waits in the mailbox, in order with
+       * calls and casts, so it is never lost. */
+      if (dm__term_skip(msg, len, &end) == 0 && end == len)
+        dm__worker_deliver(w, DM__JOB_PAYLOAD, msg + a, len - a, NULL, 0);
     }
   }
 }

@@ -22,6 +22,7 @@ all() ->
      asynch_call_by_id_and_missing,
      worker_pid_answers_call_and_cast,
      payload_message_replaces_payload,
+     payload_message_waits_for_a_busy_worker,
      response_ok_changes_payload_not_value,
      response_replace_changes_both,
      response_replace_with_new_id_moves_the_worker,
@@ -77,6 +78,7 @@ call(N, Req) -> gen_server:call({?M, N}, Req, 10000).
 get(N, Id) -> call(N, {get, Id}).
 value(N, Id) -> maps:get(value, get(N, Id)).
 payload(N, Id) -> {ok, P} = call(N, {synch_call, Id, get}), P.
+is_busy(N, Id) -> maps:get('busy?', get(N, Id)) =/= nil.
 children(N) -> maps:get(children, call(N, state)).
 
 %% ---------------------------------------------------------------------------
@@ -191,6 +193,23 @@ payload_message_replaces_payload(Config) ->
     #{pid := P} = get(N, <<"pl">>),
     P ! {payload, 77},
     cnode_test:wait_until(fun() -> payload(N, <<"pl">>) =:= 77 end, 5000).
+
+payload_message_waits_for_a_busy_worker(Config) ->
+    N = ?config(node, Config),
+    ok = call(N, {put, <<"plb">>, [{payload, 1}, {timeout, 0}]}),
+    #{pid := P} = get(N, <<"plb">>),
+    %% While the callback sleeps, {payload, P} waits in the mailbox in order
+    %% with the cast after it: the payload is replaced, init runs on it
+    %% (start_at), then the cast adds to it.
+    ok = gen_server:cast(P, {sleep, 300}),
+    cnode_test:wait_until(fun() -> is_busy(N, <<"plb">>) end, 5000),
+    P ! {payload, {start_at, 40}},
+    ok = gen_server:cast(P, {add, 2}),
+    ?assert(is_busy(N, <<"plb">>)),
+    cnode_test:wait_until(fun() -> payload(N, <<"plb">>) =:= 42 end, 5000),
+    %% Junk after the payload term is not a {payload, P} message.
+    P ! {payload, 1, 2},
+    ?assertEqual(42, gen_server:call(P, get, 5000)).
 
 response_ok_changes_payload_not_value(Config) ->
     N = ?config(node, Config),
