@@ -12,8 +12,8 @@ uint32_t dm__id_hash(const dm__manager *m, const char *id, size_t len) {
 
 static int same_id(const dm__worker *w, const char *id, size_t len,
                    uint32_t hash) {
-  return w->hash == hash && dm__blob_len(w->id) == len &&
-         memcmp(dm__blob_data(w->id), id, len) == 0;
+  return w->hash == hash && dm__worker_id_len(w) == len &&
+         memcmp(dm__worker_id(w), id, len) == 0;
 }
 
 static int grow(dm__manager *m) {

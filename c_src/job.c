@@ -9,9 +9,6 @@
 #include "mgr.h"
 #include "term.h"
 
-/* Jobs kept for reuse. A million workers at 1 Hz keep tens of thousands
- * in flight during a burst; reusing them avoids malloc on the hot path. */
-#define FREE_JOBS_MAX 65536
 
 dm__blob *dm__blob_new(const char *data, size_t len) {
   if (len > UINT32_MAX)
@@ -57,14 +54,19 @@ dm__wjob *dm__job_new(dm__manager *m, dm__worker *w, int kind) {
     j = dm__calloc(1, sizeof *j);
     if (!j)
       return NULL;
-    if (ei_x_new(&j->out) < 0 || ei_x_new(&j->sends) < 0) {
-      ei_x_free(&j->out);
+    /* sends stays empty (NULL) until a callback sends something: ei's
+     * x functions grow a buffer from nothing. */
+    if (ei_x_new(&j->out) < 0) {
       dm__free(j);
       return NULL;
     }
   }
   j->base.next = NULL;
   j->base.run = run;
+  /* A perform's result is applied at the next wheel tick: nobody waits
+   * for it, and its next period is counted from when it was due. */
+  j->base.lazy = kind == DM__JOB_PERFORM;
+  j->valid = j->parsed = 0;
   j->m = m;
   j->w = w;
   j->kind = kind;
@@ -78,8 +80,8 @@ dm__wjob *dm__job_new(dm__manager *m, dm__worker *w, int kind) {
   j->msg.len = 0;
   j->due = 0;
   if (w) {
-    j->id.data = dm__blob_data(w->id);
-    j->id.len = dm__blob_size(w->id);
+    j->id.data = dm__worker_id(w);
+    j->id.len = dm__worker_id_len(w);
     j->payload.data = dm__blob_data(w->payload);
     j->payload.len = dm__blob_size(w->payload);
   } else {
@@ -97,7 +99,7 @@ void dm__job_free(dm__wjob *j) {
   j->reply = NULL;
   /* Keep a bounded number for reuse, with their buffers, so a steady
    * stream of performs allocates nothing. */
-  if (m && m->nfree_jobs < FREE_JOBS_MAX && j->out.buffsz <= 4096 &&
+  if (m && m->nfree_jobs < DM__FREE_JOBS_MAX && j->out.buffsz <= 4096 &&
       j->sends.buffsz <= 4096) {
     j->base.next = (dm__job *)m->free_jobs;
     m->free_jobs = j;
@@ -148,6 +150,13 @@ static void run(dm__job *base) {
     j->rc = b->children_specs ? b->children_specs(j, &j->out) : DM_CB_OK;
     break;
   }
+  size_t len = (size_t)j->out.index, end = 0;
+  j->valid = len > 0 && dm__term_skip(j->out.buff, len, &end) == 0 && end == len;
+  j->parsed = j->valid && j->rc == DM_CB_OK && j->w &&
+              (j->kind == DM__JOB_PERFORM || j->kind == DM__JOB_CALL ||
+               j->kind == DM__JOB_CAST);
+  if (j->parsed)
+    dm__response_parse(j->out.buff, len, &j->rs);
 }
 
 int dm_send(dm_ctx *ctx, const erlang_pid *to, const char *msg, size_t len) {

@@ -152,7 +152,7 @@ static int enc_state(dm__manager *m, ei_x_buff *x) {
     dm__worker *w = m->slots[i];
     if (!w)
       continue;
-    ENC(ei_x_append_buf(x, dm__blob_data(w->id), (int)dm__blob_len(w->id)));
+    ENC(ei_x_append_buf(x, dm__worker_id(w), (int)dm__worker_id_len(w)));
     if (enc_child(m->node, x, w))
       return DM_ENOMEM;
   }
@@ -637,13 +637,31 @@ void dm__manager_completed(dm__wjob *j) {
 
 /* ---- creation from the command line ------------------------------------------ */
 
+/* A completion that may wait for the wheel waits at most about this long. */
+#define LAZY_TICK_US 2000
+
+static size_t inflight_jobs(const dm__node *n) {
+  size_t k = 0;
+  for (size_t i = 0; i < n->nmanagers; i++)
+    k += dm__pool_depth(n->managers[i]->pool);
+  return k;
+}
+
 static void on_wheel(uv_timer_t *t) {
   dm__node *n = t->data;
-  dm__wheel_advance(&n->wheel, uv_hrtime() / 1000, 200000, dm__worker_on_timer, n);
+  /* What finished since the last tick first: lazy completions waited for
+   * this instead of waking the loop. */
+  for (size_t i = 0; i < n->nmanagers; i++)
+    dm__pool_collect(n->managers[i]->pool, 1);
+  size_t inflight = inflight_jobs(n);
+  if (inflight < DM__INFLIGHT_MAX)
+    dm__wheel_advance(&n->wheel, uv_hrtime() / 1000, DM__INFLIGHT_MAX - inflight,
+                      dm__worker_on_timer, n);
 }
 
 int dm__managers_init(dm__node *n) {
   int r = dm__wheel_init(&n->wheel, 4096, uv_hrtime() / 1000);
+  n->wheel.ahead = dm__worker_ahead;
   if (r || (r = dm__slab_init(&n->workers, sizeof(dm__worker), 1 << 20)))
     return r;
   uv_timer_init(n->loop, &n->wheel_timer);
@@ -651,16 +669,27 @@ int dm__managers_init(dm__node *n) {
   return 0;
 }
 
+/* The loop's prepare phase: the wheel timer is set for the next slot with
+ * timers, and every pool learns whether that tick comes soon enough for
+ * lazy completions to wait for it. */
 void dm__managers_check(dm__node *n) {
+  int ticking = n->nmanagers && n->wheel.count && !atomic_load(&n->stopping);
+  uint64_t in = 0;
+  if (ticking) {
+    in = dm__wheel_next_in(&n->wheel, uv_hrtime() / 1000, 1000000);
+    /* Behind, with the pools full: the next tick takes what finished
+     * meanwhile, rather than the loop spinning on a due wheel. */
+    if (in == 0 && inflight_jobs(n) >= DM__INFLIGHT_MAX)
+      in = 1000;
+  }
+  for (size_t i = 0; i < n->nmanagers; i++)
+    dm__pool_collect(n->managers[i]->pool, ticking && in <= LAZY_TICK_US);
   for (size_t i = 0; i < n->nmanagers; i++)
     dm__pool_flush(n->managers[i]->pool);
-  if (n->nmanagers && n->wheel.count && !atomic_load(&n->stopping)) {
-    uint64_t now = uv_hrtime() / 1000;
-    uint64_t in = dm__wheel_next_in(&n->wheel, now, 1000000);
+  if (ticking)
     uv_timer_start(&n->wheel_timer, on_wheel, (in + 999) / 1000, 0);
-  } else {
+  else
     uv_timer_stop(&n->wheel_timer);
-  }
 }
 
 static int set_option(dm__manager *m, const char *key, const char *value) {

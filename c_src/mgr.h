@@ -10,6 +10,7 @@
 #include "node.h"
 #include "opts.h"
 #include "pool.h"
+#include "response.h"
 #include "wheel.h"
 
 typedef struct dm__manager dm__manager;
@@ -70,13 +71,21 @@ enum {
   DM__W_PERFORM_DUE = 2,  /* the period elapsed while busy */
   DM__W_STOPPING = 4,     /* out of the table; terminate pending */
   DM__W_LULL_FIRED = 8,   /* handle_timeout ran for the current job */
+  DM__W_ID_BLOB = 16,     /* the id is a blob, not inline */
 };
+
+/* Ids up to this many bytes live in the worker itself: no allocation, and
+ * no cache miss to reach them on every perform. */
+#define DM__ID_INLINE 15
 
 struct dm__worker {
   dm__proc proc;       /* pid and links */
   dm__timer timer;     /* next perform, or the lull check while busy */
   dm__manager *m;
-  dm__blob *id;        /* canonical encoding */
+  union {              /* canonical encoding; see dm__worker_id() */
+    dm__blob *blob;    /* DM__W_ID_BLOB */
+    char inl[DM__ID_INLINE + 1]; /* length, then the bytes */
+  } id;
   dm__blob *opts;      /* as given; restarts start from these */
   dm__blob *payload;
   dm__blob *value;     /* NULL: nil */
@@ -93,6 +102,20 @@ struct dm__worker {
   uint8_t restart;
   uint8_t instant;
 };
+
+static inline const char *dm__worker_id(const dm__worker *w) {
+  return (w->flags & DM__W_ID_BLOB) ? dm__blob_data(w->id.blob) : w->id.inl + 1;
+}
+static inline size_t dm__worker_id_len(const dm__worker *w) {
+  return (w->flags & DM__W_ID_BLOB) ? dm__blob_len(w->id.blob)
+                                    : (size_t)(unsigned char)w->id.inl[0];
+}
+
+/* The wheel's look-ahead: prefetches the payload a perform will read. */
+void dm__worker_ahead(const dm__timer *t);
+/* Stores w's id, inline when short. 0 or DM_ENOMEM. */
+int dm__worker_set_id(dm__worker *w, const char *id, size_t len);
+void dm__worker_release_id(dm__worker *w);
 
 enum { DM__STARTING = 0, DM__STARTED, DM__DOWN };
 enum { DM__PICK_HASHRING = 0, DM__PICK_RANDOM, DM__PICK_STREAM };
@@ -162,6 +185,15 @@ struct dm__manager {
   dm__buf scratch;   /* canonical ids of requests, reused */
 };
 
+/* Jobs kept for reuse, with their buffers: a steady stream of performs
+ * allocates nothing. */
+#define DM__FREE_JOBS_MAX 16384
+/* The wheel fires no more timers while this many jobs are in the pools:
+ * an overloaded node falls behind (its lateness shows it) at a constant
+ * cost per perform, instead of queueing a job per worker, outgrowing the
+ * reuse list and paying malloc for each. */
+#define DM__INFLIGHT_MAX 8192
+
 /* Job kinds. */
 enum {
   DM__JOB_INIT = 1,
@@ -193,6 +225,12 @@ struct dm_ctx {
   dm__replyto *reply;
   ei_x_buff out;
   ei_x_buff sends;    /* pid, then 4-byte length and message, repeated */
+  /* Checked on the pool thread, so the loop does not walk the output
+   * again: out is one whole term, and when the callback returned
+   * normally, rs is what it means. */
+  int valid;
+  int parsed;
+  dm__response rs;
 };
 
 /* children.c */

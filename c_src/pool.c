@@ -26,6 +26,7 @@ struct dm__pool {
   size_t q_len;
   dm__job *d_head, *d_tail; /* shared: finished */
   int stopping;
+  int soon; /* the loop collects within a few ms without being woken */
 };
 
 static void append(dm__job **head, dm__job **tail, dm__job *first,
@@ -47,10 +48,22 @@ static uint64_t coarse_ms(void) {
 static void publish(dm__pool *p, dm__job *first, dm__job *last) {
   if (!first)
     return;
+  int wake = 1;
   pthread_mutex_lock(&p->mx);
   append(&p->d_head, &p->d_tail, first, last);
+  if (p->soon) {
+    wake = 0;
+    for (dm__job *j = first; j; j = j->next)
+      if (!j->lazy) {
+        wake = 1;
+        break;
+      }
+  }
   pthread_mutex_unlock(&p->mx);
-  uv_async_send(&p->async);
+  /* Waking the loop costs two system calls and a context switch; a
+   * loop that ticks within milliseconds anyway picks lazy jobs up then. */
+  if (wake)
+    uv_async_send(&p->async);
 }
 
 static void *thread_main(void *arg) {
@@ -64,7 +77,7 @@ static void *thread_main(void *arg) {
     /* A share of the queue, so one lock serves many jobs under load while
      * a short queue is spread over every thread: jobs taken together run
      * one after the other, and a slow one would hold up the rest. */
-    size_t take = p->q_len / (2 * p->nthreads);
+    size_t take = p->q_len / p->nthreads;
     take = take < 1 ? 1 : take > CHUNK ? CHUNK : take;
     dm__job *first = p->q_head, *last = first;
     for (size_t n = 1; last->next && n < take; n++)
@@ -113,6 +126,17 @@ static void hand_back(dm__pool *p, dm__job *j, int ran) {
     p->done(j, p->ud);
     j = next;
   }
+}
+
+void dm__pool_collect(dm__pool *p, int soon) {
+  pthread_mutex_lock(&p->mx);
+  /* Under the lock: a thread publishing after this sees the new flag, one
+   * that published before left its jobs here. Nothing is stranded. */
+  p->soon = soon;
+  dm__job *j = p->d_head;
+  p->d_head = p->d_tail = NULL;
+  pthread_mutex_unlock(&p->mx);
+  hand_back(p, j, 1);
 }
 
 static void on_async(uv_async_t *h) {

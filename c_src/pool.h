@@ -12,6 +12,9 @@
 typedef struct dm__job {
   struct dm__job *next;
   void (*run)(struct dm__job *j); /* on a pool thread */
+  /* Its completion may wait for the loop's next dm__pool_collect instead
+   * of waking the loop (periodic work, when the loop ticks soon anyway). */
+  int lazy;
 } dm__job;
 
 typedef struct dm__pool dm__pool;
@@ -24,6 +27,11 @@ int dm__pool_start(dm__pool **out, uv_loop_t *loop, unsigned threads,
 void dm__pool_submit(dm__pool *p, dm__job *j);
 /* Loop thread: hands every locally queued job to the threads at once. */
 void dm__pool_flush(dm__pool *p);
+/* Loop thread: hands back what has finished. soon tells whether the loop
+ * will call this again within a couple of milliseconds: while it will,
+ * finished lazy jobs do not wake the loop; once it will not, every
+ * completion wakes it again. */
+void dm__pool_collect(dm__pool *p, int soon);
 /* Jobs submitted and not yet handed back. */
 size_t dm__pool_depth(const dm__pool *p);
 unsigned dm__pool_threads(const dm__pool *p);

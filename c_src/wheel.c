@@ -5,51 +5,102 @@
 #include "alloc.h"
 #include "dm.h"
 
+/* Timers looked at ahead of the one being fired. */
+#define PREFETCH 8
+
 int dm__wheel_init(dm__wheel *w, size_t nslots, uint64_t now_us) {
-  if (nslots == 0 || (nslots & (nslots - 1)))
+  memset(w, 0, sizeof *w);
+  if (nslots == 0 || (nslots & (nslots - 1)) || nslots >= DM__TIMER_OFF)
     return DM_EINVAL;
-  w->slots = dm__malloc(nslots * sizeof *w->slots);
+  w->slots = dm__calloc(nslots, sizeof *w->slots);
   if (!w->slots)
     return DM_ENOMEM;
-  for (size_t i = 0; i < nslots; i++)
-    w->slots[i].next = w->slots[i].prev = &w->slots[i];
   w->nslots = nslots;
   w->now_ms = now_us / 1000;
-  w->count = 0;
+  w->walk_slot = DM__TIMER_OFF;
+  w->ahead = NULL;
   return 0;
 }
 
 void dm__wheel_free(dm__wheel *w) {
+  for (size_t i = 0; w->slots && i < w->nslots; i++)
+    dm__free(w->slots[i].v);
   dm__free(w->slots);
+  dm__free(w->walk.v);
+  dm__free(w->spare.v);
   memset(w, 0, sizeof *w);
+  w->walk_slot = DM__TIMER_OFF;
 }
 
-void dm__timer_init(dm__timer *t) { t->next = t->prev = NULL; }
+void dm__timer_init(dm__timer *t) {
+  t->slot = DM__TIMER_OFF;
+  t->pos = 0;
+  t->due = 0;
+}
 
-int dm__timer_armed(const dm__timer *t) { return t->next != NULL; }
+int dm__timer_armed(const dm__timer *t) { return t->slot != DM__TIMER_OFF; }
+
+static int push(dm__wheel *w, dm__wheel_slot *s, dm__timer *t) {
+  if (!s->cap && w->spare.cap) {
+    /* Slots fill and empty one after the other: an emptied slot's array
+     * serves the next one, so a revolution allocates nothing and only
+     * slots holding timers hold memory. */
+    *s = w->spare;
+    memset(&w->spare, 0, sizeof w->spare);
+  }
+  if (s->n == s->cap) {
+    uint32_t cap = s->cap ? s->cap * 2 : 16;
+    dm__timer **v = dm__realloc(s->v, (size_t)cap * sizeof *v);
+    if (!v)
+      return DM_ENOMEM;
+    s->v = v;
+    s->cap = cap;
+  }
+  t->pos = s->n;
+  s->v[s->n++] = t;
+  return 0;
+}
 
 void dm__wheel_del(dm__wheel *w, dm__timer *t) {
-  if (!t->next)
+  if (t->slot == DM__TIMER_OFF)
     return;
-  t->prev->next = t->next;
-  t->next->prev = t->prev;
-  t->next = t->prev = NULL;
+  if (t->slot == w->walk_slot && t->pos < w->walk.n && w->walk.v[t->pos] == t) {
+    /* In the slot being fired: its place is left empty and skipped. */
+    w->walk.v[t->pos] = NULL;
+  } else {
+    dm__wheel_slot *s = &w->slots[t->slot];
+    dm__timer *last = s->v[--s->n];
+    s->v[t->pos] = last;
+    last->pos = t->pos;
+  }
+  t->slot = DM__TIMER_OFF;
   w->count--;
 }
 
-void dm__wheel_add(dm__wheel *w, dm__timer *t, uint64_t due_us) {
+int dm__wheel_add(dm__wheel *w, dm__timer *t, uint64_t due_us) {
   dm__wheel_del(w, t);
   uint64_t ms = due_us / 1000;
   /* Past dues go into the next slot processed. */
   if (ms < w->now_ms)
     ms = w->now_ms;
-  dm__timer *head = &w->slots[ms & (w->nslots - 1)];
+  uint32_t slot = (uint32_t)(ms & (w->nslots - 1));
+  /* The slot being fired only takes back what it held, into room kept
+   * for it; a timer a whole revolution ahead waits in the next slot, one
+   * millisecond later than asked. */
+  if (slot == w->walk_slot)
+    slot = (slot + 1) & (uint32_t)(w->nslots - 1);
+  if (push(w, &w->slots[slot], t))
+    return DM_ENOMEM;
   t->due = due_us;
-  t->prev = head->prev;
-  t->next = head;
-  head->prev->next = t;
-  head->prev = t;
+  t->slot = slot;
   w->count++;
+  return 0;
+}
+
+/* Keeps t at index k of the walked array, which becomes its slot's again. */
+static void keep(dm__wheel *w, uint32_t k, dm__timer *t) {
+  w->walk.v[k] = t;
+  t->pos = k;
 }
 
 size_t dm__wheel_advance(dm__wheel *w, uint64_t now_us, size_t max_fire,
@@ -67,48 +118,70 @@ size_t dm__wheel_advance(dm__wheel *w, uint64_t now_us, size_t max_fire,
   w->now_ms = now_ms + 1;
   for (uint64_t v = 0; v < visits; v++) {
     uint64_t slot_ms = start + v;
-    dm__timer *head = &w->slots[slot_ms & (w->nslots - 1)];
-    if (head->next == head)
+    uint32_t idx = (uint32_t)(slot_ms & (w->nslots - 1));
+    dm__wheel_slot *s = &w->slots[idx];
+    if (!s->n)
       continue;
-    /* Move the whole slot onto a local list in O(1) and walk that: fire
-     * may re-arm or delete any timer, and re-arming unlinks it from here
-     * first, so the walk never sees a timer twice. */
-    dm__timer todo;
-    todo.next = head->next;
-    todo.prev = head->prev;
-    todo.next->prev = &todo;
-    todo.prev->next = &todo;
-    head->next = head->prev = head;
-    while (todo.next != &todo) {
-      dm__timer *t = todo.next;
-      /* Unlink t from the local list. */
-      todo.next = t->next;
-      t->next->prev = &todo;
+    /* The slot's array is taken out and walked; nothing is added to the
+     * slot meanwhile (see dm__wheel_add), and what stays is compacted to
+     * the front of the same array, so the walk allocates nothing. */
+    w->walk = *s;
+    memset(s, 0, sizeof *s);
+    w->walk_slot = idx;
+    uint32_t i = 0, k = 0;
+    int stopped = 0;
+    for (; i < w->walk.n; i++) {
+      if (i + PREFETCH < w->walk.n && w->walk.v[i + PREFETCH]) {
+        const char *ahead = (const char *)w->walk.v[i + PREFETCH];
+        __builtin_prefetch(ahead, 1);
+        __builtin_prefetch(ahead + 64, 1);
+      }
+      if (w->ahead && i + PREFETCH / 2 < w->walk.n && w->walk.v[i + PREFETCH / 2])
+        w->ahead(w->walk.v[i + PREFETCH / 2]);
+      dm__timer *t = w->walk.v[i];
+      if (!t)
+        continue;
+      w->walk.v[i] = NULL;
       if (t->due / 1000 > now_ms) {
-        /* Due in a later revolution: back into its slot. */
-        t->prev = head->prev;
-        t->next = head;
-        head->prev->next = t;
-        head->prev = t;
+        keep(w, k++, t); /* due in a later revolution */
         continue;
       }
-      t->next = t->prev = NULL;
+      t->slot = DM__TIMER_OFF;
       w->count--;
       fire(t, ud);
       fired++;
       if (max_fire && fired >= max_fire) {
-        /* Put back what was not looked at, and resume in this slot. */
-        while (todo.next != &todo) {
-          dm__timer *r = todo.next;
-          todo.next = r->next;
-          r->prev = head->prev;
-          r->next = head;
-          head->prev->next = r;
-          head->prev = r;
-        }
-        w->now_ms = slot_ms;
-        return fired;
+        stopped = 1;
+        i++;
+        break;
       }
+    }
+    /* Stopped early: what was not looked at stays, and the next call
+     * resumes in this slot. */
+    for (; i < w->walk.n; i++)
+      if (w->walk.v[i]) {
+        dm__timer *t = w->walk.v[i];
+        w->walk.v[i] = NULL;
+        keep(w, k++, t);
+      }
+    /* fire may have deleted timers already kept: close the gaps. */
+    uint32_t n = 0;
+    for (uint32_t q = 0; q < k; q++)
+      if (w->walk.v[q])
+        keep(w, n++, w->walk.v[q]);
+    w->walk.n = n;
+    if (n) {
+      *s = w->walk;
+    } else if (!w->spare.cap) {
+      w->spare = w->walk;
+    } else {
+      dm__free(w->walk.v);
+    }
+    memset(&w->walk, 0, sizeof w->walk);
+    w->walk_slot = DM__TIMER_OFF;
+    if (stopped) {
+      w->now_ms = slot_ms;
+      return fired;
     }
   }
   return fired;
@@ -125,8 +198,7 @@ uint64_t dm__wheel_next_in(const dm__wheel *w, uint64_t now_us, uint64_t cap) {
   if (limit > w->nslots)
     limit = w->nslots;
   for (uint64_t k = 0; k < limit; k++) {
-    const dm__timer *head = &w->slots[(from + k) & (w->nslots - 1)];
-    if (head->next != head) {
+    if (w->slots[(from + k) & (w->nslots - 1)].n) {
       uint64_t at = (from + k) * 1000;
       uint64_t in = at > now_us ? at - now_us : 0;
       return in < cap ? in : cap;

@@ -7,25 +7,39 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Each slot holds an array of timers rather than a list, so firing a slot
+ * walks memory it can prefetch ahead instead of chasing pointers, one
+ * cache miss after the other, through a million workers. */
 typedef struct dm__timer {
-  struct dm__timer *next, *prev; /* NULL when not armed */
-  uint64_t due;                  /* microseconds */
+  uint64_t due; /* microseconds */
+  uint32_t slot; /* index of its slot, DM__TIMER_OFF when not armed */
+  uint32_t pos;  /* index in that slot's array */
 } dm__timer;
-
+#define DM__TIMER_OFF UINT32_MAX
 typedef struct {
-  dm__timer *slots; /* nslots circular list heads (sentinels) */
-  size_t nslots;    /* a power of two */
-  uint64_t now_ms;  /* the next slot to process, in ms */
-  size_t count;     /* armed timers */
+  dm__timer **v;
+  uint32_t n, cap;
+} dm__wheel_slot;
+typedef struct {
+  dm__wheel_slot *slots; /* nslots arrays */
+  size_t nslots;         /* a power of two */
+  uint64_t now_ms;       /* the next slot to process, in ms */
+  size_t count;          /* armed timers */
+  dm__wheel_slot walk;   /* the slot being fired, taken out of its place */
+  uint32_t walk_slot;    /* its index, DM__TIMER_OFF when not firing */
+  dm__wheel_slot spare;  /* the array of a slot that emptied, for the next */
+  /* When set, called a few timers ahead of firing, once the timer's own
+   * memory is on its way: to prefetch what fire will read through it. */
+  void (*ahead)(const dm__timer *t);
 } dm__wheel;
-
 int dm__wheel_init(dm__wheel *w, size_t nslots, uint64_t now_us);
 /* Timers still armed are forgotten, not touched. */
 void dm__wheel_free(dm__wheel *w);
 void dm__timer_init(dm__timer *t);
 int dm__timer_armed(const dm__timer *t);
-/* Arms (or re-arms) t. A due in the past fires at the next advance. */
-void dm__wheel_add(dm__wheel *w, dm__timer *t, uint64_t due_us);
+/* Arms (or re-arms) t. A due in the past fires at the next advance.
+ * 0, or DM_ENOMEM with t left disarmed. */
+int dm__wheel_add(dm__wheel *w, dm__timer *t, uint64_t due_us);
 /* Disarms t; nothing when it is not armed. */
 void dm__wheel_del(dm__wheel *w, dm__timer *t);
 /* Fires every timer due at or before now_us (unlinked before fire is

@@ -34,9 +34,16 @@ static dm__worker *of_timer(dm__timer *t) {
   return (dm__worker *)((char *)t - offsetof(dm__worker, timer));
 }
 
+/* Arms w's timer. The wheel grows an array to take it; when even that
+ * fails the worker says so instead of silently never running again. */
+static void arm(dm__worker *w, uint64_t due_us) {
+  if (dm__wheel_add(wheel_of(w), &w->timer, due_us) != 0)
+    DM_ERROR("manager %s: out of memory arming a worker's timer", w->m->name);
+}
+
 static void schedule(dm__worker *w, uint64_t delay_ms) {
   w->due = mono_us() + delay_ms * 1000 + 1; /* never 0, which means none */
-  dm__wheel_add(wheel_of(w), &w->timer, w->due);
+  arm(w, w->due);
 }
 
 /* The first perform: at once or after instant_ms when instant, else after
@@ -54,7 +61,7 @@ static void first_schedule(dm__worker *w, uint32_t instant_ms) {
  * slow init does not bunch up what the boot spread out. */
 static void arm_first(dm__worker *w) {
   if (w->due)
-    dm__wheel_add(wheel_of(w), &w->timer, w->due);
+    arm(w, w->due);
 }
 
 /* Runs a callback for w; w must be idle. */
@@ -89,7 +96,7 @@ static int run(dm__worker *w, int kind, const char *msg, size_t len,
   if (w->timeout_ms && (kind == DM__JOB_PERFORM || kind == DM__JOB_CALL ||
                         kind == DM__JOB_CAST)) {
     uint64_t lull_us = (uint64_t)((double)w->timeout_ms * w->lull * 1000.0);
-    dm__wheel_add(wheel_of(w), &w->timer, loop_us(w) + lull_us);
+    arm(w, loop_us(w) + lull_us);
   } else {
     dm__wheel_del(wheel_of(w), &w->timer);
   }
@@ -154,13 +161,32 @@ static void free_mailbox(dm__mailbox *mb) {
   dm__free(mb);
 }
 
+int dm__worker_set_id(dm__worker *w, const char *id, size_t len) {
+  if (len <= DM__ID_INLINE) {
+    w->id.inl[0] = (char)len;
+    memcpy(w->id.inl + 1, id, len);
+    return 0;
+  }
+  if (!(w->id.blob = dm__blob_new(id, len)))
+    return DM_ENOMEM;
+  w->flags |= DM__W_ID_BLOB;
+  return 0;
+}
+
+void dm__worker_release_id(dm__worker *w) {
+  if (w->flags & DM__W_ID_BLOB)
+    dm__blob_unref(w->id.blob);
+  w->flags &= (uint8_t)~DM__W_ID_BLOB;
+  w->id.inl[0] = 0;
+}
+
 void dm__worker_free(dm__worker *w) {
   if (w->flags & DM__W_STOPPING)
     dm__blob_unref(w->stop_reason);
   else
     free_mailbox(w->mbox);
   dm__proc_free_links(w->m->node, &w->proc);
-  dm__blob_unref(w->id);
+  dm__worker_release_id(w);
   dm__blob_unref(w->opts);
   dm__blob_unref(w->payload);
   dm__blob_unref(w->value);
@@ -206,7 +232,7 @@ static void crash(dm__worker *w, const char *reason, size_t len) {
   DM_WARN("manager %s: a worker crashed%s", m->name,
           restart ? "; restarting it" : "");
   /* The stop may free w at once, so the restart works from copies. */
-  dm__blob *id = restart ? dm__blob_ref(w->id) : NULL;
+  dm__blob *id = restart ? dm__blob_new(dm__worker_id(w), dm__worker_id_len(w)) : NULL;
   dm__blob *opts = restart ? dm__blob_ref(w->opts) : NULL;
   dm__worker_stop(w, reason, len);
   if (id && opts && dm__manager_allow_restart(m) &&
@@ -234,7 +260,8 @@ int dm__worker_start(dm__manager *m, const char *id, size_t idlen,
   w->proc.kind = DM__P_WORKER;
   w->m = m;
   dm__timer_init(&w->timer);
-  w->id = dm__blob_new(id, idlen);
+  if (dm__worker_set_id(w, id, idlen))
+    goto err;
   if (!opts) {
     opts = "\x6a";
     optslen = 1;
@@ -248,7 +275,7 @@ int dm__worker_start(dm__manager *m, const char *id, size_t idlen,
     m->last_opts = dm__blob_ref(w->opts);
   }
   w->payload = o.payload ? dm__blob_new(o.payload, o.payload_len) : NULL;
-  if (!w->id || !w->opts || (o.payload && !w->payload))
+  if (!w->opts || (o.payload && !w->payload))
     goto err;
   w->hash = dm__id_hash(m, id, idlen);
   w->timeout_ms = o.timeout_ms;
@@ -300,8 +327,8 @@ static int apply(dm__worker *w, const dm__response *rs) {
       set_blob(&w->value, rs->term, rs->term_len);
       return 0;
     }
-    if (canon.len == dm__blob_len(w->id) &&
-        memcmp(canon.data, dm__blob_data(w->id), canon.len) == 0) {
+    if (canon.len == dm__worker_id_len(w) &&
+        memcmp(canon.data, dm__worker_id(w), canon.len) == 0) {
       set_both(w, rs->term, rs->term_len);
       dm__buf_free(&canon);
       return 0;
@@ -334,9 +361,9 @@ void dm__worker_completed(dm__wjob *j) {
   dm__manager *m = w->m;
   dm__node *n = m->node;
   const char *out = j->out.buff;
-  size_t len = (size_t)j->out.index, end = 0;
-  /* A behaviour's output is checked like a peer's input. */
-  int valid = len > 0 && dm__term_skip(out, len, &end) == 0 && end == len;
+  size_t len = (size_t)j->out.index;
+  /* A behaviour's output is checked like a peer's input (on the pool). */
+  int valid = j->valid;
   int crashed = j->rc != DM_CB_OK;
   static const char bad_return[] = "\x77\x0a" "bad_return";
   w->flags &= (uint8_t)~DM__W_BUSY;
@@ -373,7 +400,9 @@ void dm__worker_completed(dm__wjob *j) {
     len = sizeof bad_return - 1;
   }
   dm__response rs = {.kind = 0};
-  if (valid || crashed)
+  if (j->parsed && !crashed)
+    rs = j->rs;
+  else if (valid || crashed)
     dm__response_parse(out, len, &rs);
   switch (j->kind) {
   case DM__JOB_INIT:
@@ -398,7 +427,7 @@ void dm__worker_completed(dm__wjob *j) {
        * its period is followed a full period after it ended. */
       uint64_t now = loop_us(w), next = j->due + (uint64_t)w->timeout_ms * 1000;
       w->due = next > now ? next : now + (uint64_t)w->timeout_ms * 1000;
-      dm__wheel_add(wheel_of(w), &w->timer, w->due);
+      arm(w, w->due);
     } else {
       dm__wheel_del(wheel_of(w), &w->timer);
     }
@@ -436,7 +465,7 @@ void dm__worker_completed(dm__wjob *j) {
    * watched for slowness while busy, now it waits for w->due again. */
   if (j->kind != DM__JOB_PERFORM && j->kind != DM__JOB_INIT) {
     if (w->due && !(w->flags & DM__W_PERFORM_DUE))
-      dm__wheel_add(wheel_of(w), &w->timer, w->due);
+      arm(w, w->due);
     else
       dm__wheel_del(wheel_of(w), &w->timer);
   }
@@ -483,6 +512,12 @@ static void replace_payload(dm__worker *w, const char *p, size_t len) {
     run(w, DM__JOB_INIT, NULL, 0, NULL, 0);
 }
 
+void dm__worker_ahead(const dm__timer *t) {
+  const dm__worker *w = (const dm__worker *)((const char *)t - offsetof(dm__worker, timer));
+  if (w->payload)
+    __builtin_prefetch(w->payload, 1);
+}
+
 void dm__worker_on_timer(dm__timer *t, void *ud) {
   dm__worker *w = of_timer(t);
   dm__manager *m = w->m;
@@ -497,7 +532,7 @@ void dm__worker_on_timer(dm__timer *t, void *ud) {
     if (!m->b->handle_timeout)
       return;
     dm__wjob *j = dm__job_new(m, NULL, DM__JOB_TIMEOUT);
-    size_t il = dm__blob_size(w->id), pl = dm__blob_size(w->payload);
+    size_t il = dm__worker_id_len(w), pl = dm__blob_size(w->payload);
     if (!j)
       return;
     j->owned = dm__malloc(il + pl);
@@ -505,7 +540,7 @@ void dm__worker_on_timer(dm__timer *t, void *ud) {
       dm__job_free(j);
       return;
     }
-    memcpy(j->owned, dm__blob_data(w->id), il);
+    memcpy(j->owned, dm__worker_id(w), il);
     memcpy(j->owned + il, dm__blob_data(w->payload), pl);
     j->id.data = j->owned;
     j->id.len = il;

@@ -19,7 +19,7 @@ static dm__worker *worker_for(dm__manager *m, const char *id, size_t len) {
   dm__buf c = DM__BUF_INIT;
   assert_int_equal(dm__canon(id, len, &c), 0);
   dm__worker *w = calloc(1, sizeof *w);
-  w->id = dm__blob_new(c.data, c.len);
+  assert_int_equal(dm__worker_set_id(w, c.data, c.len), 0);
   w->hash = dm__id_hash(m, c.data, c.len);
   dm__buf_free(&c);
   return w;
@@ -34,7 +34,7 @@ static dm__worker *lookup(dm__manager *m, const char *id, size_t len) {
 }
 
 static void drop(dm__worker *w) {
-  dm__blob_unref(w->id);
+  dm__worker_release_id(w);
   free(w);
 }
 
@@ -61,6 +61,30 @@ static void ids_are_found_in_any_encoding(void **state) {
   drop(w);
   drop(s);
   drop(one);
+  dm__free(m.slots);
+}
+
+/* Ids up to DM__ID_INLINE bytes live in the worker, longer ones in a blob:
+ * both kinds are found, and neither matches the other's prefix. */
+static void short_and_long_ids_are_both_found(void **state) {
+  (void)state;
+  dm__manager m = {.seed = 3};
+  /* <<"0123456789">> is 15 bytes encoded: inline. */
+  const char shrt[] = "\x6d\x00\x00\x00\x0a" "0123456789";
+  /* <<"0123456789A">> is 16 bytes: a blob. */
+  const char lng[] = "\x6d\x00\x00\x00\x0b" "0123456789A";
+  dm__worker *a = worker_for(&m, shrt, sizeof shrt - 1);
+  dm__worker *b = worker_for(&m, lng, sizeof lng - 1);
+  assert_false(a->flags & DM__W_ID_BLOB);
+  assert_true(b->flags & DM__W_ID_BLOB);
+  assert_int_equal(dm__worker_id_len(a), sizeof shrt - 1);
+  assert_memory_equal(dm__worker_id(b), lng, sizeof lng - 1);
+  assert_int_equal(dm__children_put(&m, a), 0);
+  assert_int_equal(dm__children_put(&m, b), 0);
+  assert_ptr_equal(lookup(&m, shrt, sizeof shrt - 1), a);
+  assert_ptr_equal(lookup(&m, lng, sizeof lng - 1), b);
+  drop(a);
+  drop(b);
   dm__free(m.slots);
 }
 
@@ -98,6 +122,7 @@ static void many_ids_survive_growth_and_deletes(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(ids_are_found_in_any_encoding),
+      cmocka_unit_test(short_and_long_ids_are_both_found),
       cmocka_unit_test(many_ids_survive_growth_and_deletes),
   };
   return cmocka_run_group_tests_name("children", tests, NULL, NULL);

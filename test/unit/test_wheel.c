@@ -182,6 +182,31 @@ static void a_million_timers_fire_exactly_once(void **state) {
   dm__wheel_free(&w);
 }
 
+/* A timer re-armed from inside fire for exactly one revolution later maps
+ * to the slot being walked: it waits in the next slot instead, fires once
+ * per revolution, at most a millisecond late, and neighbours fired in the
+ * same walk are unaffected. */
+static void rearm_one_revolution_ahead_from_inside_fire(void **state) {
+  (void)state;
+  dm__wheel w;
+  item a = {0}, b = {0};
+  setup(&w, 0);
+  dm__timer_init(&a.t);
+  dm__timer_init(&b.t);
+  a.period = 4096 * MS;
+  dm__wheel_add(&w, &a.t, 5 * MS);
+  dm__wheel_add(&w, &b.t, 5 * MS);
+  assert_int_equal(advance_to(&w, 5 * MS), 2);
+  assert_true(dm__timer_armed(&a.t));
+  assert_false(dm__timer_armed(&b.t));
+  assert_int_equal(advance_to(&w, (4096 + 5) * MS - 1), 0);
+  assert_int_equal(advance_to(&w, (4096 + 6) * MS), 1);
+  assert_int_equal(a.fired, 2);
+  assert_int_equal(b.fired, 1);
+  assert_int_equal(w.count, 1);
+  dm__wheel_free(&w);
+}
+
 static void next_in_points_at_the_earliest_slot(void **state) {
   (void)state;
   dm__wheel w;
@@ -207,6 +232,7 @@ int main(void) {
       cmocka_unit_test(far_timers_wait_for_their_revolution),
       cmocka_unit_test(max_fire_resumes_where_it_stopped),
       cmocka_unit_test(a_million_timers_fire_exactly_once),
+      cmocka_unit_test(rearm_one_revolution_ahead_from_inside_fire),
       cmocka_unit_test(next_in_points_at_the_earliest_slot),
   };
   return cmocka_run_group_tests_name("wheel", tests, NULL, NULL);
