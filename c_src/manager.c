@@ -201,7 +201,7 @@ static uint64_t percentile(const dm__mstats *s, double p) {
 
 static int enc_stats(dm__manager *m, ei_x_buff *x) {
   dm__mstats *s = &m->st;
-  long count = 8 + 0
+  long count = 9 + 0
 #define DM__ONE(n) +1
       DM__MSTATS_MAP(DM__ONE)
 #undef DM__ONE
@@ -228,6 +228,24 @@ static int enc_stats(dm__manager *m, ei_x_buff *x) {
   ENC(ei_x_encode_ulonglong(x, percentile(s, 0.99)));
   ENC(ei_x_encode_atom(x, "lateness_max_us"));
   ENC(ei_x_encode_ulonglong(x, s->late_max_us));
+  /* The histogram itself, [{UpToUs, Count}] for non-empty buckets, so a
+   * watcher can difference two readings and get percentiles over a window
+   * of its choosing rather than since boot. */
+  long nb = 0;
+  for (size_t b = 0; b < DM__LATE_BUCKETS; b++)
+    nb += s->late[b] != 0;
+  ENC(ei_x_encode_atom(x, "lateness_histogram"));
+  if (nb) {
+    ENC(ei_x_encode_list_header(x, nb));
+    for (size_t b = 0; b < DM__LATE_BUCKETS; b++) {
+      if (!s->late[b])
+        continue;
+      ENC(ei_x_encode_tuple_header(x, 2));
+      ENC(ei_x_encode_ulonglong(x, bucket_top(b)));
+      ENC(ei_x_encode_ulonglong(x, s->late[b]));
+    }
+  }
+  ENC(ei_x_encode_empty_list(x));
   return 0;
 }
 

@@ -6,22 +6,37 @@
 -module(beam_baseline).
 -behaviour(gen_server).
 
--export([start_workers/2, performs/0, stop_workers/0,
+-export([start_workers/2, start_workers/3, performs/0, boot/2, stop_workers/0,
          start_echo/1, start_manager/0, put/2, del/1, count/0, boot/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 %% W1: N workers ticking every Timeout ms; performs counted in an atomic.
 -spec start_workers(pos_integer(), pos_integer()) -> ok.
 start_workers(N, Timeout) ->
+    N = start_workers(N, Timeout, infinity),
+    ok.
+
+%% The same, giving up at DeadlineMs (monotonic ms): a node too busy
+%% ticking the workers it has may never finish starting the rest. Returns
+%% how many were started.
+-spec start_workers(pos_integer(), pos_integer(), integer() | infinity) -> non_neg_integer().
+start_workers(N, Timeout, DeadlineMs) ->
     persistent_term:put(bench_performs, counters:new(1, [write_concurrency])),
     ets:new(bench_registry, [named_table, public, {read_concurrency, true}]),
     Owner = spawn(fun() -> receive stop -> ok end end),
     persistent_term:put(bench_owner, Owner),
-    [begin
-         {ok, P} = gen_server:start(?MODULE, {worker, I, Timeout, rand:uniform(Timeout)}, []),
-         ets:insert(bench_registry, {I, P})
-     end || I <- lists:seq(1, N)],
-    ok.
+    spawn_until(1, N, Timeout, DeadlineMs).
+
+spawn_until(I, N, _, _) when I > N -> N;
+spawn_until(I, N, Timeout, DeadlineMs) ->
+    case I rem 1000 =:= 0 andalso DeadlineMs =/= infinity andalso
+         erlang:monotonic_time(millisecond) >= DeadlineMs of
+        true -> I - 1;
+        false ->
+            {ok, P} = gen_server:start(?MODULE, {worker, I, Timeout, rand:uniform(Timeout)}, []),
+            ets:insert(bench_registry, {I, P}),
+            spawn_until(I + 1, N, Timeout, DeadlineMs)
+    end.
 
 -spec performs() -> non_neg_integer().
 performs() -> counters:get(persistent_term:get(bench_performs), 1).
@@ -56,7 +71,11 @@ count() -> gen_server:call(bench_manager, count, infinity).
 
 %% W4: N workers started by the manager itself, as children_specs would.
 -spec boot(pos_integer()) -> ok.
-boot(N) -> gen_server:call(bench_manager, {boot, N}, infinity).
+boot(N) -> {ok, N} = boot(N, infinity), ok.
+
+%% The same, giving up at DeadlineMs (monotonic ms); {ok, Started}.
+-spec boot(pos_integer(), integer() | infinity) -> {ok, non_neg_integer()}.
+boot(N, DeadlineMs) -> gen_server:call(bench_manager, {boot, N, DeadlineMs}, infinity).
 
 init({worker, Id, Timeout, First}) ->
     erlang:send_after(First, self(), work),
@@ -86,13 +105,9 @@ handle_call({del, Id}, _From, Map) ->
     end;
 handle_call(count, _From, Map) ->
     {reply, map_size(Map), Map};
-handle_call({boot, N}, _From, Map) ->
-    M = lists:foldl(fun(K, Acc) ->
-                        Id = list_to_binary("c" ++ integer_to_list(K)),
-                        {ok, P} = gen_server:start(?MODULE, {worker, Id, 1000, 1000}, []),
-                        Acc#{Id => P}
-                    end, Map, lists:seq(1, N)),
-    {reply, ok, M}.
+handle_call({boot, N, DeadlineMs}, _From, Map) ->
+    {Started, M} = boot_until(1, N, DeadlineMs, Map),
+    {reply, {ok, Started}, M}.
 
 handle_cast({put, Id, Payload}, Map) ->
     {reply, ok, Map1} = handle_call({put, Id, Payload}, undefined, Map),
@@ -108,3 +123,14 @@ handle_info(work, {Id, Timeout, V}) ->
     {noreply, {Id, Timeout, V + 1}};
 handle_info(_Msg, S) ->
     {noreply, S}.
+
+boot_until(K, N, _, Map) when K > N -> {N, Map};
+boot_until(K, N, DeadlineMs, Map) ->
+    case K rem 1000 =:= 0 andalso DeadlineMs =/= infinity andalso
+         erlang:monotonic_time(millisecond) >= DeadlineMs of
+        true -> {K - 1, Map};
+        false ->
+            Id = list_to_binary("c" ++ integer_to_list(K)),
+            {ok, P} = gen_server:start(?MODULE, {worker, Id, 1000, 1000}, []),
+            boot_until(K + 1, N, DeadlineMs, Map#{Id => P})
+    end.

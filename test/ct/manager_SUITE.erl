@@ -391,7 +391,15 @@ manager_stats_report_counters_and_lateness(Config) ->
     ?assertEqual(3, maps:get(workers, S)),
     ?assertEqual(started, maps:get(state, S)),
     ?assert(maps:get(lateness_p50_us, S) =< maps:get(lateness_p99_us, S)),
-    ?assert(maps:get(lateness_p99_us, S) =< maps:get(lateness_max_us, S)).
+    ?assert(maps:get(lateness_p99_us, S) =< maps:get(lateness_max_us, S)),
+    %% The histogram behind the percentiles: its counts add up to the
+    %% samples, bucket bounds rise, and the max lies in the last bucket.
+    H = maps:get(lateness_histogram, S),
+    ?assertEqual(maps:get(lateness_samples, S), lists:sum([C || {_, C} <- H])),
+    Tops = [T || {T, _} <- H],
+    ?assertEqual(lists:usort(Tops), Tops),
+    ?assert(lists:all(fun({_, C}) -> C > 0 end, H)),
+    ?assert(maps:get(lateness_max_us, S) =< lists:last(Tops)).
 
 bad_manager_specs_exit_nonzero(_Config) ->
     Bin = cnode_test:bin(),
