@@ -52,7 +52,8 @@ demo: deps
 	  -pa _build/default/lib/tarearbol_cnode/ebin -eval 'demo:main()'
 
 # Benchmarks (not part of test): figures printed and written to
-# test/bench/results/. BENCH_SIZES overrides the worker counts of W1.
+# test/bench/results/. BENCH_SIZES overrides the worker counts of W1;
+# BENCH_ONLY="w1 w3" runs some workloads (then no JSON is written).
 BENCH_SIZES ?=
 bench: deps
 	$(MAKE) -C c_src all

@@ -111,6 +111,16 @@ void dm__job_free(dm__wjob *j) {
   dm__free(j);
 }
 
+/* The pool's look-ahead over finished jobs: the worker each one returns
+ * to, and its payload, which a perform's result overwrites. */
+void dm__job_ahead(const dm__job *base) {
+  const dm__wjob *j = (const dm__wjob *)base;
+  if (j->w) {
+    __builtin_prefetch(j->w, 1);
+    __builtin_prefetch((const char *)j->w + 64, 1);
+  }
+}
+
 void dm__job_submit(dm__wjob *j) {
   dm__pool_submit(j->m->pool, &j->base);
 }

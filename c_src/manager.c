@@ -201,7 +201,7 @@ static uint64_t percentile(const dm__mstats *s, double p) {
 
 static int enc_stats(dm__manager *m, ei_x_buff *x) {
   dm__mstats *s = &m->st;
-  long count = 9 + 0
+  long count = 10 + 0
 #define DM__ONE(n) +1
       DM__MSTATS_MAP(DM__ONE)
 #undef DM__ONE
@@ -218,6 +218,8 @@ static int enc_stats(dm__manager *m, ei_x_buff *x) {
   ENC(ei_x_encode_atom(x, state_name(m->state)));
   ENC(ei_x_encode_atom(x, "pool_depth"));
   ENC(ei_x_encode_ulonglong(x, dm__pool_depth(m->pool)));
+  ENC(ei_x_encode_atom(x, "pool_wakeups"));
+  ENC(ei_x_encode_ulonglong(x, dm__pool_wakes(m->pool)));
   ENC(ei_x_encode_atom(x, "threads"));
   ENC(ei_x_encode_ulong(x, m->threads));
   ENC(ei_x_encode_atom(x, "lateness_samples"));
@@ -885,6 +887,7 @@ int dm__manager_create(dm__node *n, const char *spec) {
     snprintf(m->struct_name, sl, "Elixir.%s.State", copy);
   if ((r = dm__pool_start(&m->pool, n->loop, m->threads, dm__job_done, m)))
     goto err;
+  dm__pool_set_ahead(m->pool, dm__job_ahead);
   dm__manager **ms = dm__realloc(n->managers, (n->nmanagers + 1) * sizeof *ms);
   if (!ms) {
     r = DM_ENOMEM;

@@ -245,6 +245,7 @@ dm__wjob *dm__job_new(dm__manager *m, dm__worker *w, int kind);
 void dm__job_free(dm__wjob *j);
 void dm__job_submit(dm__wjob *j);
 void dm__job_done(dm__job *j, void *ud);
+void dm__job_ahead(const dm__job *j);
 
 /* worker.c */
 /* Starts a worker for id (canonical) with opts (as given, validated). */

@@ -23,6 +23,9 @@ typedef void (*dm__pool_done_cb)(dm__job *j, void *ud);
 
 int dm__pool_start(dm__pool **out, uv_loop_t *loop, unsigned threads,
                    dm__pool_done_cb done, void *ud);
+/* Called on the loop for a finished job a few places ahead of the one
+ * being handed back, to prefetch what done will read through it. */
+void dm__pool_set_ahead(dm__pool *p, void (*ahead)(const dm__job *j));
 /* Loop thread: queues j locally until the next flush. */
 void dm__pool_submit(dm__pool *p, dm__job *j);
 /* Loop thread: hands every locally queued job to the threads at once. */
@@ -35,6 +38,8 @@ void dm__pool_collect(dm__pool *p, int soon);
 /* Jobs submitted and not yet handed back. */
 size_t dm__pool_depth(const dm__pool *p);
 unsigned dm__pool_threads(const dm__pool *p);
+/* How many times the threads have woken the loop to hand jobs back. */
+size_t dm__pool_wakes(dm__pool *p);
 /* Stops the threads after the jobs they are running, and closes the async
  * handle. Jobs that never ran, and finished jobs not yet handed back, are
  * handed to done with run set to NULL, so the caller frees them in one

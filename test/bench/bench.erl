@@ -20,13 +20,21 @@
 main(Args) ->
     Sizes = case Args of [] -> [100000, 1000000]; _ -> [list_to_integer(A) || A <- Args] end,
     Bin = filename:absname("priv/tarearbol_cnode"),
-    W1 = lists:append([w1(Bin, N) || N <- Sizes]),
-    W2 = w2(Bin),
-    W3 = w3(Bin, 100000),
-    W4 = w4(Bin, lists:max(Sizes)),
+    %% BENCH_ONLY="w1 w3" runs some workloads; the JSON is written only
+    %% when all of them ran.
+    Only = string:lexemes(os:getenv("BENCH_ONLY", "w1 w2 w3 w4"), " "),
+    Run = fun(W, F) -> case lists:member(W, Only) of true -> F(); false -> [] end end,
+    W1 = Run("w1", fun() -> lists:append([w1(Bin, N) || N <- Sizes]) end),
+    W2 = Run("w2", fun() -> w2(Bin) end),
+    W3 = Run("w3", fun() -> w3(Bin, 100000) end),
+    W4 = Run("w4", fun() -> w4(Bin, lists:max(Sizes)) end),
     Rows = W1 ++ W2 ++ W3 ++ W4,
     io:format("~n~-34s ~16s ~16s ~10s~n", ["workload / metric", "C node", "BEAM", "C vs BEAM"]),
     [io:format("~-34s ~16s ~16s ~10s~n", [Name, fmt(C), fmt(B), ratio(C, B)]) || {Name, C, B} <- Rows],
+    case length(Only) of
+        4 -> ok;
+        _ -> io:format("~nBENCH_ONLY: no JSON written~n"), halt(0)
+    end,
     ok = filelib:ensure_dir("test/bench/results/x"),
     Json = ["{\n", lists:join(",\n", [io_lib:format("  \"~s\": {\"cnode\": ~s, \"beam\": ~s}",
                                                     [Name, num(C), num(B)]) || {Name, C, B} <- Rows]),
@@ -73,6 +81,7 @@ w1(Bin, N) ->
         io:format("W1 ~p: the BEAM baseline started only ~p workers in ~p s~n",
                   [N, Started, ?BEAM_BOOT_MS div 1000]),
     timer:sleep(3000),
+    log("W1 ~p: BEAM started ~p, measuring", [N, Started]),
     {B0, BC0, BT0} = {peer:call(P, beam_baseline, performs, [], infinity), cpu(#{os_pid => Os}), now_ms()},
     timer:sleep(?WINDOW_MS),
     {B1, BC1, BT1} = {peer:call(P, beam_baseline, performs, [], infinity), cpu(#{os_pid => Os}), now_ms()},
@@ -80,7 +89,8 @@ w1(Bin, N) ->
     BRss = (rss_kb(#{os_pid => Os}) - RssEmptyB) * 1024 / max(Started, 1),
     BRate = (B1 - B0) / BSecs,
     BCpu = (BC1 - BC0) / 100 / BSecs,
-    peer:stop(P),
+    log("W1 ~p: BEAM measured, stopping it", [N]),
+    stop_peer(P, Os),
     L = "W1 " ++ integer_to_list(N div 1000) ++ "k ",
     %% counter's payload is a small integer held in a blob of its own: a
     %% 32-byte malloc chunk. "Beyond the payload" subtracts that chunk.
@@ -224,6 +234,20 @@ w4(Bin, N) ->
     [{"W4 boot ms (" ++ integer_to_list(N div 1000) ++ "k children)", CMs, BMs}].
 
 %% ---- plumbing --------------------------------------------------------------
+
+%% peer:stop, or kill -9 when a node busy with a million processes does
+%% not stop in time.
+stop_peer(P, Os) ->
+    {Pid, Ref} = spawn_monitor(fun() -> peer:stop(P) end),
+    receive {'DOWN', Ref, process, Pid, _} -> ok
+    after 15000 ->
+        exit(Pid, kill),
+        os:cmd("kill -9 " ++ integer_to_list(Os)),
+        ok
+    end.
+
+log(Fmt, Args) -> io:format(standard_error, "[bench ~s] " ++ Fmt ++ "~n",
+                            [calendar:system_time_to_rfc3339(erlang:system_time(second)) | Args]).
 
 beam_peer(Prefix) ->
     Name = list_to_atom(Prefix ++ "_" ++ os:getpid()),

@@ -386,7 +386,7 @@ manager_stats_report_counters_and_lateness(Config) ->
     S = call(N, stats),
     [?assert(is_integer(maps:get(K, S)), K)
      || K <- [performs, calls, casts, puts, dels, halts, crashes, restarts, mailbox_overflows,
-              timeouts, workers, pool_depth, threads, lateness_samples, lateness_p50_us,
+              timeouts, workers, pool_depth, pool_wakeups, threads, lateness_samples, lateness_p50_us,
               lateness_p99_us, lateness_max_us]],
     ?assertEqual(3, maps:get(workers, S)),
     ?assertEqual(started, maps:get(state, S)),

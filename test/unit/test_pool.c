@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <time.h>
 #include <cmocka.h>
 
@@ -23,6 +24,8 @@ typedef struct {
   size_t done, never_ran, chain_left;
 } ctx;
 
+static atomic_int finished; /* jobs whose run has returned */
+
 static void run(dm__job *j) {
   tjob *t = (tjob *)j;
   if (t->slow) {
@@ -30,6 +33,7 @@ static void run(dm__job *j) {
     nanosleep(&ts, NULL);
   }
   t->ran++;
+  atomic_fetch_add(&finished, 1);
 }
 
 static void on_done(dm__job *j, void *ud) {
@@ -146,12 +150,47 @@ static void a_slow_job_does_not_hold_back_the_others(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* A lazy job's completion waits for the loop's next collect while the
+ * loop has said it collects soon, and wakes the loop once it has not. */
+static void lazy_completions_wait_for_collect_only_when_it_comes_soon(void **state) {
+  (void)state;
+  uv_loop_t loop;
+  ctx c = {0};
+  tjob a = {.base.run = run, .base.lazy = 1}, b = {.base.run = run, .base.lazy = 1};
+  struct timespec tick = {0, 1000000L};
+  uv_loop_init(&loop);
+  atomic_store(&finished, 0);
+  assert_int_equal(dm__pool_start(&c.pool, &loop, 1, on_done, &c), 0);
+  dm__pool_collect(c.pool, 1);
+  dm__pool_submit(c.pool, &a.base);
+  dm__pool_flush(c.pool);
+  /* It comes back through collect alone; the thread never woke the loop. */
+  while (c.done < 1) {
+    nanosleep(&tick, NULL); /* the loop's next tick, while awaiting it */
+    dm__pool_collect(c.pool, 1);
+  }
+  assert_int_equal(a.done, 1);
+  assert_int_equal(dm__pool_wakes(c.pool), 0);
+  /* Once the loop says it will not collect soon, completions wake it. */
+  dm__pool_collect(c.pool, 0);
+  dm__pool_submit(c.pool, &b.base);
+  dm__pool_flush(c.pool);
+  while (c.done < 2)
+    uv_run(&loop, UV_RUN_ONCE); /* woken by the thread this time */
+  assert_int_equal(b.done, 1);
+  assert_int_equal(dm__pool_wakes(c.pool), 1);
+  dm__pool_stop(c.pool);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(hundred_thousand_jobs_complete_exactly_once),
       cmocka_unit_test(jobs_submitted_from_done_complete),
       cmocka_unit_test(stop_hands_back_jobs_that_never_ran),
       cmocka_unit_test(a_slow_job_does_not_hold_back_the_others),
+      cmocka_unit_test(lazy_completions_wait_for_collect_only_when_it_comes_soon),
   };
   return cmocka_run_group_tests_name("pool", tests, NULL, NULL);
 }
