@@ -84,6 +84,10 @@ dm__wjob *dm__job_new(dm__manager *m, dm__worker *w, int kind) {
     j->id.len = dm__worker_id_len(w);
     j->payload.data = dm__blob_data(w->payload);
     j->payload.len = dm__blob_size(w->payload);
+    if (j->payload.len <= sizeof j->payload_copy) {
+      memcpy(j->payload_copy, j->payload.data, j->payload.len);
+      j->payload.data = j->payload_copy;
+    }
   } else {
     j->id.data = j->payload.data = NULL;
     j->id.len = j->payload.len = 0;

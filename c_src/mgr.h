@@ -219,6 +219,9 @@ struct dm_ctx {
   int wrap;
   const char *state_name;
   dm_term id, payload, msg;
+  /* A small payload travels in the job itself, next to the terms the
+   * pool thread reads anyway: the worker's blob stays on the loop's core. */
+  char payload_copy[16];
   uint64_t due;        /* the perform's due time, µs */
   uint64_t started_us; /* when the callback began, set on the pool */
   char *owned;        /* memory the job owns (msg copy, copied terms) */

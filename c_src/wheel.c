@@ -120,15 +120,22 @@ size_t dm__wheel_advance(dm__wheel *w, uint64_t now_us, size_t max_fire,
     uint64_t slot_ms = start + v;
     uint32_t idx = (uint32_t)(slot_ms & (w->nslots - 1));
     dm__wheel_slot *s = &w->slots[idx];
-    if (!s->n)
-      continue;
-    /* The slot's array is taken out and walked; nothing is added to the
-     * slot meanwhile (see dm__wheel_add), and what stays is compacted to
-     * the front of the same array, so the walk allocates nothing. */
-    w->walk = *s;
-    memset(s, 0, sizeof *s);
-    w->walk_slot = idx;
     uint32_t i = 0, k = 0;
+    if (w->walk_slot == idx) {
+      /* Resuming a walk that max_fire stopped: a slot crowded by a backlog
+       * is walked once in all, not once per call. */
+      i = w->walk_i;
+      k = w->walk_k;
+    } else {
+      if (!s->n)
+        continue;
+      /* The slot's array is taken out and walked; nothing is added to the
+       * slot meanwhile (see dm__wheel_add), and what stays is compacted to
+       * the front of the same array, so the walk allocates nothing. */
+      w->walk = *s;
+      memset(s, 0, sizeof *s);
+      w->walk_slot = idx;
+    }
     int stopped = 0;
     for (; i < w->walk.n; i++) {
       if (i + PREFETCH < w->walk.n && w->walk.v[i + PREFETCH]) {
@@ -156,14 +163,13 @@ size_t dm__wheel_advance(dm__wheel *w, uint64_t now_us, size_t max_fire,
         break;
       }
     }
-    /* Stopped early: what was not looked at stays, and the next call
-     * resumes in this slot. */
-    for (; i < w->walk.n; i++)
-      if (w->walk.v[i]) {
-        dm__timer *t = w->walk.v[i];
-        w->walk.v[i] = NULL;
-        keep(w, k++, t);
-      }
+    if (stopped) {
+      /* The next call resumes here, in this slot. */
+      w->walk_i = i;
+      w->walk_k = k;
+      w->now_ms = slot_ms;
+      return fired;
+    }
     /* fire may have deleted timers already kept: close the gaps. */
     uint32_t n = 0;
     for (uint32_t q = 0; q < k; q++)
@@ -179,10 +185,6 @@ size_t dm__wheel_advance(dm__wheel *w, uint64_t now_us, size_t max_fire,
     }
     memset(&w->walk, 0, sizeof w->walk);
     w->walk_slot = DM__TIMER_OFF;
-    if (stopped) {
-      w->now_ms = slot_ms;
-      return fired;
-    }
   }
   return fired;
 }

@@ -27,6 +27,7 @@ typedef struct {
   size_t count;          /* armed timers */
   dm__wheel_slot walk;   /* the slot being fired, taken out of its place */
   uint32_t walk_slot;    /* its index, DM__TIMER_OFF when not firing */
+  uint32_t walk_i, walk_k; /* where a walk stopped by max_fire resumes */
   dm__wheel_slot spare;  /* the array of a slot that emptied, for the next */
   /* When set, called a few timers ahead of firing, once the timer's own
    * memory is on its way: to prefetch what fire will read through it. */

@@ -162,6 +162,51 @@ static void max_fire_resumes_where_it_stopped(void **state) {
   dm__wheel_free(&w);
 }
 
+/* Between two calls of a walk that max_fire stopped, timers of that slot
+ * can be deleted or re-armed, and new ones armed for the same slot index:
+ * each fires once, at its time, and none twice. */
+static void a_stopped_walk_survives_changes_before_it_resumes(void **state) {
+  (void)state;
+  dm__wheel w;
+  enum { N = 1000 };
+  item *it = calloc(N + 1, sizeof *it);
+  setup(&w, 0);
+  for (int i = 0; i < N; i++) {
+    dm__timer_init(&it[i].t);
+    dm__wheel_add(&w, &it[i].t, 5 * MS);
+  }
+  now = 5 * MS;
+  assert_int_equal(dm__wheel_advance(&w, now, 100, fire, NULL), 100);
+  /* Not yet fired: one deleted, one moved a second ahead. */
+  int gone = -1, moved = -1;
+  for (int i = 0; i < N && (gone < 0 || moved < 0); i++)
+    if (!it[i].fired) {
+      if (gone < 0)
+        gone = i;
+      else
+        moved = i;
+    }
+  dm__wheel_del(&w, &it[gone].t);
+  dm__wheel_add(&w, &it[moved].t, 1005 * MS);
+  /* One revolution ahead maps to the slot being walked. */
+  dm__timer_init(&it[N].t);
+  dm__wheel_add(&w, &it[N].t, (4096 + 5) * MS);
+  size_t total = 100;
+  while (total < N - 2)
+    total += dm__wheel_advance(&w, now, 100, fire, NULL);
+  assert_int_equal(total, N - 2);
+  for (int i = 0; i < N; i++)
+    assert_int_equal(it[i].fired, i == gone || i == moved ? 0 : 1);
+  assert_int_equal(advance_to(&w, 1005 * MS), 1);
+  assert_int_equal(it[moved].fired, 1);
+  assert_int_equal(it[N].fired, 0);
+  assert_int_equal(advance_to(&w, (4096 + 6) * MS), 1);
+  assert_int_equal(it[N].fired, 1);
+  assert_int_equal(w.count, 0);
+  dm__wheel_free(&w);
+  free(it);
+}
+
 static void a_million_timers_fire_exactly_once(void **state) {
   (void)state;
   dm__wheel w;
@@ -231,6 +276,7 @@ int main(void) {
       cmocka_unit_test(catch_up_after_a_stall),
       cmocka_unit_test(far_timers_wait_for_their_revolution),
       cmocka_unit_test(max_fire_resumes_where_it_stopped),
+      cmocka_unit_test(a_stopped_walk_survives_changes_before_it_resumes),
       cmocka_unit_test(a_million_timers_fire_exactly_once),
       cmocka_unit_test(rearm_one_revolution_ahead_from_inside_fire),
       cmocka_unit_test(next_in_points_at_the_earliest_slot),
