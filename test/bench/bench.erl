@@ -16,6 +16,7 @@
 -define(WINDOW_MS, 10000).
 -define(CALL_SECS, 5).
 -define(BEAM_BOOT_MS, 120000).
+-define(BEAM_LIMIT_MS, 200000).
 
 main(Args) ->
     Sizes = case Args of [] -> [100000, 1000000]; _ -> [list_to_integer(A) || A <- Args] end,
@@ -75,8 +76,30 @@ w1(Bin, N) ->
     CRate = (maps:get(performs, S1) - maps:get(performs, S0)) / Secs,
     CCpu = (Cpu1 - Cpu0) / 100 / Secs,
     stop(C),
-    %% BEAM: one gen_server per worker on a peer node.
+    %% BEAM: one gen_server per worker on a peer node, given a bounded
+    %% time: a BEAM node with hundreds of thousands of busy processes can
+    %% leave even its control connection unanswered for minutes.
+    {BRss, BRate, BCpu} =
+        with_limit(?BEAM_LIMIT_MS, fun(Parent) -> beam_w1(N, Parent) end,
+                   {undefined, undefined, undefined},
+                   fun() -> io:format("W1 ~p: the BEAM baseline did not finish in ~p s~n",
+                                      [N, ?BEAM_LIMIT_MS div 1000]) end),
+    L = "W1 " ++ integer_to_list(N div 1000) ++ "k ",
+    %% counter's payload is a small integer held in a blob of its own: a
+    %% 32-byte malloc chunk. "Beyond the payload" subtracts that chunk.
+    [{L ++ "bytes/worker", CRss, BRss},
+     {L ++ "bytes/worker beyond payload", CRss - 32, undefined},
+     {L ++ "performs/s", CRate, BRate},
+     {L ++ "achieved (of expected)", CRate / N, divide(BRate, N)},
+     {L ++ "cpu cores", CCpu, BCpu},
+     {L ++ "cpu us/perform", CCpu * 1.0e6 / max(CRate, 1), per_perform(BCpu, BRate)},
+     {L ++ "lateness p50 us", window_pct(S0, S1, 0.50), undefined},
+     {L ++ "lateness p99 us", window_pct(S0, S1, 0.99), undefined},
+     {L ++ "lateness max us", window_pct(S0, S1, 1.0), undefined}].
+
+beam_w1(N, Parent) ->
     {P, Os} = beam_peer("w1b"),
+    Parent ! {os_pid, Os},
     RssEmptyB = rss_kb(#{os_pid => Os}),
     %% The peer's own clock: it gives up starting workers after two minutes.
     Deadline = peer:call(P, erlang, monotonic_time, [millisecond]) + ?BEAM_BOOT_MS,
@@ -91,22 +114,35 @@ w1(Bin, N) ->
     {B1, BC1, BT1} = {peer:call(P, beam_baseline, performs, [], infinity), cpu(#{os_pid => Os}), now_ms()},
     BSecs = (BT1 - BT0) / 1000,
     BRss = (rss_kb(#{os_pid => Os}) - RssEmptyB) * 1024 / max(Started, 1),
-    BRate = (B1 - B0) / BSecs,
-    BCpu = (BC1 - BC0) / 100 / BSecs,
     log("W1 ~p: BEAM measured, stopping it", [N]),
     stop_peer(P, Os),
-    L = "W1 " ++ integer_to_list(N div 1000) ++ "k ",
-    %% counter's payload is a small integer held in a blob of its own: a
-    %% 32-byte malloc chunk. "Beyond the payload" subtracts that chunk.
-    [{L ++ "bytes/worker", CRss, BRss},
-     {L ++ "bytes/worker beyond payload", CRss - 32, undefined},
-     {L ++ "performs/s", CRate, BRate},
-     {L ++ "achieved (of expected)", CRate / N, BRate / N},
-     {L ++ "cpu cores", CCpu, BCpu},
-     {L ++ "cpu us/perform", CCpu * 1.0e6 / max(CRate, 1), BCpu * 1.0e6 / max(BRate, 1)},
-     {L ++ "lateness p50 us", window_pct(S0, S1, 0.50), undefined},
-     {L ++ "lateness p99 us", window_pct(S0, S1, 0.99), undefined},
-     {L ++ "lateness max us", window_pct(S0, S1, 1.0), undefined}].
+    {BRss, (B1 - B0) / BSecs, (BC1 - BC0) / 100 / BSecs}.
+
+divide(undefined, _) -> undefined;
+divide(X, N) -> X / N.
+
+per_perform(Cpu, Rate) when is_number(Cpu), is_number(Rate) -> Cpu * 1.0e6 / max(Rate, 1);
+per_perform(_, _) -> undefined.
+
+%% Runs F(Parent) in a process of its own for at most Ms; past that, the
+%% process and the OS process it reported as {os_pid, Os} are killed, OnLate
+%% says so, and Default stands for the result.
+with_limit(Ms, F, Default, OnLate) ->
+    Parent = self(),
+    {Pid, Ref} = spawn_monitor(fun() -> exit({done, F(Parent)}) end),
+    with_limit_wait(Pid, Ref, now_ms() + Ms, undefined, Default, OnLate).
+
+with_limit_wait(Pid, Ref, Until, Os, Default, OnLate) ->
+    receive
+        {os_pid, O} -> with_limit_wait(Pid, Ref, Until, O, Default, OnLate);
+        {'DOWN', Ref, process, Pid, {done, R}} -> R;
+        {'DOWN', Ref, process, Pid, Why} -> error({beam_baseline_failed, Why})
+    after max(0, Until - now_ms()) ->
+        exit(Pid, kill),
+        Os =:= undefined orelse os:cmd("kill -9 " ++ integer_to_list(Os)),
+        OnLate(),
+        Default
+    end.
 
 %% Lateness percentiles over the measured window: the difference of two
 %% readings of the node's histogram (upper bounds of 100 us buckets below
@@ -182,20 +218,30 @@ w3(Bin, N) ->
         [gen_server:cast(CM, {del, id(K)}) || K <- lists:seq(1, N)],
         until(fun() -> maps:get(workers, gen_server:call(CM, stats, 60000)) =:= 0 end) end),
     stop(C),
-    {P, _Os} = beam_peer("w3b"),
-    ok = peer:call(P, beam_baseline, start_manager, []),
-    BM = {bench_manager, peer_node(P)},
-    BPut = rate(N, fun() -> parallel(8, N, fun(Id) -> ok = gen_server:call(BM, {put, Id, 0}, 60000) end) end),
-    BDel = rate(N, fun() -> parallel(8, N, fun(Id) -> ok = gen_server:call(BM, {del, Id}, 60000) end) end),
-    BCastPut = rate(N, fun() ->
-        [gen_server:cast(BM, {put, id(K), 0}) || K <- lists:seq(1, N)],
-        until(fun() -> gen_server:call(BM, count, 60000) >= N end) end),
-    BCastDel = rate(N, fun() ->
-        [gen_server:cast(BM, {del, id(K)}) || K <- lists:seq(1, N)],
-        until(fun() -> gen_server:call(BM, count, 60000) =:= 0 end) end),
-    peer:stop(P),
+    {BPut, BDel, BCastPut, BCastDel} =
+        with_limit(?BEAM_LIMIT_MS * 2, fun(Parent) -> beam_w3(N, Parent) end,
+                   {undefined, undefined, undefined, undefined},
+                   fun() -> io:format("W3: the BEAM baseline did not finish in ~p s~n",
+                                      [?BEAM_LIMIT_MS * 2 div 1000]) end),
     [{"W3 puts/s (8 callers)", CPut, BPut}, {"W3 dels/s (8 callers)", CDel, BDel},
      {"W3 puts/s (casts)", CCastPut, BCastPut}, {"W3 dels/s (casts)", CCastDel, BCastDel}].
+
+beam_w3(N, Parent) ->
+    {P, Os} = beam_peer("w3b"),
+    Parent ! {os_pid, Os},
+    ok = peer:call(P, beam_baseline, start_manager, []),
+    BM = {bench_manager, peer_node(P)},
+    BPut = rate(N, fun() -> parallel(8, N, fun(Id) -> ok = gen_server:call(BM, {put, Id, 0}, infinity) end) end),
+    BDel = rate(N, fun() -> parallel(8, N, fun(Id) -> ok = gen_server:call(BM, {del, Id}, infinity) end) end),
+    %% count waits behind every cast in the manager's mailbox.
+    BCastPut = rate(N, fun() ->
+        [gen_server:cast(BM, {put, id(K), 0}) || K <- lists:seq(1, N)],
+        until(fun() -> gen_server:call(BM, count, infinity) >= N end) end),
+    BCastDel = rate(N, fun() ->
+        [gen_server:cast(BM, {del, id(K)}) || K <- lists:seq(1, N)],
+        until(fun() -> gen_server:call(BM, count, infinity) =:= 0 end) end),
+    stop_peer(P, Os),
+    {BPut, BDel, BCastPut, BCastDel}.
 
 id(K) -> list_to_binary("w" ++ integer_to_list(K)).
 
@@ -223,7 +269,14 @@ w4(Bin, N) ->
     wait_started(C, N, 600000),
     CMs = now_ms() - T0,
     stop(C),
-    {P, _} = beam_peer("w4b"),
+    BMs = with_limit(?BEAM_LIMIT_MS, fun(Parent) -> beam_w4(N, Parent) end, undefined,
+                     fun() -> io:format("W4 ~p: the BEAM baseline did not finish in ~p s~n",
+                                        [N, ?BEAM_LIMIT_MS div 1000]) end),
+    [{"W4 boot ms (" ++ integer_to_list(N div 1000) ++ "k children)", CMs, BMs}].
+
+beam_w4(N, Parent) ->
+    {P, Os} = beam_peer("w4b"),
+    Parent ! {os_pid, Os},
     ok = peer:call(P, beam_baseline, start_manager, []),
     BT0 = now_ms(),
     Deadline = peer:call(P, erlang, monotonic_time, [millisecond]) + ?BEAM_BOOT_MS,
@@ -234,8 +287,8 @@ w4(Bin, N) ->
                              [N, Started, ?BEAM_BOOT_MS div 1000]),
                    undefined
           end,
-    peer:stop(P),
-    [{"W4 boot ms (" ++ integer_to_list(N div 1000) ++ "k children)", CMs, BMs}].
+    stop_peer(P, Os),
+    BMs.
 
 %% ---- plumbing --------------------------------------------------------------
 
