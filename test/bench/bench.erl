@@ -299,8 +299,21 @@ stop_peer(P, Os) ->
     receive {'DOWN', Ref, process, Pid, _} -> ok
     after 15000 ->
         exit(Pid, kill),
-        os:cmd("kill -9 " ++ integer_to_list(Os)),
-        ok
+        os:cmd("kill -9 " ++ integer_to_list(Os))
+    end,
+    %% A node tearing down a million processes still burns CPU after
+    %% peer:stop returns: the next measurement waits until it is gone.
+    wait_gone(Os, now_ms() + 30000).
+
+wait_gone(Os, Until) ->
+    case filelib:is_dir("/proc/" ++ integer_to_list(Os)) of
+        false -> ok;
+        true when Until < 0 -> ok;
+        true ->
+            case now_ms() > Until of
+                true -> os:cmd("kill -9 " ++ integer_to_list(Os)), wait_gone(Os, -1);
+                false -> timer:sleep(50), wait_gone(Os, Until)
+            end
     end.
 
 log(Fmt, Args) -> io:format(standard_error, "[bench ~s] " ++ Fmt ++ "~n",
