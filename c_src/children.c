@@ -16,8 +16,7 @@ static int same_id(const dm__worker *w, const char *id, size_t len,
          memcmp(dm__worker_id(w), id, len) == 0;
 }
 
-static int grow(dm__manager *m) {
-  size_t ncap = m->cap ? m->cap * 2 : 64;
+static int grow_to(dm__manager *m, size_t ncap) {
   dm__worker **slots = dm__calloc(ncap, sizeof *slots);
   if (!slots)
     return DM_ENOMEM;
@@ -34,6 +33,15 @@ static int grow(dm__manager *m) {
   m->slots = slots;
   m->cap = ncap;
   return 0;
+}
+
+static int grow(dm__manager *m) { return grow_to(m, m->cap ? m->cap * 2 : 64); }
+
+int dm__children_reserve(dm__manager *m, size_t n) {
+  size_t cap = m->cap ? m->cap : 64;
+  while (n * 4 > cap * 3)
+    cap *= 2;
+  return cap == m->cap ? 0 : grow_to(m, cap);
 }
 
 int dm__children_put(dm__manager *m, dm__worker *w) {

@@ -634,6 +634,10 @@ static void specs_done(dm__manager *m, dm__wjob *j) {
     DM_ERROR("manager %s: children_specs did not return a map", m->name);
   } else if (len) {
     size_t k = (size_t)i;
+    /* Room for all of them at once: a million children would otherwise
+     * rehash both tables twenty times over. */
+    (void)dm__children_reserve(m, m->count + (size_t)arity);
+    (void)dm__pidtab_reserve(&m->node->pids, m->node->pids.count + (size_t)arity);
     m->spread = 1;
     for (int e = 0; e < arity; e++) {
       size_t ks = k, vs;

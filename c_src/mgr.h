@@ -238,6 +238,9 @@ struct dm_ctx {
 
 /* children.c */
 int dm__children_put(dm__manager *m, dm__worker *w);
+/* Makes room for n children in all (a hint: failure only means rehashing
+ * later). */
+int dm__children_reserve(dm__manager *m, size_t n);
 dm__worker *dm__children_get(const dm__manager *m, const char *id, size_t len,
                              uint32_t hash);
 void dm__children_del(dm__manager *m, dm__worker *w);

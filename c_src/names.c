@@ -18,8 +18,7 @@ void dm__pidtab_free(dm__pidtab *t) {
   memset(t, 0, sizeof *t);
 }
 
-static int grow(dm__pidtab *t) {
-  size_t ncap = t->cap ? t->cap * 2 : 64;
+static int grow_to(dm__pidtab *t, size_t ncap) {
   uint32_t *keys = dm__calloc(ncap, sizeof *keys);
   void **vals = dm__calloc(ncap, sizeof *vals);
   if (!keys || !vals) {
@@ -42,6 +41,15 @@ static int grow(dm__pidtab *t) {
   t->vals = vals;
   t->cap = ncap;
   return 0;
+}
+
+static int grow(dm__pidtab *t) { return grow_to(t, t->cap ? t->cap * 2 : 64); }
+
+int dm__pidtab_reserve(dm__pidtab *t, size_t n) {
+  size_t cap = t->cap ? t->cap : 64;
+  while (n * 4 > cap * 3)
+    cap *= 2;
+  return cap == t->cap ? 0 : grow_to(t, cap);
 }
 
 int dm__pidtab_put(dm__pidtab *t, uint32_t key, void *val) {

@@ -17,6 +17,8 @@ typedef struct {
 
 void dm__pidtab_init(dm__pidtab *t);
 void dm__pidtab_free(dm__pidtab *t);
+/* Makes room for n entries in all, so that many puts do not rehash. */
+int dm__pidtab_reserve(dm__pidtab *t, size_t n);
 /* Inserts or replaces. 0, DM_EINVAL (key 0) or DM_ENOMEM. */
 int dm__pidtab_put(dm__pidtab *t, uint32_t key, void *val);
 /* The value, or NULL. */

@@ -52,6 +52,28 @@ static void pidtab_many_keys_survive_growth_and_deletes(void **state) {
   dm__pidtab_free(&t);
 }
 
+/* Reserving keeps what is there and makes room so that many puts do
+ * not grow the table again. */
+static void pidtab_reserve_keeps_entries_and_makes_room(void **state) {
+  (void)state;
+  dm__pidtab t;
+  int v[100];
+  dm__pidtab_init(&t);
+  for (uint32_t k = 1; k <= 100; k++)
+    assert_int_equal(dm__pidtab_put(&t, k, &v[k - 1]), 0);
+  assert_int_equal(dm__pidtab_reserve(&t, 100000), 0);
+  size_t cap = t.cap;
+  assert_true(cap * 3 >= 100000 * 4);
+  for (uint32_t k = 1; k <= 100; k++)
+    assert_ptr_equal(dm__pidtab_get(&t, k), &v[k - 1]);
+  for (uint32_t k = 101; k <= 100000; k++)
+    assert_int_equal(dm__pidtab_put(&t, k, &v[0]), 0);
+  assert_int_equal(t.cap, cap);
+  assert_int_equal(dm__pidtab_reserve(&t, 10), 0); /* never shrinks */
+  assert_int_equal(t.cap, cap);
+  dm__pidtab_free(&t);
+}
+
 static void pidtab_out_of_memory_is_an_error(void **state) {
   (void)state;
   dm__pidtab t;
@@ -93,6 +115,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(pidtab_put_get_del),
       cmocka_unit_test(pidtab_many_keys_survive_growth_and_deletes),
+      cmocka_unit_test(pidtab_reserve_keeps_entries_and_makes_room),
       cmocka_unit_test(pidtab_out_of_memory_is_an_error),
       cmocka_unit_test(nametab_register_lookup_unregister),
   };
