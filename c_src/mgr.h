@@ -45,7 +45,7 @@ void dm__blob_rewrite(dm__blob *b, const char *data, size_t len);
 /* A message waiting for a busy worker. */
 typedef struct dm__mail {
   struct dm__mail *next;
-  int kind;          /* DM__JOB_CALL or DM__JOB_CAST */
+  int kind;          /* DM__JOB_CALL, DM__JOB_CAST or DM__JOB_PAYLOAD */
   int wrap;          /* reply {ok, R} (synch_call) rather than R */
   struct dm__replyto *reply;
   size_t len;
