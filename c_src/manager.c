@@ -109,27 +109,57 @@ int dm_encode_datetime(ei_x_buff *x, unsigned long long us) {
   return 0;
 }
 
+/* The constant parts of a Child map, encoded once by hand: `get` answers
+ * with one on every call, and ei's atom encoder measures and converts each
+ * atom every time. */
+static const char CHILD_HEAD[] = "\x74\x00\x00\x00\x05"
+                                 "\x77\x0a" "__struct__"
+                                 "\x77\x25" "Elixir.Tarearbol.DynamicManager.Child"
+                                 "\x77\x03" "pid";
+static const char KEY_VALUE[] = "\x77\x05" "value";
+static const char KEY_BUSY[] = "\x77\x05" "busy?";
+
+static void put_be32(char *p, uint32_t v) {
+  p[0] = (char)(v >> 24);
+  p[1] = (char)(v >> 16);
+  p[2] = (char)(v >> 8);
+  p[3] = (char)v;
+}
+
 /* %Tarearbol.DynamicManager.Child{pid, value, busy?, opts} */
 static int enc_child(dm__node *n, ei_x_buff *x, const dm__worker *w) {
   erlang_pid pid;
   dm__proc_pid(n, &w->proc, &pid);
-  ENC(ei_x_encode_map_header(x, 5));
-  ENC(ei_x_encode_atom(x, "__struct__"));
-  ENC(ei_x_encode_atom(x, "Elixir.Tarearbol.DynamicManager.Child"));
-  ENC(ei_x_encode_atom(x, "pid"));
-  ENC(ei_x_encode_pid(x, &pid));
-  ENC(ei_x_encode_atom(x, "value"));
+  ENC(ei_x_append_buf(x, CHILD_HEAD, (int)sizeof CHILD_HEAD - 1));
+  /* NEW_PID_EXT: the node as a SMALL_ATOM_UTF8_EXT (node names are ASCII
+   * and under 256 bytes), then number, serial and creation. */
+  size_t nl = strlen(pid.node);
+  char pb[3 + 255 + 12];
+  if (nl > 255) {
+    ENC(ei_x_encode_pid(x, &pid));
+    goto value;
+  }
+  pb[0] = 'X';
+  pb[1] = 'w';
+  pb[2] = (char)nl;
+  memcpy(pb + 3, pid.node, nl);
+  put_be32(pb + 3 + nl, pid.num);
+  put_be32(pb + 7 + nl, pid.serial);
+  put_be32(pb + 11 + nl, pid.creation);
+  ENC(ei_x_append_buf(x, pb, (int)(15 + nl)));
+value:
+  ENC(ei_x_append_buf(x, KEY_VALUE, (int)sizeof KEY_VALUE - 1));
   ENC(ei_x_append_buf(x, dm__blob_data(w->value), (int)dm__blob_size(w->value)));
-  ENC(ei_x_encode_atom(x, "busy?"));
+  ENC(ei_x_append_buf(x, KEY_BUSY, (int)sizeof KEY_BUSY - 1));
   if (w->busy_ms) {
     uint64_t wall = n->start_wall_us + (uint64_t)(w->busy_ms - 1) * 1000;
     /* start_ms and start_wall_us were read together at start. */
     if (dm_encode_datetime(x, wall))
       return DM_ENOMEM;
   } else {
-    ENC(ei_x_encode_atom(x, "nil"));
+    ENC(ei_x_append_buf(x, "\x77\x03" "nil", 5));
   }
-  ENC(ei_x_encode_atom(x, "opts"));
+  ENC(ei_x_append_buf(x, "\x77\x04" "opts", 6));
   ENC(ei_x_append_buf(x, dm__blob_data(w->opts), (int)dm__blob_size(w->opts)));
   return 0;
 }
