@@ -35,21 +35,16 @@ static int grow_to(dm__manager *m, size_t ncap) {
   return 0;
 }
 
-static int grow(dm__manager *m) { return grow_to(m, m->cap ? m->cap * 2 : 64); }
-
+/* Load factor at most 3/4. */
 int dm__children_reserve(dm__manager *m, size_t n) {
-  size_t cap = m->cap ? m->cap : 64;
-  while (n * 4 > cap * 3)
-    cap *= 2;
+  size_t cap = dm__grow_cap(m->cap, (n * 4 + 2) / 3, 64);
   return cap == m->cap ? 0 : grow_to(m, cap);
 }
 
 int dm__children_put(dm__manager *m, dm__worker *w) {
-  if ((m->count + 1) * 4 > m->cap * 3) {
-    int r = grow(m);
-    if (r)
-      return r;
-  }
+  int r = dm__children_reserve(m, m->count + 1);
+  if (r)
+    return r;
   size_t s = (size_t)w->hash & (m->cap - 1);
   while (m->slots[s])
     s = (s + 1) & (m->cap - 1);

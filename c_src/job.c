@@ -9,7 +9,6 @@
 #include "mgr.h"
 #include "term.h"
 
-
 dm__blob *dm__blob_new(const char *data, size_t len) {
   if (len > UINT32_MAX)
     return NULL;
@@ -66,7 +65,7 @@ dm__wjob *dm__job_new(dm__manager *m, dm__worker *w, int kind) {
   /* A perform's result is applied at the next wheel tick: nobody waits
    * for it, and its next period is counted from when it was due. */
   j->base.lazy = kind == DM__JOB_PERFORM;
-  j->valid = j->parsed = 0;
+  j->valid = 0;
   j->m = m;
   j->w = w;
   j->kind = kind;
@@ -166,10 +165,7 @@ static void run(dm__job *base) {
   }
   size_t len = (size_t)j->out.index, end = 0;
   j->valid = len > 0 && dm__term_skip(j->out.buff, len, &end) == 0 && end == len;
-  j->parsed = j->valid && j->rc == DM_CB_OK && j->w &&
-              (j->kind == DM__JOB_PERFORM || j->kind == DM__JOB_CALL ||
-               j->kind == DM__JOB_CAST);
-  if (j->parsed)
+  if (j->valid && j->w)
     dm__response_parse(j->out.buff, len, &j->rs);
 }
 

@@ -653,13 +653,13 @@ const dm__proc_ops dm__manager_ops = {manager_message, manager_exit};
 /* children_specs came back: put every child, then `started`. */
 static void specs_done(dm__manager *m, dm__wjob *j) {
   const char *b = j->out.buff;
-  size_t len = (size_t)j->out.index, end = 0;
+  size_t len = (size_t)j->out.index;
   int i = 0, arity;
   if (j->epoch != m->epoch)
     return; /* a restart came in meanwhile and booted again */
   if (j->rc != DM_CB_OK) {
     DM_ERROR("manager %s: children_specs crashed", m->name);
-  } else if (len && (dm__term_skip(b, len, &end) || end != len ||
+  } else if (len && (!j->valid || /* checked on the pool thread */
                      ei_decode_map_header(b, &i, &arity) < 0)) {
     DM_ERROR("manager %s: children_specs did not return a map", m->name);
   } else if (len) {

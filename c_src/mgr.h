@@ -229,10 +229,9 @@ struct dm_ctx {
   ei_x_buff out;
   ei_x_buff sends;    /* pid, then 4-byte length and message, repeated */
   /* Checked on the pool thread, so the loop does not walk the output
-   * again: out is one whole term, and when the callback returned
-   * normally, rs is what it means. */
+   * again: out is one whole term, and for a worker's job rs is what it
+   * means. */
   int valid;
-  int parsed;
   dm__response rs;
 };
 

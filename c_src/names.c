@@ -43,23 +43,18 @@ static int grow_to(dm__pidtab *t, size_t ncap) {
   return 0;
 }
 
-static int grow(dm__pidtab *t) { return grow_to(t, t->cap ? t->cap * 2 : 64); }
-
+/* Load factor at most 3/4. */
 int dm__pidtab_reserve(dm__pidtab *t, size_t n) {
-  size_t cap = t->cap ? t->cap : 64;
-  while (n * 4 > cap * 3)
-    cap *= 2;
+  size_t cap = dm__grow_cap(t->cap, (n * 4 + 2) / 3, 64);
   return cap == t->cap ? 0 : grow_to(t, cap);
 }
 
 int dm__pidtab_put(dm__pidtab *t, uint32_t key, void *val) {
   if (key == 0)
     return DM_EINVAL;
-  if ((t->count + 1) * 4 > t->cap * 3) {
-    int r = grow(t);
-    if (r)
-      return r;
-  }
+  int r = dm__pidtab_reserve(t, t->count + 1);
+  if (r)
+    return r;
   size_t s = slot_of(key, t->cap);
   while (t->keys[s] && t->keys[s] != key)
     s = (s + 1) & (t->cap - 1);
@@ -124,7 +119,7 @@ int dm__nametab_put(dm__nametab *t, const char *name, void *val) {
   if (dm__nametab_get(t, name))
     return DM_EEXISTS;
   if (t->count == t->cap) {
-    size_t ncap = t->cap ? t->cap * 2 : 8;
+    size_t ncap = dm__grow_cap(t->cap, t->count + 1, 8);
     dm__name *items = dm__realloc(t->items, ncap * sizeof *items);
     if (!items)
       return DM_ENOMEM;

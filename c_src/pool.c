@@ -48,9 +48,7 @@ struct dm__pool {
 static int reserve(vec *x, size_t need) {
   if (x->cap >= need)
     return 0;
-  size_t cap = x->cap ? x->cap : 256;
-  while (cap < need)
-    cap *= 2;
+  size_t cap = dm__grow_cap(x->cap, need, 256);
   dm__job **v = dm__realloc(x->v, cap * sizeof *v);
   if (!v)
     return DM_ENOMEM;
@@ -63,9 +61,7 @@ static int reserve(vec *x, size_t need) {
 static int reserve_ring(dm__pool *p, size_t need) {
   if (p->ring_cap >= need)
     return 0;
-  size_t cap = p->ring_cap ? p->ring_cap : 256;
-  while (cap < need)
-    cap *= 2;
+  size_t cap = dm__grow_cap(p->ring_cap, need, 256);
   dm__job **r = dm__malloc(cap * sizeof *r);
   if (!r)
     return DM_ENOMEM;
@@ -174,8 +170,8 @@ static void hand_back_list(dm__pool *p, dm__job *j, int ran) {
   }
 }
 
-/* Takes what has finished and hands it back; soon < 0 keeps the flag. */
-static void collect(dm__pool *p, int soon) {
+/* soon < 0 (from the async wake-up) keeps the flag as it is. */
+void dm__pool_collect(dm__pool *p, int soon) {
   if (p->handing)
     return; /* a done callback collecting: the outer call carries on */
   pthread_mutex_lock(&p->mx);
@@ -198,9 +194,7 @@ static void collect(dm__pool *p, int soon) {
     dm__pool_flush(p);
 }
 
-void dm__pool_collect(dm__pool *p, int soon) { collect(p, soon); }
-
-static void on_async(uv_async_t *h) { collect(h->data, -1); }
+static void on_async(uv_async_t *h) { dm__pool_collect(h->data, -1); }
 
 int dm__pool_start(dm__pool **out, uv_loop_t *loop, unsigned threads,
                    dm__pool_done_cb done, void *ud) {

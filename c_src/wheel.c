@@ -18,7 +18,6 @@ int dm__wheel_init(dm__wheel *w, size_t nslots, uint64_t now_us) {
   w->nslots = nslots;
   w->now_ms = now_us / 1000;
   w->walk_slot = DM__TIMER_OFF;
-  w->ahead = NULL;
   return 0;
 }
 
@@ -49,7 +48,7 @@ static int push(dm__wheel *w, dm__wheel_slot *s, dm__timer *t) {
     memset(&w->spare, 0, sizeof w->spare);
   }
   if (s->n == s->cap) {
-    uint32_t cap = s->cap ? s->cap * 2 : 16;
+    uint32_t cap = (uint32_t)dm__grow_cap(s->cap, (size_t)s->n + 1, 16);
     dm__timer **v = dm__realloc(s->v, (size_t)cap * sizeof *v);
     if (!v)
       return DM_ENOMEM;

@@ -400,9 +400,9 @@ void dm__worker_completed(dm__wjob *j) {
     len = sizeof bad_return - 1;
   }
   dm__response rs = {.kind = 0};
-  if (j->parsed && !crashed)
+  if (valid)
     rs = j->rs;
-  else if (valid || crashed)
+  else if (crashed) /* out is A_CRASHED or bad_return */
     dm__response_parse(out, len, &rs);
   switch (j->kind) {
   case DM__JOB_INIT:
@@ -513,7 +513,7 @@ static void replace_payload(dm__worker *w, const char *p, size_t len) {
 }
 
 void dm__worker_ahead(const dm__timer *t) {
-  const dm__worker *w = (const dm__worker *)((const char *)t - offsetof(dm__worker, timer));
+  const dm__worker *w = of_timer((dm__timer *)t);
   if (w->payload)
     __builtin_prefetch(w->payload, 1);
 }

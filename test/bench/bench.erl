@@ -177,7 +177,7 @@ w2(Bin) ->
             {L ++ "server cpu us/call", CCpu, BCpu}]
        end || Callers <- [1, 8, 64]]),
     stop(C),
-    peer:stop(P),
+    stop_peer(P, Os),
     Rows.
 
 calls(Callers, Server, Os) ->
