@@ -2,6 +2,7 @@
  * writes on the loop thread. Output produced during one loop iteration is
  * written with one system call per peer just before the loop blocks. */
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "alloc.h"
@@ -30,8 +31,55 @@ static int on_packet(void *ud, const char *pkt, size_t len) {
     return 0;
   }
   n->stats.packets_in++;
+  c->rd_packets++;
   dm__node_dispatch(n, c, pkt, len);
   return c->closing ? DM_ECLOSED : 0;
+}
+
+/* Asks the kernel to wake the loop for this peer only once `lowat` bytes
+ * are waiting (see dm__lowat_want). A socket that refuses keeps 1. */
+static void set_lowat(dm__conn *c, size_t lowat) {
+  int fd, v = (int)lowat;
+  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) ||
+      setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof v)) {
+    c->lowat = 1;
+    return;
+  }
+  c->lowat = lowat;
+}
+
+static void coalesce(dm__conn *c, size_t nread) {
+  dm__node *n = c->node;
+  size_t want = dm__lowat_want(nread, c->rd_packets, dm__frame_pending(&c->fr),
+                               n->cfg.read_coalescing);
+  size_t next = dm__lowat_next(c->lowat, want);
+  if (next != c->lowat)
+    set_lowat(c, next);
+  if (c->lowat > 1) {
+    c->held_ns = uv_hrtime();
+    if (!uv_is_active((uv_handle_t *)&n->lowat_timer))
+      uv_timer_start(&n->lowat_timer, dm__conn_lowat_tick, 1, 1);
+  }
+}
+
+void dm__conn_lowat_tick(uv_timer_t *t) {
+  dm__node *n = t->data;
+  uint64_t now = uv_hrtime();
+  int held = 0;
+  for (size_t i = 0; i < n->nconns; i++) {
+    dm__conn *c = n->conns[i];
+    if (c->lowat <= 1)
+      continue;
+    if (now - c->held_ns >= 500000) {
+      /* Quiet for half a millisecond: what it has sent is read now. */
+      set_lowat(c, 1);
+      n->stats.lowat_releases++;
+    } else {
+      held = 1;
+    }
+  }
+  if (!held)
+    uv_timer_stop(t);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
@@ -46,8 +94,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (nread == 0)
     return;
   n->stats.bytes_in += (uint64_t)nread;
+  n->stats.reads++;
   c->last_read = uv_now(n->loop);
+  c->rd_packets = 0;
   int r = dm__frame_feed(&c->fr, buf->base, (size_t)nread, on_packet, c);
+  if (r == 0 && !c->closing)
+    coalesce(c, (size_t)nread);
   if (r == DM_ETOOBIG) {
     n->stats.oversized_packets++;
     DM_WARN("peer %s announced a packet over the %u byte maximum",
@@ -84,6 +136,7 @@ int dm__conn_open(dm__node *n, int fd, const char *peer) {
   c->peer = (uint32_t)peer_idx;
   dm__frame_init(&c->fr, n->cfg.max_packet);
   c->last_read = c->last_write = uv_now(n->loop);
+  c->lowat = 1;
   if ((ur = uv_tcp_init(n->loop, &c->tcp))) {
     r = DM_EIO;
     goto err_rbuf;

@@ -19,6 +19,29 @@ int dm__frame_partial(const dm__frame_reader *fr) {
   return fr->in_body || fr->hdr_have > 0;
 }
 
+size_t dm__frame_pending(const dm__frame_reader *fr) {
+  if (fr->in_body)
+    return fr->want - fr->body.len;
+  return fr->hdr_have > 0 ? 4 - fr->hdr_have : 0;
+}
+
+size_t dm__lowat_want(size_t bytes, unsigned packets, size_t pending, size_t max) {
+  if (packets < 2 || max <= 1)
+    return 1;
+  size_t want = bytes / packets * (packets - 1);
+  if (pending && pending < want)
+    want = pending;
+  if (want > max)
+    want = max;
+  return want ? want : 1;
+}
+
+size_t dm__lowat_next(size_t cur, size_t want) {
+  if (want <= cur || want / 5 >= cur / 4)
+    return want;
+  return cur;
+}
+
 int dm__frame_feed(dm__frame_reader *fr, const char *data, size_t n,
                    dm__frame_cb cb, void *ud) {
   int r;

@@ -32,7 +32,25 @@ int dm__frame_feed(dm__frame_reader *fr, const char *data, size_t n,
                    dm__frame_cb cb, void *ud);
 /* True when a partial packet or length prefix is pending. */
 int dm__frame_partial(const dm__frame_reader *fr);
+/* Bytes still to come before the pending packet is complete (at least
+ * the rest of its length prefix); 0 when nothing is pending. */
+size_t dm__frame_pending(const dm__frame_reader *fr);
 /* Frees the reader's buffer. */
 void dm__frame_free(dm__frame_reader *fr);
+
+/* Read coalescing. A peer with several requests in flight sends them as
+ * they are made; waking the loop for each costs a block, a read and a
+ * write per request. After a read of `bytes` bytes that completed
+ * `packets` packets, the loop asks the kernel (SO_RCVLOWAT) to wake it only
+ * once nearly as much has arrived again: one packet's worth less, and never
+ * more than the rest of a packet still being assembled (`pending`), nor
+ * `max`. A read of a single packet asks for any byte (1): a lone caller is
+ * never held. The loop drops the mark back to 1 when a held peer goes
+ * quiet, which bounds the delay to about a millisecond. */
+size_t dm__lowat_want(size_t bytes, unsigned packets, size_t pending, size_t max);
+/* The mark to set next, given the one in force: a lower one at once (it
+ * can only wake the loop sooner), a higher one only once it is a quarter
+ * higher, so a steady load does not cost a system call per read. */
+size_t dm__lowat_next(size_t cur, size_t want);
 
 #endif

@@ -22,6 +22,7 @@ static void usage(FILE *f) {
           "         [--listen ADDR] [--log-level debug|info|warning|error]\n"
           "         [--net-ticktime SECONDS] [--max-packet BYTES]\n"
           "         [--handshake-timeout MS] [--max-outbuf BYTES]\n"
+          "         [--read-coalescing BYTES]\n"
           "         [--manager NAME=BEHAVIOUR[,key=value...]]... [--threads N]\n"
           "         [--exit-with-stdin]\n"
           "The cookie comes from $" COOKIE_ENV ", else ~/.erlang.cookie.\n");
@@ -89,6 +90,7 @@ int main(int argc, char **argv) {
       {"max-packet", required_argument, NULL, 'p'},
       {"handshake-timeout", required_argument, NULL, 'H'},
       {"max-outbuf", required_argument, NULL, 'o'},
+      {"read-coalescing", required_argument, NULL, 'R'},
       {"manager", required_argument, NULL, 'm'},
       {"threads", required_argument, NULL, 'T'},
       {"exit-with-stdin", no_argument, NULL, 'E'},
@@ -148,6 +150,11 @@ int main(int argc, char **argv) {
       if (parse_num("max-outbuf", optarg, 4096, SIZE_MAX, &v))
         return 2;
       cfg.max_outbuf = (size_t)v;
+      break;
+    case 'R':
+      if (parse_num("read-coalescing", optarg, 0, 1 << 20, &v))
+        return 2;
+      cfg.read_coalescing = (size_t)v;
       break;
     case 'm':
       if (nmanagers == sizeof managers / sizeof managers[0]) {

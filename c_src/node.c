@@ -31,6 +31,7 @@ void dm__config_defaults(dm__config *cfg) {
   cfg->max_packet = 64u << 20;
   cfg->handshake_ms = 5000;
   cfg->max_outbuf = (size_t)256 << 20;
+  cfg->read_coalescing = 16384;
 }
 
 /* ---- processes ---------------------------------------------------------- */
@@ -582,6 +583,8 @@ int dm__node_init(dm__node *n, uv_loop_t *loop, const dm__config *cfg,
   uv_timer_init(loop, &n->tick_timer);
   n->tick_timer.data = n;
   uv_prepare_init(loop, &n->flush_prepare);
+  uv_timer_init(loop, &n->lowat_timer);
+  n->lowat_timer.data = n;
   n->flush_prepare.data = n;
   uv_signal_init(loop, &n->sigterm);
   n->sigterm.data = n;
@@ -631,6 +634,7 @@ void dm__node_stop(dm__node *n) {
   uv_close((uv_handle_t *)&n->publish_timer, NULL);
   uv_close((uv_handle_t *)&n->tick_timer, NULL);
   uv_close((uv_handle_t *)&n->flush_prepare, NULL);
+  uv_close((uv_handle_t *)&n->lowat_timer, NULL);
   uv_close((uv_handle_t *)&n->sigterm, NULL);
   uv_close((uv_handle_t *)&n->sigint, NULL);
   uv_close((uv_handle_t *)&n->accept_async, NULL);

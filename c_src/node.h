@@ -29,6 +29,7 @@ typedef struct {
   uint32_t max_packet;     /* larger length prefixes close the connection */
   unsigned handshake_ms;   /* a handshake step slower than this fails */
   size_t max_outbuf;       /* bytes queued for one peer before it is dropped */
+  size_t read_coalescing;  /* highest SO_RCVLOWAT asked for; 0: never */
   int exit_with_stdin;     /* stop when standard input closes (port owner gone) */
 } dm__config;
 
@@ -39,6 +40,8 @@ void dm__config_defaults(dm__config *cfg);
 #define DM__STATS_MAP(X)                                                       \
   X(connections_closed)                                                        \
   X(packets_in)                                                                \
+  X(reads)                                                                     \
+  X(lowat_releases)                                                            \
   X(packets_out)                                                               \
   X(bytes_in)                                                                  \
   X(bytes_out)                                                                 \
@@ -112,6 +115,9 @@ struct dm__conn {
   uint64_t last_read, last_write; /* loop time, ms */
   dm__conn *next_dirty;
   char *rbuf;
+  unsigned rd_packets; /* packets completed by the read being handled */
+  size_t lowat;        /* SO_RCVLOWAT in force; 1 is the kernel's default */
+  uint64_t held_ns;    /* with lowat > 1: when the last read happened */
 };
 
 struct dm__node {
@@ -129,6 +135,7 @@ struct dm__node {
   uv_timer_t publish_timer;
   uv_timer_t tick_timer;
   uv_prepare_t flush_prepare; /* runs right before the loop blocks */
+  uv_timer_t lowat_timer;     /* runs while a peer's low-water mark is up */
   uv_signal_t sigterm, sigint;
   uv_async_t accept_async;
   uv_poll_t stdin_poll;
@@ -211,6 +218,9 @@ int dm__conn_write(dm__conn *c, const char *data, size_t len);
 void dm__conn_close(dm__conn *c, const char *why);
 /* Hands every queued byte to the kernel; called once per loop iteration. */
 void dm__conn_flush_all(dm__node *n);
+/* Every millisecond while a peer's read low-water mark is raised: a peer
+ * not read for half a millisecond gets it back to 1. */
+void dm__conn_lowat_tick(uv_timer_t *t);
 /* Routes one packet (conn.c calls it, node.c implements it). */
 void dm__node_dispatch(dm__node *n, dm__conn *c, const char *pkt, size_t len);
 /* A connection is gone: links to its processes fire (node.c). */

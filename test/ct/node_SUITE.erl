@@ -10,6 +10,7 @@
          info_describes_the_node/1,
          creation_differs_at_every_start/1,
          stats_count_traffic/1,
+         requests_read_together_raise_the_mark_a_lone_one_is_still_answered/1,
          unknown_request_gets_error/1,
          call_to_unregistered_name_fails_with_noproc_at_once/1,
          call_by_pid_reaches_the_service/1,
@@ -29,7 +30,9 @@
 
 all() ->
     [ping_gives_pong, info_describes_the_node, creation_differs_at_every_start,
-     stats_count_traffic, unknown_request_gets_error,
+     stats_count_traffic,
+     requests_read_together_raise_the_mark_a_lone_one_is_still_answered,
+     unknown_request_gets_error,
      call_to_unregistered_name_fails_with_noproc_at_once,
      call_by_pid_reaches_the_service, call_to_dead_local_pid_fails_with_noproc,
      link_to_missing_pid_gets_noproc_exit, link_and_unlink_to_service,
@@ -109,8 +112,29 @@ stats_count_traffic(Config) ->
     Keys = [connections_accepted, connections_closed, packets_in, packets_out,
             bytes_in, bytes_out, ticks_in, ticks_out, bad_packets,
             oversized_packets, unknown_control, unknown_requests,
-            handshake_failures, undeliverable, peers_timed_out],
+            handshake_failures, undeliverable, peers_timed_out, reads,
+            lowat_releases],
     [?assert(is_integer(maps:get(K, S2))) || K <- Keys].
+
+%% Requests that reach the node together are read together, and the node
+%% then asks the kernel to wake it only for a batch as large (SO_RCVLOWAT).
+%% A request that arrives alone afterwards, below that mark, is still
+%% answered: the mark drops back once the peer has been quiet.
+requests_read_together_raise_the_mark_a_lone_one_is_still_answered(Config) ->
+    N = node_of(Config),
+    {ok, S} = raw_dist:connect(N, erlang:get_cookie(), #{}),
+    From = raw_dist:fake_pid(S, 1),
+    Released0 = maps:get(lowat_releases, cnode_test:stats(N)),
+    Reads0 = maps:get(reads, cnode_test:stats(N)),
+    Refs = [make_ref() || _ <- lists:seq(1, 4)],
+    ok = raw_dist:send_raw(S, [raw_dist:frame({6, From, '', tarearbol_cnode}, {'$gen_call', {From, R}, info})
+                               || R <- Refs]),
+    [?assertMatch({ok, {_, {R, #{}}}}, raw_dist:recv_until(S, fun({_, {R1, _}}) -> R1 =:= R; (_) -> false end, 5000))
+     || R <- Refs],
+    ?assertMatch({ok, #{node := N}}, raw_dist:gen_call(S, From, tarearbol_cnode, info, 5000)),
+    cnode_test:wait_until(fun() -> maps:get(lowat_releases, cnode_test:stats(N)) > Released0 end, 5000),
+    ?assert(maps:get(reads, cnode_test:stats(N)) > Reads0),
+    raw_dist:close(S).
 
 unknown_request_gets_error(Config) ->
     N = node_of(Config),
@@ -284,7 +308,10 @@ bad_command_lines_are_refused(_Config) ->
              {"--sname a --log-level loud", "log level"},
              {"--sname a --bogus", "usage"},
              {"--sname a extra", "unexpected"},
-             {"--sname a --listen not.an.ip", "IPv4"}],
+             {"--sname a --listen not.an.ip", "IPv4"},
+             {"--sname a --read-coalescing -1", "read-coalescing"},
+             {"--sname a --read-coalescing 1048577", "read-coalescing"},
+             {"--sname a --read-coalescing 16k", "read-coalescing"}],
     [begin
          Out = Run(Args),
          ?assert(string:find(Out, Want) =/= nomatch, {Args, Out}),

@@ -9,7 +9,7 @@
 %% pids of that node.
 -module(raw_dist).
 
--export([connect/3, send_frame/3, send_raw/2, recv_frame/2, recv_until/3,
+-export([connect/3, frame/2, send_frame/3, send_raw/2, recv_frame/2, recv_until/3,
          gen_call/5, fake_pid/2, close/1]).
 
 -define(FLAGS, (16#04 bor 16#08 bor 16#10 bor 16#80 bor 16#100 bor 16#200 bor
@@ -85,10 +85,16 @@ digest(Cookie, Challenge) ->
     erlang:md5([Cookie, integer_to_list(Challenge)]).
 
 %% @doc A frame: length, 112, the control term, and the message unless none.
+%% @doc One pass-through frame, length prefix included; several can go
+%% out in one write with send_raw/2.
+-spec frame(term(), term() | none) -> iolist().
+frame(Control, Msg) ->
+    Body = [112, term_to_binary(Control) | case Msg of none -> []; _ -> [term_to_binary(Msg)] end],
+    [<<(iolist_size(Body)):32>> | Body].
+
 -spec send_frame(gen_tcp:socket(), term(), term() | none) -> ok | {error, term()}.
 send_frame(S, Control, Msg) ->
-    Body = [112, term_to_binary(Control) | case Msg of none -> []; _ -> [term_to_binary(Msg)] end],
-    send_raw(S, [<<(iolist_size(Body)):32>> | Body]).
+    send_raw(S, frame(Control, Msg)).
 
 -spec send_raw(gen_tcp:socket(), iodata()) -> ok | {error, term()}.
 send_raw(S, Data) -> gen_tcp:send(S, Data).

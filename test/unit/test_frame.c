@@ -169,6 +169,59 @@ static void callback_error_stops_the_feed(void **state) {
   dm__frame_free(&fr);
 }
 
+static void pending_counts_what_the_split_packet_still_needs(void **state) {
+  (void)state;
+  char buf[64];
+  size_t n = frame(buf, "0123456789", 10);
+  dm__frame_reader fr;
+  sink s = {0};
+  dm__frame_init(&fr, 1024);
+  assert_int_equal(dm__frame_pending(&fr), 0);
+  assert_int_equal(dm__frame_feed(&fr, buf, 2, collect, &s), 0);
+  assert_int_equal(dm__frame_pending(&fr), 2); /* half a length prefix */
+  assert_int_equal(dm__frame_feed(&fr, buf + 2, 5, collect, &s), 0);
+  assert_int_equal(dm__frame_pending(&fr), 7); /* 3 of 10 body bytes */
+  assert_int_equal(dm__frame_feed(&fr, buf + 7, n - 7, collect, &s), 0);
+  assert_int_equal(dm__frame_pending(&fr), 0);
+  assert_int_equal(s.count, 1);
+  dm__frame_free(&fr);
+}
+
+static void a_lone_packet_never_raises_the_mark(void **state) {
+  (void)state;
+  assert_int_equal(dm__lowat_want(100, 1, 0, 16384), 1);
+  assert_int_equal(dm__lowat_want(100, 0, 40, 16384), 1);
+  assert_int_equal(dm__lowat_want(0, 0, 0, 16384), 1);
+}
+
+static void a_batch_asks_for_one_packet_less_next_time(void **state) {
+  (void)state;
+  assert_int_equal(dm__lowat_want(400, 4, 0, 16384), 300);
+  assert_int_equal(dm__lowat_want(200, 2, 0, 16384), 100);
+  /* Capped by the option; 0 and 1 turn coalescing off. */
+  assert_int_equal(dm__lowat_want(1 << 20, 1000, 0, 16384), 16384);
+  assert_int_equal(dm__lowat_want(400, 4, 0, 0), 1);
+  assert_int_equal(dm__lowat_want(400, 4, 0, 1), 1);
+}
+
+static void a_split_packet_is_never_held_past_its_end(void **state) {
+  (void)state;
+  /* Two whole packets and the start of a third that needs 30 more bytes:
+   * waiting for more than 30 could hold it until the quiet timer. */
+  assert_int_equal(dm__lowat_want(400, 2, 30, 16384), 30);
+  assert_int_equal(dm__lowat_want(400, 2, 500, 16384), 200);
+}
+
+static void the_mark_drops_at_once_and_rises_by_a_quarter(void **state) {
+  (void)state;
+  assert_int_equal(dm__lowat_next(1, 2), 2);
+  assert_int_equal(dm__lowat_next(300, 1), 1);
+  assert_int_equal(dm__lowat_next(300, 299), 299);
+  assert_int_equal(dm__lowat_next(300, 300), 300);
+  assert_int_equal(dm__lowat_next(300, 370), 300);
+  assert_int_equal(dm__lowat_next(300, 375), 375);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(whole_packet_in_one_read),
@@ -179,6 +232,11 @@ int main(void) {
       cmocka_unit_test(length_at_the_limit_is_accepted),
       cmocka_unit_test(announced_length_costs_only_received_bytes),
       cmocka_unit_test(callback_error_stops_the_feed),
+      cmocka_unit_test(pending_counts_what_the_split_packet_still_needs),
+      cmocka_unit_test(a_lone_packet_never_raises_the_mark),
+      cmocka_unit_test(a_batch_asks_for_one_packet_less_next_time),
+      cmocka_unit_test(a_split_packet_is_never_held_past_its_end),
+      cmocka_unit_test(the_mark_drops_at_once_and_rises_by_a_quarter),
   };
   return cmocka_run_group_tests_name("frame", tests, NULL, NULL);
 }
