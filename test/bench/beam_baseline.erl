@@ -7,7 +7,7 @@
 -behaviour(gen_server).
 
 -export([start_workers/2, start_workers/3, performs/0, boot/2, stop_workers/0,
-         start_echo/1, start_manager/0, put/2, del/1, count/0, boot/1]).
+         start_echo/1, start_null/0, start_manager/0, put/2, del/1, count/0, boot/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 %% W1: N workers ticking every Timeout ms; performs counted in an atomic.
@@ -51,6 +51,19 @@ stop_workers() ->
 start_echo(N) ->
     {ok, _} = gen_server:start({local, bench_echo}, ?MODULE, {echo, N}, []),
     ok.
+
+%% W3: a process that answers every call with ok and does nothing else:
+%% what callers reach against it is the ceiling of calls on this machine.
+-spec start_null() -> ok.
+start_null() ->
+    register(bench_null, spawn(fun null_loop/0)),
+    ok.
+
+null_loop() ->
+    receive
+        {'$gen_call', From, _} -> gen_server:reply(From, ok), null_loop();
+        _ -> null_loop()
+    end.
 
 %% W3/W4: a manager that starts a worker process per put, as
 %% DynamicSupervisor plus a state map would.

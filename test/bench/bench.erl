@@ -218,13 +218,17 @@ w3(Bin, N) ->
         [gen_server:cast(CM, {del, id(K)}) || K <- lists:seq(1, N)],
         until(fun() -> maps:get(workers, gen_server:call(CM, stats, 60000)) =:= 0 end) end),
     stop(C),
-    {BPut, BDel, BCastPut, BCastDel} =
+    {BPut, BDel, BCastPut, BCastDel, BNull} =
         with_limit(?BEAM_LIMIT_MS * 2, fun(Parent) -> beam_w3(N, Parent) end,
-                   {undefined, undefined, undefined, undefined},
+                   {undefined, undefined, undefined, undefined, undefined},
                    fun() -> io:format("W3: the BEAM baseline did not finish in ~p s~n",
                                       [?BEAM_LIMIT_MS * 2 div 1000]) end),
     [{"W3 puts/s (8 callers)", CPut, BPut}, {"W3 dels/s (8 callers)", CDel, BDel},
-     {"W3 puts/s (casts)", CCastPut, BCastPut}, {"W3 dels/s (casts)", CCastDel, BCastDel}].
+     {"W3 puts/s (casts)", CCastPut, BCastPut}, {"W3 dels/s (casts)", CCastDel, BCastDel},
+     %% Calls from 8 callers to a BEAM process that only answers ok: what
+     %% the calling node and the wire allow on this machine, whatever the
+     %% server does (the calling node uses most of the cores either way).
+     {"W3 null server calls/s (8 callers)", undefined, BNull}].
 
 beam_w3(N, Parent) ->
     {P, Os} = beam_peer("w3b"),
@@ -240,8 +244,11 @@ beam_w3(N, Parent) ->
     BCastDel = rate(N, fun() ->
         [gen_server:cast(BM, {del, id(K)}) || K <- lists:seq(1, N)],
         until(fun() -> gen_server:call(BM, count, infinity) =:= 0 end) end),
+    ok = peer:call(P, beam_baseline, start_null, []),
+    BN = {bench_null, peer_node(P)},
+    BNull = rate(N, fun() -> parallel(8, N, fun(Id) -> ok = gen_server:call(BN, {put, Id, [{payload, 0}]}, infinity) end) end),
     stop_peer(P, Os),
-    {BPut, BDel, BCastPut, BCastDel}.
+    {BPut, BDel, BCastPut, BCastDel, BNull}.
 
 id(K) -> list_to_binary("w" ++ integer_to_list(K)).
 
