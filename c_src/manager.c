@@ -179,7 +179,7 @@ static int enc_state(dm__manager *m, ei_x_buff *x) {
   ENC(ei_x_encode_atom(x, "children"));
   ENC(ei_x_encode_map_header(x, (long)m->count));
   for (size_t i = 0; i < m->cap; i++) {
-    dm__worker *w = m->slots[i];
+    dm__worker *w = dm__children_at(m, i);
     if (!w)
       continue;
     ENC(ei_x_append_buf(x, dm__worker_id(w), (int)dm__worker_id_len(w)));
@@ -330,7 +330,7 @@ static void stop_all(dm__manager *m) {
     /* Stopping removes the worker from the table and shifts others into
      * this slot: look at it again until it is empty. */
     while (m->slots && m->slots[i])
-      dm__worker_stop(m->slots[i], A_SHUTDOWN, sizeof A_SHUTDOWN - 1);
+      dm__worker_stop(dm__children_at(m, i), A_SHUTDOWN, sizeof A_SHUTDOWN - 1);
   }
 }
 
@@ -421,7 +421,7 @@ static dm__worker *pick(dm__manager *m, const char *msg, size_t len) {
   } else if (m->pickup == DM__PICK_STREAM) {
     /* The first worker that is not busy, else the next in turn. */
     for (size_t k = 0; k < m->cap; k++) {
-      dm__worker *w = m->slots[(m->cursor + k) & (m->cap - 1)];
+      dm__worker *w = dm__children_at(m, (m->cursor + k) & (m->cap - 1));
       if (w && !(w->flags & DM__W_BUSY)) {
         m->cursor = (m->cursor + k + 1) & (m->cap - 1);
         return w;
@@ -451,7 +451,7 @@ static dm__worker *pick(dm__manager *m, const char *msg, size_t len) {
     dm__buf_free(&canon);
   }
   for (size_t k = 0; k < m->cap; k++) {
-    dm__worker *w = m->slots[(start + k) & (m->cap - 1)];
+    dm__worker *w = dm__children_at(m, (start + k) & (m->cap - 1));
     if (w)
       return w;
   }
@@ -955,7 +955,7 @@ void dm__managers_free(dm__node *n) {
   for (size_t i = 0; i < n->nmanagers; i++) {
     dm__manager *m = n->managers[i];
     for (size_t s = 0; s < m->cap; s++) {
-      dm__worker *w = m->slots[s];
+      dm__worker *w = dm__children_at(m, s);
       if (w) {
         dm__pidtab_del(&n->pids, w->proc.key);
         dm__worker_free(w);

@@ -169,7 +169,12 @@ struct dm__manager {
   int state;
   uint32_t epoch;  /* bumped by restart: stale children_specs results are dropped */
 
-  dm__worker **slots; /* open addressing by id hash */
+  /* Open addressing by id hash. A slot holds the worker's address with 16
+   * bits of its hash in the top bits, which user-space addresses leave
+   * free: a lookup passes over other ids without touching their workers.
+   * Read slots with dm__children_at. */
+  uintptr_t *slots;
+  int untagged;       /* an address used the top bits: tags are off */
   size_t cap, count;
   size_t cursor;      /* stream pickup */
 
@@ -240,6 +245,11 @@ int dm__children_put(dm__manager *m, dm__worker *w);
 /* Makes room for n children in all (a hint: failure only means rehashing
  * later). */
 int dm__children_reserve(dm__manager *m, size_t n);
+/* The worker in slot i of m's children table, or NULL. */
+static inline dm__worker *dm__children_at(const dm__manager *m, size_t i) {
+  uintptr_t v = m->slots[i];
+  return (dm__worker *)(m->untagged ? v : v & (((uintptr_t)1 << 48) - 1));
+}
 dm__worker *dm__children_get(const dm__manager *m, const char *id, size_t len,
                              uint32_t hash);
 void dm__children_del(dm__manager *m, dm__worker *w);

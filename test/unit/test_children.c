@@ -88,9 +88,8 @@ static void short_and_long_ids_are_both_found(void **state) {
   dm__free(m.slots);
 }
 
-static void many_ids_survive_growth_and_deletes(void **state) {
-  (void)state;
-  dm__manager m = {.seed = 99};
+static void survive_growth_and_deletes(int untagged) {
+  dm__manager m = {.seed = 99, .untagged = untagged};
   enum { N = 50000 };
   dm__worker **ws = calloc(N, sizeof *ws);
   char id[32];
@@ -101,6 +100,19 @@ static void many_ids_survive_growth_and_deletes(void **state) {
     ws[k] = worker_for(&m, id, (size_t)n + 5);
     assert_int_equal(dm__children_put(&m, ws[k]), 0);
   }
+  /* Slots carry hash bits above the address unless tags are off; either
+   * way dm__children_at gives back the bare address. */
+  size_t tagged = 0;
+  for (size_t i = 0; i < m.cap; i++) {
+    if (m.slots[i] >> 48)
+      tagged++;
+    if (m.slots[i])
+      assert_true((uintptr_t)dm__children_at(&m, i) >> 48 == 0);
+  }
+  if (untagged)
+    assert_int_equal(tagged, 0);
+  else
+    assert_true(tagged > N / 2);
   for (int k = 0; k < N; k += 2)
     dm__children_del(&m, ws[k]);
   assert_int_equal(m.count, N / 2);
@@ -119,11 +131,22 @@ static void many_ids_survive_growth_and_deletes(void **state) {
   dm__free(m.slots);
 }
 
+static void many_ids_survive_growth_and_deletes(void **state) {
+  (void)state;
+  survive_growth_and_deletes(0);
+}
+
+static void a_table_without_tags_finds_the_same(void **state) {
+  (void)state;
+  survive_growth_and_deletes(1);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(ids_are_found_in_any_encoding),
       cmocka_unit_test(short_and_long_ids_are_both_found),
       cmocka_unit_test(many_ids_survive_growth_and_deletes),
+      cmocka_unit_test(a_table_without_tags_finds_the_same),
   };
   return cmocka_run_group_tests_name("children", tests, NULL, NULL);
 }
