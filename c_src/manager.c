@@ -1,6 +1,7 @@
 /* Managers: the registered process that answers Tarearbol's wire API
  * (state, put, put_new, del, get, restart, synch_call, asynch_call, stats),
  * boots children_specs, and owns the workers through the children table. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +73,20 @@ void dm__reply_exit(dm__node *n, const dm__replyto *r, const char *reason,
     if ((call) < 0)                                                            \
       return DM_ENOMEM;                                                        \
   } while (0)
+
+int dm_x_reserve(ei_x_buff *x, size_t bytes) {
+  if (x->index < 0 || bytes > (size_t)INT_MAX - (size_t)x->index)
+    return DM_ENOMEM;
+  size_t need = (size_t)x->index + bytes;
+  if (need <= (size_t)x->buffsz)
+    return 0;
+  char *b = realloc(x->buff, need);
+  if (!b)
+    return DM_ENOMEM;
+  x->buff = b;
+  x->buffsz = (int)need;
+  return 0;
+}
 
 int dm_encode_datetime(ei_x_buff *x, unsigned long long us) {
   time_t secs = (time_t)(us / 1000000u);

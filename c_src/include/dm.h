@@ -88,6 +88,12 @@ const char *dm_option(const dm_ctx *ctx, const char *key);
  * DM_ENOMEM. */
 int dm_encode_datetime(ei_x_buff *x, unsigned long long unix_us);
 
+/* Makes room for at least `bytes` more in x. ei_x_encode_* grow a buffer
+ * by what each call needs and a few bytes, so a large term (children_specs
+ * of many children) built without this is reallocated once per element.
+ * 0 or DM_ENOMEM. */
+int dm_x_reserve(ei_x_buff *x, size_t bytes);
+
 /* The registered name of the manager running this callback. */
 const char *dm_manager_name(const dm_ctx *ctx);
 

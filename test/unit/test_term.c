@@ -179,8 +179,35 @@ static void depth_is_bounded_without_recursion(void **state) {
   assert_false(dm__term_depth_ok("\x68\x02\x61", 3, 10)); /* truncated */
 }
 
+static void reserve_makes_room_once_and_keeps_the_bytes(void **state) {
+  (void)state;
+  ei_x_buff x;
+  assert_int_equal(ei_x_new(&x), 0);
+  assert_int_equal(ei_x_encode_atom(&x, "kept"), 0);
+  int used = x.index;
+  assert_int_equal(dm_x_reserve(&x, 1 << 20), 0);
+  assert_true(x.buffsz >= used + (1 << 20));
+  char *b = x.buff;
+  /* Encoding within the reserve does not move the buffer. */
+  for (int k = 0; k < 1000; k++)
+    assert_int_equal(ei_x_encode_long(&x, k), 0);
+  assert_ptr_equal(x.buff, b);
+  int i = 0;
+  char a[MAXATOMLEN_UTF8];
+  assert_int_equal(ei_decode_atom(x.buff, &i, a), 0);
+  assert_string_equal(a, "kept");
+  /* Room already there: nothing changes. */
+  assert_int_equal(dm_x_reserve(&x, 10), 0);
+  assert_ptr_equal(x.buff, b);
+  /* Past what an ei buffer can index: refused, the buffer intact. */
+  assert_int_equal(dm_x_reserve(&x, SIZE_MAX), DM_ENOMEM);
+  assert_ptr_equal(x.buff, b);
+  ei_x_free(&x);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(reserve_makes_room_once_and_keeps_the_bytes),
       cmocka_unit_test(every_kind_of_term_walks),
       cmocka_unit_test(improper_list_walks),
       cmocka_unit_test(deep_nesting_needs_no_stack),
