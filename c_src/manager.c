@@ -325,6 +325,28 @@ static void state_change(dm__manager *m, int state) {
   if (!j)
     return;
   j->state_name = state_name(state);
+  if (m->sc_running) {
+    j->base.next = NULL;
+    if (m->sc_tail)
+      m->sc_tail->base.next = &j->base;
+    else
+      m->sc_head = j;
+    m->sc_tail = j;
+    return;
+  }
+  m->sc_running = 1;
+  dm__job_submit(j);
+}
+
+/* A handle_state_change finished: the next one waiting goes. */
+static void state_change_done(dm__manager *m) {
+  dm__wjob *j = m->sc_head;
+  m->sc_running = j != NULL;
+  if (!j)
+    return;
+  m->sc_head = (dm__wjob *)j->base.next;
+  if (!m->sc_head)
+    m->sc_tail = NULL;
   dm__job_submit(j);
 }
 
@@ -701,6 +723,8 @@ void dm__manager_completed(dm__wjob *j) {
   dm__manager *m = j->m;
   if (j->kind == DM__JOB_SPECS)
     specs_done(m, j);
+  else if (j->kind == DM__JOB_STATE_CHANGE)
+    state_change_done(m);
   dm__job_free(j);
 }
 
@@ -845,6 +869,11 @@ static void manager_free(dm__manager *m) {
   dm__free(m->escalated_at);
   dm__free(m->slots);
   dm__buf_free(&m->scratch);
+  while (m->sc_head) {
+    dm__wjob *j = m->sc_head;
+    m->sc_head = (dm__wjob *)j->base.next;
+    dm__job_free(j);
+  }
   while (m->free_jobs) {
     dm__wjob *j = m->free_jobs;
     m->free_jobs = (dm__wjob *)j->base.next;

@@ -187,6 +187,10 @@ struct dm__manager {
   uint32_t nrestarts, nescalated;
   dm__wjob *free_jobs;
   size_t nfree_jobs;
+  /* handle_state_change runs one at a time, in order: a pool of several
+   * threads could otherwise run `started` before `starting`. */
+  int sc_running;
+  dm__wjob *sc_head, *sc_tail; /* waiting, linked through base.next */
   dm__buf scratch;   /* canonical ids of requests, reused */
 };
 

@@ -4,7 +4,8 @@
  * runtime, call or cast {respond, R} answers R itself (so every response
  * form can be exercised from BEAM) and call `id` answers the worker's id.
  * Manager options: children=N (ids <<"c1">>..<<"cN">>, payload 0) and
- * specs_delay_ms=T (children_specs takes that long).
+ * specs_delay_ms=T (children_specs takes that long), starting_delay_ms=T
+ * (handle_state_change(starting) takes that long).
  * counter_hooks is the same plus: init turns a payload {start_at, N} into
  * N; terminate and handle_timeout write a line to stderr (the node's log)
  * naming the worker. */
@@ -236,6 +237,9 @@ static int slow(dm_ctx *ctx, const dm_term *id, const dm_term *payload) {
 /* Writes each state change to stderr (the node's log), where tests and
  * people can see that handle_state_change ran. */
 static int state_change(dm_ctx *ctx, const char *state) {
+  const char *delay = dm_option(ctx, "starting_delay_ms");
+  if (delay && strcmp(state, "starting") == 0)
+    sleep_ms(strtol(delay, NULL, 10));
   fprintf(stderr, "counter: manager %s is %s\n", dm_manager_name(ctx), state);
   return DM_CB_OK;
 }

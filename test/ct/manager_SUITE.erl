@@ -44,6 +44,7 @@ all() ->
      manager_stats_report_counters_and_lateness,
      bad_manager_specs_exit_nonzero,
      state_is_starting_until_children_specs_are_put,
+     state_changes_run_in_order_when_starting_is_slow,
      crash_restarts_a_permanent_worker_with_original_opts,
      crash_reason_reaches_linked_processes,
      restart_types_transient_and_temporary,
@@ -432,6 +433,20 @@ state_is_starting_until_children_specs_are_put(Config) ->
     Log = cnode_test:log(C),
     {S1, _} = binary:match(Log, <<"counter: manager slow is starting">>),
     {S2, _} = binary:match(Log, <<"counter: manager slow is started">>),
+    ?assert(S1 < S2),
+    cnode_test:stop(C).
+
+%% Two pool threads and a handle_state_change(starting) that takes 500 ms:
+%% `started` (no children, so at once) must still wait for it.
+state_changes_run_in_order_when_starting_is_slow(Config) ->
+    C = cnode_test:start(undefined, #{dir => ?config(priv_dir, Config),
+                                      args => ["--manager", "order=counter,children=0,threads=2,starting_delay_ms=500"]}),
+    N = cnode_test:node(C),
+    cnode_test:wait_started({order, N}, 10000),
+    cnode_test:wait_until(fun() -> binary:match(cnode_test:log(C), <<"manager order is started">>) =/= nomatch end, 10000),
+    Log = cnode_test:log(C),
+    {S1, _} = binary:match(Log, <<"counter: manager order is starting">>),
+    {S2, _} = binary:match(Log, <<"counter: manager order is started">>),
     ?assert(S1 < S2),
     cnode_test:stop(C).
 
