@@ -31,26 +31,27 @@ static int on_packet(void *ud, const char *pkt, size_t len) {
     return 0;
   }
   n->stats.packets_in++;
-  c->rd_packets++;
   dm__node_dispatch(n, c, pkt, len);
   return c->closing ? DM_ECLOSED : 0;
 }
 
 /* Asks the kernel to wake the loop for this peer only once `lowat` bytes
- * are waiting (see dm__lowat_want). A socket that refuses keeps 1. */
+ * are waiting (see dm__lowat_want). When the kernel refuses, the mark it
+ * has is still the one recorded: a raised one stays watched by the quiet
+ * timer, which tries again. */
 static void set_lowat(dm__conn *c, size_t lowat) {
   int fd, v = (int)lowat;
   if (uv_fileno((uv_handle_t *)&c->tcp, &fd) ||
-      setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof v)) {
-    c->lowat = 1;
+      setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof v))
     return;
-  }
   c->lowat = lowat;
 }
 
 static void coalesce(dm__conn *c, size_t nread) {
   dm__node *n = c->node;
-  size_t want = dm__lowat_want(nread, c->rd_packets, dm__frame_pending(&c->fr),
+  /* Messages, not packets: a gen_server:call comes as a monitor and a
+   * message together, and one caller must not raise the mark. */
+  size_t want = dm__lowat_want(nread, c->rd_msgs, dm__frame_pending(&c->fr),
                                n->cfg.read_coalescing);
   size_t next = dm__lowat_next(c->lowat, want);
   if (next != c->lowat)
@@ -71,9 +72,12 @@ void dm__conn_lowat_tick(uv_timer_t *t) {
     if (c->lowat <= 1)
       continue;
     if (now - c->held_ns >= 500000) {
-      /* Quiet for half a millisecond: what it has sent is read now. */
+      /* Quiet for half a millisecond: what it has sent is read now (since
+       * Linux 4.18, lowering the mark wakes a waiting poll). */
       set_lowat(c, 1);
       n->stats.lowat_releases++;
+      if (c->lowat > 1)
+        held = 1;
     } else {
       held = 1;
     }
@@ -96,7 +100,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   n->stats.bytes_in += (uint64_t)nread;
   n->stats.reads++;
   c->last_read = uv_now(n->loop);
-  c->rd_packets = 0;
+  c->rd_msgs = 0;
   int r = dm__frame_feed(&c->fr, buf->base, (size_t)nread, on_packet, c);
   if (r == 0 && !c->closing)
     coalesce(c, (size_t)nread);

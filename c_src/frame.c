@@ -25,10 +25,10 @@ size_t dm__frame_pending(const dm__frame_reader *fr) {
   return fr->hdr_have > 0 ? 4 - fr->hdr_have : 0;
 }
 
-size_t dm__lowat_want(size_t bytes, unsigned packets, size_t pending, size_t max) {
-  if (packets < 2 || max <= 1)
+size_t dm__lowat_want(size_t bytes, unsigned msgs, size_t pending, size_t max) {
+  if (msgs < 2 || max <= 1)
     return 1;
-  size_t want = bytes / packets * (packets - 1);
+  size_t want = bytes / msgs * (msgs - 1);
   if (pending && pending < want)
     want = pending;
   if (want > max)

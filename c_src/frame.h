@@ -40,14 +40,15 @@ void dm__frame_free(dm__frame_reader *fr);
 
 /* Read coalescing. A peer with several requests in flight sends them as
  * they are made; waking the loop for each costs a block, a read and a
- * write per request. After a read of `bytes` bytes that completed
- * `packets` packets, the loop asks the kernel (SO_RCVLOWAT) to wake it only
- * once nearly as much has arrived again: one packet's worth less, and never
- * more than the rest of a packet still being assembled (`pending`), nor
- * `max`. A read of a single packet asks for any byte (1): a lone caller is
- * never held. The loop drops the mark back to 1 when a held peer goes
- * quiet, which bounds the delay to about a millisecond. */
-size_t dm__lowat_want(size_t bytes, unsigned packets, size_t pending, size_t max);
+ * write per request. After a read of `bytes` bytes that brought `msgs`
+ * messages, the loop asks the kernel (SO_RCVLOWAT, Linux 4.18 or later)
+ * to wake it only once nearly as much has arrived again: one message's
+ * share less, and never more than the rest of a packet still being
+ * assembled (`pending`), nor `max`. A read of a single message (a call is
+ * a monitor and a message) asks for any byte (1): a lone caller is never
+ * held. The loop drops the mark back to 1 when a held peer goes quiet,
+ * which bounds the delay to about a millisecond. */
+size_t dm__lowat_want(size_t bytes, unsigned msgs, size_t pending, size_t max);
 /* The mark to set next, given the one in force: a lower one at once (it
  * can only wake the loop sooner), a higher one only once it is a quarter
  * higher, so a steady load does not cost a system call per read. */

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include "alloc.h"
@@ -271,6 +272,7 @@ void dm__node_dispatch(dm__node *n, dm__conn *c, const char *pkt, size_t len) {
   }
   switch (ctl.op) {
   case DM__OP_REG_SEND:
+    c->rd_msgs++;
     p = dm__nametab_get(&n->names, ctl.toname);
     if (!p) {
       n->stats.undeliverable++;
@@ -281,6 +283,7 @@ void dm__node_dispatch(dm__node *n, dm__conn *c, const char *pkt, size_t len) {
     dm__proc_ops_of(p)->message(p, n, &ctl);
     return;
   case DM__OP_SEND:
+    c->rd_msgs++;
     p = dm__node_local(n, &ctl.to);
     if (!p) {
       n->stats.undeliverable++;
@@ -509,6 +512,16 @@ static unsigned new_creation(void) {
   return c < 4 ? c + 4 : c;
 }
 
+/* Read coalescing lowers a socket's SO_RCVLOWAT to release what a quiet
+ * peer sent; only since Linux 4.18 does that wake a waiting poll. */
+static int lowat_wakes_poll(void) {
+  struct utsname u;
+  unsigned major = 0, minor = 0;
+  if (uname(&u) || sscanf(u.release, "%u.%u", &major, &minor) != 2)
+    return 0;
+  return major > 4 || (major == 4 && minor >= 18);
+}
+
 int dm__node_init(dm__node *n, uv_loop_t *loop, const dm__config *cfg,
                   const char *cookie) {
   char host[EI_MAXHOSTNAMELEN + 1], alive[EI_MAXALIVELEN + 1];
@@ -517,6 +530,10 @@ int dm__node_init(dm__node *n, uv_loop_t *loop, const dm__config *cfg,
   memset(n, 0, sizeof *n);
   n->loop = loop;
   n->cfg = *cfg;
+  if (n->cfg.read_coalescing && !lowat_wakes_poll()) {
+    DM_INFO("kernel before Linux 4.18: read coalescing is off");
+    n->cfg.read_coalescing = 0;
+  }
   n->epmd_fd = n->listen_fd = -1;
   n->version = DM_VERSION;
   n->start_ms = uv_now(loop);

@@ -115,7 +115,7 @@ struct dm__conn {
   uint64_t last_read, last_write; /* loop time, ms */
   dm__conn *next_dirty;
   char *rbuf;
-  unsigned rd_packets; /* packets completed by the read being handled */
+  unsigned rd_msgs;    /* messages (not monitors, links, ticks) in that read */
   size_t lowat;        /* SO_RCVLOWAT in force; 1 is the kernel's default */
   uint64_t held_ns;    /* with lowat > 1: when the last read happened */
 };

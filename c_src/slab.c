@@ -3,6 +3,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "dm.h"
@@ -23,7 +24,8 @@ int dm__slab_init(dm__slab *s, size_t size, size_t chunk_bytes) {
  * they are used. */
 static void prefault(char *p, size_t len) {
 #ifdef MADV_POPULATE_WRITE
-  uintptr_t page = 4096, start = (uintptr_t)p & ~(page - 1);
+  long ps = sysconf(_SC_PAGESIZE);
+  uintptr_t page = ps > 0 ? (uintptr_t)ps : 4096, start = (uintptr_t)p & ~(page - 1);
   (void)madvise((void *)start, (uintptr_t)p + len - start, MADV_POPULATE_WRITE);
 #else
   (void)p;
