@@ -16,13 +16,10 @@ static int same_id(const dm__worker *w, const char *id, size_t len,
          memcmp(dm__worker_id(w), id, len) == 0;
 }
 
-#define ADDR_BITS 48
-#define ADDR_MASK (((uintptr_t)1 << ADDR_BITS) - 1)
-
 /* 16 bits of the hash that do not decide the home slot: the product's
  * high half depends on every bit of it. */
 static uintptr_t tag_of(uint32_t hash) {
-  return (uintptr_t)((hash * 2654435769u) >> 16) << ADDR_BITS;
+  return (uintptr_t)((hash * 2654435769u) >> 16) << DM__ADDR_BITS;
 }
 
 static uintptr_t slot_value(const dm__manager *m, dm__worker *w) {
@@ -32,10 +29,10 @@ static uintptr_t slot_value(const dm__manager *m, dm__worker *w) {
 /* An address that uses the top bits (no such platform is known to us)
  * turns tags off for the table: slots keep bare addresses from then on. */
 static void check_addr(dm__manager *m, const dm__worker *w) {
-  if (m->untagged || ((uintptr_t)w & ~ADDR_MASK) == 0)
+  if (m->untagged || ((uintptr_t)w & ~DM__ADDR_MASK) == 0)
     return;
   for (size_t i = 0; i < m->cap; i++)
-    m->slots[i] &= ADDR_MASK;
+    m->slots[i] &= DM__ADDR_MASK;
   m->untagged = 1;
 }
 
@@ -84,7 +81,7 @@ dm__worker *dm__children_get(const dm__manager *m, const char *id, size_t len,
   uintptr_t tag = m->untagged ? 0 : tag_of(hash);
   size_t s = (size_t)hash & (m->cap - 1);
   for (uintptr_t v; (v = m->slots[s]); s = (s + 1) & (m->cap - 1)) {
-    if (!m->untagged && (v & ~ADDR_MASK) != tag)
+    if (!m->untagged && (v & ~DM__ADDR_MASK) != tag)
       continue;
     dm__worker *w = dm__children_at(m, s);
     if (same_id(w, id, len, hash))

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "alloc.h"
+#include "buf.h"
 #include "canon.h"
 #include "log.h"
 #include "mgr.h"
@@ -133,19 +134,17 @@ static const char CHILD_HEAD[] = "\x74\x00\x00\x00\x05"
                                  "\x77\x03" "pid";
 static const char KEY_VALUE[] = "\x77\x05" "value";
 static const char KEY_BUSY[] = "\x77\x05" "busy?";
+static const char ATOM_NIL[] = "\x77\x03" "nil";
+static const char KEY_OPTS[] = "\x77\x04" "opts";
 
-static void put_be32(char *p, uint32_t v) {
-  p[0] = (char)(v >> 24);
-  p[1] = (char)(v >> 16);
-  p[2] = (char)(v >> 8);
-  p[3] = (char)v;
-}
+/* Appends a constant above, without its terminating NUL. */
+#define APPEND_CONST(x, c) ENC(ei_x_append_buf(x, c, (int)sizeof c - 1))
 
 /* %Tarearbol.DynamicManager.Child{pid, value, busy?, opts} */
 static int enc_child(dm__node *n, ei_x_buff *x, const dm__worker *w) {
   erlang_pid pid;
   dm__proc_pid(n, &w->proc, &pid);
-  ENC(ei_x_append_buf(x, CHILD_HEAD, (int)sizeof CHILD_HEAD - 1));
+  APPEND_CONST(x, CHILD_HEAD);
   /* NEW_PID_EXT: the node as a SMALL_ATOM_UTF8_EXT (node names are ASCII
    * and under 256 bytes), then number, serial and creation. */
   size_t nl = strlen(pid.node);
@@ -158,23 +157,23 @@ static int enc_child(dm__node *n, ei_x_buff *x, const dm__worker *w) {
   pb[1] = 'w';
   pb[2] = (char)nl;
   memcpy(pb + 3, pid.node, nl);
-  put_be32(pb + 3 + nl, pid.num);
-  put_be32(pb + 7 + nl, pid.serial);
-  put_be32(pb + 11 + nl, pid.creation);
+  dm__put32be(pb + 3 + nl, pid.num);
+  dm__put32be(pb + 7 + nl, pid.serial);
+  dm__put32be(pb + 11 + nl, pid.creation);
   ENC(ei_x_append_buf(x, pb, (int)(15 + nl)));
 value:
-  ENC(ei_x_append_buf(x, KEY_VALUE, (int)sizeof KEY_VALUE - 1));
+  APPEND_CONST(x, KEY_VALUE);
   ENC(ei_x_append_buf(x, dm__blob_data(w->value), (int)dm__blob_size(w->value)));
-  ENC(ei_x_append_buf(x, KEY_BUSY, (int)sizeof KEY_BUSY - 1));
+  APPEND_CONST(x, KEY_BUSY);
   if (w->busy_ms) {
     uint64_t wall = n->start_wall_us + (uint64_t)(w->busy_ms - 1) * 1000;
     /* start_ms and start_wall_us were read together at start. */
     if (dm_encode_datetime(x, wall))
       return DM_ENOMEM;
   } else {
-    ENC(ei_x_append_buf(x, "\x77\x03" "nil", 5));
+    APPEND_CONST(x, ATOM_NIL);
   }
-  ENC(ei_x_append_buf(x, "\x77\x04" "opts", 6));
+  APPEND_CONST(x, KEY_OPTS);
   ENC(ei_x_append_buf(x, dm__blob_data(w->opts), (int)dm__blob_size(w->opts)));
   return 0;
 }

@@ -249,10 +249,13 @@ int dm__children_put(dm__manager *m, dm__worker *w);
 /* Makes room for n children in all (a hint: failure only means rehashing
  * later). */
 int dm__children_reserve(dm__manager *m, size_t n);
+/* The address bits of a children-table slot; the 16 above hold a tag. */
+#define DM__ADDR_BITS 48
+#define DM__ADDR_MASK (((uintptr_t)1 << DM__ADDR_BITS) - 1)
 /* The worker in slot i of m's children table, or NULL. */
 static inline dm__worker *dm__children_at(const dm__manager *m, size_t i) {
   uintptr_t v = m->slots[i];
-  return (dm__worker *)(m->untagged ? v : v & (((uintptr_t)1 << 48) - 1));
+  return (dm__worker *)(m->untagged ? v : v & DM__ADDR_MASK);
 }
 dm__worker *dm__children_get(const dm__manager *m, const char *id, size_t len,
                              uint32_t hash);

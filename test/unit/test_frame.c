@@ -187,14 +187,14 @@ static void pending_counts_what_the_split_packet_still_needs(void **state) {
   dm__frame_free(&fr);
 }
 
-static void a_lone_packet_never_raises_the_mark(void **state) {
+static void a_lone_message_never_raises_the_mark(void **state) {
   (void)state;
   assert_int_equal(dm__lowat_want(100, 1, 0, 16384), 1);
   assert_int_equal(dm__lowat_want(100, 0, 40, 16384), 1);
   assert_int_equal(dm__lowat_want(0, 0, 0, 16384), 1);
 }
 
-static void a_batch_asks_for_one_packet_less_next_time(void **state) {
+static void a_batch_asks_for_one_message_less_next_time(void **state) {
   (void)state;
   assert_int_equal(dm__lowat_want(400, 4, 0, 16384), 300);
   assert_int_equal(dm__lowat_want(200, 2, 0, 16384), 100);
@@ -206,7 +206,7 @@ static void a_batch_asks_for_one_packet_less_next_time(void **state) {
 
 static void a_split_packet_is_never_held_past_its_end(void **state) {
   (void)state;
-  /* Two whole packets and the start of a third that needs 30 more bytes:
+  /* Two whole messages and the start of a third that needs 30 more bytes:
    * waiting for more than 30 could hold it until the quiet timer. */
   assert_int_equal(dm__lowat_want(400, 2, 30, 16384), 30);
   assert_int_equal(dm__lowat_want(400, 2, 500, 16384), 200);
@@ -233,8 +233,8 @@ int main(void) {
       cmocka_unit_test(announced_length_costs_only_received_bytes),
       cmocka_unit_test(callback_error_stops_the_feed),
       cmocka_unit_test(pending_counts_what_the_split_packet_still_needs),
-      cmocka_unit_test(a_lone_packet_never_raises_the_mark),
-      cmocka_unit_test(a_batch_asks_for_one_packet_less_next_time),
+      cmocka_unit_test(a_lone_message_never_raises_the_mark),
+      cmocka_unit_test(a_batch_asks_for_one_message_less_next_time),
       cmocka_unit_test(a_split_packet_is_never_held_past_its_end),
       cmocka_unit_test(the_mark_drops_at_once_and_rises_by_a_quarter),
   };
