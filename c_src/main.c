@@ -10,8 +10,8 @@
 #include <unistd.h>
 
 #include "dm.h"
-#include "log.h"
-#include "node.h"
+#include "base/base.h"
+#include "node/node.h"
 
 #define COOKIE_ENV "TAREARBOL_CNODE_COOKIE"
 #define MAX_COOKIE 512

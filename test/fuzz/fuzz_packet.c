@@ -10,14 +10,11 @@
 
 #include <ei.h>
 
-#include "buf.h"
-#include "canon.h"
-#include "ctrl.h"
+#include "base/base.h"
+#include "term/term.h"
+#include "dist/dist.h"
 #include "dm.h"
-#include "frame.h"
-#include "opts.h"
-#include "response.h"
-#include "term.h"
+#include "dm/mgr.h"
 
 static void pieces(const char *req, size_t len) {
   dm__buf canon = DM__BUF_INIT;

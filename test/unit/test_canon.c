@@ -11,10 +11,9 @@
 
 #include <ei.h>
 
-#include "alloc.h"
-#include "canon.h"
+#include "base/base.h"
+#include "term/term.h"
 #include "dm.h"
-#include "term.h"
 
 /* Canonical bytes of a raw term; asserts success. */
 static dm__buf canon_of(const char *b, size_t len) {

@@ -11,9 +11,9 @@
 
 #include <ei.h>
 
-#include "alloc.h"
-#include "canon.h"
-#include "mgr.h"
+#include "base/base.h"
+#include "term/term.h"
+#include "dm/mgr.h"
 
 static dm__worker *worker_for(dm__manager *m, const char *id, size_t len) {
   dm__buf c = DM__BUF_INIT;

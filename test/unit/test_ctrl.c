@@ -9,7 +9,7 @@
 
 #include <ei.h>
 
-#include "ctrl.h"
+#include "dist/dist.h"
 #include "dm.h"
 
 static erlang_pid pid_a = {.node = "a@h", .num = 11, .serial = 1, .creation = 5};

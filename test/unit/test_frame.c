@@ -8,7 +8,7 @@
 #include <cmocka.h>
 
 #include "dm.h"
-#include "frame.h"
+#include "dist/dist.h"
 
 typedef struct {
   int count, ticks;

@@ -7,9 +7,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "alloc.h"
+#include "base/base.h"
 #include "dm.h"
-#include "names.h"
+#include "node/node.h"
 
 static void pidtab_put_get_del(void **state) {
   (void)state;

@@ -10,7 +10,7 @@
 #include <ei.h>
 
 #include "dm.h"
-#include "opts.h"
+#include "dm/mgr.h"
 
 static dm__child_opts defaults(void) {
   dm__child_opts o = {.timeout_ms = 1000, .lull = 1.1f};

@@ -10,7 +10,7 @@
 #include <cmocka.h>
 
 #include "dm.h"
-#include "pool.h"
+#include "runtime/runtime.h"
 
 typedef struct {
   dm__job base;

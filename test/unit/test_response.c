@@ -8,7 +8,7 @@
 
 #include <ei.h>
 
-#include "response.h"
+#include "dm/mgr.h"
 
 static dm__response parse(ei_x_buff *x) {
   dm__response r;

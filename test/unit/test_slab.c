@@ -7,9 +7,8 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "alloc.h"
+#include "base/base.h"
 #include "dm.h"
-#include "slab.h"
 
 static void slots_are_zeroed_and_reused(void **state) {
   (void)state;

@@ -11,7 +11,7 @@
 #include <ei.h>
 
 #include "dm.h"
-#include "term.h"
+#include "term/term.h"
 
 /* Checks that the whole term walks, and that every prefix is refused. */
 static void walks_exactly(const ei_x_buff *x) {

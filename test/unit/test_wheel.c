@@ -9,7 +9,7 @@
 #include <cmocka.h>
 
 #include "dm.h"
-#include "wheel.h"
+#include "runtime/runtime.h"
 
 #define MS 1000ull
 

@@ -1,0 +1,30 @@
+#include "base/base.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+
+static atomic_long fail_after = -1;
+
+static int should_fail(void) {
+  long v = atomic_load_explicit(&fail_after, memory_order_relaxed);
+  if (v < 0)
+    return 0;
+  if (v == 0)
+    return 1;
+  atomic_fetch_sub_explicit(&fail_after, 1, memory_order_relaxed);
+  return 0;
+}
+
+void dm__alloc_fail_after(long after) { atomic_store(&fail_after, after); }
+
+void *dm__malloc(size_t n) { return should_fail() ? NULL : malloc(n ? n : 1); }
+
+void *dm__calloc(size_t count, size_t n) {
+  return should_fail() ? NULL : calloc(count ? count : 1, n ? n : 1);
+}
+
+void *dm__realloc(void *p, size_t n) {
+  return should_fail() ? NULL : realloc(p, n ? n : 1);
+}
+
+void dm__free(void *p) { free(p); }

@@ -1,0 +1,75 @@
+#include "base/base.h"
+
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "dm.h"
+
+int dm__slab_init(dm__slab *s, size_t size, size_t chunk_bytes) {
+  memset(s, 0, sizeof *s);
+  if (size == 0 || chunk_bytes < size)
+    return DM_EINVAL;
+  s->size = (size + 7) & ~(size_t)7;
+  s->per_chunk = chunk_bytes / s->size;
+  s->next = s->per_chunk; /* no chunk yet */
+  return 0;
+}
+
+/* A chunk is about to be written from end to end: faulting its pages in
+ * with one call costs far less than a trap per page, most of all in a
+ * virtual machine. Kernels before 5.14 refuse, and the pages fault in as
+ * they are used. */
+static void prefault(char *p, size_t len) {
+#ifdef MADV_POPULATE_WRITE
+  long ps = sysconf(_SC_PAGESIZE);
+  uintptr_t page = ps > 0 ? (uintptr_t)ps : 4096, start = (uintptr_t)p & ~(page - 1);
+  (void)madvise((void *)start, (uintptr_t)p + len - start, MADV_POPULATE_WRITE);
+#else
+  (void)p;
+  (void)len;
+#endif
+}
+
+void *dm__slab_alloc(dm__slab *s) {
+  void *p;
+  if (s->free) {
+    p = s->free;
+    memcpy(&s->free, p, sizeof(void *));
+  } else {
+    if (s->next == s->per_chunk) {
+      if (s->nchunks == s->capchunks) {
+        size_t cap = s->capchunks ? s->capchunks * 2 : 16;
+        char **c = dm__realloc(s->chunks, cap * sizeof *c);
+        if (!c)
+          return NULL;
+        s->chunks = c;
+        s->capchunks = cap;
+      }
+      char *chunk = dm__malloc(s->per_chunk * s->size);
+      if (!chunk)
+        return NULL;
+      prefault(chunk, s->per_chunk * s->size);
+      s->chunks[s->nchunks++] = chunk;
+      s->next = 0;
+    }
+    p = s->chunks[s->nchunks - 1] + s->next++ * s->size;
+  }
+  memset(p, 0, s->size);
+  s->live++;
+  return p;
+}
+
+void dm__slab_free(dm__slab *s, void *p) {
+  memcpy(p, &s->free, sizeof(void *));
+  s->free = p;
+  s->live--;
+}
+
+void dm__slab_destroy(dm__slab *s) {
+  for (size_t i = 0; i < s->nchunks; i++)
+    dm__free(s->chunks[i]);
+  dm__free(s->chunks);
+  memset(s, 0, sizeof *s);
+}

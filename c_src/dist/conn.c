@@ -1,0 +1,283 @@
+/* Peer connections after the handshake: framed, non-blocking reads and
+ * writes on the loop thread. Output produced during one loop iteration is
+ * written with one system call per peer just before the loop blocks. */
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "base/base.h"
+#include "dm.h"
+#include "node/node.h"
+
+#define READ_BUF_SIZE (64 * 1024)
+
+static const char *peer_name(const dm__conn *c) {
+  return c->node->peer_names[c->peer];
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  dm__conn *c = h->data;
+  (void)hint;
+  buf->base = c->rbuf;
+  buf->len = READ_BUF_SIZE;
+}
+
+static int on_packet(void *ud, const char *pkt, size_t len) {
+  dm__conn *c = ud;
+  dm__node *n = c->node;
+  if (len == 0) {
+    n->stats.ticks_in++;
+    return 0;
+  }
+  n->stats.packets_in++;
+  dm__node_dispatch(n, c, pkt, len);
+  return c->closing ? DM_ECLOSED : 0;
+}
+
+/* Asks the kernel to wake the loop for this peer only once `lowat` bytes
+ * are waiting (see dm__lowat_want). When the kernel refuses, the mark it
+ * has is still the one recorded: a raised one stays watched by the quiet
+ * timer, which tries again. */
+static void set_lowat(dm__conn *c, size_t lowat) {
+  int fd, v = (int)lowat;
+  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) ||
+      setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof v))
+    return;
+  c->lowat = lowat;
+}
+
+static void coalesce(dm__conn *c, size_t nread) {
+  dm__node *n = c->node;
+  /* Messages, not packets: a gen_server:call comes as a monitor and a
+   * message together, and one caller must not raise the mark. */
+  size_t want = dm__lowat_want(nread, c->rd_msgs, dm__frame_pending(&c->fr),
+                               n->cfg.read_coalescing);
+  size_t next = dm__lowat_next(c->lowat, want);
+  if (next != c->lowat)
+    set_lowat(c, next);
+  if (c->lowat > 1) {
+    c->held_ns = uv_hrtime();
+    if (!uv_is_active((uv_handle_t *)&n->lowat_timer))
+      uv_timer_start(&n->lowat_timer, dm__conn_lowat_tick, 1, 1);
+  }
+}
+
+void dm__conn_lowat_tick(uv_timer_t *t) {
+  dm__node *n = t->data;
+  uint64_t now = uv_hrtime();
+  int held = 0;
+  for (size_t i = 0; i < n->nconns; i++) {
+    dm__conn *c = n->conns[i];
+    if (c->lowat <= 1)
+      continue;
+    if (now - c->held_ns >= 500000) {
+      /* Quiet for half a millisecond: what it has sent is read now (since
+       * Linux 4.18, lowering the mark wakes a waiting poll). */
+      set_lowat(c, 1);
+      n->stats.lowat_releases++;
+      if (c->lowat > 1)
+        held = 1;
+    } else {
+      held = 1;
+    }
+  }
+  if (!held)
+    uv_timer_stop(t);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  dm__conn *c = s->data;
+  dm__node *n = c->node;
+  if (nread < 0) {
+    if (dm__frame_partial(&c->fr))
+      DM_WARN("peer %s closed the connection inside a packet", peer_name(c));
+    dm__conn_close(c, nread == UV_EOF ? "closed by peer" : uv_strerror((int)nread));
+    return;
+  }
+  if (nread == 0)
+    return;
+  n->stats.bytes_in += (uint64_t)nread;
+  n->stats.reads++;
+  c->last_read = uv_now(n->loop);
+  c->rd_msgs = 0;
+  int r = dm__frame_feed(&c->fr, buf->base, (size_t)nread, on_packet, c);
+  if (r == 0 && !c->closing)
+    coalesce(c, (size_t)nread);
+  if (r == DM_ETOOBIG) {
+    n->stats.oversized_packets++;
+    DM_WARN("peer %s announced a packet over the %u byte maximum",
+            peer_name(c), (unsigned)n->cfg.max_packet);
+    dm__conn_close(c, "oversized packet");
+  } else if (r && r != DM_ECLOSED) {
+    DM_ERROR("peer %s: %s", peer_name(c), dm_strerror(r));
+    dm__conn_close(c, dm_strerror(r));
+  }
+}
+
+static void on_closed(uv_handle_t *h);
+
+int dm__conn_open(dm__node *n, int fd, const char *peer) {
+  int r = DM_ENOMEM, ur;
+  int peer_idx = dm__node_intern(n, peer);
+  if (peer_idx < 0)
+    goto err_fd;
+  if (n->nconns == n->capconns) {
+    size_t cap = n->capconns ? n->capconns * 2 : 8;
+    dm__conn **conns = dm__realloc(n->conns, cap * sizeof *conns);
+    if (!conns)
+      goto err_fd;
+    n->conns = conns;
+    n->capconns = cap;
+  }
+  dm__conn *c = dm__calloc(1, sizeof *c);
+  if (!c)
+    goto err_fd;
+  c->rbuf = dm__malloc(READ_BUF_SIZE);
+  if (!c->rbuf)
+    goto err_conn;
+  c->node = n;
+  c->peer = (uint32_t)peer_idx;
+  dm__frame_init(&c->fr, n->cfg.max_packet);
+  c->last_read = c->last_write = uv_now(n->loop);
+  c->lowat = 1;
+  if ((ur = uv_tcp_init(n->loop, &c->tcp))) {
+    r = DM_EIO;
+    goto err_rbuf;
+  }
+  c->tcp.data = c;
+  if ((ur = uv_tcp_open(&c->tcp, fd))) {
+    close(fd);
+    goto err_handle;
+  }
+  /* From here on the handle owns fd. */
+  if ((ur = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read)))
+    goto err_handle;
+  c->index = n->nconns;
+  n->conns[n->nconns++] = c;
+  return 0;
+err_handle:
+  DM_ERROR("cannot serve %s: %s", peer, uv_strerror(ur));
+  c->closing = 1;
+  uv_close((uv_handle_t *)&c->tcp, on_closed);
+  return DM_EIO;
+err_rbuf:
+  dm__free(c->rbuf);
+err_conn:
+  dm__free(c);
+err_fd:
+  close(fd);
+  return r;
+}
+
+static void on_closed(uv_handle_t *h) {
+  dm__conn *c = h->data;
+  dm__frame_free(&c->fr);
+  dm__buf_free(&c->out);
+  dm__buf_free(&c->inflight);
+  dm__free(c->rbuf);
+  dm__free(c);
+}
+
+void dm__conn_close(dm__conn *c, const char *why) {
+  dm__node *n = c->node;
+  if (c->closing)
+    return;
+  c->closing = 1;
+  DM_INFO("connection to %s closed: %s", peer_name(c), why);
+  n->stats.connections_closed++;
+  /* Swap-remove from the table so the peer is gone before links fire. */
+  n->conns[c->index] = n->conns[--n->nconns];
+  n->conns[c->index]->index = c->index;
+  if (c->dirty) {
+    for (dm__conn **pp = &n->dirty; *pp; pp = &(*pp)->next_dirty)
+      if (*pp == c) {
+        *pp = c->next_dirty;
+        break;
+      }
+  }
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  uv_close((uv_handle_t *)&c->tcp, on_closed);
+  if (!dm__node_conn(n, n->peer_names[c->peer]))
+    dm__node_peer_lost(n, c->peer);
+}
+
+int dm__conn_write(dm__conn *c, const char *data, size_t len) {
+  dm__node *n = c->node;
+  if (c->closing)
+    return DM_ECLOSED;
+  if (c->out.len + c->inflight.len + len > n->cfg.max_outbuf) {
+    n->stats.outbuf_overflows++;
+    DM_WARN("peer %s does not read: %zu bytes queued, dropping it",
+            peer_name(c), c->out.len + c->inflight.len);
+    dm__conn_close(c, "output buffer full");
+    return DM_ECLOSED;
+  }
+  int r = dm__buf_append(&c->out, data, len);
+  if (r) {
+    dm__conn_close(c, "out of memory");
+    return r;
+  }
+  n->stats.bytes_out += len;
+  c->last_write = uv_now(n->loop);
+  if (!c->dirty) {
+    c->dirty = 1;
+    c->next_dirty = n->dirty;
+    n->dirty = c;
+  }
+  return 0;
+}
+
+static void flush(dm__conn *c);
+
+static void on_written(uv_write_t *req, int status) {
+  dm__conn *c = req->data;
+  c->writing = 0;
+  c->inflight.len = 0;
+  if (c->closing)
+    return;
+  if (status < 0) {
+    dm__conn_close(c, uv_strerror(status));
+    return;
+  }
+  if (c->out.len)
+    flush(c);
+}
+
+static void flush(dm__conn *c) {
+  if (c->writing || c->closing || c->out.len == 0)
+    return;
+  uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
+  int w = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+  if (w == (int)c->out.len) {
+    c->out.len = 0;
+    return;
+  }
+  if (w < 0 && w != UV_EAGAIN) {
+    dm__conn_close(c, uv_strerror(w));
+    return;
+  }
+  if (w > 0)
+    dm__buf_consume(&c->out, (size_t)w);
+  /* The rest goes in the background; `out` keeps collecting meanwhile. */
+  dm__buf tmp = c->inflight;
+  c->inflight = c->out;
+  c->out = tmp;
+  c->out.len = 0;
+  c->writing = 1;
+  c->wreq.data = c;
+  b = uv_buf_init(c->inflight.data, (unsigned)c->inflight.len);
+  int r = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_written);
+  if (r) {
+    c->writing = 0;
+    dm__conn_close(c, uv_strerror(r));
+  }
+}
+
+void dm__conn_flush_all(dm__node *n) {
+  while (n->dirty) {
+    dm__conn *c = n->dirty;
+    n->dirty = c->next_dirty;
+    c->dirty = 0;
+    flush(c);
+  }
+}

@@ -1,0 +1,161 @@
+#include "node/node.h"
+
+#include <string.h>
+
+#include "base/base.h"
+#include "dm.h"
+
+static size_t slot_of(uint32_t key, size_t cap) {
+  /* Fibonacci hashing spreads the sequential keys ei_make_pid hands out. */
+  return (size_t)((key * 2654435769u) & (uint32_t)(cap - 1)) & (cap - 1);
+}
+
+void dm__pidtab_init(dm__pidtab *t) { memset(t, 0, sizeof *t); }
+
+void dm__pidtab_free(dm__pidtab *t) {
+  dm__free(t->keys);
+  dm__free(t->vals);
+  memset(t, 0, sizeof *t);
+}
+
+static int grow_to(dm__pidtab *t, size_t ncap) {
+  uint32_t *keys = dm__calloc(ncap, sizeof *keys);
+  void **vals = dm__calloc(ncap, sizeof *vals);
+  if (!keys || !vals) {
+    dm__free(keys);
+    dm__free(vals);
+    return DM_ENOMEM;
+  }
+  for (size_t i = 0; i < t->cap; i++) {
+    if (!t->keys[i])
+      continue;
+    size_t s = slot_of(t->keys[i], ncap);
+    while (keys[s])
+      s = (s + 1) & (ncap - 1);
+    keys[s] = t->keys[i];
+    vals[s] = t->vals[i];
+  }
+  dm__free(t->keys);
+  dm__free(t->vals);
+  t->keys = keys;
+  t->vals = vals;
+  t->cap = ncap;
+  return 0;
+}
+
+/* Load factor at most 3/4. */
+int dm__pidtab_reserve(dm__pidtab *t, size_t n) {
+  size_t cap = dm__grow_cap(t->cap, (n * 4 + 2) / 3, 64);
+  return cap == t->cap ? 0 : grow_to(t, cap);
+}
+
+int dm__pidtab_put(dm__pidtab *t, uint32_t key, void *val) {
+  if (key == 0)
+    return DM_EINVAL;
+  int r = dm__pidtab_reserve(t, t->count + 1);
+  if (r)
+    return r;
+  size_t s = slot_of(key, t->cap);
+  while (t->keys[s] && t->keys[s] != key)
+    s = (s + 1) & (t->cap - 1);
+  if (!t->keys[s])
+    t->count++;
+  t->keys[s] = key;
+  t->vals[s] = val;
+  /* ei hands out pids in sequence: the next insert's slot, a cache miss
+   * in a large table, is fetched while the caller builds that process. */
+  size_t next = slot_of(key + 1, t->cap);
+  __builtin_prefetch(&t->keys[next], 1);
+  __builtin_prefetch(&t->vals[next], 1);
+  return 0;
+}
+
+void *dm__pidtab_get(const dm__pidtab *t, uint32_t key) {
+  if (!t->cap || key == 0)
+    return NULL;
+  size_t s = slot_of(key, t->cap);
+  while (t->keys[s]) {
+    if (t->keys[s] == key)
+      return t->vals[s];
+    s = (s + 1) & (t->cap - 1);
+  }
+  return NULL;
+}
+
+void *dm__pidtab_del(dm__pidtab *t, uint32_t key) {
+  if (!t->cap || key == 0)
+    return NULL;
+  size_t mask = t->cap - 1, s = slot_of(key, t->cap);
+  while (t->keys[s] && t->keys[s] != key)
+    s = (s + 1) & mask;
+  if (!t->keys[s])
+    return NULL;
+  void *val = t->vals[s];
+  /* Backward-shift deletion: pull later members of the probe run into the
+   * hole so lookups never need tombstones. */
+  size_t hole = s;
+  for (size_t j = (s + 1) & mask; t->keys[j]; j = (j + 1) & mask) {
+    size_t home = slot_of(t->keys[j], t->cap);
+    if (((j - home) & mask) >= ((j - hole) & mask)) {
+      t->keys[hole] = t->keys[j];
+      t->vals[hole] = t->vals[j];
+      hole = j;
+    }
+  }
+  t->keys[hole] = 0;
+  t->vals[hole] = NULL;
+  t->count--;
+  return val;
+}
+
+void dm__nametab_init(dm__nametab *t) { memset(t, 0, sizeof *t); }
+
+void dm__nametab_free(dm__nametab *t) {
+  for (size_t i = 0; i < t->count; i++)
+    dm__free(t->items[i].name);
+  dm__free(t->items);
+  memset(t, 0, sizeof *t);
+}
+
+int dm__nametab_put(dm__nametab *t, const char *name, void *val) {
+  size_t n = name ? strlen(name) : 0;
+  if (n == 0 || n > 1020)
+    return DM_EINVAL;
+  if (dm__nametab_get(t, name))
+    return DM_EEXISTS;
+  if (t->count == t->cap) {
+    size_t ncap = dm__grow_cap(t->cap, t->count + 1, 8);
+    dm__name *items = dm__realloc(t->items, ncap * sizeof *items);
+    if (!items)
+      return DM_ENOMEM;
+    t->items = items;
+    t->cap = ncap;
+  }
+  char *copy = dm__malloc(n + 1);
+  if (!copy)
+    return DM_ENOMEM;
+  memcpy(copy, name, n + 1);
+  t->items[t->count].name = copy;
+  t->items[t->count].val = val;
+  t->count++;
+  return 0;
+}
+
+void *dm__nametab_get(const dm__nametab *t, const char *name) {
+  for (size_t i = 0; i < t->count; i++)
+    if (strcmp(t->items[i].name, name) == 0)
+      return t->items[i].val;
+  return NULL;
+}
+
+void *dm__nametab_del(dm__nametab *t, const char *name) {
+  for (size_t i = 0; i < t->count; i++) {
+    if (strcmp(t->items[i].name, name) == 0) {
+      void *val = t->items[i].val;
+      dm__free(t->items[i].name);
+      t->items[i] = t->items[--t->count];
+      return val;
+    }
+  }
+  return NULL;
+}
