@@ -1,4 +1,5 @@
-/* The tarearbol_cnode program: command line, cookie, and the loop. */
+/* The tarearbol_cnode program: command line, cookie, the layers wired
+ * together, and the loop. */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -11,7 +12,17 @@
 
 #include "dm.h"
 #include "base/base.h"
-#include "node/node.h"
+#include "dm/mgr.h"
+
+extern const dm_behaviour dm__counter_behaviour;
+extern const dm_behaviour dm__counter_hooks_behaviour;
+extern const dm_behaviour dm__pingpong_behaviour;
+extern const dm_behaviour dm__probe_behaviour;
+
+/* The behaviours compiled in: `--manager NAME=counter` and so on. */
+static const dm_behaviour *const builtins[] = {
+    &dm__counter_behaviour, &dm__counter_hooks_behaviour, &dm__pingpong_behaviour,
+    &dm__probe_behaviour, NULL};
 
 #define COOKIE_ENV "TAREARBOL_CNODE_COOKIE"
 #define MAX_COOKIE 512
@@ -201,12 +212,19 @@ int main(int argc, char **argv) {
   uv_loop_t loop;
   if (uv_loop_init(&loop) != 0)
     return 1;
+  /* The layers, wired bottom up: the node (distribution, process
+   * tables), its services, then the managers' scheduler, which registers
+   * its process kinds and loop hooks with the node. */
   static dm__node node;
+  static dm__sched sched;
   int r = dm__node_init(&node, &loop, &cfg, cookie);
   memset(cookie, 0, sizeof cookie);
-  node.threads = threads;
+  if (r == 0)
+    r = dm__services_init(&node);
+  if (r == 0)
+    r = dm__sched_init(&sched, &node, threads, builtins);
   for (size_t i = 0; r == 0 && i < nmanagers; i++)
-    r = dm__manager_create(&node, managers[i]);
+    r = dm__sched_add_manager(&sched, managers[i]);
   if (r == 0)
     r = dm__node_start(&node);
   if (r) {

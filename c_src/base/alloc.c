@@ -1,7 +1,12 @@
+/* The allocation wrapper, its failure injection for tests, and the one
+ * growth rule for arrays. */
 #include "base/base.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "dm.h"
 
 static atomic_long fail_after = -1;
 
@@ -28,3 +33,25 @@ void *dm__realloc(void *p, size_t n) {
 }
 
 void dm__free(void *p) { free(p); }
+
+char *dm__strdup(const char *s) {
+  size_t n = strlen(s) + 1;
+  char *c = dm__malloc(n);
+  if (c)
+    memcpy(c, s, n);
+  return c;
+}
+
+int dm__array_grow(void **arr, size_t *cap, size_t need, size_t elem, size_t min) {
+  if (need <= *cap)
+    return 0;
+  size_t ncap = dm__grow_cap(*cap, need, min);
+  if (ncap > SIZE_MAX / elem)
+    return DM_ENOMEM;
+  void *a = dm__realloc(*arr, ncap * elem);
+  if (!a)
+    return DM_ENOMEM;
+  *arr = a;
+  *cap = ncap;
+  return 0;
+}

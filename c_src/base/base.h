@@ -16,6 +16,8 @@ void *dm__malloc(size_t n);
 void *dm__calloc(size_t count, size_t n);
 void *dm__realloc(void *p, size_t n);
 void dm__free(void *p);
+/* A copy of s through the wrapper, or NULL. */
+char *dm__strdup(const char *s);
 
 /* The capacity a growable array or table takes to hold need: its own
  * (min when it has none) doubled until it does. Callers keep capacities
@@ -27,6 +29,11 @@ static inline size_t dm__grow_cap(size_t cap, size_t need, size_t min) {
     cap *= 2;
   return cap;
 }
+
+/* Grows the array *arr of elements of elem bytes, whose capacity is *cap,
+ * to hold at least need of them by the rule above. On failure *arr and
+ * *cap are unchanged. 0 or DM_ENOMEM. */
+int dm__array_grow(void **arr, size_t *cap, size_t need, size_t elem, size_t min);
 
 /* Test hook: the next `after` allocations succeed, the ones after fail.
  * A negative value switches injection off. */

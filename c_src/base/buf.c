@@ -1,3 +1,4 @@
+/* The growable byte buffer: reserve, append, consume, free. */
 #include "base/base.h"
 
 #include <string.h>

@@ -1,3 +1,4 @@
+/* The slab: equal slots cut from large chunks, reused through a free list. */
 #include "base/base.h"
 
 #include <stdint.h>
@@ -39,14 +40,9 @@ void *dm__slab_alloc(dm__slab *s) {
     memcpy(&s->free, p, sizeof(void *));
   } else {
     if (s->next == s->per_chunk) {
-      if (s->nchunks == s->capchunks) {
-        size_t cap = s->capchunks ? s->capchunks * 2 : 16;
-        char **c = dm__realloc(s->chunks, cap * sizeof *c);
-        if (!c)
-          return NULL;
-        s->chunks = c;
-        s->capchunks = cap;
-      }
+      if (dm__array_grow((void **)&s->chunks, &s->capchunks, s->nchunks + 1,
+                         sizeof *s->chunks, 16))
+        return NULL;
       char *chunk = dm__malloc(s->per_chunk * s->size);
       if (!chunk)
         return NULL;

@@ -1,18 +1,19 @@
-/* Peer connections after the handshake: framed, non-blocking reads and
- * writes on the loop thread. Output produced during one loop iteration is
- * written with one system call per peer just before the loop blocks. */
+/* A connection: one peer after the handshake, framed, non-blocking reads
+ * and writes on the loop thread. Output produced during one loop iteration
+ * is written with one system call per peer just before the loop blocks.
+ * Packets go to the table's ops, the close to the table's `closed`. */
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "base/base.h"
 #include "dm.h"
-#include "node/node.h"
+#include "dist/dist.h"
 
 #define READ_BUF_SIZE (64 * 1024)
 
 static const char *peer_name(const dm__conn *c) {
-  return c->node->peer_names[c->peer];
+  return c->dist->peer_names[c->peer];
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
@@ -24,13 +25,13 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
 
 static int on_packet(void *ud, const char *pkt, size_t len) {
   dm__conn *c = ud;
-  dm__node *n = c->node;
+  dm__dist *d = c->dist;
   if (len == 0) {
-    n->stats.ticks_in++;
+    d->stats.ticks_in++;
     return 0;
   }
-  n->stats.packets_in++;
-  dm__node_dispatch(n, c, pkt, len);
+  d->stats.packets_in++;
+  c->rd_msgs += (unsigned)(d->ops->packet(d->ud, c, pkt, len) > 0);
   return c->closing ? DM_ECLOSED : 0;
 }
 
@@ -46,8 +47,18 @@ static void set_lowat(dm__conn *c, size_t lowat) {
   c->lowat = lowat;
 }
 
+static void on_lowat_tick(uv_timer_t *t) {
+  dm__dist *d = t->data;
+  uint64_t now = uv_hrtime();
+  int held = 0;
+  for (size_t i = 0; i < d->nconns; i++)
+    held |= dm__conn_lowat_release(d->conns[i], now);
+  if (!held)
+    uv_timer_stop(t);
+}
+
 static void coalesce(dm__conn *c, size_t nread) {
-  dm__node *n = c->node;
+  dm__dist *n = c->dist;
   /* Messages, not packets: a gen_server:call comes as a monitor and a
    * message together, and one caller must not raise the mark. */
   size_t want = dm__lowat_want(nread, c->rd_msgs, dm__frame_pending(&c->fr),
@@ -58,36 +69,25 @@ static void coalesce(dm__conn *c, size_t nread) {
   if (c->lowat > 1) {
     c->held_ns = uv_hrtime();
     if (!uv_is_active((uv_handle_t *)&n->lowat_timer))
-      uv_timer_start(&n->lowat_timer, dm__conn_lowat_tick, 1, 1);
+      uv_timer_start(&n->lowat_timer, on_lowat_tick, 1, 1);
   }
 }
 
-void dm__conn_lowat_tick(uv_timer_t *t) {
-  dm__node *n = t->data;
-  uint64_t now = uv_hrtime();
-  int held = 0;
-  for (size_t i = 0; i < n->nconns; i++) {
-    dm__conn *c = n->conns[i];
-    if (c->lowat <= 1)
-      continue;
-    if (now - c->held_ns >= 500000) {
-      /* Quiet for half a millisecond: what it has sent is read now (since
-       * Linux 4.18, lowering the mark wakes a waiting poll). */
-      set_lowat(c, 1);
-      n->stats.lowat_releases++;
-      if (c->lowat > 1)
-        held = 1;
-    } else {
-      held = 1;
-    }
-  }
-  if (!held)
-    uv_timer_stop(t);
+int dm__conn_lowat_release(dm__conn *c, uint64_t now) {
+  if (c->lowat <= 1)
+    return 0;
+  if (now - c->held_ns < 500000)
+    return 1;
+  /* Quiet for half a millisecond: what it has sent is read now (since
+   * Linux 4.18, lowering the mark wakes a waiting poll). */
+  set_lowat(c, 1);
+  c->dist->stats.lowat_releases++;
+  return c->lowat > 1;
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   dm__conn *c = s->data;
-  dm__node *n = c->node;
+  dm__dist *n = c->dist;
   if (nread < 0) {
     if (dm__frame_partial(&c->fr))
       DM_WARN("peer %s closed the connection inside a packet", peer_name(c));
@@ -116,31 +116,22 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 
 static void on_closed(uv_handle_t *h);
 
-int dm__conn_open(dm__node *n, int fd, const char *peer) {
+int dm__conn_open(dm__dist *d, int fd, uint32_t peer, dm__conn_closed_fn closed,
+                  dm__conn **out) {
   int r = DM_ENOMEM, ur;
-  int peer_idx = dm__node_intern(n, peer);
-  if (peer_idx < 0)
-    goto err_fd;
-  if (n->nconns == n->capconns) {
-    size_t cap = n->capconns ? n->capconns * 2 : 8;
-    dm__conn **conns = dm__realloc(n->conns, cap * sizeof *conns);
-    if (!conns)
-      goto err_fd;
-    n->conns = conns;
-    n->capconns = cap;
-  }
   dm__conn *c = dm__calloc(1, sizeof *c);
   if (!c)
     goto err_fd;
   c->rbuf = dm__malloc(READ_BUF_SIZE);
   if (!c->rbuf)
     goto err_conn;
-  c->node = n;
-  c->peer = (uint32_t)peer_idx;
-  dm__frame_init(&c->fr, n->cfg.max_packet);
-  c->last_read = c->last_write = uv_now(n->loop);
+  c->dist = d;
+  c->closed = closed;
+  c->peer = peer;
+  dm__frame_init(&c->fr, d->cfg.max_packet);
+  c->last_read = c->last_write = uv_now(d->loop);
   c->lowat = 1;
-  if ((ur = uv_tcp_init(n->loop, &c->tcp))) {
+  if ((ur = uv_tcp_init(d->loop, &c->tcp))) {
     r = DM_EIO;
     goto err_rbuf;
   }
@@ -152,11 +143,10 @@ int dm__conn_open(dm__node *n, int fd, const char *peer) {
   /* From here on the handle owns fd. */
   if ((ur = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read)))
     goto err_handle;
-  c->index = n->nconns;
-  n->conns[n->nconns++] = c;
+  *out = c;
   return 0;
 err_handle:
-  DM_ERROR("cannot serve %s: %s", peer, uv_strerror(ur));
+  DM_ERROR("cannot serve %s: %s", peer_name(c), uv_strerror(ur));
   c->closing = 1;
   uv_close((uv_handle_t *)&c->tcp, on_closed);
   return DM_EIO;
@@ -179,17 +169,14 @@ static void on_closed(uv_handle_t *h) {
 }
 
 void dm__conn_close(dm__conn *c, const char *why) {
-  dm__node *n = c->node;
+  dm__dist *d = c->dist;
   if (c->closing)
     return;
   c->closing = 1;
   DM_INFO("connection to %s closed: %s", peer_name(c), why);
-  n->stats.connections_closed++;
-  /* Swap-remove from the table so the peer is gone before links fire. */
-  n->conns[c->index] = n->conns[--n->nconns];
-  n->conns[c->index]->index = c->index;
+  d->stats.connections_closed++;
   if (c->dirty) {
-    for (dm__conn **pp = &n->dirty; *pp; pp = &(*pp)->next_dirty)
+    for (dm__conn **pp = &d->dirty; *pp; pp = &(*pp)->next_dirty)
       if (*pp == c) {
         *pp = c->next_dirty;
         break;
@@ -197,12 +184,13 @@ void dm__conn_close(dm__conn *c, const char *why) {
   }
   uv_read_stop((uv_stream_t *)&c->tcp);
   uv_close((uv_handle_t *)&c->tcp, on_closed);
-  if (!dm__node_conn(n, n->peer_names[c->peer]))
-    dm__node_peer_lost(n, c->peer);
+  /* The table forgets it now (the memory goes in on_closed), so the peer
+   * is gone before its links fire. */
+  c->closed(d, c);
 }
 
 int dm__conn_write(dm__conn *c, const char *data, size_t len) {
-  dm__node *n = c->node;
+  dm__dist *n = c->dist;
   if (c->closing)
     return DM_ECLOSED;
   if (c->out.len + c->inflight.len + len > n->cfg.max_outbuf) {
@@ -273,7 +261,7 @@ static void flush(dm__conn *c) {
   }
 }
 
-void dm__conn_flush_all(dm__node *n) {
+void dm__conn_flush_all(dm__dist *n) {
   while (n->dirty) {
     dm__conn *c = n->dirty;
     n->dirty = c->next_dirty;

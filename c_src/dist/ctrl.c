@@ -1,3 +1,5 @@
+/* Control messages: the bounded decoder of what peers send, the gen_server
+ * envelope, and the encoders of what the node sends. */
 #include "dist/dist.h"
 
 #include <string.h>

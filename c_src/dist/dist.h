@@ -1,13 +1,20 @@
-/* dist: the distribution protocol. Frames, control messages, the
- * gen_server envelope and, later, connections. Depends on base and term. */
+/* dist: the distribution protocol. Frames, control messages and the
+ * gen_server envelope; one connection; the connection table with ticks;
+ * the listen socket, the acceptor and epmd. Depends on base and term.
+ * What happens to a packet is the business of the layer above, which
+ * gives its ops when the table is set up: dist never names it. */
 #ifndef DM_DIST_H
 #define DM_DIST_H
 
 #include <ei.h>
 #include <stddef.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
+#include <uv.h>
 
 #include "base/base.h"
+#include "term/term.h"
 
 /* ---- frame ---------------------------------------------------------------*/
 /* The frame reader: turns a byte stream into distribution packets (a 4-byte
@@ -145,10 +152,166 @@ int dm__enc_monitor_p_exit(ei_x_buff *x, const char *from_name,
                            const erlang_pid *from_pid, const erlang_pid *to,
                            const erlang_ref *ref, const char *reason,
                            size_t reason_len);
-/* The atom noproc, encoded. */
-#define DM__NOPROC "\x77\x06noproc", 8
 /* UNLINK_ID_ACK {36, Id, From, To}. */
 int dm__enc_unlink_id_ack(ei_x_buff *x, unsigned long long id,
                           const erlang_pid *from, const erlang_pid *to);
+
+/* ---- conn and dist ---------------------------------------------------------*/
+/* One connection after the handshake (conn.c), and the table of them with
+ * interned peer names, ticks, the listen socket and epmd (dist.c,
+ * listen.c). Loop thread only, except the acceptor thread in listen.c,
+ * which hands sockets over through a queue. */
+
+typedef struct dm__dist dm__dist;
+typedef struct dm__conn dm__conn;
+
+typedef struct {
+  const char *name;        /* --sname or --name argument */
+  int longnames;           /* 1 with --name */
+  const char *listen_addr; /* IPv4 address to listen on, NULL: any */
+  unsigned net_ticktime;   /* seconds, as erl's net_ticktime */
+  uint32_t max_packet;     /* larger length prefixes close the connection */
+  unsigned handshake_ms;   /* a handshake step slower than this fails */
+  size_t max_outbuf;       /* bytes queued for one peer before it is dropped */
+  size_t read_coalescing;  /* highest SO_RCVLOWAT asked for; 0: never */
+  int exit_with_stdin;     /* stop when standard input closes (port owner gone) */
+} dm__config;
+
+void dm__config_defaults(dm__config *cfg);
+
+/* What the layer above learns from the table. */
+typedef struct {
+  /* A packet (not a tick) from peer c. Returns 1 when it was a message
+   * (SEND or REG_SEND), which read coalescing counts, else 0. */
+  int (*packet)(void *ud, dm__conn *c, const char *pkt, size_t len);
+  /* The last connection to the peer with this interned name closed. */
+  void (*peer_lost)(void *ud, uint32_t peer);
+  /* epmd took the name for the first time: the node is reachable. */
+  void (*published)(void *ud);
+} dm__dist_ops;
+
+/* Counters of the distribution layer, shown by `stats`. Only the loop
+ * thread writes them, except the atomic ones the acceptor thread bumps. */
+#define DM__DIST_STATS_MAP(X)                                                  \
+  X(connections_closed)                                                        \
+  X(packets_in)                                                                \
+  X(reads)                                                                     \
+  X(lowat_releases)                                                            \
+  X(packets_out)                                                               \
+  X(bytes_in)                                                                  \
+  X(bytes_out)                                                                 \
+  X(ticks_in)                                                                  \
+  X(ticks_out)                                                                 \
+  X(oversized_packets)                                                         \
+  X(peers_timed_out)                                                           \
+  X(outbuf_overflows)                                                          \
+  X(epmd_registrations)
+
+typedef struct {
+#define DM__STATS_FIELD(name) uint64_t name;
+  DM__DIST_STATS_MAP(DM__STATS_FIELD)
+#undef DM__STATS_FIELD
+  atomic_uint_fast64_t connections_accepted;
+  atomic_uint_fast64_t handshake_failures;
+} dm__dist_stats;
+
+/* How a connection tells the table that it closed (dist.c gives it). */
+typedef void (*dm__conn_closed_fn)(dm__dist *d, dm__conn *c);
+
+struct dm__conn {
+  uv_tcp_t tcp;
+  dm__dist *dist;
+  dm__conn_closed_fn closed;
+  uint32_t peer;  /* interned node name of the peer */
+  size_t index;   /* position in dist->conns */
+  dm__frame_reader fr;
+  dm__buf out;      /* queued, not yet handed to the kernel */
+  dm__buf inflight; /* owned by the uv_write in progress */
+  uv_write_t wreq;
+  int writing, closing, dirty;
+  uint64_t last_read, last_write; /* loop time, ms */
+  dm__conn *next_dirty;
+  char *rbuf;
+  unsigned rd_msgs;    /* messages (not monitors, links, ticks) in that read */
+  size_t lowat;        /* SO_RCVLOWAT in force; 1 is the kernel's default */
+  uint64_t held_ns;    /* with lowat > 1: when the last read happened */
+};
+
+struct dm__dist {
+  uv_loop_t *loop;
+  dm__config cfg;
+  ei_cnode ec;
+  const dm__dist_ops *ops;
+  void *ud;
+  uint32_t listen_ip; /* IPv4, network order (INADDR_ANY: all) */
+  int listen_fd, port;
+  int epmd_fd; /* -1 while not published */
+  int published;
+  int handles; /* the loop handles below are initialised */
+
+  uv_poll_t epmd_poll;
+  uv_timer_t publish_timer;
+  uv_timer_t tick_timer;
+  uv_timer_t lowat_timer; /* runs while a peer's low-water mark is up */
+  uv_async_t accept_async;
+
+  pthread_t acceptor;
+  int acceptor_started;
+  atomic_int stopping;
+  pthread_mutex_t accept_mx;
+  struct dm__accepted *accepted; /* handed over by the acceptor */
+
+  dm__conn **conns;
+  size_t nconns, capconns;
+  dm__conn *dirty; /* connections with output queued this iteration */
+
+  char **peer_names; /* interned node names, index = peer */
+  size_t npeer_names, cappeer_names;
+
+  dm__dist_stats stats;
+};
+
+/* conn.c: one connection. It reports packets to d->ops and its close to
+ * `closed`; it never looks at the table. */
+/* Serves fd (owned from now on, closed on failure). 0 or an error. */
+int dm__conn_open(dm__dist *d, int fd, uint32_t peer, dm__conn_closed_fn closed,
+                  dm__conn **out);
+/* Queues bytes; a peer whose queue passes max_outbuf is dropped. */
+int dm__conn_write(dm__conn *c, const char *data, size_t len);
+void dm__conn_close(dm__conn *c, const char *why);
+/* Hands every queued byte to the kernel; once per loop iteration. */
+void dm__conn_flush_all(dm__dist *d);
+/* A raised read low-water mark of a peer quiet since `now_ns` - 0.5 ms
+ * goes back to 1. Returns 1 while the mark stays raised. */
+int dm__conn_lowat_release(dm__conn *c, uint64_t now_ns);
+
+/* dist.c: the table. */
+/* Sets up ei's node identity and the table; ops receive what peers send.
+ * 0 or a negative error (logged). */
+int dm__dist_init(dm__dist *d, uv_loop_t *loop, const dm__config *cfg,
+                  const char *cookie, const dm__dist_ops *ops, void *ud);
+/* Starts ticking. */
+void dm__dist_start(dm__dist *d);
+/* Closes every connection and the table's handles. */
+void dm__dist_stop(dm__dist *d);
+/* After uv_run has returned. */
+void dm__dist_free(dm__dist *d);
+/* Interns a node name; its index or a negative error. */
+int dm__dist_intern(dm__dist *d, const char *name);
+/* The connection to a node, or NULL. */
+dm__conn *dm__dist_conn(dm__dist *d, const char *nodename);
+/* Serves an accepted socket from the peer named `peer`. */
+int dm__dist_adopt(dm__dist *d, int fd, const char *peer);
+/* Queues a packet to the node named `to`. 0, or DM_ECLOSED when no
+ * connection to it exists. */
+int dm__dist_send(dm__dist *d, const char *to, const char *pkt, size_t len);
+
+/* listen.c: the listen socket, its acceptor thread and epmd. */
+/* Listens on cfg's address; the acceptor starts with dm__listen_start. */
+int dm__listen_init(dm__dist *d);
+/* Starts the acceptor thread and publishes (retrying while epmd is away). */
+int dm__listen_start(dm__dist *d);
+void dm__listen_stop(dm__dist *d);
+void dm__listen_free(dm__dist *d);
 
 #endif

@@ -1,3 +1,5 @@
+/* The frame reader: a byte stream cut into length-prefixed packets, and
+ * the read-coalescing policy that sizes the next read. */
 #include "dist/dist.h"
 
 #include <string.h>

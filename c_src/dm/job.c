@@ -1,49 +1,16 @@
 /* Callback jobs: built on the loop thread, run on the pool, handed back in
- * batches. A job lends the worker's id and payload to the callback: the
- * loop thread does not change them while the worker is busy. */
-#include <malloc.h>
+ * batches to the completion function their creator gave. A job lends the
+ * worker's id and payload to the callback: the loop thread does not
+ * change them while the worker is busy. */
 #include <string.h>
 
 #include "base/base.h"
 #include "dm/mgr.h"
 #include "term/term.h"
 
-dm__blob *dm__blob_new(const char *data, size_t len) {
-  if (len > UINT32_MAX)
-    return NULL;
-  dm__blob *b = dm__malloc(DM__BLOB_HDR + len);
-  if (!b)
-    return NULL;
-  uint32_t hdr[2] = {(uint32_t)len, 1};
-  memcpy(b, hdr, sizeof hdr);
-  memcpy(b + DM__BLOB_HDR, data, len);
-  return b;
-}
-
-int dm__blob_fits(const dm__blob *b, size_t len) {
-  return DM__BLOB_HDR + len <= malloc_usable_size((void *)b);
-}
-
-void dm__blob_rewrite(dm__blob *b, const char *data, size_t len) {
-  uint32_t l = (uint32_t)len;
-  memcpy(b, &l, sizeof l);
-  memcpy(b + DM__BLOB_HDR, data, len);
-}
-
-dm__blob *dm__blob_ref(dm__blob *b) {
-  if (b)
-    ((uint32_t *)(void *)b)[1]++;
-  return b;
-}
-
-void dm__blob_unref(dm__blob *b) {
-  if (b && --((uint32_t *)(void *)b)[1] == 0)
-    dm__free(b);
-}
-
 static void run(dm__job *base);
 
-dm__wjob *dm__job_new(dm__manager *m, dm__worker *w, int kind) {
+dm__wjob *dm__job_new(dm__manager *m, dm__worker *w, int kind, dm__job_done_fn done) {
   dm__wjob *j = m->free_jobs;
   if (j) {
     m->free_jobs = (dm__wjob *)j->base.next;
@@ -67,6 +34,7 @@ dm__wjob *dm__job_new(dm__manager *m, dm__worker *w, int kind) {
   j->valid = 0;
   j->m = m;
   j->w = w;
+  j->done = done;
   j->kind = kind;
   j->rc = 0;
   j->wrap = 0;
@@ -202,34 +170,20 @@ static void deliver_sends(dm__wjob *j) {
       break;
     memcpy(&l, j->sends.buff + i, sizeof l);
     i += (int)sizeof l;
-    n->x.index = 0;
-    if (dm__pkt_begin(&n->x) == 0 && dm__enc_send_ctrl(&n->x, &to) == 0 &&
-        ei_x_encode_version(&n->x) == 0 &&
-        ei_x_append_buf(&n->x, j->sends.buff + i, (int)l) == 0) {
-      dm__pkt_end(&n->x);
-      dm__node_send(n, to.node, &n->x);
-    }
+    dm__node_send_msg(n, &to, j->sends.buff + i, l);
     i += (int)l;
   }
 }
 
 void dm__job_done(dm__job *base, void *ud) {
   dm__wjob *j = (dm__wjob *)base;
+  /* Shutting down (or never run): nothing more is sent or started. */
+  int cancelled = !base->run || j->m->node->stopping;
   (void)ud;
-  if (!base->run || atomic_load(&j->m->node->stopping)) {
-    /* Shutting down: nothing more is sent or started. A worker already out
-     * of the table is only reachable from its job, so it goes with it. */
-    if (j->w && (j->w->flags & DM__W_STOPPING))
-      dm__worker_free(j->w);
-    else if (j->w)
-      j->w->flags &= (uint8_t)~DM__W_BUSY;
-    dm__job_free(j);
-    return;
-  }
-  if (j->sends.index)
+  if (!cancelled && j->sends.index)
     deliver_sends(j);
-  if (j->w)
-    dm__worker_completed(j);
+  if (j->done)
+    j->done(j, cancelled);
   else
-    dm__manager_completed(j);
+    dm__job_free(j);
 }

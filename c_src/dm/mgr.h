@@ -1,5 +1,11 @@
-/* dm: managers, their workers and jobs. Depends on node, runtime, term
- * and base. */
+/* dm: the dynamic managers. Their wire API (api.c), the behaviour loader
+ * (loader.c), the supervisor (supervisor.c), workers (worker.c, run.c,
+ * complete.c) and their mailboxes (mailbox.c), the children table
+ * (children.c), callback jobs (job.c), children_specs boots (boot.c), the
+ * node-wide scheduler (sched.c), the encoders of Child, State and stats
+ * (encode.c), the lateness histogram (lateness.c), --manager parsing
+ * (manager.c), child opts and responses. Depends on node, runtime, term
+ * and base; plugs into the node through process kinds and loop hooks. */
 #ifndef DM_MGR_H
 #define DM_MGR_H
 
@@ -10,6 +16,7 @@
 #include "dm.h"
 #include "node/node.h"
 #include "runtime/runtime.h"
+#include "term/term.h"
 
 /* ---- opts ----------------------------------------------------------------*/
 /* Child options, from children_specs or put: a proplist or a map with
@@ -66,46 +73,23 @@ typedef struct {
 /* Classifies the response r (a whole, validated term, no version byte). */
 void dm__response_parse(const char *r, size_t len, dm__response *out);
 
-/* ---- mgr -----------------------------------------------------------------*/
-/* Managers and their workers: the internal structures shared by
- * manager.c (requests, state), worker.c (life cycle, callbacks),
- * children.c (the id → worker table) and job.c (callback jobs). */
+/* ---- managers and workers ---------------------------------------------------*/
 
 typedef struct dm__manager dm__manager;
 typedef struct dm__worker dm__worker;
+typedef struct dm__sched dm__sched;
 typedef struct dm_ctx dm__wjob;
 
-/* A term owned by the runtime: 4-byte length, 4-byte reference count,
- * then the bytes. NULL is nil. Payload and value, and the opts of workers
- * started from one spec, share one blob instead of holding copies. */
-typedef char dm__blob;
-#define DM__BLOB_HDR 8
-dm__blob *dm__blob_new(const char *data, size_t len);
-dm__blob *dm__blob_ref(dm__blob *b);
-void dm__blob_unref(dm__blob *b);
-static inline uint32_t dm__blob_len(const dm__blob *b) {
-  return b ? *(const uint32_t *)(const void *)b : 0;
-}
-static inline const char *dm__blob_data(const dm__blob *b) {
-  return b ? b + DM__BLOB_HDR : "\x73\x03nil"; /* nil as SMALL_ATOM */
-}
-static inline size_t dm__blob_size(const dm__blob *b) {
-  return b ? dm__blob_len(b) : 5;
-}
-static inline uint32_t dm__blob_refs(const dm__blob *b) {
-  return ((const uint32_t *)(const void *)b)[1];
-}
-/* True when len bytes fit in b's allocation. */
-int dm__blob_fits(const dm__blob *b, size_t len);
-/* Overwrites b's bytes; only for a blob no one else is reading. */
-void dm__blob_rewrite(dm__blob *b, const char *data, size_t len);
+/* What a finished job is handed back to: its creator's. cancelled is 1
+ * when the node is stopping and nothing may be sent or started. */
+typedef void (*dm__job_done_fn)(dm__wjob *j, int cancelled);
 
-/* A message waiting for a busy worker. */
+/* ---- mailbox.c: messages waiting for a busy worker ---- */
 typedef struct dm__mail {
   struct dm__mail *next;
   int kind;          /* DM__JOB_CALL, DM__JOB_CAST or DM__JOB_PAYLOAD */
   int wrap;          /* reply {ok, R} (synch_call) rather than R */
-  struct dm__replyto *reply;
+  dm__replyto *reply; /* owned by the mail */
   size_t len;
   char msg[];        /* the request, no version byte */
 } dm__mail;
@@ -115,15 +99,22 @@ typedef struct dm__mailbox {
   uint32_t count;
 } dm__mailbox;
 
-/* Where a call's reply goes: the caller and its tag. */
-typedef struct dm__replyto {
-  erlang_pid from;
-  int has_mref;
-  erlang_ref mref;
-  size_t tag_len;
-  char tag[];
-} dm__replyto;
+static inline uint32_t dm__mailbox_count(const dm__mailbox *mb) {
+  return mb ? mb->count : 0;
+}
+/* Appends a mail with a copy of msg; *mb is created when NULL. On success
+ * the mail owns reply. 0 or DM_ENOMEM (reply still the caller's). */
+int dm__mailbox_push(dm__mailbox **mb, int kind, const char *msg, size_t len,
+                     dm__replyto *reply, int wrap);
+/* Takes out the oldest mail, or NULL; *mb is freed once empty. The caller
+ * frees the mail and its reply with dm__free. */
+dm__mail *dm__mailbox_pop(dm__mailbox **mb);
+/* Frees the mailbox. With n, every caller still waiting sees its call
+ * exit with reason, as a BEAM caller's monitor would. */
+void dm__mailbox_free(dm__mailbox *mb, dm__node *n, const char *reason,
+                      size_t len);
 
+/* ---- workers ---- */
 enum {
   DM__W_BUSY = 1,         /* a callback is in flight */
   DM__W_PERFORM_DUE = 2,  /* the period elapsed while busy */
@@ -169,14 +160,12 @@ static inline size_t dm__worker_id_len(const dm__worker *w) {
                                     : (size_t)(unsigned char)w->id.inl[0];
 }
 
-/* The wheel's look-ahead: prefetches the payload a perform will read. */
-void dm__worker_ahead(const dm__timer *t);
-/* Stores w's id, inline when short. 0 or DM_ENOMEM. */
-int dm__worker_set_id(dm__worker *w, const char *id, size_t len);
-void dm__worker_release_id(dm__worker *w);
-
 enum { DM__STARTING = 0, DM__STARTED, DM__DOWN };
 enum { DM__PICK_HASHRING = 0, DM__PICK_RANDOM, DM__PICK_STREAM };
+
+static inline const char *dm__state_name(int s) {
+  return s == DM__STARTING ? "starting" : s == DM__STARTED ? "started" : "down";
+}
 
 typedef struct {
   char *key, *value;
@@ -204,7 +193,7 @@ typedef struct {
 #define DM__MSTATS_FIELD(n) uint64_t n;
   DM__MSTATS_MAP(DM__MSTATS_FIELD)
 #undef DM__MSTATS_FIELD
-  uint64_t late[DM__LATE_BUCKETS]; /* see late_bucket() in manager.c */
+  uint64_t late[DM__LATE_BUCKETS]; /* see lateness.c */
   uint64_t late_max_us;
   uint64_t late_count;
 } dm__mstats;
@@ -212,6 +201,7 @@ typedef struct {
 struct dm__manager {
   dm__proc proc;
   dm__node *node;
+  dm__sched *sched;
   char *name;
   char *struct_name; /* 'Elixir.<Name>.State' */
   const dm_behaviour *b;
@@ -226,6 +216,9 @@ struct dm__manager {
   unsigned threads;
   int state;
   uint32_t epoch;  /* bumped by restart: stale children_specs results are dropped */
+  /* Where the jobs of workers go back to: the supervisor's, given when the
+   * manager is made, so that workers never name it. */
+  dm__job_done_fn worker_done;
 
   /* Open addressing by id hash. A slot holds the worker's address with 16
    * bits of its hash in the top bits, which user-space addresses leave
@@ -249,7 +242,22 @@ struct dm__manager {
    * threads could otherwise run `started` before `starting`. */
   int sc_running;
   dm__wjob *sc_head, *sc_tail; /* waiting, linked through base.next */
-  dm__buf scratch;   /* canonical ids of requests, reused */
+  dm__buf scratch;   /* canonical ids of requests: api.c's alone */
+};
+
+/* The node-wide scheduler: every manager's workers in one slab and one
+ * timer wheel, driven from the node's loop hooks. */
+struct dm__sched {
+  dm__node *node;
+  dm__wheel wheel;    /* every worker's next perform */
+  dm__slab workers;   /* every manager's workers */
+  uv_timer_t wheel_timer;
+  int timer_open;     /* wheel_timer is initialised and not closed */
+  dm__manager **managers;
+  size_t nmanagers, capmanagers;
+  unsigned threads;   /* default pool size of a manager */
+  const dm_behaviour *const *builtins; /* compiled in, NULL-terminated */
+  uint8_t kind_manager, kind_worker; /* process kinds registered with the node */
 };
 
 /* Jobs kept for reuse, with their buffers: a steady stream of performs
@@ -280,6 +288,7 @@ struct dm_ctx {
   dm__job base;
   dm__manager *m;
   dm__worker *w;      /* NULL for manager-level jobs */
+  dm__job_done_fn done; /* NULL: only freed */
   int kind;
   int rc;
   uint32_t epoch;
@@ -302,7 +311,7 @@ struct dm_ctx {
   dm__response rs;
 };
 
-/* children.c */
+/* ---- children.c: the children table ---- */
 int dm__children_put(dm__manager *m, dm__worker *w);
 /* Makes room for n children in all (a hint: failure only means rehashing
  * later). */
@@ -320,47 +329,137 @@ dm__worker *dm__children_get(const dm__manager *m, const char *id, size_t len,
 void dm__children_del(dm__manager *m, dm__worker *w);
 uint32_t dm__id_hash(const dm__manager *m, const char *id, size_t len);
 
-/* job.c */
-dm__wjob *dm__job_new(dm__manager *m, dm__worker *w, int kind);
+/* ---- lateness.c: the histogram of how late performs start ---- */
+void dm__lateness_note(dm__mstats *s, uint64_t late_us);
+/* The p-quantile (0..1), as the top of its bucket, at most the maximum. */
+uint64_t dm__lateness_percentile(const dm__mstats *s, double p);
+/* The largest lateness bucket b counts. */
+uint64_t dm__lateness_bucket_top(size_t b);
+
+/* ---- job.c: callback jobs ---- */
+/* A job of m (for w, or manager-level when w is NULL), handed back to
+ * done when finished. NULL when out of memory. */
+dm__wjob *dm__job_new(dm__manager *m, dm__worker *w, int kind, dm__job_done_fn done);
 void dm__job_free(dm__wjob *j);
 void dm__job_submit(dm__wjob *j);
+/* The pools' completion function (see dm__pool_start). */
 void dm__job_done(dm__job *j, void *ud);
 void dm__job_ahead(const dm__job *j);
 
-/* worker.c */
+/* ---- run.c: a worker's callback on its way ---- */
+/* Runs a callback for w, which must be idle: w is busy until its job
+ * comes back. A call's reply record passes to the job. 0 or DM_ENOMEM. */
+int dm__worker_run(dm__worker *w, int kind, const char *msg, size_t len,
+                   dm__replyto *reply, int wrap);
+/* Arms w's timer for due_us (monotonic µs). */
+void dm__worker_arm(dm__worker *w, uint64_t due_us);
+void dm__worker_disarm(dm__worker *w);
+/* The loop's cached time in µs. */
+uint64_t dm__worker_now_us(const dm__worker *w);
+/* Stores a term in a blob slot; on failure the old one stays (logged). */
+void dm__worker_set_blob(dm__blob **slot, const char *data, size_t len);
+
+/* ---- worker.c: a worker's life ---- */
+/* Stores w's id, inline when short. 0 or DM_ENOMEM. */
+int dm__worker_set_id(dm__worker *w, const char *id, size_t len);
+void dm__worker_release_id(dm__worker *w);
 /* Starts a worker for id (canonical) with opts (as given, validated). */
 int dm__worker_start(dm__manager *m, const char *id, size_t idlen,
                      const char *opts, size_t optslen, dm__worker **out);
+/* put and put_new: a worker for id (any encoding) with opts, replacing
+ * the one there unless only_new. 0, DM_EBADTERM (bad id), DM_EINVAL (bad
+ * opts, described in detail when given) or DM_ENOMEM. */
+int dm__worker_put(dm__manager *m, const char *id, size_t idlen, const char *opts,
+                   size_t optslen, int only_new, ei_x_buff *detail);
 /* Stops a worker: out of the table now, terminate then freed. */
 void dm__worker_stop(dm__worker *w, const char *reason, size_t reason_len);
+/* Stops every worker of m. */
+void dm__workers_stop_all(dm__manager *m, const char *reason, size_t len);
 /* A call or cast for w (runs now or waits in the mailbox). */
 int dm__worker_deliver(dm__worker *w, int kind, const char *msg, size_t len,
                        const dm__gen *g, int wrap);
-void dm__worker_completed(dm__wjob *j);
+/* A message to w's pid: calls, casts and {payload, P}. */
+void dm__worker_message(dm__worker *w, const dm__ctrl *ctl);
+/* Runs what waited while w was busy: mail first, then a due perform. */
+void dm__worker_drain(dm__worker *w);
+/* The wheel's callback for a worker's timer (ud: the scheduler). */
 void dm__worker_on_timer(dm__timer *t, void *ud);
+/* The wheel's look-ahead: prefetches the payload a perform will read. */
+void dm__worker_ahead(const dm__timer *t);
+/* Its job came back after the node began stopping. */
+void dm__worker_cancelled(dm__wjob *j);
+/* The last of a stopped worker: exits to its links, then freed. */
+void dm__worker_finalize(dm__worker *w);
 void dm__worker_free(dm__worker *w);
 
-/* manager.c */
-void dm__manager_completed(dm__wjob *j);
-void dm__manager_note_lateness(dm__manager *m, uint64_t late_us);
-/* Replies to a call recorded in r, wrapping in {ok, R} when wrap. */
-void dm__reply_to(dm__node *n, const dm__replyto *r, const char *term,
-                  size_t len, int wrap);
-/* Makes the caller's gen call exit with reason (an encoded term). */
-void dm__reply_exit(dm__node *n, const dm__replyto *r, const char *reason,
-                    size_t len);
-dm__replyto *dm__replyto_new(const dm__gen *g);
+/* ---- complete.c: what a finished callback means for its worker ---- */
+enum {
+  DM__OUT_LIVES = 0, /* the worker goes on */
+  DM__OUT_STOPPED,   /* it stopped (halt, moved to a new id) or was gone */
+  DM__OUT_CRASHED,   /* it crashed: reason says why; still in the table */
+};
+typedef struct {
+  int kind;
+  const char *reason; /* DM__OUT_CRASHED: lent from the job or static */
+  size_t reason_len;
+} dm__outcome;
+/* Applies j's result to its worker and says what became of it. j stays
+ * the caller's to free, after it is done with the reason. */
+void dm__worker_completed(dm__wjob *j, dm__outcome *out);
 
+/* ---- boot.c: children_specs and the manager's state ---- */
+/* Goes `starting`, asks children_specs, puts its children, goes
+ * `started`. */
+void dm__boot(dm__manager *m);
+/* The manager's state becomes state; handle_state_change runs, in order. */
+void dm__state_change(dm__manager *m, int state);
+
+/* ---- supervisor.c ---- */
+/* The completion of every worker job: the outcome decides what happens
+ * next (restart per restart type and intensity, escalation). */
+void dm__sup_worker_done(dm__wjob *j, int cancelled);
+/* restart: a clean slate for the intensity counts. */
+void dm__sup_reset(dm__manager *m);
 /* A worker is about to be restarted after a crash. Returns 1 when that
  * is within the manager's intensity; 0 when it is not, in which case every
  * worker was restarted (or the manager went down) instead. */
-int dm__manager_allow_restart(dm__manager *m);
+int dm__sup_allow_restart(dm__manager *m);
+/* The process kind of workers (message, exit signals). */
+extern const dm__proc_ops dm__worker_ops;
 
-/* Manager life cycle: declared in node.h, which main and the node use. */
-/* The behaviour compiled in under name, or NULL. */
-const dm_behaviour *dm__builtin_behaviour(const char *name);
+/* ---- encode.c ---- */
+/* %Tarearbol.DynamicManager.Child{} of w. 0 or DM_ENOMEM. */
+int dm__enc_child(dm__node *n, ei_x_buff *x, const dm__worker *w);
+int dm__enc_state(dm__manager *m, ei_x_buff *x);
+int dm__enc_stats(dm__manager *m, ei_x_buff *x);
+/* info's managers: a list of maps. */
+int dm__enc_managers(dm__sched *s, ei_x_buff *x);
+
+/* ---- api.c ---- */
+/* The process kind of managers: Tarearbol's requests. */
+extern const dm__proc_ops dm__manager_ops;
+
+/* ---- loader.c ---- */
+/* The behaviour named name in builtins (NULL-terminated), or NULL. */
+const dm_behaviour *dm__builtin_behaviour(const dm_behaviour *const *builtins,
+                                          const char *name);
 /* A behaviour from a shared object (path containing '/' or ending .so);
  * NULL with the reason logged. */
 const dm_behaviour *dm__load_behaviour(const char *path);
+
+/* ---- manager.c ---- */
+/* A manager from a --manager NAME=BEHAVIOUR[,key=value...] spec, booting.
+ * 0 or an error (logged). */
+int dm__manager_new(dm__sched *s, const char *spec, dm__manager **out);
+/* Frees m and every worker it has. */
+void dm__manager_free(dm__manager *m);
+
+/* ---- sched.c ---- */
+/* Sets up the scheduler and plugs it into the node (kinds, hooks).
+ * builtins: the behaviours compiled in, NULL-terminated, lent. */
+int dm__sched_init(dm__sched *s, dm__node *n, unsigned threads,
+                   const dm_behaviour *const *builtins);
+/* Adds a manager from its --manager spec. */
+int dm__sched_add_manager(dm__sched *s, const char *spec);
 
 #endif

@@ -1,3 +1,5 @@
+/* Child options: a proplist or map of payload, timeout, lull,
+ * instant_perform and restart, parsed over a manager's defaults. */
 #include "dm/mgr.h"
 
 #include <errno.h>

@@ -1,3 +1,5 @@
+/* Responses: what a perform, call or cast result means in Tarearbol's
+ * terms. */
 #include "dm/mgr.h"
 
 #include <ei.h>

@@ -1,3 +1,4 @@
+/* The process tables: local pid key -> process, registered name -> process. */
 #include "node/node.h"
 
 #include <string.h>

@@ -4,15 +4,13 @@
 #define DM_NODE_H
 
 #include <ei.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
 #include "base/base.h"
 #include "dist/dist.h"
-#include "runtime/runtime.h"
+#include "term/term.h"
 
 /* ---- names ---------------------------------------------------------------*/
 /* The node's process tables: registered name → process and local pid →
@@ -58,59 +56,30 @@ void *dm__nametab_get(const dm__nametab *t, const char *name);
 void *dm__nametab_del(dm__nametab *t, const char *name);
 
 /* ---- node ----------------------------------------------------------------*/
-/* The node: everything the loop thread owns. One dm__node per OS process.
- * net (listen, epmd, acceptor thread), peer connections, the process tables
- * and the counters live here; other files reach them through this header. */
+/* The node: the process tables (proc.c), what arrives routed to the kind
+ * of process it is for (route.c), what goes out (out.c), the node-level
+ * services (service.c) and the node object with its loop phases
+ * (node.c). The layer above plugs in through process kinds and loop
+ * hooks; the node never names it. */
 
 typedef struct dm__node dm__node;
-typedef struct dm__conn dm__conn;
 typedef struct dm__proc dm__proc;
 
-typedef struct {
-  const char *name;        /* --sname or --name argument */
-  int longnames;           /* 1 with --name */
-  const char *listen_addr; /* IPv4 address to listen on, NULL: any */
-  unsigned net_ticktime;   /* seconds, as erl's net_ticktime */
-  uint32_t max_packet;     /* larger length prefixes close the connection */
-  unsigned handshake_ms;   /* a handshake step slower than this fails */
-  size_t max_outbuf;       /* bytes queued for one peer before it is dropped */
-  size_t read_coalescing;  /* highest SO_RCVLOWAT asked for; 0: never */
-  int exit_with_stdin;     /* stop when standard input closes (port owner gone) */
-} dm__config;
-
-void dm__config_defaults(dm__config *cfg);
-
-/* Counters shown by the `stats` request. Only the loop thread writes them,
- * except the ones the acceptor thread bumps, which are atomic. */
-#define DM__STATS_MAP(X)                                                       \
-  X(connections_closed)                                                        \
-  X(packets_in)                                                                \
-  X(reads)                                                                     \
-  X(lowat_releases)                                                            \
-  X(packets_out)                                                               \
-  X(bytes_in)                                                                  \
-  X(bytes_out)                                                                 \
-  X(ticks_in)                                                                  \
-  X(ticks_out)                                                                 \
+/* Counters of the node layer, shown by `stats` beside dist's. */
+#define DM__NODE_STATS_MAP(X)                                                  \
   X(bad_packets)                                                               \
-  X(oversized_packets)                                                         \
   X(unknown_control)                                                           \
   X(unknown_requests)                                                          \
-  X(undeliverable)                                                             \
-  X(peers_timed_out)                                                           \
-  X(outbuf_overflows)                                                          \
-  X(epmd_registrations)
+  X(undeliverable)
 
 typedef struct {
 #define DM__STATS_FIELD(name) uint64_t name;
-  DM__STATS_MAP(DM__STATS_FIELD)
+  DM__NODE_STATS_MAP(DM__STATS_FIELD)
 #undef DM__STATS_FIELD
-  atomic_uint_fast64_t connections_accepted;
-  atomic_uint_fast64_t handshake_failures;
-} dm__stats;
+} dm__node_stats;
 
-/* A remote pid, compactly: the peer node is an index into the node's
- * interned node names. */
+/* A remote pid, compactly: the peer node is an index into dist's interned
+ * node names. */
 typedef struct {
   uint32_t peer, num, serial, creation;
 } dm__rpid;
@@ -129,96 +98,81 @@ typedef struct {
                const char *reason, size_t reason_len);
 } dm__proc_ops;
 
-/* The kinds of process; a one-byte tag instead of an ops pointer keeps a
- * million workers 8 bytes smaller each. */
-enum { DM__P_NODE_SERVICE = 0, DM__P_NET_KERNEL, DM__P_MANAGER, DM__P_WORKER, DM__P_KINDS };
-extern const dm__proc_ops dm__service_ops, dm__net_kernel_ops, dm__manager_ops,
-    dm__worker_ops;
-extern const dm__proc_ops *const dm__proc_kinds[DM__P_KINDS];
+/* Kinds are registered with the node (dm__node_add_kind); a process keeps
+ * a one-byte index instead of an ops pointer, which keeps a million
+ * workers 8 bytes smaller each. */
+#define DM__KINDS_MAX 16
 
 /* A C-node process: anything with a pid. */
 struct dm__proc {
   dm__links *links;  /* out of line: most processes have none */
   uint32_t key;      /* ei num | serial << 15; 0 until spawned */
-  uint8_t kind;      /* DM__P_* */
+  uint8_t kind;      /* index returned by dm__node_add_kind */
 };
 
-static inline const dm__proc_ops *dm__proc_ops_of(const dm__proc *p) {
-  return dm__proc_kinds[p->kind];
-}
+/* What a layer above runs at the node's loop phases. Any may be NULL. */
+typedef struct {
+  /* Every loop iteration, just before queued output is written and the
+   * loop blocks. */
+  void (*prepare)(void *ud);
+  /* The node begins to stop: close loop handles, stop threads. */
+  void (*stop)(void *ud);
+  /* After the loop has returned: free what is left. */
+  void (*free)(void *ud);
+  /* info's `managers`: appends a list term to x. 0 or DM_ENOMEM. */
+  int (*describe)(void *ud, ei_x_buff *x);
+} dm__node_hooks;
 
-struct dm__conn {
-  uv_tcp_t tcp;
-  dm__node *node;
-  uint32_t peer;  /* interned node name of the peer */
-  size_t index;   /* position in node->conns */
-  dm__frame_reader fr;
-  dm__buf out;      /* queued, not yet handed to the kernel */
-  dm__buf inflight; /* owned by the uv_write in progress */
-  uv_write_t wreq;
-  int writing, closing, dirty;
-  uint64_t last_read, last_write; /* loop time, ms */
-  dm__conn *next_dirty;
-  char *rbuf;
-  unsigned rd_msgs;    /* messages (not monitors, links, ticks) in that read */
-  size_t lowat;        /* SO_RCVLOWAT in force; 1 is the kernel's default */
-  uint64_t held_ns;    /* with lowat > 1: when the last read happened */
-};
+#define DM__HOOKS_MAX 8
+
+/* Where a call's reply goes: the caller and its tag. */
+typedef struct dm__replyto {
+  erlang_pid from;
+  int has_mref;
+  erlang_ref mref;
+  size_t tag_len;
+  char tag[];
+} dm__replyto;
 
 struct dm__node {
   uv_loop_t *loop;
-  dm__config cfg;
-  ei_cnode ec;
-  int listen_fd, port;
-  int epmd_fd; /* -1 while not published */
-  int ready;   /* READY was printed */
-  int handles; /* the loop handles below are initialised */
+  dm__dist dist;
+  int exit_with_stdin;
+  int ready;    /* READY was printed */
+  int stopping; /* dm__node_stop ran */
+  int handles;  /* the loop handles below are initialised */
   uint64_t start_ms;
   uint64_t start_wall_us; /* with start_ms, turns loop times into dates */
 
-  uv_poll_t epmd_poll;
-  uv_timer_t publish_timer;
-  uv_timer_t tick_timer;
   uv_prepare_t flush_prepare; /* runs right before the loop blocks */
-  uv_timer_t lowat_timer;     /* runs while a peer's low-water mark is up */
   uv_signal_t sigterm, sigint;
-  uv_async_t accept_async;
   uv_poll_t stdin_poll;
 
-  pthread_t acceptor;
-  int acceptor_started;
-  atomic_int stopping;
-  pthread_mutex_t accept_mx;
-  struct dm__accepted *accepted; /* handed over by the acceptor */
-
-  dm__conn **conns;
-  size_t nconns, capconns;
-  dm__conn *dirty;
-
-  char **peer_names; /* interned node names, index = dm__rpid.peer */
-  size_t npeer_names, cappeer_names;
+  const dm__proc_ops *kinds[DM__KINDS_MAX];
+  size_t nkinds;
+  struct {
+    const dm__node_hooks *ops;
+    void *ud;
+  } hooks[DM__HOOKS_MAX];
+  size_t nhooks;
 
   dm__nametab names;
   dm__pidtab pids;
-  size_t nlinked;          /* processes with links */
+  size_t nlinked; /* processes with links */
 
-  dm__wheel wheel;         /* every worker's next perform */
-  dm__slab workers;        /* every manager's workers */
-  uv_timer_t wheel_timer;
-  struct dm__manager **managers;
-  size_t nmanagers;
-  unsigned threads;        /* default pool size of a manager */
-
-  ei_x_buff x;     /* scratch for outgoing packets */
-  ei_x_buff reply; /* scratch for reply terms */
-  dm__stats stats;
+  ei_x_buff pkt;   /* the packet being built; out.c's alone */
+  size_t pkt_body; /* where an open reply's body starts in pkt */
+  dm__node_stats stats;
   const char *version;
 };
 
-/* Sets up ei, listens and starts the acceptor; publishing happens from the
- * loop. 0 or a negative error (logged). */
+/* node.c: the node object. */
+/* Sets up distribution and the process tables; listens. 0 or a negative
+ * error (logged). */
 int dm__node_init(dm__node *n, uv_loop_t *loop, const dm__config *cfg,
                   const char *cookie);
+/* Runs ops at the loop's phases, with ud. 0 or DM_ENOMEM (too many). */
+int dm__node_add_hooks(dm__node *n, const dm__node_hooks *ops, void *ud);
 /* Starts serving: publishes (retrying while epmd is absent), prints READY
  * once published. */
 int dm__node_start(dm__node *n);
@@ -227,11 +181,13 @@ void dm__node_stop(dm__node *n);
 /* Frees what dm__node_init allocated, after uv_run has returned. */
 void dm__node_free(dm__node *n);
 
-/* Interns a node name; returns its index or a negative error. */
-int dm__node_intern(dm__node *n, const char *name);
-/* The connection to a node, or NULL. */
-dm__conn *dm__node_conn(dm__node *n, const char *nodename);
-
+/* proc.c: processes. */
+/* Registers a kind of process; its index for dm__proc.kind, or DM_ENOMEM. */
+int dm__node_add_kind(dm__node *n, const dm__proc_ops *ops);
+static inline const dm__proc_ops *dm__proc_ops_of(const dm__node *n,
+                                                  const dm__proc *p) {
+  return n->kinds[p->kind];
+}
 /* Gives p a fresh pid and enters it into the pid table. */
 int dm__proc_spawn(dm__node *n, dm__proc *p);
 /* Registers p (already spawned) under name. */
@@ -245,43 +201,65 @@ int dm__proc_link(dm__node *n, dm__proc *p, const erlang_pid *remote);
 void dm__proc_unlink(dm__node *n, dm__proc *p, const erlang_pid *remote);
 /* Drops all of p's links (when it goes away). */
 void dm__proc_free_links(dm__node *n, dm__proc *p);
+/* The remote end of link i of p, as a full pid. */
+void dm__proc_link_pid(const dm__node *n, const dm__proc *p, uint32_t i,
+                       erlang_pid *out);
+/* A peer is gone: links to its processes fire as noconnection. */
+void dm__proc_peer_lost(dm__node *n, uint32_t peer);
 
-/* Queues the packet in x (from dm__pkt_begin to dm__pkt_end) to the node
- * named `to`. Returns 0, or DM_ECLOSED when no connection to it exists. */
-int dm__node_send(dm__node *n, const char *to, const ei_x_buff *x);
-/* Replies to a gen call with an encoded term (no version byte). */
-int dm__node_reply(dm__node *n, const dm__gen *g, const char *reply,
-                   size_t len);
+/* route.c: a packet from a peer, to the process it is for. Returns 1
+ * when it was a message (for read coalescing). */
+int dm__node_route(dm__node *n, dm__conn *c, const char *pkt, size_t len);
+
+/* out.c: everything the node sends. Each builds its packet in the node's
+ * own buffer and queues it; 0, DM_ECLOSED (no connection to that node,
+ * counted as undeliverable) or DM_ENOMEM. */
+/* A message (encoded, no version byte) to a pid. */
+int dm__node_send_msg(dm__node *n, const erlang_pid *to, const char *msg,
+                      size_t len);
+/* An exit signal from a local process to a linked one. */
+int dm__node_send_exit(dm__node *n, const erlang_pid *from,
+                       const erlang_pid *to, const char *reason, size_t len);
+/* MONITOR_P_EXIT: the monitor `ref` of `to` on from_name (or from_pid)
+ * fires with reason. */
+int dm__node_send_monitor_exit(dm__node *n, const char *from_name,
+                               const erlang_pid *from_pid,
+                               const erlang_pid *to, const erlang_ref *ref,
+                               const char *reason, size_t len);
+int dm__node_send_unlink_id_ack(dm__node *n, unsigned long long id,
+                                const erlang_pid *from, const erlang_pid *to);
 /* Answers a gen call to a missing process the way a BEAM node does: the
  * caller's monitor fires with noproc at once. */
 void dm__node_noproc(dm__node *n, const dm__ctrl *ctl);
 
-/* Connections (conn.c). */
-int dm__conn_open(dm__node *n, int fd, const char *peer);
-/* Queues bytes; a peer whose queue passes max_outbuf is dropped. */
-int dm__conn_write(dm__conn *c, const char *data, size_t len);
-void dm__conn_close(dm__conn *c, const char *why);
-/* Hands every queued byte to the kernel; called once per loop iteration. */
-void dm__conn_flush_all(dm__node *n);
-/* Every millisecond while a peer's read low-water mark is raised: a peer
- * not read for half a millisecond gets it back to 1. */
-void dm__conn_lowat_tick(uv_timer_t *t);
-/* Routes one packet (conn.c calls it, node.c implements it). */
-void dm__node_dispatch(dm__node *n, dm__conn *c, const char *pkt, size_t len);
-/* A connection is gone: links to its processes fire (node.c). */
-void dm__node_peer_lost(dm__node *n, uint32_t peer);
+/* Replies. A reply is encoded once, straight into the outgoing packet:
+ * dm__reply_begin opens it (control, tag) and returns the buffer the body
+ * goes into; dm__reply_end sends it. Nothing else may be sent between the
+ * two. */
+ei_x_buff *dm__reply_begin(dm__node *n, const dm__gen *g);
+/* rc is what encoding the body returned: when it is not 0 the body is
+ * replaced by {error, enomem} (or, when even that cannot be written, the
+ * caller's call exits), so a caller never gets a truncated term. Returns
+ * 0, DM_ECLOSED or DM_ENOMEM. */
+int dm__reply_end(dm__node *n, const dm__gen *g, int rc);
+/* A whole reply at once: term is an encoded reply body. */
+int dm__reply(dm__node *n, const dm__gen *g, const char *term, size_t len);
+/* A record of where a call's reply goes, for a reply sent later. The
+ * caller frees it with dm__free. NULL when out of memory. */
+dm__replyto *dm__replyto_new(const dm__gen *g);
+/* Replies to a recorded call, as {ok, Term} when wrap. */
+void dm__reply_to(dm__node *n, const dm__replyto *r, const char *term,
+                  size_t len, int wrap);
+/* Makes the recorded call exit with reason (an encoded term), as when
+ * the callee dies: the caller's monitor fires. */
+void dm__reply_exit(dm__node *n, const dm__replyto *r, const char *reason,
+                    size_t len);
 
-/* Managers (manager.c): the timer wheel and pools they share with the
- * loop, set up in init, driven from the check phase, closed on stop. */
-int dm__managers_init(dm__node *n);
-int dm__manager_create(dm__node *n, const char *spec);
-void dm__managers_check(dm__node *n);
-void dm__managers_stop(dm__node *n);
-void dm__managers_free(dm__node *n);
-int dm__encode_managers(dm__node *n, ei_x_buff *x);
-
-/* The node-level services: tarearbol_cnode and net_kernel (service.c). */
+/* service.c: the node-level processes tarearbol_cnode (info, stats) and
+ * net_kernel (ping). */
 int dm__services_init(dm__node *n);
-void dm__services_free(dm__node *n);
+/* Appends {error, {unknown_request, Req}}: the one encoder of the answer
+ * every process of the node gives a request it does not know. */
+int dm__enc_unknown_request(ei_x_buff *x, const char *req, size_t len);
 
 #endif

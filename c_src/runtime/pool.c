@@ -1,3 +1,5 @@
+/* The callback pool: threads that run jobs and hand them back to the loop
+ * in batches. */
 #include "runtime/runtime.h"
 
 #include <pthread.h>

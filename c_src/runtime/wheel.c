@@ -1,3 +1,4 @@
+/* The timer wheel: every worker's next perform, in slots of a millisecond. */
 #include "runtime/runtime.h"
 
 #include <string.h>

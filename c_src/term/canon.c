@@ -1,3 +1,4 @@
+/* Canonical ids: one encoding per Erlang term, and the seeded hash of it. */
 #include "term/term.h"
 
 #include <stdlib.h>

@@ -1,5 +1,7 @@
-/* term: external term format read with bounds, canonical ids and their
- * hash. Depends on base and ei. */
+/* term: external term format read with bounds (walk.c), canonical ids
+ * and their hash (canon.c), reference-counted blobs (blob.c), the atoms
+ * the node sends, encoded once, and encoders behaviours share (enc.c).
+ * Depends on base and ei. */
 #ifndef DM_TERM_H
 #define DM_TERM_H
 
@@ -51,5 +53,51 @@ int dm__canon(const char *buf, size_t len, dm__buf *out);
 
 /* A seeded 64-bit hash. */
 uint64_t dm__hash(const void *p, size_t n, uint64_t seed);
+
+/* ---- atoms ---------------------------------------------------------------*/
+/* Atoms the node sends, pre-encoded (SMALL_ATOM_UTF8_EXT), defined here
+ * once. String literals, so they concatenate into larger constant terms;
+ * DM__ALEN gives a literal's length without its NUL. */
+#define DM__ALEN(lit) (sizeof(lit) - 1)
+#define DM__A_OK "\x77\x02" "ok"
+#define DM__A_ERROR "\x77\x05" "error"
+#define DM__A_NIL "\x77\x03" "nil"
+#define DM__A_NORMAL "\x77\x06" "normal"
+#define DM__A_SHUTDOWN "\x77\x08" "shutdown"
+#define DM__A_CRASHED "\x77\x07" "crashed"
+#define DM__A_NOPROC "\x77\x06" "noproc"
+#define DM__A_NOCONNECTION "\x77\x0c" "noconnection"
+#define DM__A_ENOMEM "\x77\x06" "enomem"
+#define DM__A_BAD_RETURN "\x77\x0a" "bad_return"
+
+/* ---- blob ----------------------------------------------------------------*/
+/* A term owned by the runtime: 4-byte length, 4-byte reference count,
+ * then the bytes. NULL is nil. Payload and value, and the opts of workers
+ * started from one spec, share one blob instead of holding copies. Loop
+ * thread only: the count is not atomic. */
+typedef char dm__blob;
+#define DM__BLOB_HDR 8
+/* A blob holding a copy of data, with one reference; NULL when out of
+ * memory. */
+dm__blob *dm__blob_new(const char *data, size_t len);
+dm__blob *dm__blob_ref(dm__blob *b);
+/* Drops a reference; the last one frees. NULL is fine. */
+void dm__blob_unref(dm__blob *b);
+static inline uint32_t dm__blob_len(const dm__blob *b) {
+  return b ? *(const uint32_t *)(const void *)b : 0;
+}
+static inline const char *dm__blob_data(const dm__blob *b) {
+  return b ? b + DM__BLOB_HDR : DM__A_NIL;
+}
+static inline size_t dm__blob_size(const dm__blob *b) {
+  return b ? dm__blob_len(b) : DM__ALEN(DM__A_NIL);
+}
+static inline uint32_t dm__blob_refs(const dm__blob *b) {
+  return ((const uint32_t *)(const void *)b)[1];
+}
+/* True when len bytes fit in b's allocation. */
+int dm__blob_fits(const dm__blob *b, size_t len);
+/* Overwrites b's bytes; only for a blob no one else is reading. */
+void dm__blob_rewrite(dm__blob *b, const char *data, size_t len);
 
 #endif

@@ -1,3 +1,5 @@
+/* The bounded walk: external terms checked within bounds, without
+ * recursion, before ei reads them. */
 #include "term/term.h"
 
 #include <stdint.h>

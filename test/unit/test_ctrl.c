@@ -304,7 +304,7 @@ static void monitor_exit_and_unlink_ack_encoders(void **state) {
   ei_x_buff out;
   dm__ctrl c;
   ei_x_new(&out);
-  assert_int_equal(dm__enc_monitor_p_exit(&out, "nobody", NULL, &pid_a, &ref_r, DM__NOPROC), 0);
+  assert_int_equal(dm__enc_monitor_p_exit(&out, "nobody", NULL, &pid_a, &ref_r, DM__A_NOPROC, DM__ALEN(DM__A_NOPROC)), 0);
   assert_int_equal(dm__ctrl_decode(out.buff + 4, (size_t)out.index - 4, &c), 0);
   assert_int_equal(c.raw_op, 21);
   out.index = 0;

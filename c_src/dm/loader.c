@@ -1,24 +1,14 @@
-/* Where behaviours come from: compiled in by name, or a shared object. */
+/* The behaviour loader: a behaviour compiled in, found by name in the
+ * table the program gives, or loaded from a shared object. */
 #include <dlfcn.h>
 #include <string.h>
 
 #include "base/base.h"
 #include "dm/mgr.h"
 
-extern const dm_behaviour dm__counter_behaviour;
-extern const dm_behaviour dm__counter_hooks_behaviour;
-extern const dm_behaviour dm__pingpong_behaviour;
-extern const dm_behaviour dm__probe_behaviour;
-
-static const dm_behaviour *const builtins[] = {
-    &dm__counter_behaviour,
-    &dm__counter_hooks_behaviour,
-    &dm__pingpong_behaviour,
-    &dm__probe_behaviour,
-};
-
-const dm_behaviour *dm__builtin_behaviour(const char *name) {
-  for (size_t i = 0; i < sizeof builtins / sizeof builtins[0]; i++)
+const dm_behaviour *dm__builtin_behaviour(const dm_behaviour *const *builtins,
+                                          const char *name) {
+  for (size_t i = 0; builtins && builtins[i]; i++)
     if (strcmp(builtins[i]->name, name) == 0)
       return builtins[i];
   return NULL;

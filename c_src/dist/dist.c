@@ -1,0 +1,205 @@
+/* The connection table: ei's identity of this node, the live connections
+ * with interned peer names, ticks and net_ticktime, and sending a packet
+ * to a node by name. Loop thread only. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "dist/dist.h"
+#include "dm.h"
+
+void dm__config_defaults(dm__config *cfg) {
+  memset(cfg, 0, sizeof *cfg);
+  cfg->net_ticktime = 60;
+  cfg->max_packet = 64u << 20;
+  cfg->handshake_ms = 5000;
+  cfg->max_outbuf = (size_t)256 << 20;
+  cfg->read_coalescing = 16384;
+}
+
+int dm__dist_intern(dm__dist *d, const char *name) {
+  for (size_t i = 0; i < d->npeer_names; i++)
+    if (strcmp(d->peer_names[i], name) == 0)
+      return (int)i;
+  if (dm__array_grow((void **)&d->peer_names, &d->cappeer_names,
+                     d->npeer_names + 1, sizeof *d->peer_names, 8))
+    return DM_ENOMEM;
+  size_t len = strlen(name);
+  char *copy = dm__malloc(len + 1);
+  if (!copy)
+    return DM_ENOMEM;
+  memcpy(copy, name, len + 1);
+  d->peer_names[d->npeer_names] = copy;
+  return (int)d->npeer_names++;
+}
+
+dm__conn *dm__dist_conn(dm__dist *d, const char *nodename) {
+  for (size_t i = 0; i < d->nconns; i++)
+    if (strcmp(d->peer_names[d->conns[i]->peer], nodename) == 0)
+      return d->conns[i];
+  return NULL;
+}
+
+/* A connection closed: swap-removed from the table, and when it was the
+ * last one to its peer, the layer above hears of the loss. */
+static void on_conn_closed(dm__dist *d, dm__conn *c) {
+  d->conns[c->index] = d->conns[--d->nconns];
+  d->conns[c->index]->index = c->index;
+  if (!dm__dist_conn(d, d->peer_names[c->peer]))
+    d->ops->peer_lost(d->ud, c->peer);
+}
+
+int dm__dist_adopt(dm__dist *d, int fd, const char *peer) {
+  dm__conn *c;
+  int idx = dm__dist_intern(d, peer);
+  if (idx < 0 || dm__array_grow((void **)&d->conns, &d->capconns, d->nconns + 1,
+                                sizeof *d->conns, 8)) {
+    close(fd);
+    return DM_ENOMEM;
+  }
+  int r = dm__conn_open(d, fd, (uint32_t)idx, on_conn_closed, &c);
+  if (r)
+    return r;
+  c->index = d->nconns;
+  d->conns[d->nconns++] = c;
+  return 0;
+}
+
+int dm__dist_send(dm__dist *d, const char *to, const char *pkt, size_t len) {
+  dm__conn *c = dm__dist_conn(d, to);
+  if (!c)
+    return DM_ECLOSED;
+  d->stats.packets_out++;
+  return dm__conn_write(c, pkt, len);
+}
+
+static void on_tick(uv_timer_t *t) {
+  dm__dist *d = t->data;
+  uint64_t now = uv_now(d->loop);
+  uint64_t period = (uint64_t)d->cfg.net_ticktime * 1000 / 4;
+  static const char tick[4] = {0, 0, 0, 0};
+  for (size_t i = 0; i < d->nconns;) {
+    dm__conn *c = d->conns[i];
+    if (now - c->last_read > (uint64_t)d->cfg.net_ticktime * 1000) {
+      d->stats.peers_timed_out++;
+      DM_WARN("peer %s silent for %llu ms, past net_ticktime",
+              d->peer_names[c->peer], (unsigned long long)(now - c->last_read));
+      dm__conn_close(c, "net_ticktime expired");
+      continue; /* the slot now holds another connection */
+    }
+    if (now - c->last_write >= period && dm__conn_write(c, tick, 4) == 0)
+      d->stats.ticks_out++;
+    i++;
+  }
+}
+
+static unsigned new_creation(void) {
+  /* ei keeps whatever creation it is given; one that differs at every start
+   * keeps BEAM peers from mixing pids of two incarnations. */
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  unsigned c = (unsigned)(tv.tv_sec * 1000u + tv.tv_usec / 1000) ^
+               ((unsigned)getpid() << 16);
+  return c < 4 ? c + 4 : c;
+}
+
+/* Read coalescing lowers a socket's SO_RCVLOWAT to release what a quiet
+ * peer sent; only since Linux 4.18 does that wake a waiting poll. */
+static int lowat_wakes_poll(void) {
+  struct utsname u;
+  unsigned major = 0, minor = 0;
+  if (uname(&u) || sscanf(u.release, "%u.%u", &major, &minor) != 2)
+    return 0;
+  return major > 4 || (major == 4 && minor >= 18);
+}
+
+int dm__dist_init(dm__dist *d, uv_loop_t *loop, const dm__config *cfg,
+                  const char *cookie, const dm__dist_ops *ops, void *ud) {
+  char host[EI_MAXHOSTNAMELEN + 1], alive[EI_MAXALIVELEN + 1];
+  char full[MAXNODELEN + 1];
+  struct in_addr addr;
+  memset(d, 0, sizeof *d);
+  d->loop = loop;
+  d->cfg = *cfg;
+  d->ops = ops;
+  d->ud = ud;
+  d->epmd_fd = d->listen_fd = -1;
+  pthread_mutex_init(&d->accept_mx, NULL);
+  if (d->cfg.read_coalescing && !lowat_wakes_poll()) {
+    DM_INFO("kernel before Linux 4.18: read coalescing is off");
+    d->cfg.read_coalescing = 0;
+  }
+  const char *at = strchr(cfg->name, '@');
+  size_t alen = at ? (size_t)(at - cfg->name) : strlen(cfg->name);
+  if (alen == 0 || alen > EI_MAXALIVELEN) {
+    DM_ERROR("bad node name '%s'", cfg->name);
+    return DM_EINVAL;
+  }
+  memcpy(alive, cfg->name, alen);
+  alive[alen] = 0;
+  if (at) {
+    snprintf(host, sizeof host, "%s", at + 1);
+  } else {
+    if (gethostname(host, sizeof host) != 0) {
+      DM_ERROR("gethostname: %s", strerror(errno));
+      return DM_EIO;
+    }
+    host[sizeof host - 1] = 0;
+    if (!cfg->longnames) {
+      char *dot = strchr(host, '.');
+      if (dot)
+        *dot = 0;
+    }
+  }
+  if (cfg->longnames && !strchr(host, '.') && !at) {
+    DM_ERROR("--name needs a fully qualified NAME@HOST");
+    return DM_EINVAL;
+  }
+  if ((size_t)snprintf(full, sizeof full, "%s@%s", alive, host) >= sizeof full) {
+    DM_ERROR("node name too long");
+    return DM_EINVAL;
+  }
+  addr.s_addr = htonl(INADDR_ANY);
+  if (cfg->listen_addr && inet_pton(AF_INET, cfg->listen_addr, &addr) != 1) {
+    DM_ERROR("--listen wants an IPv4 address, got '%s'", cfg->listen_addr);
+    return DM_EINVAL;
+  }
+  d->listen_ip = addr.s_addr;
+  if (ei_connect_xinit(&d->ec, host, alive, full, (Erl_IpAddr)&addr, cookie,
+                       new_creation()) < 0) {
+    DM_ERROR("ei_connect_xinit failed: %s", strerror(erl_errno));
+    return DM_EEI;
+  }
+  uv_timer_init(loop, &d->tick_timer);
+  d->tick_timer.data = d;
+  uv_timer_init(loop, &d->lowat_timer);
+  d->lowat_timer.data = d;
+  d->handles = 1;
+  return 0;
+}
+
+void dm__dist_start(dm__dist *d) {
+  uint64_t period = (uint64_t)d->cfg.net_ticktime * 1000 / 4;
+  uv_timer_start(&d->tick_timer, on_tick, period ? period : 1, period ? period : 1);
+}
+
+void dm__dist_stop(dm__dist *d) {
+  while (d->nconns)
+    dm__conn_close(d->conns[d->nconns - 1], "node stopping");
+  if (!d->handles)
+    return;
+  uv_close((uv_handle_t *)&d->tick_timer, NULL);
+  uv_close((uv_handle_t *)&d->lowat_timer, NULL);
+}
+
+void dm__dist_free(dm__dist *d) {
+  for (size_t i = 0; i < d->npeer_names; i++)
+    dm__free(d->peer_names[i]);
+  dm__free(d->peer_names);
+  dm__free(d->conns);
+  pthread_mutex_destroy(&d->accept_mx);
+}

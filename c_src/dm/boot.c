@@ -1,0 +1,92 @@
+/* A manager's boot and state: `starting`, children_specs on the pool, its
+ * children put, `started`; handle_state_change run for each change, one
+ * at a time and in order. Loop thread only. */
+#include "dm/mgr.h"
+
+static void state_change_done(dm__wjob *j, int cancelled);
+
+void dm__state_change(dm__manager *m, int state) {
+  m->state = state;
+  if (!m->b->handle_state_change)
+    return;
+  dm__wjob *j = dm__job_new(m, NULL, DM__JOB_STATE_CHANGE, state_change_done);
+  if (!j)
+    return;
+  j->state_name = dm__state_name(state);
+  if (m->sc_running) {
+    j->base.next = NULL;
+    if (m->sc_tail)
+      m->sc_tail->base.next = &j->base;
+    else
+      m->sc_head = j;
+    m->sc_tail = j;
+    return;
+  }
+  m->sc_running = 1;
+  dm__job_submit(j);
+}
+
+/* A handle_state_change finished: the next one waiting goes. */
+static void state_change_done(dm__wjob *done, int cancelled) {
+  dm__manager *m = done->m;
+  dm__job_free(done);
+  if (cancelled)
+    return;
+  dm__wjob *j = m->sc_head;
+  m->sc_running = j != NULL;
+  if (!j)
+    return;
+  m->sc_head = (dm__wjob *)j->base.next;
+  if (!m->sc_head)
+    m->sc_tail = NULL;
+  dm__job_submit(j);
+}
+
+/* children_specs came back: put every child, then `started`. */
+static void specs_done(dm__wjob *j, int cancelled) {
+  dm__manager *m = j->m;
+  const char *b = j->out.buff;
+  size_t len = (size_t)j->out.index;
+  int i = 0, arity;
+  if (cancelled || j->epoch != m->epoch) {
+    /* Stopping, or a restart came in meanwhile and booted again. */
+    dm__job_free(j);
+    return;
+  }
+  if (j->rc != DM_CB_OK) {
+    DM_ERROR("manager %s: children_specs crashed", m->name);
+  } else if (len && (!j->valid || /* checked on the pool thread */
+                     ei_decode_map_header(b, &i, &arity) < 0)) {
+    DM_ERROR("manager %s: children_specs did not return a map", m->name);
+  } else if (len) {
+    size_t k = (size_t)i;
+    /* Room for all of them at once: a million children would otherwise
+     * rehash both tables twenty times over. */
+    (void)dm__children_reserve(m, m->count + (size_t)arity);
+    (void)dm__pidtab_reserve(&m->node->pids, m->node->pids.count + (size_t)arity);
+    m->spread = 1;
+    for (int e = 0; e < arity; e++) {
+      size_t ks = k, vs;
+      dm__term_skip(b, len, &k);
+      vs = k;
+      dm__term_skip(b, len, &k);
+      if (dm__worker_put(m, b + ks, vs - ks, b + vs, k - vs, 0, NULL))
+        DM_WARN("manager %s: a child of children_specs was refused", m->name);
+    }
+    m->spread = 0;
+  }
+  dm__job_free(j);
+  dm__state_change(m, DM__STARTED);
+}
+
+void dm__boot(dm__manager *m) {
+  m->epoch++;
+  dm__state_change(m, DM__STARTING);
+  dm__wjob *j = dm__job_new(m, NULL, DM__JOB_SPECS, specs_done);
+  if (!j) {
+    DM_ERROR("manager %s: out of memory booting", m->name);
+    dm__state_change(m, DM__STARTED);
+    return;
+  }
+  dm__job_submit(j);
+}

@@ -1,0 +1,206 @@
+/* What a finished callback means for its worker: Tarearbol's response
+ * forms applied, the reply to a call, the next perform armed, waiting
+ * mail run. The result is an outcome (lives, stopped, crashed with a
+ * reason) for the supervisor to act on. Loop thread only. */
+#include <string.h>
+
+#include "dm/mgr.h"
+
+/* Payload and value become the same term: one blob for both. A periodic
+ * worker does this on every perform, so when the worker is the blob's only
+ * owner and it is large enough, the bytes are rewritten in place and
+ * nothing is allocated. */
+static void set_both(dm__worker *w, const char *data, size_t len) {
+  dm__blob *b = w->payload;
+  if (b && b == w->value && dm__blob_refs(b) == 2 && dm__blob_fits(b, len)) {
+    dm__blob_rewrite(b, data, len);
+    return;
+  }
+  dm__worker_set_blob(&w->payload, data, len);
+  dm__blob_unref(w->value);
+  w->value = dm__blob_ref(w->payload);
+}
+
+/* {replace, Id, P} with a new id: this worker goes, a new one is put there
+ * with the same opts and the new payload. */
+static void move_to(dm__worker *w, const dm__buf *canon, const dm__response *rs) {
+  dm__manager *m = w->m;
+  dm__worker *old = dm__children_get(m, canon->data, canon->len,
+                                     dm__id_hash(m, canon->data, canon->len));
+  if (old)
+    dm__worker_stop(old, DM__A_SHUTDOWN, DM__ALEN(DM__A_SHUTDOWN));
+  dm__worker *moved = NULL;
+  if (dm__worker_start(m, canon->data, canon->len, dm__blob_data(w->opts),
+                       dm__blob_len(w->opts), &moved) == 0)
+    set_both(moved, rs->term, rs->term_len);
+  dm__worker_stop(w, DM__A_NORMAL, DM__ALEN(DM__A_NORMAL));
+}
+
+/* Applies a perform/call/cast response. Returns 0 when w lives on, 1 when
+ * it stopped (halt or moved). */
+static int apply(dm__worker *w, const dm__response *rs) {
+  switch (rs->kind) {
+  case DM__R_HALT:
+    w->m->st.halts++;
+    dm__worker_stop(w, DM__A_NORMAL, DM__ALEN(DM__A_NORMAL));
+    return 1;
+  case DM__R_OK:
+    dm__worker_set_blob(&w->payload, rs->term, rs->term_len);
+    return 0;
+  case DM__R_TIMEOUT:
+    w->timeout_ms = rs->timeout_ms;
+    set_both(w, rs->term, rs->term_len);
+    return 0;
+  case DM__R_REPLACE:
+    set_both(w, rs->term, rs->term_len);
+    return 0;
+  case DM__R_REPLACE_ID: {
+    dm__buf canon = DM__BUF_INIT;
+    int stopped = 0;
+    if (dm__canon(rs->id, rs->id_len, &canon) != 0) {
+      dm__worker_set_blob(&w->value, rs->term, rs->term_len);
+    } else if (canon.len == dm__worker_id_len(w) &&
+               memcmp(canon.data, dm__worker_id(w), canon.len) == 0) {
+      set_both(w, rs->term, rs->term_len);
+    } else {
+      move_to(w, &canon, rs);
+      stopped = 1;
+    }
+    dm__buf_free(&canon);
+    return stopped;
+  }
+  default:
+    dm__worker_set_blob(&w->value, rs->term, rs->term_len);
+    return 0;
+  }
+}
+
+/* The job of a worker that was stopped while it ran: the caller of a call
+ * gets its answer (or the crash), then terminate, then the end. */
+static void completed_stopping(dm__wjob *j, const char *out, size_t len,
+                               int crashed, int valid) {
+  dm__worker *w = j->w;
+  dm__manager *m = w->m;
+  if (j->kind == DM__JOB_CALL && j->reply) {
+    if (crashed) {
+      dm__reply_exit(m->node, j->reply, out, len);
+    } else if (valid) {
+      dm__response stopped;
+      dm__response_parse(out, len, &stopped);
+      dm__reply_to(m->node, j->reply, stopped.reply, stopped.reply_len, j->wrap);
+    }
+  }
+  if (j->kind != DM__JOB_TERMINATE && m->b->terminate &&
+      dm__worker_run(w, DM__JOB_TERMINATE, dm__blob_data(w->stop_reason),
+                     dm__blob_size(w->stop_reason), NULL, 0) == 0)
+    return;
+  dm__worker_finalize(w);
+}
+
+void dm__worker_completed(dm__wjob *j, dm__outcome *oc) {
+  static const char not_impl[] = "\x68\x02" DM__A_ERROR "\x77\x0f" "not_implemented";
+  dm__worker *w = j->w;
+  dm__manager *m = w->m;
+  dm__node *n = m->node;
+  const char *out = j->out.buff;
+  size_t len = (size_t)j->out.index;
+  /* A behaviour's output is checked like a peer's input (on the pool). */
+  int valid = j->valid;
+  int crashed = j->rc != DM_CB_OK;
+  oc->kind = DM__OUT_LIVES;
+  w->flags &= (uint8_t)~DM__W_BUSY;
+  w->busy_ms = 0;
+  if (crashed && !valid) {
+    out = DM__A_CRASHED;
+    len = DM__ALEN(DM__A_CRASHED);
+  }
+  if (w->flags & DM__W_STOPPING) {
+    completed_stopping(j, out, len, crashed, valid);
+    oc->kind = DM__OUT_STOPPED;
+    return;
+  }
+  if (!crashed && !valid && j->kind != DM__JOB_INIT && j->kind != DM__JOB_CAST &&
+      !(j->kind == DM__JOB_CALL && !m->b->call)) {
+    DM_ERROR("manager %s: a callback returned no valid term", m->name);
+    crashed = 1;
+    out = DM__A_BAD_RETURN;
+    len = DM__ALEN(DM__A_BAD_RETURN);
+  }
+  dm__response rs = {.kind = 0};
+  if (valid)
+    rs = j->rs;
+  else if (crashed) /* out is crashed or bad_return */
+    dm__response_parse(out, len, &rs);
+  switch (j->kind) {
+  case DM__JOB_INIT:
+    if (crashed)
+      break;
+    if (valid)
+      dm__worker_set_blob(&w->payload, out, len);
+    /* The first perform keeps the time chosen at start, so a slow init
+     * does not bunch up what the boot spread out. */
+    if (w->due)
+      dm__worker_arm(w, w->due);
+    break;
+  case DM__JOB_PERFORM:
+    m->st.performs++;
+    if (j->due)
+      dm__lateness_note(&m->st, j->started_us > j->due ? j->started_us - j->due : 0);
+    w->due = 0;
+    if (crashed)
+      break;
+    if (apply(w, &rs))
+      goto stopped;
+    if (w->timeout_ms) {
+      /* Fixed rate: the next perform is one period after this one was
+       * due, so queueing delays do not accumulate; a perform that overran
+       * its period is followed a full period after it ended. */
+      uint64_t now = dm__worker_now_us(w), next = j->due + (uint64_t)w->timeout_ms * 1000;
+      w->due = next > now ? next : now + (uint64_t)w->timeout_ms * 1000;
+      dm__worker_arm(w, w->due);
+    } else {
+      dm__worker_disarm(w);
+    }
+    break;
+  case DM__JOB_CALL:
+    m->st.calls++;
+    if (crashed) {
+      if (j->reply)
+        dm__reply_exit(n, j->reply, out, len);
+      break;
+    }
+    if (!m->b->call) {
+      dm__reply_to(n, j->reply, not_impl, DM__ALEN(not_impl), j->wrap);
+      break;
+    }
+    dm__reply_to(n, j->reply, rs.reply, rs.reply_len, j->wrap);
+    if (apply(w, &rs))
+      goto stopped;
+    break;
+  case DM__JOB_CAST:
+    m->st.casts++;
+    if (!crashed && valid && apply(w, &rs))
+      goto stopped;
+    break;
+  default:
+    break;
+  }
+  if (crashed) {
+    oc->kind = DM__OUT_CRASHED;
+    oc->reason = out;
+    oc->reason_len = len;
+    return;
+  }
+  /* The next perform keeps its time across calls and casts: the timer
+   * watched for slowness while busy, now it waits for w->due again. */
+  if (j->kind != DM__JOB_PERFORM && j->kind != DM__JOB_INIT) {
+    if (w->due && !(w->flags & DM__W_PERFORM_DUE))
+      dm__worker_arm(w, w->due);
+    else
+      dm__worker_disarm(w);
+  }
+  dm__worker_drain(w);
+  return;
+stopped:
+  oc->kind = DM__OUT_STOPPED;
+}

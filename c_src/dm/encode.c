@@ -1,0 +1,154 @@
+/* The encoders of what managers answer: Child, State, a manager's stats
+ * and the managers of info. Every ei result is checked: running out of
+ * memory is DM_ENOMEM, never a truncated term. */
+#include <string.h>
+
+#include "dm/mgr.h"
+
+#define ENC(call)                                                              \
+  do {                                                                         \
+    if ((call) < 0)                                                            \
+      return DM_ENOMEM;                                                        \
+  } while (0)
+
+/* The constant parts of a Child map, encoded once by hand: `get` answers
+ * with one on every call, and ei's atom encoder measures and converts each
+ * atom every time. */
+static const char CHILD_HEAD[] = "\x74\x00\x00\x00\x05"
+                                 "\x77\x0a" "__struct__"
+                                 "\x77\x25" "Elixir.Tarearbol.DynamicManager.Child"
+                                 "\x77\x03" "pid";
+static const char KEY_VALUE[] = "\x77\x05" "value";
+static const char KEY_BUSY[] = "\x77\x05" "busy?";
+static const char KEY_OPTS[] = "\x77\x04" "opts";
+
+/* Appends a constant above, without its terminating NUL. */
+#define APPEND_CONST(x, c) ENC(ei_x_append_buf(x, c, (int)sizeof c - 1))
+
+int dm__enc_child(dm__node *n, ei_x_buff *x, const dm__worker *w) {
+  erlang_pid pid;
+  dm__proc_pid(n, &w->proc, &pid);
+  APPEND_CONST(x, CHILD_HEAD);
+  /* NEW_PID_EXT: the node as a SMALL_ATOM_UTF8_EXT (node names are ASCII
+   * and under 256 bytes), then number, serial and creation. */
+  size_t nl = strlen(pid.node);
+  char pb[3 + 255 + 12];
+  if (nl > 255) {
+    ENC(ei_x_encode_pid(x, &pid));
+  } else {
+    pb[0] = 'X';
+    pb[1] = 'w';
+    pb[2] = (char)nl;
+    memcpy(pb + 3, pid.node, nl);
+    dm__put32be(pb + 3 + nl, pid.num);
+    dm__put32be(pb + 7 + nl, pid.serial);
+    dm__put32be(pb + 11 + nl, pid.creation);
+    ENC(ei_x_append_buf(x, pb, (int)(15 + nl)));
+  }
+  APPEND_CONST(x, KEY_VALUE);
+  ENC(ei_x_append_buf(x, dm__blob_data(w->value), (int)dm__blob_size(w->value)));
+  APPEND_CONST(x, KEY_BUSY);
+  if (w->busy_ms) {
+    /* start_ms and start_wall_us were read together at start. */
+    uint64_t wall = n->start_wall_us + (uint64_t)(w->busy_ms - 1) * 1000;
+    if (dm_encode_datetime(x, wall))
+      return DM_ENOMEM;
+  } else {
+    APPEND_CONST(x, DM__A_NIL);
+  }
+  APPEND_CONST(x, KEY_OPTS);
+  ENC(ei_x_append_buf(x, dm__blob_data(w->opts), (int)dm__blob_size(w->opts)));
+  return 0;
+}
+
+int dm__enc_state(dm__manager *m, ei_x_buff *x) {
+  ENC(ei_x_encode_map_header(x, 4));
+  ENC(ei_x_encode_atom(x, "__struct__"));
+  ENC(ei_x_encode_atom(x, m->struct_name));
+  ENC(ei_x_encode_atom(x, "state"));
+  ENC(ei_x_encode_atom(x, dm__state_name(m->state)));
+  ENC(ei_x_encode_atom(x, "manager"));
+  ENC(ei_x_encode_atom(x, m->name));
+  ENC(ei_x_encode_atom(x, "children"));
+  ENC(ei_x_encode_map_header(x, (long)m->count));
+  for (size_t i = 0; i < m->cap; i++) {
+    dm__worker *w = dm__children_at(m, i);
+    if (!w)
+      continue;
+    ENC(ei_x_append_buf(x, dm__worker_id(w), (int)dm__worker_id_len(w)));
+    if (dm__enc_child(m->node, x, w))
+      return DM_ENOMEM;
+  }
+  return 0;
+}
+
+int dm__enc_stats(dm__manager *m, ei_x_buff *x) {
+  dm__mstats *s = &m->st;
+  long count = 10 + 0
+#define DM__ONE(n) +1
+      DM__MSTATS_MAP(DM__ONE)
+#undef DM__ONE
+      ;
+  ENC(ei_x_encode_map_header(x, count));
+#define DM__ENC(n)                                                             \
+  ENC(ei_x_encode_atom(x, #n));                                                \
+  ENC(ei_x_encode_ulonglong(x, s->n));
+  DM__MSTATS_MAP(DM__ENC)
+#undef DM__ENC
+  ENC(ei_x_encode_atom(x, "workers"));
+  ENC(ei_x_encode_ulonglong(x, m->count));
+  ENC(ei_x_encode_atom(x, "state"));
+  ENC(ei_x_encode_atom(x, dm__state_name(m->state)));
+  ENC(ei_x_encode_atom(x, "pool_depth"));
+  ENC(ei_x_encode_ulonglong(x, dm__pool_depth(m->pool)));
+  ENC(ei_x_encode_atom(x, "pool_wakeups"));
+  ENC(ei_x_encode_ulonglong(x, dm__pool_wakes(m->pool)));
+  ENC(ei_x_encode_atom(x, "threads"));
+  ENC(ei_x_encode_ulong(x, m->threads));
+  ENC(ei_x_encode_atom(x, "lateness_samples"));
+  ENC(ei_x_encode_ulonglong(x, s->late_count));
+  ENC(ei_x_encode_atom(x, "lateness_p50_us"));
+  ENC(ei_x_encode_ulonglong(x, dm__lateness_percentile(s, 0.50)));
+  ENC(ei_x_encode_atom(x, "lateness_p99_us"));
+  ENC(ei_x_encode_ulonglong(x, dm__lateness_percentile(s, 0.99)));
+  ENC(ei_x_encode_atom(x, "lateness_max_us"));
+  ENC(ei_x_encode_ulonglong(x, s->late_max_us));
+  /* The histogram itself, [{UpToUs, Count}] for non-empty buckets, so a
+   * watcher can difference two readings and get percentiles over a window
+   * of its choosing rather than since boot. */
+  long nb = 0;
+  for (size_t b = 0; b < DM__LATE_BUCKETS; b++)
+    nb += s->late[b] != 0;
+  ENC(ei_x_encode_atom(x, "lateness_histogram"));
+  if (nb) {
+    ENC(ei_x_encode_list_header(x, nb));
+    for (size_t b = 0; b < DM__LATE_BUCKETS; b++) {
+      if (!s->late[b])
+        continue;
+      ENC(ei_x_encode_tuple_header(x, 2));
+      ENC(ei_x_encode_ulonglong(x, dm__lateness_bucket_top(b)));
+      ENC(ei_x_encode_ulonglong(x, s->late[b]));
+    }
+  }
+  ENC(ei_x_encode_empty_list(x));
+  return 0;
+}
+
+int dm__enc_managers(dm__sched *s, ei_x_buff *x) {
+  if (s->nmanagers)
+    ENC(ei_x_encode_list_header(x, (long)s->nmanagers));
+  for (size_t i = 0; i < s->nmanagers; i++) {
+    dm__manager *m = s->managers[i];
+    ENC(ei_x_encode_map_header(x, 4));
+    ENC(ei_x_encode_atom(x, "name"));
+    ENC(ei_x_encode_atom(x, m->name));
+    ENC(ei_x_encode_atom(x, "behaviour"));
+    ENC(ei_x_encode_atom(x, m->b->name));
+    ENC(ei_x_encode_atom(x, "workers"));
+    ENC(ei_x_encode_ulonglong(x, m->count));
+    ENC(ei_x_encode_atom(x, "state"));
+    ENC(ei_x_encode_atom(x, dm__state_name(m->state)));
+  }
+  ENC(ei_x_encode_empty_list(x));
+  return 0;
+}

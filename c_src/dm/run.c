@@ -1,0 +1,71 @@
+/* A worker's callback on its way: the job it becomes, the busy state and
+ * the timer that watches for slowness while it runs. Loop thread only. */
+#include <string.h>
+
+#include "dm/mgr.h"
+
+static dm__wheel *wheel_of(const dm__worker *w) { return &w->m->sched->wheel; }
+
+uint64_t dm__worker_now_us(const dm__worker *w) {
+  /* The loop's cached time: no clock read per perform. Dues that chain at
+   * a fixed rate never read it, so its coarseness does not skew them. */
+  return uv_now(w->m->node->loop) * 1000;
+}
+
+/* The wheel grows an array to take the timer; when even that fails the
+ * worker says so instead of silently never running again. */
+void dm__worker_arm(dm__worker *w, uint64_t due_us) {
+  if (dm__wheel_add(wheel_of(w), &w->timer, due_us) != 0)
+    DM_ERROR("manager %s: out of memory arming a worker's timer", w->m->name);
+}
+
+void dm__worker_disarm(dm__worker *w) { dm__wheel_del(wheel_of(w), &w->timer); }
+
+void dm__worker_set_blob(dm__blob **slot, const char *data, size_t len) {
+  dm__blob *b = dm__blob_new(data, len);
+  if (!b) {
+    DM_ERROR("out of memory storing a term; keeping the old one");
+    return;
+  }
+  dm__blob_unref(*slot);
+  *slot = b;
+}
+
+int dm__worker_run(dm__worker *w, int kind, const char *msg, size_t len,
+                   dm__replyto *reply, int wrap) {
+  dm__wjob *j = dm__job_new(w->m, w, kind, w->m->worker_done);
+  if (!j)
+    return DM_ENOMEM;
+  if (msg) {
+    j->owned = dm__malloc(len ? len : 1);
+    if (!j->owned) {
+      dm__job_free(j);
+      return DM_ENOMEM;
+    }
+    memcpy(j->owned, msg, len);
+    j->msg.data = j->owned;
+    j->msg.len = len;
+  }
+  j->reply = reply;
+  j->wrap = wrap;
+  if (kind == DM__JOB_PERFORM)
+    j->due = w->due;
+  w->flags |= DM__W_BUSY;
+  w->flags &= (uint8_t)~DM__W_LULL_FIRED;
+  /* Milliseconds since the node started, plus one (0 means idle): 32 bits
+   * cover 49 days of a single callback. */
+  w->busy_ms = (uint32_t)(uv_now(w->m->node->loop) - w->m->node->start_ms) + 1;
+  if (kind == DM__JOB_PERFORM)
+    w->flags &= (uint8_t)~DM__W_PERFORM_DUE;
+  /* While busy the timer watches for slowness (lull x timeout); the next
+   * perform is re-armed from w->due when the callback returns. */
+  if (w->timeout_ms && (kind == DM__JOB_PERFORM || kind == DM__JOB_CALL ||
+                        kind == DM__JOB_CAST)) {
+    uint64_t lull_us = (uint64_t)((double)w->timeout_ms * w->lull * 1000.0);
+    dm__worker_arm(w, dm__worker_now_us(w) + lull_us);
+  } else {
+    dm__worker_disarm(w);
+  }
+  dm__job_submit(j);
+  return 0;
+}

@@ -1,0 +1,98 @@
+/* The supervisor: what a worker's outcome leads to. A crash restarts the
+ * worker per its restart type with its original opts, within the
+ * manager's intensity (max_restarts in max_seconds, as OTP supervisors);
+ * past it every worker restarts, and past the manager's own intensity it
+ * goes down. Exit signals from links are crashes too. Loop thread only. */
+#include <string.h>
+
+#include "dm/mgr.h"
+
+/* Counts an event in a ring of the last max_restarts + 1 times and says
+ * whether more than max_restarts fell within max_seconds. */
+static int over_intensity(dm__manager *m, uint64_t *ring, uint32_t *n) {
+  uint64_t now = uv_now(m->node->loop);
+  uint32_t size = m->max_restarts + 1;
+  ring[*n % size] = now;
+  (*n)++;
+  if (*n < size)
+    return 0;
+  /* The oldest of the last `size` events. */
+  uint64_t oldest = ring[*n % size];
+  return now - oldest < (uint64_t)m->max_seconds * 1000;
+}
+
+void dm__sup_reset(dm__manager *m) { m->nrestarts = m->nescalated = 0; }
+
+int dm__sup_allow_restart(dm__manager *m) {
+  if (!over_intensity(m, m->restarts_at, &m->nrestarts))
+    return 1;
+  /* The worker supervisor gave up: every worker restarts from
+   * children_specs, as Tarearbol's rest_for_one tree does. Past the
+   * manager's own intensity it goes down instead. */
+  m->nrestarts = 0;
+  m->st.escalations++;
+  dm__workers_stop_all(m, DM__A_SHUTDOWN, DM__ALEN(DM__A_SHUTDOWN));
+  if (over_intensity(m, m->escalated_at, &m->nescalated)) {
+    DM_ERROR("manager %s: restart intensity exceeded again; going down", m->name);
+    dm__state_change(m, DM__DOWN);
+  } else {
+    DM_WARN("manager %s: more than %u restarts in %u s; restarting every worker",
+            m->name, m->max_restarts, m->max_seconds);
+    dm__boot(m);
+  }
+  return 0;
+}
+
+static int is_normal_exit(const char *r, size_t len) {
+  return dm__term_is_atom(r, len, "normal") || dm__term_is_atom(r, len, "shutdown");
+}
+
+/* A crash (or an exit signal): terminate, then restart per restart type
+ * with the original opts. */
+static void crash(dm__worker *w, const char *reason, size_t len) {
+  dm__manager *m = w->m;
+  int restart = w->restart == DM__PERMANENT ||
+                (w->restart == DM__TRANSIENT && !is_normal_exit(reason, len));
+  m->st.crashes++;
+  DM_WARN("manager %s: a worker crashed%s", m->name, restart ? "; restarting it" : "");
+  /* The stop may free w at once, so the restart works from copies. */
+  dm__blob *id = restart ? dm__blob_new(dm__worker_id(w), dm__worker_id_len(w)) : NULL;
+  dm__blob *opts = restart ? dm__blob_ref(w->opts) : NULL;
+  dm__worker_stop(w, reason, len);
+  if (id && opts && dm__sup_allow_restart(m) &&
+      dm__worker_start(m, dm__blob_data(id), dm__blob_len(id), dm__blob_data(opts),
+                       dm__blob_len(opts), NULL) == 0)
+    m->st.restarts++;
+  dm__blob_unref(id);
+  dm__blob_unref(opts);
+}
+
+void dm__sup_worker_done(dm__wjob *j, int cancelled) {
+  dm__outcome oc;
+  if (cancelled) {
+    dm__worker_cancelled(j);
+  } else {
+    dm__worker_completed(j, &oc);
+    if (oc.kind == DM__OUT_CRASHED)
+      crash(j->w, oc.reason, oc.reason_len);
+  }
+  dm__job_free(j);
+}
+
+static void worker_message(dm__proc *p, dm__node *n, const dm__ctrl *ctl) {
+  (void)n;
+  dm__worker_message((dm__worker *)p, ctl);
+}
+
+static void worker_exit(dm__proc *p, dm__node *n, const erlang_pid *from,
+                        const char *reason, size_t len) {
+  (void)n;
+  (void)from;
+  /* Not trapping exits: a linked process's abnormal death takes the
+   * worker with it; `normal` is ignored, as in OTP. */
+  if (dm__term_is_atom(reason, len, "normal"))
+    return;
+  crash((dm__worker *)p, reason, len);
+}
+
+const dm__proc_ops dm__worker_ops = {worker_message, worker_exit};

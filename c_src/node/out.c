@@ -1,0 +1,160 @@
+/* What the node sends: messages, exit signals, monitor exits and replies
+ * to gen calls, each built once in the node's own packet buffer and
+ * queued on the peer's connection. Loop thread only. */
+#include <string.h>
+
+#include "dm.h"
+#include "node/node.h"
+
+/* The node's packet buffer, emptied for a new packet. Only this file
+ * touches it. */
+static ei_x_buff *pkt(dm__node *n) {
+  n->pkt.index = 0;
+  n->pkt_body = 0; /* no reply open */
+  return &n->pkt;
+}
+
+static int send_pkt(dm__node *n, const char *to) {
+  int r = dm__dist_send(&n->dist, to, n->pkt.buff, (size_t)n->pkt.index);
+  if (r == DM_ECLOSED)
+    n->stats.undeliverable++;
+  return r;
+}
+
+int dm__node_send_msg(dm__node *n, const erlang_pid *to, const char *msg,
+                      size_t len) {
+  ei_x_buff *x = pkt(n);
+  if (dm__pkt_begin(x) || dm__enc_send_ctrl(x, to) || ei_x_encode_version(x) < 0 ||
+      ei_x_append_buf(x, msg, (int)len) < 0 || dm__pkt_end(x))
+    return DM_ENOMEM;
+  return send_pkt(n, to->node);
+}
+
+int dm__node_send_exit(dm__node *n, const erlang_pid *from,
+                       const erlang_pid *to, const char *reason, size_t len) {
+  if (dm__enc_exit(pkt(n), from, to, reason, len))
+    return DM_ENOMEM;
+  return send_pkt(n, to->node);
+}
+
+int dm__node_send_monitor_exit(dm__node *n, const char *from_name,
+                               const erlang_pid *from_pid,
+                               const erlang_pid *to, const erlang_ref *ref,
+                               const char *reason, size_t len) {
+  if (dm__enc_monitor_p_exit(pkt(n), from_name, from_pid, to, ref, reason, len))
+    return DM_ENOMEM;
+  return send_pkt(n, to->node);
+}
+
+int dm__node_send_unlink_id_ack(dm__node *n, unsigned long long id,
+                                const erlang_pid *from, const erlang_pid *to) {
+  if (dm__enc_unlink_id_ack(pkt(n), id, from, to))
+    return DM_ENOMEM;
+  return send_pkt(n, to->node);
+}
+
+void dm__node_noproc(dm__node *n, const dm__ctrl *ctl) {
+  dm__gen g;
+  if (!ctl->msg)
+    return;
+  dm__gen_decode(ctl->msg, ctl->msg_len, &g);
+  if (g.kind != DM__GEN_CALL || !g.has_mref)
+    return;
+  dm__node_send_monitor_exit(n, ctl->op == DM__OP_REG_SEND ? ctl->toname : NULL,
+                             &ctl->to, &g.from, &g.mref, DM__A_NOPROC,
+                             DM__ALEN(DM__A_NOPROC));
+}
+
+/* ---- replies ---------------------------------------------------------------- */
+
+static ei_x_buff *open_reply(dm__node *n, const erlang_pid *to, const char *tag,
+                             size_t tag_len) {
+  ei_x_buff *x = pkt(n);
+  if (dm__pkt_begin(x) || dm__enc_send_ctrl(x, to) || ei_x_encode_version(x) < 0 ||
+      ei_x_encode_tuple_header(x, 2) < 0 || ei_x_append_buf(x, tag, (int)tag_len) < 0)
+    return NULL;
+  n->pkt_body = (size_t)x->index;
+  return x;
+}
+
+ei_x_buff *dm__reply_begin(dm__node *n, const dm__gen *g) {
+  return open_reply(n, &g->from, g->tag, g->tag_len);
+}
+
+/* The call exits instead: with nothing sensible to say, the caller's
+ * monitor fires, as it would for a callee that died. */
+static int exit_call(dm__node *n, const erlang_pid *to, int has_mref,
+                     const erlang_ref *mref) {
+  if (!has_mref)
+    return DM_ENOMEM;
+  erlang_pid self = *to; /* any pid of ours would do; the caller only sees the ref */
+  strcpy(self.node, n->dist.ec.thisnodename);
+  self.creation = n->dist.ec.creation;
+  return dm__node_send_monitor_exit(n, NULL, &self, to, mref, DM__A_ENOMEM,
+                                    DM__ALEN(DM__A_ENOMEM));
+}
+
+static int close_reply(dm__node *n, const erlang_pid *to, int has_mref,
+                       const erlang_ref *mref, int rc) {
+  ei_x_buff *x = &n->pkt;
+  if (rc && !n->pkt_body)
+    return exit_call(n, to, has_mref, mref); /* not even the head was written */
+  if (rc) {
+    /* Whatever part of the body was written goes: {error, enomem} takes
+     * its place, in memory the buffer already had. */
+    static const char nomem[] = "\x68\x02" DM__A_ERROR DM__A_ENOMEM;
+    x->index = (int)n->pkt_body;
+    if (ei_x_append_buf(x, nomem, (int)sizeof nomem - 1) < 0)
+      return exit_call(n, to, has_mref, mref);
+  }
+  dm__pkt_end(x);
+  return send_pkt(n, to->node);
+}
+
+int dm__reply_end(dm__node *n, const dm__gen *g, int rc) {
+  return close_reply(n, &g->from, g->has_mref, &g->mref, rc);
+}
+
+int dm__reply(dm__node *n, const dm__gen *g, const char *term, size_t len) {
+  ei_x_buff *x = dm__reply_begin(n, g);
+  if (!x)
+    return exit_call(n, &g->from, g->has_mref, &g->mref);
+  return dm__reply_end(n, g, ei_x_append_buf(x, term, (int)len) < 0 ? DM_ENOMEM : 0);
+}
+
+dm__replyto *dm__replyto_new(const dm__gen *g) {
+  dm__replyto *r = dm__malloc(sizeof *r + g->tag_len);
+  if (!r)
+    return NULL;
+  r->from = g->from;
+  r->has_mref = g->has_mref;
+  r->mref = g->mref;
+  r->tag_len = g->tag_len;
+  memcpy(r->tag, g->tag, g->tag_len);
+  return r;
+}
+
+void dm__reply_to(dm__node *n, const dm__replyto *r, const char *term,
+                  size_t len, int wrap) {
+  static const char ok2[] = "\x68\x02" DM__A_OK; /* {ok, Reply} */
+  if (!r)
+    return;
+  ei_x_buff *x = open_reply(n, &r->from, r->tag, r->tag_len);
+  if (!x) {
+    exit_call(n, &r->from, r->has_mref, &r->mref);
+    return;
+  }
+  int rc = (wrap && ei_x_append_buf(x, ok2, (int)sizeof ok2 - 1) < 0) ||
+           ei_x_append_buf(x, term, (int)len) < 0;
+  close_reply(n, &r->from, r->has_mref, &r->mref, rc ? DM_ENOMEM : 0);
+}
+
+void dm__reply_exit(dm__node *n, const dm__replyto *r, const char *reason,
+                    size_t len) {
+  if (!r || !r->has_mref)
+    return;
+  erlang_pid dead = r->from; /* any pid of ours would do; the name is unused */
+  strcpy(dead.node, n->dist.ec.thisnodename);
+  dead.creation = n->dist.ec.creation;
+  dm__node_send_monitor_exit(n, NULL, &dead, &r->from, &r->mref, reason, len);
+}

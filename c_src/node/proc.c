@@ -1,0 +1,168 @@
+/* Processes: the kinds registered with the node, pids, registered names,
+ * and links, which fire when a peer is lost. Loop thread only. */
+#include <stdio.h>
+#include <string.h>
+
+#include "dm.h"
+#include "node/node.h"
+
+int dm__node_add_kind(dm__node *n, const dm__proc_ops *ops) {
+  if (n->nkinds == DM__KINDS_MAX)
+    return DM_ENOMEM;
+  n->kinds[n->nkinds] = ops;
+  return (int)n->nkinds++;
+}
+
+static uint32_t pid_key(const erlang_pid *p) {
+  return (p->num & 0x7fffu) | (p->serial & 0x1fffu) << 15;
+}
+
+int dm__proc_spawn(dm__node *n, dm__proc *p) {
+  erlang_pid pid;
+  if (ei_make_pid(&n->dist.ec, &pid) < 0)
+    return DM_EEI;
+  p->key = pid_key(&pid);
+  return dm__pidtab_put(&n->pids, p->key, p);
+}
+
+int dm__proc_register(dm__node *n, dm__proc *p, const char *name) {
+  return dm__nametab_put(&n->names, name, p);
+}
+
+void dm__proc_pid(const dm__node *n, const dm__proc *p, erlang_pid *out) {
+  strcpy(out->node, n->dist.ec.thisnodename);
+  out->num = p->key & 0x7fffu;
+  out->serial = p->key >> 15;
+  out->creation = n->dist.ec.creation;
+}
+
+dm__proc *dm__node_local(dm__node *n, const erlang_pid *pid) {
+  if (pid->creation != n->dist.ec.creation || pid->num > 0x7fff ||
+      pid->serial > 0x1fff || strcmp(pid->node, n->dist.ec.thisnodename) != 0)
+    return NULL;
+  return dm__pidtab_get(&n->pids, pid_key(pid));
+}
+
+static int rpid_of(dm__node *n, const erlang_pid *pid, dm__rpid *out) {
+  int peer = dm__dist_intern(&n->dist, pid->node);
+  if (peer < 0)
+    return peer;
+  out->peer = (uint32_t)peer;
+  out->num = pid->num;
+  out->serial = pid->serial;
+  out->creation = pid->creation;
+  return 0;
+}
+
+int dm__proc_link(dm__node *n, dm__proc *p, const erlang_pid *remote) {
+  dm__rpid r;
+  int e = rpid_of(n, remote, &r);
+  if (e)
+    return e;
+  dm__links *l = p->links;
+  for (uint32_t i = 0; l && i < l->count; i++)
+    if (!memcmp(&l->items[i], &r, sizeof r))
+      return 0;
+  if (!l || l->count == l->cap) {
+    uint32_t cap = l ? l->cap * 2 : 2;
+    dm__links *nl = dm__realloc(l, sizeof *nl + cap * sizeof nl->items[0]);
+    if (!nl)
+      return DM_ENOMEM;
+    if (!l) {
+      nl->count = 0;
+      n->nlinked++;
+    }
+    nl->cap = cap;
+    p->links = l = nl;
+  }
+  l->items[l->count++] = r;
+  return 0;
+}
+
+void dm__proc_unlink(dm__node *n, dm__proc *p, const erlang_pid *remote) {
+  dm__links *l = p->links;
+  dm__rpid r;
+  if (!l || rpid_of(n, remote, &r))
+    return;
+  for (uint32_t i = 0; i < l->count; i++) {
+    if (!memcmp(&l->items[i], &r, sizeof r)) {
+      l->items[i] = l->items[--l->count];
+      break;
+    }
+  }
+  if (l->count == 0)
+    dm__proc_free_links(n, p);
+}
+
+void dm__proc_free_links(dm__node *n, dm__proc *p) {
+  if (!p->links)
+    return;
+  dm__free(p->links);
+  p->links = NULL;
+  n->nlinked--;
+}
+
+void dm__proc_link_pid(const dm__node *n, const dm__proc *p, uint32_t i,
+                       erlang_pid *out) {
+  const dm__rpid *r = &p->links->items[i];
+  snprintf(out->node, sizeof out->node, "%s", n->dist.peer_names[r->peer]);
+  out->num = r->num;
+  out->serial = r->serial;
+  out->creation = r->creation;
+}
+
+static int has_peer(const dm__links *l, uint32_t peer) {
+  for (uint32_t i = 0; i < l->count; i++)
+    if (l->items[i].peer == peer)
+      return 1;
+  return 0;
+}
+
+/* Fires, one at a time, the links of the process with this key to
+ * processes on `peer`. An exit signal may stop the process (or, past its
+ * manager's intensity, every worker), and a stopped process leaves the
+ * pid table, so it is looked up again before each signal. */
+static void fire_peer_links(dm__node *n, uint32_t key, uint32_t peer) {
+  dm__proc *p;
+  while ((p = dm__pidtab_get(&n->pids, key)) && p->links) {
+    dm__links *l = p->links;
+    uint32_t i = 0;
+    while (i < l->count && l->items[i].peer != peer)
+      i++;
+    if (i == l->count)
+      return;
+    erlang_pid from;
+    dm__proc_link_pid(n, p, i, &from);
+    l->items[i] = l->items[--l->count];
+    if (l->count == 0)
+      dm__proc_free_links(n, p);
+    if (dm__proc_ops_of(n, p)->exit)
+      dm__proc_ops_of(n, p)->exit(p, n, &from, DM__A_NOCONNECTION,
+                                  DM__ALEN(DM__A_NOCONNECTION));
+  }
+}
+
+void dm__proc_peer_lost(dm__node *n, uint32_t peer) {
+  /* Links to processes on a lost node fire as noconnection. Most nodes
+   * have no links at all, and then a disconnect costs nothing. */
+  if (!n->nlinked)
+    return;
+  /* Keys first, signals after: firing while walking the table would see
+   * it change under the walk. */
+  uint32_t *keys = NULL;
+  size_t nkeys = 0, cap = 0;
+  for (size_t s = 0; s < n->pids.cap; s++) {
+    dm__proc *p = n->pids.keys[s] ? n->pids.vals[s] : NULL;
+    if (!p || !p->links || !has_peer(p->links, peer))
+      continue;
+    if (dm__array_grow((void **)&keys, &cap, nkeys + 1, sizeof *keys, 16)) {
+      DM_ERROR("out of memory: some links to %s do not fire",
+               n->dist.peer_names[peer]);
+      break;
+    }
+    keys[nkeys++] = n->pids.keys[s];
+  }
+  for (size_t k = 0; k < nkeys; k++)
+    fire_peer_links(n, keys[k], peer);
+  dm__free(keys);
+}

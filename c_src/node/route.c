@@ -1,0 +1,77 @@
+/* Routing: a packet from a peer is decoded and goes to the process it
+ * names, by the ops of that process's kind; links, unlinks and exit
+ * signals are kept or delivered here. Loop thread only. */
+#include "dm.h"
+#include "node/node.h"
+
+int dm__node_route(dm__node *n, dm__conn *c, const char *pkt, size_t len) {
+  dm__ctrl ctl;
+  dm__proc *p;
+  int r = dm__ctrl_decode(pkt, len, &ctl);
+  if (r) {
+    n->stats.bad_packets++;
+    DM_WARN("peer %s sent an undecodable packet of %zu bytes (%s)",
+            n->dist.peer_names[c->peer], len, dm_strerror(r));
+    return 0;
+  }
+  switch (ctl.op) {
+  case DM__OP_REG_SEND:
+  case DM__OP_SEND:
+    p = ctl.op == DM__OP_REG_SEND ? dm__nametab_get(&n->names, ctl.toname)
+                                  : dm__node_local(n, &ctl.to);
+    if (!p) {
+      n->stats.undeliverable++;
+      if (ctl.op == DM__OP_REG_SEND)
+        DM_DEBUG("message to unregistered name %s", ctl.toname);
+      dm__node_noproc(n, &ctl);
+      return 1;
+    }
+    dm__proc_ops_of(n, p)->message(p, n, &ctl);
+    return 1;
+  case DM__OP_LINK:
+    p = dm__node_local(n, &ctl.to);
+    if (!p)
+      dm__node_send_exit(n, &ctl.to, &ctl.from, DM__A_NOPROC, DM__ALEN(DM__A_NOPROC));
+    else if (dm__proc_link(n, p, &ctl.from))
+      DM_ERROR("out of memory recording a link");
+    return 0;
+  case DM__OP_UNLINK:
+  case DM__OP_UNLINK_ID:
+    p = dm__node_local(n, &ctl.to);
+    if (p)
+      dm__proc_unlink(n, p, &ctl.from);
+    if (ctl.op == DM__OP_UNLINK_ID)
+      dm__node_send_unlink_id_ack(n, ctl.unlink_id, &ctl.to, &ctl.from);
+    return 0;
+  case DM__OP_EXIT:
+  case DM__OP_EXIT2:
+    p = dm__node_local(n, &ctl.to);
+    if (!p)
+      return 0;
+    if (ctl.op == DM__OP_EXIT)
+      dm__proc_unlink(n, p, &ctl.from);
+    if (dm__proc_ops_of(n, p)->exit)
+      dm__proc_ops_of(n, p)->exit(p, n, &ctl.from, ctl.reason, ctl.reason_len);
+    return 0;
+  case DM__OP_MONITOR_P: {
+    /* libei advertises DFLAG_DIST_MONITOR; a monitor on a process that does
+     * not exist fires at once, as on a BEAM node. Live targets are not
+     * tracked: their monitors fire on disconnect. */
+    int named = ctl.toname[0] != 0;
+    p = named ? dm__nametab_get(&n->names, ctl.toname) : dm__node_local(n, &ctl.to);
+    if (!p)
+      dm__node_send_monitor_exit(n, named ? ctl.toname : NULL, &ctl.to, &ctl.from,
+                                 &ctl.ref, DM__A_NOPROC, DM__ALEN(DM__A_NOPROC));
+    return 0;
+  }
+  case DM__OP_DEMONITOR_P:
+  case DM__OP_UNLINK_ID_ACK:
+  case DM__OP_GROUP_LEADER:
+    return 0;
+  default:
+    n->stats.unknown_control++;
+    DM_WARN("peer %s sent control message %ld, which this node does not serve",
+            n->dist.peer_names[c->peer], ctl.raw_op);
+    return 0;
+  }
+}
