@@ -10,7 +10,7 @@ COOKIE ?= tarearbol_test
 CT_NODE ?= tarearbol_ct
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps all unit ct test demo bench fuzz clean
+.PHONY: deps all layers unit ct test demo bench fuzz clean
 
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
@@ -26,6 +26,13 @@ all:
 	$(MAKE) -C c_src all
 	$(REBAR) compile
 
+# The layering rule of ARCHITECTURE.md, on the sources and the objects'
+# symbols, and the test that shows the check fails when it should.
+layers: deps
+	$(MAKE) -C c_src all
+	c_src/check_layers.sh c_src c_src/_build/rel
+	sh test/layers/test_check_layers.sh
+
 # Unit tests run under valgrind: any invalid access or leak fails them.
 VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect
 unit: deps
@@ -39,6 +46,7 @@ ct: deps
 	  $(REBAR) ct --sname $(CT_NODE) --setcookie $(COOKIE)
 
 test: deps
+	$(MAKE) layers
 	$(MAKE) unit
 	$(MAKE) ct
 
