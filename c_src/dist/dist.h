@@ -158,7 +158,7 @@ int dm__enc_unlink_id_ack(ei_x_buff *x, unsigned long long id,
 
 /* ---- conn and dist ---------------------------------------------------------*/
 /* One connection after the handshake (conn.c), and the table of them with
- * interned peer names, ticks, the listen socket and epmd (dist.c,
+ * interned peer names, ticks, the listen socket and epmd (table.c,
  * listen.c). Loop thread only, except the acceptor thread in listen.c,
  * which hands sockets over through a queue. */
 
@@ -215,7 +215,7 @@ typedef struct {
   atomic_uint_fast64_t handshake_failures;
 } dm__dist_stats;
 
-/* How a connection tells the table that it closed (dist.c gives it). */
+/* How a connection tells the table that it closed (table.c gives it). */
 typedef void (*dm__conn_closed_fn)(dm__dist *d, dm__conn *c);
 
 struct dm__conn {
@@ -285,7 +285,7 @@ void dm__conn_flush_all(dm__dist *d);
  * goes back to 1. Returns 1 while the mark stays raised. */
 int dm__conn_lowat_release(dm__conn *c, uint64_t now_ns);
 
-/* dist.c: the table. */
+/* table.c: the table. */
 /* Sets up ei's node identity and the table; ops receive what peers send.
  * 0 or a negative error (logged). */
 int dm__dist_init(dm__dist *d, uv_loop_t *loop, const dm__config *cfg,

@@ -59,7 +59,7 @@ void *dm__nametab_del(dm__nametab *t, const char *name);
 /* The node: the process tables (proc.c), what arrives routed to the kind
  * of process it is for (route.c), what goes out (out.c), the node-level
  * services (service.c) and the node object with its loop phases
- * (node.c). The layer above plugs in through process kinds and loop
+ * (core.c). The layer above plugs in through process kinds and loop
  * hooks; the node never names it. */
 
 typedef struct dm__node dm__node;
@@ -166,7 +166,7 @@ struct dm__node {
   const char *version;
 };
 
-/* node.c: the node object. */
+/* core.c: the node object. */
 /* Sets up distribution and the process tables; listens. 0 or a negative
  * error (logged). */
 int dm__node_init(dm__node *n, uv_loop_t *loop, const dm__config *cfg,
