@@ -20,11 +20,21 @@
 
 %% @doc Starts a C node under this application's supervisor and returns
 %% its node name once it answers. Opts: see tarearbol_cnode_launcher.
+%% The launcher starts at once; this call waits on it until the node is
+%% ready, and a node that fails its first launch is removed again.
 -spec start_node(tarearbol_cnode_launcher:opts()) -> {ok, node()} | {error, term()}.
-start_node(#{name := _} = Opts) ->
+start_node(#{name := Name} = Opts) ->
     case supervisor:start_child(tarearbol_cnode_sup, tarearbol_cnode_sup:launcher_spec(Opts)) of
-        {ok, Pid} -> {ok, tarearbol_cnode_launcher:node_of(Pid)};
-        {error, {already_started, Pid}} -> {ok, tarearbol_cnode_launcher:node_of(Pid)};
+        {ok, Pid} ->
+            case tarearbol_cnode_launcher:await_ready(Pid, infinity) of
+                {ok, Node} ->
+                    {ok, Node};
+                {error, _} = Error ->
+                    _ = stop_node(Name),
+                    Error
+            end;
+        {error, {already_started, Pid}} ->
+            tarearbol_cnode_launcher:await_ready(Pid, infinity);
         {error, {Reason, _ChildSpec}} -> {error, Reason};
         {error, Reason} -> {error, Reason}
     end;

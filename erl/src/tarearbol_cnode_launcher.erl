@@ -1,19 +1,53 @@
-%% @doc Runs one C node as an OS process and keeps it running.
+%% @doc Runs one C node as an OS process; restarts it within a bound.
 %%
 %% The binary comes from `code:priv_dir(tarearbol_cnode)', the node name
 %% from argv and the cookie from the environment (never argv, where `ps'
-%% shows it). The launcher waits for the node's READY line, connects to
-%% it, forwards every line the node logs to `logger', and when the OS
-%% process dies starts it again after a backoff that doubles up to a
-%% ceiling. The node is started with --exit-with-stdin, so it stops when
-%% the launcher's port closes: no orphan outlives the launcher.
+%% shows it). The launcher is a gen_statem with three states:
+%%
+%% <ul>
+%% <li>`launching': the port is open and the launcher waits for the node's
+%%   READY line, then connects to it;</li>
+%% <li>`ready': the node runs; every line it logs goes to `logger';</li>
+%% <li>`backoff': the node died (or never became ready) and the launcher
+%%   waits before starting it again.</li>
+%% </ul>
+%%
+%% init/1 only checks the options and returns: it never waits for READY,
+%% so neither the application's start nor its supervisor is held by a slow
+%% binary. await_ready/2 is how a caller waits (tarearbol_cnode:start_node/1
+%% uses it): the call is answered when READY arrives or the attempt fails.
+%%
+%% A binary that keeps dying is not hidden from the supervisor: after
+%% `max_restarts' restarts within `restart_window_s' seconds, the next death
+%% stops the launcher with `{too_many_restarts, #{max_restarts, within_s,
+%% last_exit}}' and the supervisor decides. Between restarts the delay
+%% starts at `backoff_ms' and doubles with each restart in the window, up
+%% to `max_backoff_ms'.
+%%
+%% The node is started with --exit-with-stdin, so closing the port stops
+%% it: on stop the launcher closes the port and waits (bounded) until the
+%% OS process is gone. No signal is ever sent.
+%%
+%% Options (a map):
+%% <ul>
+%% <li>`name' (required): the node's short name;</li>
+%% <li>`managers': `--manager' specs; `threads': `--threads'; `args': more argv;</li>
+%% <li>`binary': the executable (default priv/tarearbol_cnode);</li>
+%% <li>`ready_timeout' (15000 ms): a launch that takes longer fails;</li>
+%% <li>`max_restarts' (3) and `restart_window_s' (10): the restart bound;</li>
+%% <li>`backoff_ms' (100) and `max_backoff_ms' (5000): the delay between restarts;</li>
+%% <li>`stop_timeout' (5000 ms): how long a stop waits for the OS process;</li>
+%% <li>`start_distribution' (false, or the application env of that name):
+%%   start distribution (and epmd) when this node is not distributed;
+%%   otherwise init fails with `not_distributed'.</li>
+%% </ul>
 -module(tarearbol_cnode_launcher).
--behaviour(gen_server).
+-behaviour(gen_statem).
 
 -include_lib("kernel/include/logger.hrl").
 
--export([start_link/1, node_of/1, os_pid/1]).
--export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
+-export([start_link/1, await_ready/2, node_of/1, os_pid/1, info/1]).
+-export([callback_mode/0, init/1, launching/3, ready/3, backoff/3, terminate/3]).
 
 -type opts() :: #{name := string(),
                   managers => [string()],
@@ -21,157 +55,289 @@
                   args => [string()],
                   binary => file:filename(),
                   ready_timeout => timeout(),
+                  max_restarts => non_neg_integer(),
+                  restart_window_s => pos_integer(),
                   backoff_ms => pos_integer(),
-                  max_backoff_ms => pos_integer()}.
--export_type([opts/0]).
+                  max_backoff_ms => pos_integer(),
+                  stop_timeout => non_neg_integer(),
+                  start_distribution => boolean()}.
+-type state() :: launching | ready | backoff.
+-type info() :: #{state := state(),
+                  node := node() | undefined,
+                  os_pid := integer() | undefined,
+                  port := port() | undefined,
+                  restarts := non_neg_integer(),
+                  max_restarts := non_neg_integer(),
+                  restart_window_s := pos_integer()}.
+-export_type([opts/0, info/0]).
 
--record(st, {opts :: opts(),
-             port :: port() | undefined,
-             os_pid :: integer() | undefined,
-             node :: node() | undefined,
-             backoff :: pos_integer(),
-             restarts = 0 :: non_neg_integer()}).
+-record(data, {opts :: opts(),
+               bin :: file:filename(),
+               port :: port() | undefined,
+               os_pid :: integer() | undefined,
+               node :: node() | undefined,
+               %% The last lines the node printed before READY, newest first:
+               %% they explain a failed launch.
+               lines = [] :: [binary()],
+               %% Monotonic times (ms) of the restarts within the window.
+               restarts = [] :: [integer()],
+               %% Callers of await_ready/2, answered by the launch outcome.
+               waiters = [] :: [gen_statem:from()]}).
 
 -define(READY_TIMEOUT, 15000).
+-define(MAX_RESTARTS, 3).
+-define(RESTART_WINDOW_S, 10).
 -define(BACKOFF, 100).
 -define(MAX_BACKOFF, 5000).
+-define(STOP_TIMEOUT, 5000).
+-define(KEPT_LINES, 20).
 
 -spec start_link(opts()) -> {ok, pid()} | {error, term()}.
 start_link(Opts) ->
-    gen_server:start_link(?MODULE, Opts, []).
+    gen_statem:start_link(?MODULE, Opts, []).
+
+%% @doc Waits until the node is ready: `{ok, Node}' at once when it is,
+%% else when READY arrives; `{error, Reason}' when this launch fails or
+%% the launcher stops. Each launch is bounded by `ready_timeout'.
+-spec await_ready(pid(), timeout()) -> {ok, node()} | {error, term()}.
+await_ready(Launcher, Timeout) ->
+    try
+        gen_statem:call(Launcher, await_ready, Timeout)
+    catch
+        exit:{timeout, _} -> {error, timeout};
+        exit:{Reason, {gen_statem, call, _}} -> {error, Reason}
+    end.
 
 %% @doc The C node this launcher runs (undefined while it restarts).
 -spec node_of(pid()) -> node() | undefined.
-node_of(Launcher) -> gen_server:call(Launcher, node).
+node_of(Launcher) -> gen_statem:call(Launcher, node).
 
 %% @doc The OS pid of the C node (undefined while it restarts).
 -spec os_pid(pid()) -> integer() | undefined.
-os_pid(Launcher) -> gen_server:call(Launcher, os_pid).
+os_pid(Launcher) -> gen_statem:call(Launcher, os_pid).
 
--spec init(opts()) -> {ok, #st{}} | {stop, term()}.
+%% @doc The launcher's state, its node, and the restarts within the window.
+-spec info(pid()) -> info().
+info(Launcher) -> gen_statem:call(Launcher, info).
+
+-spec callback_mode() -> gen_statem:callback_mode_result().
+callback_mode() -> state_functions.
+
+-spec init(opts()) -> gen_statem:init_result(state()) | {stop, term()}.
 init(Opts) ->
     process_flag(trap_exit, true),
-    case ensure_distributed() of
-        ok ->
-            St = #st{opts = Opts, backoff = maps:get(backoff_ms, Opts, ?BACKOFF)},
-            case launch(St) of
-                {ok, St1} -> {ok, St1};
-                {error, Reason} -> {stop, Reason}
-            end;
-        {error, Reason} ->
-            {stop, Reason}
-    end.
-
--spec handle_call(term(), gen_server:from(), #st{}) -> {reply, term(), #st{}}.
-handle_call(node, _From, St) -> {reply, St#st.node, St};
-handle_call(os_pid, _From, St) -> {reply, St#st.os_pid, St};
-handle_call(_Req, _From, St) -> {reply, {error, unknown_request}, St}.
-
--spec handle_cast(term(), #st{}) -> {noreply, #st{}}.
-handle_cast(_Msg, St) -> {noreply, St}.
-
--spec handle_info(term(), #st{}) -> {noreply, #st{}} | {stop, term(), #st{}}.
-handle_info({Port, {data, {eol, Line}}}, #st{port = Port} = St) ->
-    log_line(St#st.node, Line),
-    {noreply, St};
-handle_info({Port, {data, {noeol, Line}}}, #st{port = Port} = St) ->
-    log_line(St#st.node, Line),
-    {noreply, St};
-handle_info({Port, {exit_status, Status}}, #st{port = Port, backoff = B} = St) ->
-    ?LOG_WARNING("C node ~s (OS pid ~p) exited with status ~p; starting it again in ~p ms",
-                 [St#st.node, St#st.os_pid, Status, B]),
-    erlang:send_after(B, self(), relaunch),
-    Max = maps:get(max_backoff_ms, St#st.opts, ?MAX_BACKOFF),
-    {noreply, St#st{port = undefined, os_pid = undefined, backoff = min(B * 2, Max)}};
-handle_info(relaunch, St) ->
-    case launch(St) of
-        {ok, St1} ->
-            {noreply, St1#st{restarts = St#st.restarts + 1,
-                             backoff = maps:get(backoff_ms, St#st.opts, ?BACKOFF)}};
-        {error, Reason} ->
-            %% The supervisor's intensity bounds how often this repeats.
-            {stop, Reason, St}
-    end;
-handle_info({'EXIT', Port, _}, #st{port = Port} = St) ->
-    {noreply, St};
-handle_info(_Other, St) ->
-    {noreply, St}.
-
--spec terminate(term(), #st{}) -> ok.
-terminate(_Reason, #st{port = undefined}) -> ok;
-terminate(_Reason, #st{port = Port, os_pid = OsPid}) ->
-    %% SIGTERM for a clean stop; closing the port would do it too.
-    _ = os:cmd("kill -TERM " ++ integer_to_list(OsPid)),
-    receive {Port, {exit_status, _}} -> ok after 5000 -> catch port_close(Port), ok end.
-
-%% ---------------------------------------------------------------------------
-
-ensure_distributed() ->
-    case is_alive() of
-        true -> ok;
+    Bin = maps:get(binary, Opts, filename:join(code:priv_dir(tarearbol_cnode), "tarearbol_cnode")),
+    case filelib:is_regular(Bin) of
         false ->
-            _ = os:cmd("epmd -daemon"),
-            Name = list_to_atom("tarearbol_cnode_" ++ os:getpid()),
-            case net_kernel:start([Name, shortnames]) of
-                {ok, _} -> ok;
-                {error, Reason} -> {error, {not_distributed, Reason}}
+            {stop, {no_binary, Bin}};
+        true ->
+            case ensure_distributed(Opts) of
+                ok ->
+                    {ok, launching, #data{opts = Opts, bin = Bin}, [{next_event, internal, launch}]};
+                {error, Reason} ->
+                    {stop, Reason}
             end
     end.
 
-launch(#st{opts = Opts} = St) ->
-    Bin = maps:get(binary, Opts, filename:join(code:priv_dir(tarearbol_cnode), "tarearbol_cnode")),
-    case filelib:is_regular(Bin) of
-        false -> {error, {no_binary, Bin}};
-        true -> spawn_node(Bin, St)
+%% The port is open; the node has not printed READY yet.
+-spec launching(gen_statem:event_type(), term(), #data{}) -> gen_statem:event_handler_result(state()).
+launching(internal, launch, D) ->
+    case open(D) of
+        {ok, D1} -> {keep_state, D1, [{state_timeout, opt(ready_timeout, D), not_ready}]};
+        {error, Reason} -> died(Reason, D)
+    end;
+launching(info, {Port, {data, {eol, <<"READY ", Name/binary>>}}}, #data{port = Port} = D) ->
+    Node = binary_to_atom(Name),
+    case net_kernel:connect_node(Node) of
+        true ->
+            ?LOG_INFO("C node ~s is up (OS pid ~p)", [Node, D#data.os_pid]),
+            {next_state, ready, D#data{node = Node, lines = []},
+             [{reply, W, {ok, Node}} || W <- D#data.waiters]};
+        _ ->
+            died({cannot_connect, Node}, close(D))
+    end;
+launching(info, {Port, {data, {_, Line}}}, #data{port = Port} = D) ->
+    log_line(undefined, Line),
+    {keep_state, D#data{lines = lists:sublist([Line | D#data.lines], ?KEPT_LINES)}};
+launching(info, {Port, {exit_status, Status}}, #data{port = Port} = D) ->
+    died({exit_status, Status, lists:reverse(D#data.lines)}, gone(D));
+launching(state_timeout, not_ready, D) ->
+    Lines = lists:reverse(D#data.lines),
+    died({not_ready, Lines}, close(D));
+launching({call, From}, await_ready, D) ->
+    {keep_state, D#data{waiters = [From | D#data.waiters]}};
+launching(Type, Event, D) ->
+    common(launching, Type, Event, D).
+
+%% The node is up and connected.
+-spec ready(gen_statem:event_type(), term(), #data{}) -> gen_statem:event_handler_result(state()).
+ready(info, {Port, {data, {_, Line}}}, #data{port = Port} = D) ->
+    log_line(D#data.node, Line),
+    keep_state_and_data;
+ready(info, {Port, {exit_status, Status}}, #data{port = Port} = D) ->
+    ?LOG_WARNING("C node ~s (OS pid ~p) exited with status ~p", [D#data.node, D#data.os_pid, Status]),
+    died({exit_status, Status, []}, gone(D));
+ready({call, From}, await_ready, D) ->
+    {keep_state_and_data, [{reply, From, {ok, D#data.node}}]};
+ready(Type, Event, D) ->
+    common(ready, Type, Event, D).
+
+%% The node died; it starts again when the state timeout fires.
+-spec backoff(gen_statem:event_type(), term(), #data{}) -> gen_statem:event_handler_result(state()).
+backoff(state_timeout, relaunch, D) ->
+    {next_state, launching, D, [{next_event, internal, launch}]};
+backoff({call, From}, await_ready, D) ->
+    {keep_state, D#data{waiters = [From | D#data.waiters]}};
+backoff(Type, Event, D) ->
+    common(backoff, Type, Event, D).
+
+%% Calls and messages every state answers the same way.
+common(State, {call, From}, info, D) ->
+    {keep_state_and_data, [{reply, From, #{state => State,
+                                           node => D#data.node,
+                                           os_pid => D#data.os_pid,
+                                           port => D#data.port,
+                                           restarts => length(recent(D)),
+                                           max_restarts => opt(max_restarts, D),
+                                           restart_window_s => opt(restart_window_s, D)}}]};
+common(_State, {call, From}, node, D) ->
+    {keep_state_and_data, [{reply, From, D#data.node}]};
+common(_State, {call, From}, os_pid, D) ->
+    {keep_state_and_data, [{reply, From, D#data.os_pid}]};
+common(_State, {call, From}, _Request, _D) ->
+    {keep_state_and_data, [{reply, From, {error, unknown_request}}]};
+common(_State, info, {'EXIT', _Port, _Reason}, _D) ->
+    %% Trapped so that terminate/3 runs; the exit_status message is what
+    %% tells a node's death.
+    keep_state_and_data;
+common(_State, info, Msg, _D) ->
+    ?LOG_DEBUG("unexpected message ~p", [Msg]),
+    keep_state_and_data.
+
+-spec terminate(term(), state(), #data{}) -> ok.
+terminate(_Reason, _State, D) ->
+    _ = close(D),
+    ok.
+
+%% ---------------------------------------------------------------------------
+
+%% A launch failed or the node died: answer the waiters, then either wait
+%% and start again or, past the bound, stop so that the supervisor sees it.
+died(Reason, D0) ->
+    D = D0#data{port = undefined, os_pid = undefined, node = undefined, lines = [], waiters = []},
+    Replies = [{reply, W, {error, Reason}} || W <- D0#data.waiters],
+    Recent = recent(D),
+    Max = opt(max_restarts, D),
+    case length(Recent) >= Max of
+        true ->
+            Bound = #{max_restarts => Max, within_s => opt(restart_window_s, D), last_exit => Reason},
+            ?LOG_ERROR("C node ~s: ~p restarts within ~p s, giving up; last exit ~p",
+                       [maps:get(name, D#data.opts), Max, opt(restart_window_s, D), Reason]),
+            {stop_and_reply, {too_many_restarts, Bound}, Replies, D};
+        false ->
+            Delay = min(opt(backoff_ms, D) bsl length(Recent), opt(max_backoff_ms, D)),
+            ?LOG_WARNING("C node ~s: ~p; starting it again in ~p ms",
+                         [maps:get(name, D#data.opts), Reason, Delay]),
+            Now = erlang:monotonic_time(millisecond),
+            {next_state, backoff, D#data{restarts = [Now | Recent]},
+             Replies ++ [{state_timeout, Delay, relaunch}]}
     end.
 
-spawn_node(Bin, #st{opts = Opts} = St) ->
-    Name = maps:get(name, Opts),
+recent(#data{restarts = Restarts} = D) ->
+    Since = erlang:monotonic_time(millisecond) - opt(restart_window_s, D) * 1000,
+    [T || T <- Restarts, T > Since].
+
+open(#data{bin = Bin, opts = Opts} = D) ->
     Managers = lists:append([["--manager", M] || M <- maps:get(managers, Opts, [])]),
     Threads = case maps:get(threads, Opts, undefined) of
                   undefined -> [];
                   T -> ["--threads", integer_to_list(T)]
               end,
-    Args = ["--sname", Name, "--exit-with-stdin"] ++ Managers ++ Threads ++ maps:get(args, Opts, []),
-    Port = open_port({spawn_executable, Bin},
-                     [{args, Args},
-                      {env, [{"TAREARBOL_CNODE_COOKIE", atom_to_list(erlang:get_cookie())}]},
-                      exit_status, {line, 4096}, binary, stderr_to_stdout]),
-    {os_pid, OsPid} = erlang:port_info(Port, os_pid),
-    Deadline = erlang:monotonic_time(millisecond) + maps:get(ready_timeout, Opts, ?READY_TIMEOUT),
-    case wait_ready(Port, Deadline, []) of
-        {ok, Node} ->
-            case net_kernel:connect_node(Node) of
-                true ->
-                    ?LOG_INFO("C node ~s is up (OS pid ~p)", [Node, OsPid]),
-                    {ok, St#st{port = Port, os_pid = OsPid, node = Node}};
-                _ ->
-                    kill(Port, OsPid),
-                    {error, {cannot_connect, Node}}
-            end;
-        {error, _} = Error ->
-            kill(Port, OsPid),
-            Error
+    Args = ["--sname", maps:get(name, Opts), "--exit-with-stdin"]
+        ++ Managers ++ Threads ++ maps:get(args, Opts, []),
+    try open_port({spawn_executable, Bin},
+                  [{args, Args},
+                   {env, [{"TAREARBOL_CNODE_COOKIE", atom_to_list(erlang:get_cookie())}]},
+                   exit_status, {line, 4096}, binary, stderr_to_stdout]) of
+        Port ->
+            {os_pid, OsPid} = erlang:port_info(Port, os_pid),
+            {ok, D#data{port = Port, os_pid = OsPid, lines = []}}
+    catch
+        error:Why -> {error, {cannot_spawn, Bin, Why}}
     end.
 
-wait_ready(Port, Deadline, Lines) ->
-    Left = max(0, Deadline - erlang:monotonic_time(millisecond)),
-    receive
-        {Port, {data, {eol, <<"READY ", Node/binary>>}}} ->
-            {ok, binary_to_atom(Node)};
-        {Port, {data, {_, Line}}} ->
-            log_line(undefined, Line),
-            wait_ready(Port, Deadline, lists:sublist([Line | Lines], 20));
-        {Port, {exit_status, Status}} ->
-            {error, {exit_status, Status, lists:reverse(Lines)}}
-    after Left ->
-        {error, {not_ready, lists:reverse(Lines)}}
-    end.
-
-kill(Port, OsPid) ->
-    _ = os:cmd("kill -KILL " ++ integer_to_list(OsPid) ++ " 2>/dev/null"),
+%% Closes the port, which closes the node's stdin, and waits until the OS
+%% process is gone. A closed port sends no exit_status, so the wait looks
+%% at /proc. A node that outlives the wait is logged, not killed.
+close(#data{port = undefined} = D) ->
+    D;
+close(#data{port = Port, os_pid = OsPid} = D) ->
     catch port_close(Port),
-    ok.
+    Deadline = erlang:monotonic_time(millisecond) + opt(stop_timeout, D),
+    case await_gone(OsPid, Deadline) of
+        ok -> ok;
+        timeout -> ?LOG_ERROR("C node OS pid ~p still runs after its port closed", [OsPid])
+    end,
+    gone(D).
+
+gone(D) ->
+    D#data{port = undefined, os_pid = undefined}.
+
+await_gone(OsPid, Deadline) ->
+    case filelib:is_dir("/proc/" ++ integer_to_list(OsPid)) of
+        false -> ok;
+        true ->
+            case erlang:monotonic_time(millisecond) > Deadline of
+                true -> timeout;
+                false -> receive after 10 -> await_gone(OsPid, Deadline) end
+            end
+    end.
+
+opt(ready_timeout, #data{opts = O}) -> maps:get(ready_timeout, O, ?READY_TIMEOUT);
+opt(max_restarts, #data{opts = O}) -> maps:get(max_restarts, O, ?MAX_RESTARTS);
+opt(restart_window_s, #data{opts = O}) -> maps:get(restart_window_s, O, ?RESTART_WINDOW_S);
+opt(backoff_ms, #data{opts = O}) -> maps:get(backoff_ms, O, ?BACKOFF);
+opt(max_backoff_ms, #data{opts = O}) -> maps:get(max_backoff_ms, O, ?MAX_BACKOFF);
+opt(stop_timeout, #data{opts = O}) -> maps:get(stop_timeout, O, ?STOP_TIMEOUT).
+
+%% Distribution is this node's business: the launcher starts it only when
+%% asked to, through the option or the application env.
+ensure_distributed(Opts) ->
+    Wanted = maps:get(start_distribution, Opts,
+                      application:get_env(tarearbol_cnode, start_distribution, false)),
+    case {is_alive(), Wanted} of
+        {true, _} -> ok;
+        {false, false} -> {error, not_distributed};
+        {false, true} -> start_distribution()
+    end.
+
+start_distribution() ->
+    case start_epmd() of
+        ok ->
+            Name = list_to_atom("tarearbol_cnode_" ++ os:getpid()),
+            case net_kernel:start([Name, shortnames]) of
+                {ok, _} -> ok;
+                {error, Reason} -> {error, {not_distributed, Reason}}
+            end;
+        {error, _} = E ->
+            E
+    end.
+
+%% `epmd -daemon' returns at once, whether an epmd runs already or not.
+start_epmd() ->
+    case os:find_executable("epmd") of
+        false ->
+            {error, {not_distributed, no_epmd}};
+        Epmd ->
+            Port = open_port({spawn_executable, Epmd}, [{args, ["-daemon"]}, exit_status]),
+            receive
+                {Port, {exit_status, 0}} -> ok;
+                {Port, {exit_status, S}} -> {error, {not_distributed, {epmd_exit_status, S}}}
+            after 5000 ->
+                catch port_close(Port),
+                {error, {not_distributed, epmd_timeout}}
+            end
+    end.
 
 %% The node's log lines are "HH:MM:SS.mmm LEVEL file:line: text".
 log_line(Node, Line) ->

@@ -149,8 +149,9 @@ probe_reports_up_down_and_timeouts(_Config) ->
     ?assertEqual({error, {bad_opts, {timeout, x}}}, tarearbol_cnode:put(M, bad, [{timeout, x}])).
 
 a_node_that_is_not_distributed_becomes_so(_Config) ->
-    %% A peer with no node name, driven over stdio: start_node must start
-    %% distribution (and epmd) itself before it can reach the C node.
+    %% A peer with no node name, driven over stdio: asked to, start_node
+    %% must start distribution (and epmd) itself before it can reach the
+    %% C node.
     Ebin = filename:dirname(code:which(tarearbol_cnode)),
     {ok, P, nonode@nohost} = peer:start(#{connection => standard_io, args => ["-pa", Ebin]}),
     try
@@ -158,7 +159,8 @@ a_node_that_is_not_distributed_becomes_so(_Config) ->
         {ok, _} = peer:call(P, application, ensure_all_started, [tarearbol_cnode]),
         {ok, N} = peer:call(P, tarearbol_cnode, start_node,
                             [#{name => cnode_test:unique("nd"), binary => cnode_test:bin(),
-                               managers => ["counters=counter,children=1"]}], 30000),
+                               managers => ["counters=counter,children=1"],
+                               start_distribution => true}], 30000),
         ?assert(peer:call(P, erlang, is_alive, [])),
         ?assertMatch(#{node := N}, peer:call(P, tarearbol_cnode, info, [N]))
     after
