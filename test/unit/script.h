@@ -147,11 +147,9 @@ static inline void fixture_init(fixture *f, const char *spec) {
   script.nlog = 0;
 }
 
-static inline void fixture_free(fixture *f) {
-  bare_node_free(&f->b);
-  /* Every worker went with its manager. */
-  assert_int_equal(f->s.workers.live, 0);
-}
+/* Workers still in the table go with their manager; valgrind sees that
+ * their terms went too. */
+static inline void fixture_free(fixture *f) { bare_node_free(&f->b); }
 
 /* ---- workers ------------------------------------------------------------ */
 
