@@ -71,14 +71,22 @@ bench: deps
 	erl -noshell -sname bench_$$$$ -setcookie $(COOKIE) -pa _build/bench \
 	  -eval 'bench:main(string:lexemes("$(BENCH_SIZES)", " "))'
 
-# The packet fuzzer (not part of test): FUZZ_SECONDS of libFuzzer on a
-# copy of the seed corpus in test/fuzz/corpus.
+# The fuzzers (not part of test): FUZZ_SECONDS of libFuzzer for each of
+# FUZZ_TARGETS, each on a copy of its seed corpus: fuzz_packet (the
+# decoders) on test/fuzz/corpus, fuzz_node (the whole node behind a fake
+# connection) on test/fuzz/corpus_node. Findings go to _build/fuzz/TARGET/.
 FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= fuzz_packet fuzz_node
 fuzz: deps
 	$(MAKE) -C c_src fuzz
-	mkdir -p _build/fuzz/corpus && cp test/fuzz/corpus/* _build/fuzz/corpus/
-	c_src/_build/fuzz_packet -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 \
-	  -artifact_prefix=_build/fuzz/ _build/fuzz/corpus
+	set -e; for t in $(FUZZ_TARGETS); do \
+	  case $$t in fuzz_packet) seeds=test/fuzz/corpus ;; \
+	    fuzz_node) seeds=test/fuzz/corpus_node ;; \
+	    *) echo "make fuzz: unknown target $$t"; exit 2 ;; esac; \
+	  mkdir -p _build/fuzz/$$t/corpus && cp $$seeds/* _build/fuzz/$$t/corpus/; \
+	  c_src/_build/$$t -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 \
+	    -artifact_prefix=_build/fuzz/$$t/ _build/fuzz/$$t/corpus; \
+	done
 
 clean:
 	$(MAKE) -C c_src clean

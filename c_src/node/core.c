@@ -63,8 +63,8 @@ static void on_signal(uv_signal_t *h, int signum) {
   dm__node_stop(h->data);
 }
 
-int dm__node_init(dm__node *n, uv_loop_t *loop, const dm__config *cfg,
-                  const char *cookie) {
+int dm__node_init_unlistened(dm__node *n, uv_loop_t *loop, const dm__config *cfg,
+                             const char *cookie) {
   memset(n, 0, sizeof *n);
   n->loop = loop;
   n->exit_with_stdin = cfg->exit_with_stdin;
@@ -80,7 +80,7 @@ int dm__node_init(dm__node *n, uv_loop_t *loop, const dm__config *cfg,
   if (ei_x_new(&n->pkt) < 0)
     return DM_ENOMEM;
   int r = dm__dist_init(&n->dist, loop, cfg, cookie, &dist_ops, n);
-  if (r || (r = dm__listen_init(&n->dist)))
+  if (r)
     return r;
   uv_prepare_init(loop, &n->flush_prepare);
   n->flush_prepare.data = n;
@@ -92,9 +92,19 @@ int dm__node_init(dm__node *n, uv_loop_t *loop, const dm__config *cfg,
   return 0;
 }
 
-int dm__node_start(dm__node *n) {
+int dm__node_init(dm__node *n, uv_loop_t *loop, const dm__config *cfg,
+                  const char *cookie) {
+  int r = dm__node_init_unlistened(n, loop, cfg, cookie);
+  return r ? r : dm__listen_init(&n->dist);
+}
+
+void dm__node_serve(dm__node *n) {
   dm__dist_start(&n->dist);
   uv_prepare_start(&n->flush_prepare, on_prepare);
+}
+
+int dm__node_start(dm__node *n) {
+  dm__node_serve(n);
   uv_signal_start(&n->sigterm, on_signal, SIGTERM);
   uv_signal_start(&n->sigint, on_signal, SIGINT);
   if (n->exit_with_stdin) {

@@ -171,11 +171,19 @@ struct dm__node {
  * error (logged). */
 int dm__node_init(dm__node *n, uv_loop_t *loop, const dm__config *cfg,
                   const char *cookie);
+/* The same without the listen socket: a node served only the connections
+ * handed to it with dm__dist_adopt, which no peer can reach over the
+ * network (the node fuzz target's). Start it with dm__node_serve. */
+int dm__node_init_unlistened(dm__node *n, uv_loop_t *loop,
+                             const dm__config *cfg, const char *cookie);
 /* Runs ops at the loop's phases, with ud. 0 or DM_ENOMEM (too many). */
 int dm__node_add_hooks(dm__node *n, const dm__node_hooks *ops, void *ud);
 /* Starts serving: publishes (retrying while epmd is absent), prints READY
  * once published. */
 int dm__node_start(dm__node *n);
+/* Runs the loop phases and ticks only: no listening, no epmd, no
+ * signals, no stdin. dm__node_start does this first. */
+void dm__node_serve(dm__node *n);
 /* Begins an orderly stop: the loop returns once every handle is closed. */
 void dm__node_stop(dm__node *n);
 /* Frees what dm__node_init allocated, after uv_run has returned. */
