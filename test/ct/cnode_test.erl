@@ -9,6 +9,7 @@
 
 -export([bin/0, host/0, cookie/0, unique/1,
          start/2, stop/1, kill/1, os_pid/1, log/1, node/1,
+         init_case/2, init_case/3, end_case/1, end_case/2,
          wait_until/2, wait_until/3, wait_started/2, call/2, call/3,
          start_peer/1, start_peer/2, stats/1,
          epmd_names/0, info_calls/2, epmd_names/1, assert_clean_log/1]).
@@ -102,6 +103,34 @@ node(#{node := N}) -> N.
 os_pid(#{os_pid := P}) -> P.
 -spec log(map()) -> binary().
 log(#{log := L}) -> {ok, B} = file:read_file(L), B.
+
+%% @doc The init_per_testcase of a suite whose every case has a node of its
+%% own: starts one with the extra argv Args, its log in the case's priv dir,
+%% and, when Manager is given, waits until that manager is started.
+%% Returns Config with {cnode, C} and {node, Node}.
+-spec init_case(list(), [string()]) -> list().
+init_case(Config, Args) -> init_case(Config, Args, none).
+-spec init_case(list(), [string()], atom() | none) -> list().
+init_case(Config, Args, Manager) ->
+    #{node := N} = C = start(undefined, #{dir => proplists:get_value(priv_dir, Config),
+                                         args => Args}),
+    Manager =:= none orelse wait_started({Manager, N}, 10000),
+    [{cnode, C}, {node, N} | Config].
+
+%% @doc The end_per_testcase that goes with init_case: stops the node and
+%% asserts a clean exit and log. With if_running, a node that the test
+%% stopped itself (it is no longer connected, its OS process is gone) is
+%% left alone.
+-spec end_case(list()) -> ok.
+end_case(Config) -> stop(proplists:get_value(cnode, Config)).
+-spec end_case(list(), if_running) -> ok.
+end_case(Config, if_running) ->
+    #{node := N, os_pid := OsPid} = C = proplists:get_value(cnode, Config),
+    case lists:member(N, nodes(hidden)) orelse
+         os:cmd("kill -0 " ++ integer_to_list(OsPid) ++ " 2>&1") =:= "" of
+        true -> stop(C);
+        false -> ok
+    end.
 
 %% @doc SIGTERM, then the exit status; asserts a clean exit and log.
 -spec stop(map()) -> ok.

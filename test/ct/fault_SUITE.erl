@@ -18,14 +18,10 @@ init_per_testcase(Case, Config) ->
                 peer_that_does_not_read_is_dropped_at_the_output_limit -> ["--max-outbuf", "262144"];
                 _ -> []
             end,
-    C = cnode_test:start(undefined, #{dir => ?config(priv_dir, Config),
-                                      args => ["--manager", "counters=counter,children=1000,timeout=0"] ++ Extra}),
-    N = cnode_test:node(C),
-    cnode_test:wait_started({counters, N}, 10000),
-    [{cnode, C}, {node, N} | Config].
+    cnode_test:init_case(Config, ["--manager", "counters=counter,children=1000,timeout=0"] ++ Extra,
+                         counters).
 
-end_per_testcase(_Case, Config) ->
-    cnode_test:stop(?config(cnode, Config)).
+end_per_testcase(_Case, Config) -> cnode_test:end_case(Config).
 
 peer_gone_mid_call_loses_nothing_and_links_fire(Config) ->
     N = ?config(node, Config),

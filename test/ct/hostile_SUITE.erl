@@ -20,18 +20,14 @@ all() ->
      link_from_raw_peer_to_missing_pid_gets_noproc,
      many_connects_and_disconnects].
 
+%% This node talks to the C node through raw connections or short-lived
+%% calls; its own 60 s tick would outlive the C node's 4 s one.
 init_per_testcase(_Case, Config) ->
-    C = cnode_test:start(undefined, #{dir => ?config(priv_dir, Config),
-                                      args => ["--max-packet", "65536",
-                                               "--handshake-timeout", "1000",
-                                               "--net-ticktime", "4"]}),
-    N = cnode_test:node(C),
-    %% This node talks to the C node through raw connections or short-lived
-    %% calls; its own 60 s tick would outlive the C node's 4 s one.
-    [{cnode, C}, {node, N} | Config].
+    cnode_test:init_case(Config, ["--max-packet", "65536",
+                                  "--handshake-timeout", "1000",
+                                  "--net-ticktime", "4"]).
 
-end_per_testcase(_Case, Config) ->
-    cnode_test:stop(?config(cnode, Config)).
+end_per_testcase(_Case, Config) -> cnode_test:end_case(Config).
 
 port(N) ->
     [Alive, Host] = string:split(atom_to_list(N), "@"),

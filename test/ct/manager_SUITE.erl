@@ -64,16 +64,11 @@ init_per_testcase(Case, Config) ->
                 pickup_stream_skips_busy_workers -> ",pickup=stream";
                 _ -> ""
             end,
-    C = cnode_test:start(undefined,
-                         #{dir => ?config(priv_dir, Config),
-                           args => ["--threads", "2",
-                                    "--manager", "counters=counter_hooks,children=3,timeout=100" ++ Extra]}),
-    N = cnode_test:node(C),
-    cnode_test:wait_started({?M, N}, 10000),
-    [{cnode, C}, {node, N} | Config].
+    cnode_test:init_case(Config, ["--threads", "2",
+                                  "--manager", "counters=counter_hooks,children=3,timeout=100" ++ Extra],
+                         ?M).
 
-end_per_testcase(_Case, Config) ->
-    cnode_test:stop(?config(cnode, Config)).
+end_per_testcase(_Case, Config) -> cnode_test:end_case(Config).
 
 call(N, Req) -> gen_server:call({?M, N}, Req, 10000).
 get(N, Id) -> call(N, {get, Id}).

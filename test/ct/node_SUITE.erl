@@ -51,18 +51,10 @@ init_per_suite(Config) ->
 end_per_suite(_Config) ->
     ok.
 
-init_per_testcase(_Case, Config) ->
-    C = cnode_test:start(undefined, #{dir => ?config(priv_dir, Config)}),
-    [{cnode, C} | Config].
+init_per_testcase(_Case, Config) -> cnode_test:init_case(Config, []).
 
-end_per_testcase(_Case, Config) ->
-    C = ?config(cnode, Config),
-    %% A test may have stopped the node itself.
-    case lists:member(cnode_test:node(C), nodes(hidden)) orelse
-         os:cmd("kill -0 " ++ integer_to_list(cnode_test:os_pid(C)) ++ " 2>&1") =:= "" of
-        true -> cnode_test:stop(C);
-        false -> ok
-    end.
+%% A test may have stopped the node itself.
+end_per_testcase(_Case, Config) -> cnode_test:end_case(Config, if_running).
 
 node_of(Config) -> cnode_test:node(?config(cnode, Config)).
 

@@ -13,14 +13,9 @@
 all() -> [receives_pong, tracks_crashes, timeout].
 
 init_per_testcase(_Case, Config) ->
-    C = cnode_test:start(undefined, #{dir => ?config(priv_dir, Config),
-                                      args => ["--manager", "pingpong=pingpong"]}),
-    N = cnode_test:node(C),
-    cnode_test:wait_started({?M, N}, 10000),
-    [{cnode, C}, {node, N} | Config].
+    cnode_test:init_case(Config, ["--manager", "pingpong=pingpong"], ?M).
 
-end_per_testcase(_Case, Config) ->
-    cnode_test:stop(?config(cnode, Config)).
+end_per_testcase(_Case, Config) -> cnode_test:end_case(Config).
 
 call(N, Req) -> gen_server:call({?M, N}, Req, 10000).
 cast(N, Req) -> gen_server:cast({?M, N}, Req).
