@@ -299,7 +299,13 @@ mailbox_overflow_answers_overloaded(Config) ->
     N = ?config(node, Config),
     ok = call(N, {put, <<"m">>, [{payload, 0}, {timeout, 0}]}),
     #{pid := P} = get(N, <<"m">>),
+    %% The new worker runs its init (counter_hooks) on the pool first: a
+    %% cast sent before that is done waits in the mailbox and takes one of
+    %% the two places. Cast to an idle worker, then see it busy with the
+    %% cast: the mailbox is empty when the calls come.
+    cnode_test:wait_until(fun() -> not is_busy(N, <<"m">>) end, 5000),
     ok = gen_server:cast(P, {sleep, 1500}),
+    cnode_test:wait_until(fun() -> is_busy(N, <<"m">>) end, 5000),
     Self = self(),
     [spawn(fun() -> Self ! {r, catch gen_server:call(P, get, 10000)} end) || _ <- lists:seq(1, 5)],
     Rs = [receive {r, R} -> R after 10000 -> timeout end || _ <- lists:seq(1, 5)],
