@@ -6,7 +6,6 @@
 #ifndef TEST_BARE_NODE_H
 #define TEST_BARE_NODE_H
 
-#include <arpa/inet.h>
 #include <string.h>
 
 #include <ei.h>
@@ -46,40 +45,23 @@ typedef struct {
   dm__node n;
 } bare_node;
 
-/* What dm__node_init does, but the listen socket and the connection
- * table: a pid can be made and a reply built, and none can leave. */
+/* A node as the program makes it, without the listen socket: a pid can
+ * be made and a reply built, and none can leave. */
 static inline void bare_node_init(bare_node *b) {
-  struct in_addr addr;
+  dm__config cfg;
   memset(b, 0, sizeof *b);
   assert_int_equal(uv_loop_init(&b->loop), 0);
-  b->n.loop = &b->loop;
-  b->n.version = DM_VERSION;
-  b->n.start_ms = uv_now(&b->loop);
-  addr.s_addr = htonl(INADDR_LOOPBACK);
-  assert_true(ei_connect_xinit(&b->n.dist.ec, "localhost", "unit", "unit@localhost",
-                               (Erl_IpAddr)&addr, "cookie", 1) >= 0);
-  dm__nametab_init(&b->n.names);
-  dm__pidtab_init(&b->n.pids);
-  assert_true(ei_x_new(&b->n.pkt) >= 0);
+  dm__config_defaults(&cfg);
+  cfg.name = "unit@localhost";
+  assert_int_equal(dm__node_init_unlistened(&b->n, &b->loop, &cfg, "cookie"), 0);
 }
 
-/* What dm__node_stop and dm__node_free do for the pieces set up above:
- * the layers' stop hooks, the loop run until their handles are closed,
- * their free hooks, last registered first, then the tables. The loop
- * must close: nothing is left behind. */
+/* The node stopped and freed as the program does it: the loop must close,
+ * nothing is left behind. */
 static inline void bare_node_free(bare_node *b) {
-  dm__node *n = &b->n;
-  n->stopping = 1;
-  for (size_t i = 0; i < n->nhooks; i++)
-    if (n->hooks[i].ops->stop)
-      n->hooks[i].ops->stop(n->hooks[i].ud);
+  dm__node_stop(&b->n);
   uv_run(&b->loop, UV_RUN_DEFAULT);
-  for (size_t i = n->nhooks; i-- > 0;)
-    if (n->hooks[i].ops->free)
-      n->hooks[i].ops->free(n->hooks[i].ud);
-  dm__nametab_free(&n->names);
-  dm__pidtab_free(&n->pids);
-  ei_x_free(&n->pkt);
+  dm__node_free(&b->n);
   assert_int_equal(uv_loop_close(&b->loop), 0);
 }
 
