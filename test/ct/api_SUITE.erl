@@ -16,22 +16,12 @@ all() ->
      probe_reports_up_down_and_timeouts,
      a_node_that_is_not_distributed_becomes_so].
 
-init_per_suite(Config) ->
-    {ok, _} = application:ensure_all_started(tarearbol_cnode),
-    Config.
-
-end_per_suite(_Config) ->
-    application:stop(tarearbol_cnode).
-
+init_per_suite(Config) -> cnode_test:app_init_suite(Config).
+end_per_suite(Config) -> cnode_test:app_end_suite(Config).
 init_per_testcase(_Case, Config) -> Config.
-end_per_testcase(_Case, _Config) ->
-    [tarearbol_cnode:stop_node(Name) || {{launcher, Name}, _, _, _} <- supervisor:which_children(tarearbol_cnode_sup)],
-    ok.
+end_per_testcase(_Case, Config) -> cnode_test:app_end_case(Config).
 
-opts(Extra) ->
-    maps:merge(#{name => cnode_test:unique("api"),
-                 binary => cnode_test:bin(),
-                 managers => ["counters=counter,children=2,timeout=100"]}, Extra).
+opts(Extra) -> cnode_test:launcher_opts("api", ["counters=counter,children=2,timeout=100"], Extra).
 
 every_api_function_against_a_real_node(_Config) ->
     {ok, N} = tarearbol_cnode:start_node(opts(#{})),

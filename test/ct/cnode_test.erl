@@ -10,6 +10,7 @@
 -export([bin/0, host/0, cookie/0, unique/1,
          start/2, stop/1, kill/1, os_pid/1, log/1, node/1,
          init_case/2, init_case/3, end_case/1, end_case/2,
+         app_init_suite/1, app_end_suite/1, app_end_case/1, launcher_opts/3,
          wait_until/2, wait_until/3, wait_started/2, call/2, call/3,
          start_peer/1, start_peer/2, stats/1,
          epmd_names/0, info_calls/2, epmd_names/1, assert_clean_log/1]).
@@ -131,6 +132,31 @@ end_case(Config, if_running) ->
         true -> stop(C);
         false -> ok
     end.
+
+%% @doc The init_per_suite of a suite that starts its nodes through the
+%% tarearbol_cnode application (its launchers) rather than by hand.
+-spec app_init_suite(list()) -> list().
+app_init_suite(Config) ->
+    {ok, _} = application:ensure_all_started(tarearbol_cnode),
+    Config.
+
+-spec app_end_suite(list()) -> ok.
+app_end_suite(_Config) ->
+    application:stop(tarearbol_cnode).
+
+%% @doc The end_per_testcase that goes with app_init_suite: every node a
+%% case started through the application is stopped.
+-spec app_end_case(list()) -> ok.
+app_end_case(_Config) ->
+    [tarearbol_cnode:stop_node(Name)
+     || {{launcher, Name}, _, _, _} <- supervisor:which_children(tarearbol_cnode_sup)],
+    ok.
+
+%% @doc start_node options: a unique name from Prefix, the binary under
+%% test and Managers, then Extra over them.
+-spec launcher_opts(string(), [string()], map()) -> map().
+launcher_opts(Prefix, Managers, Extra) ->
+    maps:merge(#{name => unique(Prefix), binary => bin(), managers => Managers}, Extra).
 
 %% @doc SIGTERM, then the exit status; asserts a clean exit and log.
 -spec stop(map()) -> ok.

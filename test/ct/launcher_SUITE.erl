@@ -15,22 +15,12 @@ all() ->
      stopping_the_launcher_closes_the_port_and_the_node_exits,
      distribution_is_not_started_unless_asked].
 
-init_per_suite(Config) ->
-    {ok, _} = application:ensure_all_started(tarearbol_cnode),
-    Config.
-
-end_per_suite(_Config) ->
-    application:stop(tarearbol_cnode).
-
+init_per_suite(Config) -> cnode_test:app_init_suite(Config).
+end_per_suite(Config) -> cnode_test:app_end_suite(Config).
 init_per_testcase(_Case, Config) -> Config.
-end_per_testcase(_Case, _Config) ->
-    [tarearbol_cnode:stop_node(Name) || {{launcher, Name}, _, _, _} <- supervisor:which_children(tarearbol_cnode_sup)],
-    ok.
+end_per_testcase(_Case, Config) -> cnode_test:app_end_case(Config).
 
-opts(Extra) ->
-    maps:merge(#{name => cnode_test:unique("launcher"),
-                 binary => cnode_test:bin(),
-                 managers => ["counters=counter,children=1,timeout=100"]}, Extra).
+opts(Extra) -> cnode_test:launcher_opts("launcher", ["counters=counter,children=1,timeout=100"], Extra).
 
 %% A binary that waits for the file Gate before it execs the real one: the
 %% node cannot print READY before the test lets it. It gives up after
