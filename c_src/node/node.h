@@ -70,7 +70,8 @@ typedef struct dm__proc dm__proc;
   X(bad_packets)                                                               \
   X(unknown_control)                                                           \
   X(unknown_requests)                                                          \
-  X(undeliverable)
+  X(undeliverable)                                                             \
+  X(foreign_senders) /* signals claiming a sender on another node */
 
 typedef struct {
 #define DM__STATS_FIELD(name) uint64_t name;

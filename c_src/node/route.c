@@ -1,8 +1,23 @@
 /* Routing: a packet from a peer is decoded and goes to the process it
  * names, by the ops of that process's kind; links, unlinks and exit
  * signals are kept or delivered here. Loop thread only. */
+#include <string.h>
+
 #include "dm.h"
 #include "node/node.h"
+
+/* A signal's sender is a process of the peer that sends it. One that
+ * claims a process of another node is refused: otherwise a peer could make
+ * the node remember node names without end (links keep them) and fire or
+ * break links on another node's behalf. */
+static int from_peer(dm__node *n, const dm__conn *c, const dm__ctrl *ctl) {
+  if (strcmp(ctl->from.node, n->dist.peer_names[c->peer]) == 0)
+    return 1;
+  n->stats.foreign_senders++;
+  DM_DEBUG("peer %s sent a signal from a process of %s; refused",
+           n->dist.peer_names[c->peer], ctl->from.node);
+  return 0;
+}
 
 int dm__node_route(dm__node *n, dm__conn *c, const char *pkt, size_t len) {
   dm__ctrl ctl;
@@ -29,6 +44,8 @@ int dm__node_route(dm__node *n, dm__conn *c, const char *pkt, size_t len) {
     dm__proc_ops_of(n, p)->message(p, n, &ctl);
     return 1;
   case DM__OP_LINK:
+    if (!from_peer(n, c, &ctl))
+      return 0;
     p = dm__node_local(n, &ctl.to);
     if (!p)
       dm__node_send_exit(n, &ctl.to, &ctl.from, DM__A_NOPROC, DM__ALEN(DM__A_NOPROC));
@@ -37,6 +54,8 @@ int dm__node_route(dm__node *n, dm__conn *c, const char *pkt, size_t len) {
     return 0;
   case DM__OP_UNLINK:
   case DM__OP_UNLINK_ID:
+    if (!from_peer(n, c, &ctl))
+      return 0;
     p = dm__node_local(n, &ctl.to);
     if (p)
       dm__proc_unlink(n, p, &ctl.from);
@@ -45,6 +64,8 @@ int dm__node_route(dm__node *n, dm__conn *c, const char *pkt, size_t len) {
     return 0;
   case DM__OP_EXIT:
   case DM__OP_EXIT2:
+    if (!from_peer(n, c, &ctl))
+      return 0;
     p = dm__node_local(n, &ctl.to);
     if (!p)
       return 0;

@@ -18,6 +18,7 @@ all() ->
      deeply_nested_request_is_answered_without_recursion,
      unlink_id_is_acknowledged,
      link_from_raw_peer_to_missing_pid_gets_noproc,
+     signals_claiming_a_sender_on_another_node_are_refused,
      many_connects_and_disconnects].
 
 %% This node talks to the C node through raw connections or short-lived
@@ -174,6 +175,33 @@ link_from_raw_peer_to_missing_pid_gets_noproc(Config) ->
     ?assertMatch({ok, {{3, Missing, From, noproc}, none}},
                  raw_dist:recv_until(S, fun({{3, _, _, _}, _}) -> true; (_) -> false end, 5000)),
     raw_dist:close(S).
+
+%% A peer sends links, unlinks and exit signals from pids of 300 made-up
+%% nodes: each is refused and counted (the node would otherwise keep every
+%% such node name for ever), and a link from the peer's own pid is served
+%% as before, after them.
+signals_claiming_a_sender_on_another_node_are_refused(Config) ->
+    N = ?config(node, Config),
+    {ok, S} = raw_dist:connect(N, erlang:get_cookie(), #{}),
+    From = raw_dist:fake_pid(S, 1),
+    {ok, #{pid := Service}} = raw_dist:gen_call(S, From, tarearbol_cnode, info, 5000),
+    #{foreign_senders := Before} = stats(N),
+    Missing = other_pid(Service, 31000),
+    Foreign = [foreign_pid(K) || K <- lists:seq(1, 300)],
+    [ok = raw_dist:send_frame(S, Control, none)
+     || F <- Foreign,
+        Control <- [{1, F, Missing}, {4, F, Service}, {8, F, Service, kill}]],
+    ok = raw_dist:send_frame(S, {1, From, Missing}, none),
+    %% The first exit that comes back answers the peer's own link.
+    ?assertMatch({ok, {{3, Missing, From, noproc}, none}},
+                 raw_dist:recv_until(S, fun({{3, _, _, _}, _}) -> true; (_) -> false end, 5000)),
+    ?assertEqual(Before + 900, maps:get(foreign_senders, stats(N))),
+    assert_serving(N),
+    raw_dist:close(S).
+
+foreign_pid(K) ->
+    Name = list_to_binary("elsewhere" ++ integer_to_list(K) ++ "@nohost"),
+    binary_to_term(<<131, 88, 119, (byte_size(Name)), Name/binary, 1:32, 0:32, 1:32>>).
 
 many_connects_and_disconnects(Config) ->
     N = ?config(node, Config),
