@@ -33,7 +33,7 @@ static void usage(FILE *f) {
           "         [--listen ADDR] [--log-level debug|info|warning|error]\n"
           "         [--net-ticktime SECONDS] [--max-packet BYTES]\n"
           "         [--handshake-timeout MS] [--max-outbuf BYTES]\n"
-          "         [--read-coalescing BYTES]\n"
+          "         [--read-coalescing BYTES] [--epmd-retry-s SECONDS]\n"
           "         [--manager NAME=BEHAVIOUR[,key=value...]]... [--threads N]\n"
           "         [--exit-with-stdin]\n"
           "The cookie comes from $" COOKIE_ENV ", else ~/.erlang.cookie.\n");
@@ -102,6 +102,7 @@ int main(int argc, char **argv) {
       {"handshake-timeout", required_argument, NULL, 'H'},
       {"max-outbuf", required_argument, NULL, 'o'},
       {"read-coalescing", required_argument, NULL, 'R'},
+      {"epmd-retry-s", required_argument, NULL, 'P'},
       {"manager", required_argument, NULL, 'm'},
       {"threads", required_argument, NULL, 'T'},
       {"exit-with-stdin", no_argument, NULL, 'E'},
@@ -166,6 +167,11 @@ int main(int argc, char **argv) {
       if (parse_num("read-coalescing", optarg, 0, 1 << 20, &v))
         return 2;
       cfg.read_coalescing = (size_t)v;
+      break;
+    case 'P':
+      if (parse_num("epmd-retry-s", optarg, 0, 86400, &v))
+        return 2;
+      cfg.epmd_retry_s = (unsigned)v;
       break;
     case 'm':
       if (nmanagers == sizeof managers / sizeof managers[0]) {
@@ -235,5 +241,5 @@ int main(int argc, char **argv) {
   dm__node_free(&node);
   uv_loop_close(&loop);
   DM_INFO("stopped");
-  return r ? 1 : 0;
+  return r || node.exit_status ? 1 : 0;
 }

@@ -175,6 +175,7 @@ typedef struct {
   size_t max_outbuf;       /* bytes queued for one peer before it is dropped */
   size_t read_coalescing;  /* highest SO_RCVLOWAT asked for; 0: never */
   int exit_with_stdin;     /* stop when standard input closes (port owner gone) */
+  unsigned epmd_retry_s;   /* the first registration waits this long for epmd */
 } dm__config;
 
 void dm__config_defaults(dm__config *cfg);
@@ -188,6 +189,9 @@ typedef struct {
   void (*peer_lost)(void *ud, uint32_t peer);
   /* epmd took the name for the first time: the node is reachable. */
   void (*published)(void *ud);
+  /* The first registration failed for good: the name is taken, or epmd
+   * stayed away for epmd_retry_s. The node cannot be reached. */
+  void (*unpublished)(void *ud);
 } dm__dist_ops;
 
 /* Counters of the distribution layer, shown by `stats`. Only the loop
@@ -247,6 +251,7 @@ struct dm__dist {
   int listen_fd, port;
   int epmd_fd; /* -1 while not published */
   int published;
+  uint64_t publish_since; /* loop ms of the first registration attempt */
   int handles; /* the loop handles below are initialised */
 
   uv_poll_t epmd_poll;

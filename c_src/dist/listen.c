@@ -1,10 +1,14 @@
 /* The listen socket: its acceptor thread, which runs ei's handshake, and
  * the registration with epmd, kept while the node lives and renewed when
  * epmd comes back. Accepted sockets go to the table on the loop thread. */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "dist/dist.h"
@@ -98,16 +102,70 @@ static void on_epmd_event(uv_poll_t *h, int status, int events) {
   uv_close((uv_handle_t *)h, on_epmd_closed);
 }
 
+/* ei says EIO both when epmd refuses the name and when there is no epmd
+ * to ask: whether epmd accepts a connection on the loopback (where ei
+ * looks for it, at $ERL_EPMD_PORT or 4369) tells the two apart. */
+static int epmd_reachable(void) {
+  const char *env = getenv("ERL_EPMD_PORT");
+  long port = env && *env ? strtol(env, NULL, 10) : 4369;
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return 0;
+  int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+  if (!ok && errno == EINPROGRESS) {
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    int err = 0;
+    socklen_t len = sizeof err;
+    ok = poll(&p, 1, 1000) == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 &&
+         err == 0;
+  }
+  close(fd);
+  return ok;
+}
+
+/* The first registration failed: a taken name is final, as for a BEAM
+ * node; a missing epmd is waited for, up to epmd_retry_s. Once the node
+ * was published, it registers again for as long as it lives. Returns 1
+ * when publishing goes on. */
+static int publish_failed(dm__dist *d) {
+  int err = erl_errno;
+  int taken = err == EIO && epmd_reachable();
+  if (d->published) {
+    if (taken)
+      DM_WARN("epmd refused the name %s (is it taken?); retrying", d->ec.thisnodename);
+    else
+      DM_DEBUG("epmd registration failed (%s); retrying", strerror(err));
+    return 1;
+  }
+  if (taken) {
+    DM_ERROR("the name %s is taken: epmd refused it (another node runs under "
+             "that name)", d->ec.thisnodename);
+    return 0;
+  }
+  uint64_t waited = uv_now(d->loop) - d->publish_since;
+  if (waited >= (uint64_t)d->cfg.epmd_retry_s * 1000) {
+    DM_ERROR("epmd is not reachable after %u s (--epmd-retry-s): giving up",
+             d->cfg.epmd_retry_s);
+    return 0;
+  }
+  if (!waited)
+    DM_WARN("epmd is not reachable; retrying for up to %u s", d->cfg.epmd_retry_s);
+  return 1;
+}
+
 static void publish(dm__dist *d) {
   if (atomic_load(&d->stopping))
     return;
+  if (!d->published && !d->publish_since)
+    d->publish_since = uv_now(d->loop);
   int fd = ei_publish_tmo(&d->ec, d->port, 1000);
   if (fd < 0) {
-    if (erl_errno == EIO)
-      DM_WARN("epmd refused the name %s (is it taken?); retrying", d->ec.thisnodename);
+    if (publish_failed(d))
+      uv_timer_start(&d->publish_timer, on_publish_timer, PUBLISH_RETRY_MS, 0);
     else
-      DM_DEBUG("epmd registration failed (%s); retrying", strerror(erl_errno));
-    uv_timer_start(&d->publish_timer, on_publish_timer, PUBLISH_RETRY_MS, 0);
+      d->ops->unpublished(d->ud);
     return;
   }
   d->epmd_fd = fd;

@@ -19,6 +19,7 @@ void dm__config_defaults(dm__config *cfg) {
   cfg->handshake_ms = 5000;
   cfg->max_outbuf = (size_t)256 << 20;
   cfg->read_coalescing = 16384;
+  cfg->epmd_retry_s = 30;
 }
 
 int dm__dist_intern(dm__dist *d, const char *name) {

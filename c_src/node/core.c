@@ -26,7 +26,16 @@ static void on_published(void *ud) {
   fflush(stdout);
 }
 
-static const dm__dist_ops dist_ops = {on_packet, on_peer_lost, on_published};
+/* The name cannot be had: the node stops and the program exits 1, as a
+ * BEAM node does. */
+static void on_unpublished(void *ud) {
+  dm__node *n = ud;
+  n->exit_status = 1;
+  dm__node_stop(n);
+}
+
+static const dm__dist_ops dist_ops = {on_packet, on_peer_lost, on_published,
+                                      on_unpublished};
 
 int dm__node_add_hooks(dm__node *n, const dm__node_hooks *ops, void *ud) {
   if (n->nhooks == DM__HOOKS_MAX)

@@ -141,6 +141,7 @@ struct dm__node {
   int exit_with_stdin;
   int ready;    /* READY was printed */
   int stopping; /* dm__node_stop ran */
+  int exit_status; /* of the program once the loop returns: 1 after a fatal error */
   int handles;  /* the loop handles below are initialised */
   uint64_t start_ms;
   uint64_t start_wall_us; /* with start_ms, turns loop times into dates */

@@ -26,7 +26,9 @@
          sigterm_stops_cleanly_and_unregisters/1,
          bad_command_lines_are_refused/1,
          node_stops_when_its_stdin_closes/1,
-         cookie_from_home_file/1]).
+         cookie_from_home_file/1,
+         a_taken_name_exits_1_with_a_clear_message/1,
+         a_missing_epmd_is_waited_for_then_the_node_exits_1/1]).
 
 all() ->
     [ping_gives_pong, info_describes_the_node, creation_differs_at_every_start,
@@ -42,7 +44,9 @@ all() ->
      silent_peer_is_dropped_after_net_ticktime, epmd_restart_registers_again,
      sigterm_stops_cleanly_and_unregisters, bad_command_lines_are_refused,
      node_stops_when_its_stdin_closes,
-     cookie_from_home_file].
+     cookie_from_home_file,
+     a_taken_name_exits_1_with_a_clear_message,
+     a_missing_epmd_is_waited_for_then_the_node_exits_1].
 
 init_per_suite(Config) ->
     true = is_alive(),
@@ -307,7 +311,8 @@ bad_command_lines_are_refused(_Config) ->
              {"--sname a --listen not.an.ip", "IPv4"},
              {"--sname a --read-coalescing -1", "read-coalescing"},
              {"--sname a --read-coalescing 1048577", "read-coalescing"},
-             {"--sname a --read-coalescing 16k", "read-coalescing"}],
+             {"--sname a --read-coalescing 16k", "read-coalescing"},
+             {"--sname a --epmd-retry-s soon", "epmd-retry-s"}],
     [begin
          Out = Run(Args),
          ?assert(string:find(Out, Want) =/= nomatch, {Args, Out}),
@@ -361,3 +366,35 @@ node_stops_when_its_stdin_closes(Config) ->
     ?assertNotEqual(nomatch, binary:match(cnode_test:log(C), <<"standard input closed">>)),
     ?assertNotEqual(nomatch, binary:match(cnode_test:log(C), <<"stopped">>)),
     cnode_test:assert_clean_log(C).
+
+%% A second node under the name of a running one: epmd refuses the name, and
+%% the newcomer says so and exits 1 at once (before, it retried for ever);
+%% the node that has the name goes on.
+a_taken_name_exits_1_with_a_clear_message(Config) ->
+    C = ?config(cnode, Config),
+    Name = maps:get(name, C),
+    Out = os:cmd("TAREARBOL_CNODE_COOKIE=x timeout 20 " ++ cnode_test:bin() ++
+                 " --sname " ++ Name ++ " 2>&1; echo \"exit=$?\""),
+    ?assert(string:find(Out, "the name " ++ Name) =/= nomatch, Out),
+    ?assert(string:find(Out, "is taken") =/= nomatch, Out),
+    ?assert(string:find(Out, "exit=1") =/= nomatch, Out),
+    ?assertEqual(nomatch, string:find(Out, "READY"), Out),
+    ?assertEqual(pong, net_adm:ping(cnode_test:node(C))).
+
+%% No epmd on the port the node is told to use: it says so, waits
+%% --epmd-retry-s, then exits 1.
+a_missing_epmd_is_waited_for_then_the_node_exits_1(_Config) ->
+    {ok, L} = gen_tcp:listen(0, [{ip, {127, 0, 0, 1}}]),
+    {ok, Port} = inet:port(L),
+    ok = gen_tcp:close(L), % nothing listens there now
+    T0 = erlang:monotonic_time(millisecond),
+    Out = os:cmd("ERL_EPMD_PORT=" ++ integer_to_list(Port) ++
+                 " TAREARBOL_CNODE_COOKIE=x timeout 30 " ++ cnode_test:bin() ++
+                 " --sname " ++ cnode_test:unique("noepmd") ++
+                 " --epmd-retry-s 2 2>&1; echo \"exit=$?\""),
+    Took = erlang:monotonic_time(millisecond) - T0,
+    ?assert(string:find(Out, "epmd is not reachable") =/= nomatch, Out),
+    ?assert(string:find(Out, "--epmd-retry-s") =/= nomatch, Out),
+    ?assert(string:find(Out, "exit=1") =/= nomatch, Out),
+    %% It waited for epmd before giving up (a bound, not a timing target).
+    ?assert(Took >= 2000, {Took, Out}).
