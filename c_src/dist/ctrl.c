@@ -32,6 +32,7 @@ int dm__ctrl_decode(const char *pkt, size_t len, dm__ctrl *c) {
   int i = 1, arity;
   long op;
   memset(c, 0, offsetof(dm__ctrl, from));
+  c->toname[0] = 0; /* a pid target leaves it empty: readers test it */
   c->reason = c->msg = NULL;
   if (len < 2 || (unsigned char)pkt[0] != PASS_THROUGH)
     return DM_EBADPKT;
