@@ -81,7 +81,7 @@ static void completed_stopping(dm__wjob *j, const char *out, size_t len,
                                int crashed, int valid) {
   dm__worker *w = j->w;
   dm__manager *m = w->m;
-  if (j->kind == DM__JOB_CALL && j->reply) {
+  if (j->kind == DM__JOB_CALL && j->reply && !j->answered) {
     if (crashed) {
       dm__reply_exit(m->node, j->reply, out, len);
     } else if (valid) {
@@ -108,6 +108,8 @@ void dm__worker_completed(dm__wjob *j, dm__outcome *oc) {
   int valid = j->valid;
   int crashed = j->rc != DM_CB_OK;
   oc->kind = DM__OUT_LIVES;
+  if (j->kind == DM__JOB_CALL)
+    dm__pidtab_del(&m->sched->calls, w->proc.key);
   w->flags &= (uint8_t)~DM__W_BUSY;
   w->busy_ms = 0;
   if (crashed && !valid) {

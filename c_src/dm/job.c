@@ -42,6 +42,7 @@ dm__wjob *dm__job_new(dm__manager *m, dm__worker *w, int kind, dm__job_done_fn d
   j->state_name = NULL;
   j->owned = NULL;
   j->reply = NULL;
+  j->answered = 0;
   j->msg.data = NULL;
   j->msg.len = 0;
   j->due = 0;

@@ -122,7 +122,7 @@ void dm__manager_free(dm__manager *m) {
   }
   dm__nametab_del(&n->names, m->name);
   dm__pidtab_del(&n->pids, m->proc.key);
-  dm__proc_free_links(n, &m->proc);
+  dm__proc_release(n, &m->proc);
   free_fields(m);
 }
 

@@ -255,6 +255,9 @@ struct dm__sched {
   int timer_open;     /* wheel_timer is initialised and not closed */
   dm__manager **managers;
   size_t nmanagers, capmanagers;
+  /* The call each busy worker runs, if it runs one: worker key -> job. A
+   * worker stopped meanwhile exits its caller at once. */
+  dm__pidtab calls;
   unsigned threads;   /* default pool size of a manager */
   const dm_behaviour *const *builtins; /* compiled in, NULL-terminated */
   uint8_t kind_manager, kind_worker; /* process kinds registered with the node */
@@ -302,6 +305,7 @@ struct dm_ctx {
   uint64_t started_us; /* when the callback began, set on the pool */
   char *owned;        /* memory the job owns (msg copy, copied terms) */
   dm__replyto *reply;
+  int answered;       /* the caller already had its answer (the call exited) */
   ei_x_buff out;
   ei_x_buff sends;    /* pid, then 4-byte length and message, repeated */
   /* Checked on the pool thread, so the loop does not walk the output

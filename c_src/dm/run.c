@@ -48,6 +48,10 @@ int dm__worker_run(dm__worker *w, int kind, const char *msg, size_t len,
   }
   j->reply = reply;
   j->wrap = wrap;
+  /* Known by its worker, so that a stop while it runs exits the caller at
+   * once; when the table cannot take it, the caller hears at the end. */
+  if (kind == DM__JOB_CALL && reply)
+    (void)dm__pidtab_put(&w->m->sched->calls, w->proc.key, j);
   if (kind == DM__JOB_PERFORM)
     j->due = w->due;
   w->flags |= DM__W_BUSY;

@@ -70,6 +70,7 @@ static void free_all(void *ud) {
   dm__free(s->managers);
   s->managers = NULL;
   s->nmanagers = 0;
+  dm__pidtab_free(&s->calls);
   dm__wheel_free(&s->wheel);
   dm__slab_destroy(&s->workers);
 }
@@ -84,6 +85,7 @@ int dm__sched_init(dm__sched *s, dm__node *n, unsigned threads,
   s->node = n;
   s->threads = threads;
   s->builtins = builtins;
+  dm__pidtab_init(&s->calls);
   int km = dm__node_add_kind(n, &dm__manager_ops);
   int kw = dm__node_add_kind(n, &dm__worker_ops);
   if (km < 0 || kw < 0)

@@ -52,7 +52,7 @@ void dm__worker_free(dm__worker *w) {
     dm__blob_unref(w->stop_reason);
   else
     dm__mailbox_free(w->mbox, NULL, NULL, 0);
-  dm__proc_free_links(w->m->node, &w->proc);
+  dm__proc_release(w->m->node, &w->proc);
   dm__worker_release_id(w);
   dm__blob_unref(w->opts);
   dm__blob_unref(w->payload);
@@ -61,17 +61,9 @@ void dm__worker_free(dm__worker *w) {
 }
 
 void dm__worker_finalize(dm__worker *w) {
-  dm__node *n = w->m->node;
-  dm__links *l = w->proc.links;
-  if (l) {
-    erlang_pid self, to;
-    dm__proc_pid(n, &w->proc, &self);
-    for (uint32_t i = 0; i < l->count; i++) {
-      dm__proc_link_pid(n, &w->proc, i, &to);
-      dm__node_send_exit(n, &self, &to, dm__blob_data(w->stop_reason),
-                         dm__blob_size(w->stop_reason));
-    }
-  }
+  /* Links get the exit signal and monitors fire, with the stop reason. */
+  dm__proc_down(w->m->node, &w->proc, dm__blob_data(w->stop_reason),
+                dm__blob_size(w->stop_reason));
   dm__worker_free(w);
 }
 
@@ -88,8 +80,17 @@ void dm__worker_stop(dm__worker *w, const char *reason, size_t reason_len) {
   dm__mailbox_free(w->mbox, n, reason, reason_len);
   w->flags |= DM__W_STOPPING;
   w->stop_reason = dm__blob_new(reason, reason_len);
-  if (w->flags & DM__W_BUSY)
-    return; /* terminate follows the running callback */
+  if (w->flags & DM__W_BUSY) {
+    /* A call that runs now exits its caller at once, with the stop's
+     * reason, as a BEAM caller's monitor fires when the callee dies; its
+     * late result is not sent. Terminate follows the running callback. */
+    dm__wjob *call = dm__pidtab_get(&m->sched->calls, w->proc.key);
+    if (call && call->reply && !call->answered) {
+      dm__reply_exit(n, call->reply, reason, reason_len);
+      call->answered = 1;
+    }
+    return;
+  }
   if (m->b->terminate &&
       dm__worker_run(w, DM__JOB_TERMINATE, reason, reason_len, NULL, 0) == 0)
     return;
@@ -106,6 +107,8 @@ void dm__workers_stop_all(dm__manager *m, const char *reason, size_t len) {
 }
 
 void dm__worker_cancelled(dm__wjob *j) {
+  if (j->kind == DM__JOB_CALL && j->w)
+    dm__pidtab_del(&j->m->sched->calls, j->w->proc.key);
   /* A worker already out of the table is only reachable from its job, so
    * it goes with it. */
   if (j->w && (j->w->flags & DM__W_STOPPING))

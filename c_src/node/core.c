@@ -86,6 +86,7 @@ int dm__node_init_unlistened(dm__node *n, uv_loop_t *loop, const dm__config *cfg
   }
   dm__nametab_init(&n->names);
   dm__pidtab_init(&n->pids);
+  dm__pidtab_init(&n->monitors);
   if (ei_x_new(&n->pkt) < 0)
     return DM_ENOMEM;
   int r = dm__dist_init(&n->dist, loop, cfg, cookie, &dist_ops, n);
@@ -157,5 +158,6 @@ void dm__node_free(dm__node *n) {
   dm__dist_free(&n->dist);
   dm__nametab_free(&n->names);
   dm__pidtab_free(&n->pids);
+  dm__pidtab_free(&n->monitors);
   ei_x_free(&n->pkt);
 }

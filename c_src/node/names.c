@@ -160,3 +160,10 @@ void *dm__nametab_del(dm__nametab *t, const char *name) {
   }
   return NULL;
 }
+
+const char *dm__nametab_name_of(const dm__nametab *t, const void *val) {
+  for (size_t i = 0; i < t->count; i++)
+    if (t->items[i].val == val)
+      return t->items[i].name;
+  return NULL;
+}

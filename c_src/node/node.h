@@ -54,6 +54,8 @@ int dm__nametab_put(dm__nametab *t, const char *name, void *val);
 void *dm__nametab_get(const dm__nametab *t, const char *name);
 /* Unregisters; returns the value or NULL. */
 void *dm__nametab_del(dm__nametab *t, const char *name);
+/* The name val is registered under, or NULL. */
+const char *dm__nametab_name_of(const dm__nametab *t, const void *val);
 
 /* ---- node ----------------------------------------------------------------*/
 /* The node: the process tables (proc.c), what arrives routed to the kind
@@ -89,6 +91,18 @@ typedef struct {
   uint32_t count, cap;
   dm__rpid items[];
 } dm__links;
+
+/* A monitor that a remote process holds on a local one. */
+typedef struct {
+  dm__rpid watcher;
+  erlang_ref ref;
+  int by_name; /* set up on the registered name: it fires naming it */
+} dm__monitor;
+
+typedef struct {
+  uint32_t count, cap;
+  dm__monitor items[];
+} dm__monitors;
 
 /* How a kind of process reacts to what reaches it. */
 typedef struct {
@@ -161,6 +175,10 @@ struct dm__node {
   dm__nametab names;
   dm__pidtab pids;
   size_t nlinked; /* processes with links */
+  /* Monitors are rare: they live out of line, process key -> dm__monitors,
+   * so a process without one carries no byte for them. */
+  dm__pidtab monitors;
+  size_t nmonitors; /* monitors in all */
 
   ei_x_buff pkt;   /* the packet being built; out.c's alone */
   size_t pkt_body; /* where an open reply's body starts in pkt */
@@ -214,8 +232,22 @@ void dm__proc_free_links(dm__node *n, dm__proc *p);
 /* The remote end of link i of p, as a full pid. */
 void dm__proc_link_pid(const dm__node *n, const dm__proc *p, uint32_t i,
                        erlang_pid *out);
-/* A peer is gone: links to its processes fire as noconnection. */
+/* A peer is gone: links to its processes fire as noconnection, and its
+ * monitors are dropped. */
 void dm__proc_peer_lost(dm__node *n, uint32_t peer);
+/* A remote process monitors p (MONITOR_P). 0 or DM_ENOMEM. */
+int dm__proc_monitor(dm__node *n, dm__proc *p, const erlang_pid *watcher,
+                     const erlang_ref *ref, int by_name);
+/* DEMONITOR_P: the monitor ref of watcher on p goes. */
+void dm__proc_demonitor(dm__node *n, dm__proc *p, const erlang_pid *watcher,
+                        const erlang_ref *ref);
+/* p ends with reason (an encoded term): every linked process gets the
+ * exit signal and every monitor fires (MONITOR_P_EXIT) with it; both are
+ * then gone. */
+void dm__proc_down(dm__node *n, dm__proc *p, const char *reason, size_t len);
+/* p goes without a word (the node is stopping): its links and monitors
+ * are freed. */
+void dm__proc_release(dm__node *n, dm__proc *p);
 
 /* route.c: a packet from a peer, to the process it is for. Returns 1
  * when it was a message (for read coalescing). */

@@ -142,7 +142,126 @@ static void fire_peer_links(dm__node *n, uint32_t key, uint32_t peer) {
   }
 }
 
+/* ---- monitors ---------------------------------------------------------------- */
+
+int dm__proc_monitor(dm__node *n, dm__proc *p, const erlang_pid *watcher,
+                     const erlang_ref *ref, int by_name) {
+  dm__rpid w;
+  int e = rpid_of(n, watcher, &w);
+  if (e)
+    return e;
+  dm__monitors *ms = dm__pidtab_get(&n->monitors, p->key);
+  if (!ms || ms->count == ms->cap) {
+    uint32_t cap = ms ? ms->cap * 2 : 1;
+    dm__monitors *nm = dm__realloc(ms, sizeof *nm + cap * sizeof nm->items[0]);
+    if (!nm)
+      return DM_ENOMEM;
+    if (!ms)
+      nm->count = 0;
+    nm->cap = cap;
+    if (dm__pidtab_put(&n->monitors, p->key, nm)) {
+      if (!ms)
+        dm__free(nm);
+      return DM_ENOMEM;
+    }
+    ms = nm;
+  }
+  dm__monitor *m = &ms->items[ms->count++];
+  m->watcher = w;
+  m->ref = *ref;
+  m->by_name = by_name;
+  n->nmonitors++;
+  return 0;
+}
+
+static int same_ref(const erlang_ref *a, const erlang_ref *b) {
+  return a->len == b->len && a->creation == b->creation &&
+         strcmp(a->node, b->node) == 0 &&
+         memcmp(a->n, b->n, (size_t)a->len * sizeof a->n[0]) == 0;
+}
+
+/* Takes monitor i out of p's list; the list goes when empty. */
+static void drop_monitor(dm__node *n, uint32_t key, dm__monitors *ms, uint32_t i) {
+  ms->items[i] = ms->items[--ms->count];
+  n->nmonitors--;
+  if (!ms->count)
+    dm__free(dm__pidtab_del(&n->monitors, key));
+}
+
+void dm__proc_demonitor(dm__node *n, dm__proc *p, const erlang_pid *watcher,
+                        const erlang_ref *ref) {
+  dm__monitors *ms = n->nmonitors ? dm__pidtab_get(&n->monitors, p->key) : NULL;
+  (void)watcher; /* a reference names its monitor alone */
+  for (uint32_t i = 0; ms && i < ms->count; i++)
+    if (same_ref(&ms->items[i].ref, ref)) {
+      drop_monitor(n, p->key, ms, i);
+      return;
+    }
+}
+
+void dm__proc_down(dm__node *n, dm__proc *p, const char *reason, size_t len) {
+  erlang_pid self, to;
+  dm__proc_pid(n, p, &self);
+  for (uint32_t i = 0; p->links && i < p->links->count; i++) {
+    dm__proc_link_pid(n, p, i, &to);
+    dm__node_send_exit(n, &self, &to, reason, len);
+  }
+  dm__proc_free_links(n, p);
+  dm__monitors *ms = n->nmonitors ? dm__pidtab_del(&n->monitors, p->key) : NULL;
+  if (!ms)
+    return;
+  const char *name = NULL;
+  for (uint32_t i = 0; i < ms->count; i++) {
+    const dm__monitor *m = &ms->items[i];
+    if (m->by_name && !name)
+      name = dm__nametab_name_of(&n->names, p);
+    snprintf(to.node, sizeof to.node, "%s", n->dist.peer_names[m->watcher.peer]);
+    to.num = m->watcher.num;
+    to.serial = m->watcher.serial;
+    to.creation = m->watcher.creation;
+    dm__node_send_monitor_exit(n, m->by_name ? name : NULL, &self, &to, &m->ref,
+                               reason, len);
+  }
+  n->nmonitors -= ms->count;
+  dm__free(ms);
+}
+
+void dm__proc_release(dm__node *n, dm__proc *p) {
+  dm__proc_free_links(n, p);
+  dm__monitors *ms = n->nmonitors ? dm__pidtab_del(&n->monitors, p->key) : NULL;
+  if (ms) {
+    n->nmonitors -= ms->count;
+    dm__free(ms);
+  }
+}
+
+/* The monitors held by processes of a lost peer go with it. */
+static void drop_peer_monitors(dm__node *n, uint32_t peer) {
+  for (size_t s = 0; n->nmonitors && s < n->monitors.cap; s++) {
+    uint32_t key = n->monitors.keys[s];
+    dm__monitors *ms = key ? n->monitors.vals[s] : NULL;
+    if (!ms)
+      continue;
+    for (uint32_t i = 0; i < ms->count;) {
+      if (ms->items[i].watcher.peer != peer) {
+        i++;
+        continue;
+      }
+      if (ms->count == 1) {
+        /* The list goes, and the table may move others into this slot:
+         * look at it again. */
+        drop_monitor(n, key, ms, i);
+        s--;
+        break;
+      }
+      drop_monitor(n, key, ms, i);
+    }
+  }
+}
+
 void dm__proc_peer_lost(dm__node *n, uint32_t peer) {
+  if (n->nmonitors)
+    drop_peer_monitors(n, peer);
   /* Links to processes on a lost node fire as noconnection. Most nodes
    * have no links at all, and then a disconnect costs nothing. */
   if (!n->nlinked)

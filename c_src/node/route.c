@@ -74,18 +74,28 @@ int dm__node_route(dm__node *n, dm__conn *c, const char *pkt, size_t len) {
     if (dm__proc_ops_of(n, p)->exit)
       dm__proc_ops_of(n, p)->exit(p, n, &ctl.from, ctl.reason, ctl.reason_len);
     return 0;
-  case DM__OP_MONITOR_P: {
-    /* libei advertises DFLAG_DIST_MONITOR; a monitor on a process that does
-     * not exist fires at once, as on a BEAM node. Live targets are not
-     * tracked: their monitors fire on disconnect. */
+  case DM__OP_MONITOR_P:
+  case DM__OP_DEMONITOR_P: {
+    /* By pid or by registered name. A monitor on a process that does not
+     * exist (never did, is gone, or of an old incarnation of this node)
+     * fires at once with noproc, as on a BEAM node; one on a live process
+     * is kept until it ends, is demonitored, or its watcher's node is
+     * lost. */
     int named = ctl.toname[0] != 0;
+    if (!from_peer(n, c, &ctl))
+      return 0;
     p = named ? dm__nametab_get(&n->names, ctl.toname) : dm__node_local(n, &ctl.to);
-    if (!p)
+    if (ctl.op == DM__OP_DEMONITOR_P) {
+      if (p)
+        dm__proc_demonitor(n, p, &ctl.from, &ctl.ref);
+    } else if (!p) {
       dm__node_send_monitor_exit(n, named ? ctl.toname : NULL, &ctl.to, &ctl.from,
                                  &ctl.ref, DM__A_NOPROC, DM__ALEN(DM__A_NOPROC));
+    } else if (dm__proc_monitor(n, p, &ctl.from, &ctl.ref, named)) {
+      DM_ERROR("out of memory recording a monitor");
+    }
     return 0;
   }
-  case DM__OP_DEMONITOR_P:
   case DM__OP_UNLINK_ID_ACK:
   case DM__OP_GROUP_LEADER:
     return 0;

@@ -161,7 +161,7 @@ static void services_free(void *ud) {
       continue;
     dm__nametab_del(&ss->node->names, names[i]);
     dm__pidtab_del(&ss->node->pids, s->proc.key);
-    dm__proc_free_links(ss->node, &s->proc);
+    dm__proc_release(ss->node, &s->proc);
     dm__free(s);
     ss->svc[i] = NULL;
   }
