@@ -18,6 +18,12 @@
 set -u
 src=${1:?usage: check_layers.sh SRC_DIR [OBJ_DIR]}
 obj=${2:-}
+if [ -n "$obj" ]; then
+  # Resolved before the cd below, and required: a check that cannot read
+  # the objects must fail, not pass on the includes alone.
+  obj=$(cd "$obj" 2>/dev/null && pwd) || { echo "check_layers.sh: no object folder $2"; exit 2; }
+  [ -n "$(find "$obj" -name '*.o' | head -n 1)" ] || { echo "check_layers.sh: no objects in $2"; exit 2; }
+fi
 cd "$src" || exit 2
 
 allowed() { # layer -> the layers it may use

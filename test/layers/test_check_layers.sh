@@ -67,6 +67,9 @@ printf 'int dm__b(int);\nint dm__a(int n) { return n ? dm__b(n - 1) : 0; }\n' > 
 printf 'int dm__a(int);\nint dm__b(int n) { return n ? dm__a(n - 1) : 0; }\n' > "$tmp/o/node/b.c"
 for f in node/a node/b; do cc -c "$tmp/o/$f.c" -o "$tmp/o/$f.o"; done
 expect fail "two files calling each other fail" "circle: node/" -- "$check" "$tmp/c" "$tmp/o"
+expect fail "objects named by a relative path are read too" "circle: node/" -- \
+  sh -c "cd '$tmp' && '$check' c o"
+expect fail "an object folder that is not there fails" "no object folder" -- "$check" "$tmp/c" "$tmp/none"
 rm -f "$tmp/o/node/b.o"
 expect pass "one of them alone passes" "" -- "$check" "$tmp/c" "$tmp/o"
 
