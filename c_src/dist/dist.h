@@ -66,6 +66,10 @@ size_t dm__lowat_want(size_t bytes, unsigned msgs, size_t pending, size_t max);
  * higher, so a steady load does not cost a system call per read. */
 size_t dm__lowat_next(size_t cur, size_t want);
 
+/* ---- md5 -----------------------------------------------------------------*/
+/* The MD5 digest of len bytes (RFC 1321) into out. */
+void dm__md5(const void *data, size_t len, unsigned char out[16]);
+
 /* ---- ctrl ----------------------------------------------------------------*/
 /* Distribution control messages and the gen_server envelope: decoding of
  * what peers send (bounded, see term.h) and encoding of what the node sends
