@@ -32,7 +32,8 @@ static void usage(FILE *f) {
           "usage: tarearbol_cnode --sname NAME | --name NAME@HOST\n"
           "         [--listen ADDR] [--log-level debug|info|warning|error]\n"
           "         [--net-ticktime SECONDS] [--max-packet BYTES]\n"
-          "         [--handshake-timeout MS] [--max-outbuf BYTES]\n"
+          "         [--handshake-timeout MS] [--max-pending-handshakes N]\n"
+          "         [--max-outbuf BYTES]\n"
           "         [--read-coalescing BYTES] [--epmd-retry-s SECONDS]\n"
           "         [--manager NAME=BEHAVIOUR[,key=value...]]... [--threads N]\n"
           "         [--exit-with-stdin]\n"
@@ -100,6 +101,7 @@ int main(int argc, char **argv) {
       {"net-ticktime", required_argument, NULL, 't'},
       {"max-packet", required_argument, NULL, 'p'},
       {"handshake-timeout", required_argument, NULL, 'H'},
+      {"max-pending-handshakes", required_argument, NULL, 'A'},
       {"max-outbuf", required_argument, NULL, 'o'},
       {"read-coalescing", required_argument, NULL, 'R'},
       {"epmd-retry-s", required_argument, NULL, 'P'},
@@ -157,6 +159,11 @@ int main(int argc, char **argv) {
       if (parse_num("handshake-timeout", optarg, 10, 600000, &v))
         return 2;
       cfg.handshake_ms = (unsigned)v;
+      break;
+    case 'A':
+      if (parse_num("max-pending-handshakes", optarg, 1, 1 << 20, &v))
+        return 2;
+      cfg.max_pending_hs = (size_t)v;
       break;
     case 'o':
       if (parse_num("max-outbuf", optarg, 4096, SIZE_MAX, &v))

@@ -1,6 +1,6 @@
 /* dist: the distribution protocol. Frames, control messages and the
  * gen_server envelope; one connection; the connection table with ticks;
- * the listen socket, the acceptor and epmd. Depends on base and term.
+ * the listen socket, the handshake and epmd. Depends on base and term.
  * What happens to a packet is the business of the layer above, which
  * gives its ops when the table is set up: dist never names it. */
 #ifndef DM_DIST_H
@@ -8,7 +8,6 @@
 
 #include <ei.h>
 #include <stddef.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <uv.h>
@@ -65,6 +64,10 @@ size_t dm__lowat_want(size_t bytes, unsigned msgs, size_t pending, size_t max);
  * can only wake the loop sooner), a higher one only once it is a quarter
  * higher, so a steady load does not cost a system call per read. */
 size_t dm__lowat_next(size_t cur, size_t want);
+
+/* ---- md5 -----------------------------------------------------------------*/
+/* The MD5 digest of len bytes (RFC 1321) into out. */
+void dm__md5(const void *data, size_t len, unsigned char out[16]);
 
 /* ---- ctrl ----------------------------------------------------------------*/
 /* Distribution control messages and the gen_server envelope: decoding of
@@ -159,11 +162,12 @@ int dm__enc_unlink_id_ack(ei_x_buff *x, unsigned long long id,
 /* ---- conn and dist ---------------------------------------------------------*/
 /* One connection after the handshake (conn.c), and the table of them with
  * interned peer names, ticks, the listen socket and epmd (table.c,
- * listen.c). Loop thread only, except the acceptor thread in listen.c,
- * which hands sockets over through a queue. */
+ * listen.c), and the handshakes in progress (handshake.c). Loop thread
+ * only. */
 
 typedef struct dm__dist dm__dist;
 typedef struct dm__conn dm__conn;
+typedef struct dm__hs dm__hs;
 
 typedef struct {
   const char *name;        /* --sname or --name argument */
@@ -171,7 +175,8 @@ typedef struct {
   const char *listen_addr; /* IPv4 address to listen on, NULL: any */
   unsigned net_ticktime;   /* seconds, as erl's net_ticktime */
   uint32_t max_packet;     /* larger length prefixes close the connection */
-  unsigned handshake_ms;   /* a handshake step slower than this fails */
+  unsigned handshake_ms;   /* a handshake slower than this, in all, fails */
+  size_t max_pending_hs;   /* handshakes at once; past it the oldest goes */
   size_t max_outbuf;       /* bytes queued for one peer before it is dropped */
   size_t read_coalescing;  /* highest SO_RCVLOWAT asked for; 0: never */
   int exit_with_stdin;     /* stop when standard input closes (port owner gone) */
@@ -194,9 +199,17 @@ typedef struct {
   void (*unpublished)(void *ud);
 } dm__dist_ops;
 
-/* Counters of the distribution layer, shown by `stats`. Only the loop
- * thread writes them, except the atomic ones the acceptor thread bumps. */
+/* Counters of the distribution layer, shown by `stats`; the loop thread
+ * writes them. connections_accepted counts completed handshakes and
+ * handshake_failures every one that did not complete (failed, timed out
+ * or dropped); handshakes_pending is a gauge. */
 #define DM__DIST_STATS_MAP(X)                                                  \
+  X(connections_accepted)                                                      \
+  X(handshake_failures)                                                        \
+  X(handshakes_completed)                                                      \
+  X(handshakes_failed)                                                         \
+  X(handshakes_timed_out)                                                      \
+  X(handshakes_pending)                                                        \
   X(connections_closed)                                                        \
   X(packets_in)                                                                \
   X(reads)                                                                     \
@@ -215,8 +228,6 @@ typedef struct {
 #define DM__STATS_FIELD(name) uint64_t name;
   DM__DIST_STATS_MAP(DM__STATS_FIELD)
 #undef DM__STATS_FIELD
-  atomic_uint_fast64_t connections_accepted;
-  atomic_uint_fast64_t handshake_failures;
 } dm__dist_stats;
 
 /* How a connection tells the table that it closed (table.c gives it). */
@@ -258,13 +269,13 @@ struct dm__dist {
   uv_timer_t publish_timer;
   uv_timer_t tick_timer;
   uv_timer_t lowat_timer; /* runs while a peer's low-water mark is up */
-  uv_async_t accept_async;
+  uv_poll_t listen_poll;  /* the listen socket, readable: accept */
+  int listening;          /* listen_poll is initialised */
+  int stopping;
 
-  pthread_t acceptor;
-  int acceptor_started;
-  atomic_int stopping;
-  pthread_mutex_t accept_mx;
-  struct dm__accepted *accepted; /* handed over by the acceptor */
+  dm__hs *hs_head, *hs_tail; /* pending handshakes, oldest first */
+  size_t nhs;
+  uv_timer_t hs_timer; /* the oldest pending handshake's deadline */
 
   dm__conn **conns;
   size_t nconns, capconns;
@@ -311,10 +322,20 @@ int dm__dist_adopt(dm__dist *d, int fd, const char *peer);
  * connection to it exists. */
 int dm__dist_send(dm__dist *d, const char *to, const char *pkt, size_t len);
 
-/* listen.c: the listen socket, its acceptor thread and epmd. */
-/* Listens on cfg's address; the acceptor starts with dm__listen_start. */
+/* handshake.c: the accepting side of the handshake. */
+void dm__hs_init(dm__dist *d);
+/* Runs the handshake on an accepted, non-blocking socket (owned from now
+ * on); on success the table serves it (dm__dist_adopt). At most
+ * cfg.max_pending_hs at once: a new one drops the oldest. 0 or an error
+ * (the socket is closed). */
+int dm__hs_begin(dm__dist *d, int fd);
+/* Closes every pending handshake and the deadline timer. */
+void dm__hs_stop(dm__dist *d);
+
+/* listen.c: the listen socket, the accepting of connections, and epmd. */
+/* Listens on cfg's address; accepting starts with dm__listen_start. */
 int dm__listen_init(dm__dist *d);
-/* Starts the acceptor thread and publishes (retrying while epmd is away). */
+/* Starts accepting and publishes (retrying while epmd is away). */
 int dm__listen_start(dm__dist *d);
 void dm__listen_stop(dm__dist *d);
 void dm__listen_free(dm__dist *d);

@@ -1,9 +1,11 @@
-/* The listen socket: its acceptor thread, which runs ei's handshake, and
- * the registration with epmd, kept while the node lives and renewed when
- * epmd comes back. Accepted sockets go to the table on the loop thread. */
+/* The listen socket: accepting connections on the loop thread, each
+ * handed to a handshake of its own (handshake.c), and the registration
+ * with epmd, kept while the node lives and renewed when epmd comes back. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,63 +17,32 @@
 #include "dm.h"
 
 #define PUBLISH_RETRY_MS 500
+/* Connections taken per wakeup, so a flood cannot starve the loop. */
+#define ACCEPT_BATCH 64
 
-struct dm__accepted {
-  struct dm__accepted *next;
-  int fd;
-  char peer[MAXNODELEN + 1];
-};
+/* ---- accepting ------------------------------------------------------------ */
 
-/* ---- acceptor thread ------------------------------------------------------ */
-
-static void *acceptor_main(void *arg) {
-  dm__dist *d = arg;
-  while (!atomic_load(&d->stopping)) {
-    struct pollfd pfd = {.fd = d->listen_fd, .events = POLLIN};
-    if (poll(&pfd, 1, 200) <= 0)
-      continue;
-    ErlConnect con;
-    int fd = ei_accept_tmo(&d->ec, d->listen_fd, &con, d->cfg.handshake_ms);
-    if (fd < 0) {
-      atomic_fetch_add(&d->stats.handshake_failures, 1);
-      DM_WARN("handshake failed: %s (wrong cookie, not a node, or too slow)",
-              strerror(erl_errno));
-      continue;
-    }
-    struct dm__accepted *a = dm__malloc(sizeof *a);
-    if (!a) {
-      DM_ERROR("out of memory: dropping connection from %s", con.nodename);
-      close(fd);
-      continue;
-    }
-    atomic_fetch_add(&d->stats.connections_accepted, 1);
-    a->fd = fd;
-    snprintf(a->peer, sizeof a->peer, "%s", con.nodename);
-    pthread_mutex_lock(&d->accept_mx);
-    a->next = d->accepted;
-    d->accepted = a;
-    pthread_mutex_unlock(&d->accept_mx);
-    uv_async_send(&d->accept_async);
+static void on_listen_readable(uv_poll_t *p, int status, int events) {
+  dm__dist *d = p->data;
+  (void)events;
+  if (status < 0) {
+    DM_WARN("listen socket: %s", uv_strerror(status));
+    return;
   }
-  return NULL;
-}
-
-static void on_accepted(uv_async_t *h) {
-  dm__dist *d = h->data;
-  pthread_mutex_lock(&d->accept_mx);
-  struct dm__accepted *a = d->accepted;
-  d->accepted = NULL;
-  pthread_mutex_unlock(&d->accept_mx);
-  while (a) {
-    struct dm__accepted *next = a->next;
-    if (atomic_load(&d->stopping)) {
-      close(a->fd);
-    } else {
-      DM_INFO("connection from %s", a->peer);
-      dm__dist_adopt(d, a->fd, a->peer);
+  for (int i = 0; i < ACCEPT_BATCH && !d->stopping; i++) {
+    int fd = accept4(d->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED)
+        continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK)
+        DM_WARN("accept: %s", strerror(errno));
+      return;
     }
-    dm__free(a);
-    a = next;
+    /* As ei_accept did: no Nagle delay, and dead peers found out. */
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    dm__hs_begin(d, fd);
   }
 }
 
@@ -86,7 +57,7 @@ static void on_epmd_closed(uv_handle_t *h) {
   if (d->epmd_fd >= 0)
     close(d->epmd_fd);
   d->epmd_fd = -1;
-  if (!atomic_load(&d->stopping))
+  if (!d->stopping)
     uv_timer_start(&d->publish_timer, on_publish_timer, PUBLISH_RETRY_MS, 0);
 }
 
@@ -156,7 +127,7 @@ static int publish_failed(dm__dist *d) {
 }
 
 static void publish(dm__dist *d) {
-  if (atomic_load(&d->stopping))
+  if (d->stopping)
     return;
   if (!d->published && !d->publish_since)
     d->publish_since = uv_now(d->loop);
@@ -189,44 +160,46 @@ int dm__listen_init(dm__dist *d) {
     DM_ERROR("cannot listen: %s", strerror(erl_errno));
     return DM_EIO;
   }
+  int fl = fcntl(d->listen_fd, F_GETFL);
+  if (fl < 0 || fcntl(d->listen_fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+      uv_poll_init(d->loop, &d->listen_poll, d->listen_fd)) {
+    DM_ERROR("cannot watch the listen socket: %s", strerror(errno));
+    close(d->listen_fd);
+    d->listen_fd = -1;
+    return DM_EIO;
+  }
+  d->listen_poll.data = d;
+  d->listening = 1;
   uv_timer_init(d->loop, &d->publish_timer);
   d->publish_timer.data = d;
-  uv_async_init(d->loop, &d->accept_async, on_accepted);
-  d->accept_async.data = d;
+  dm__hs_init(d);
   return 0;
 }
 
 int dm__listen_start(dm__dist *d) {
-  if (pthread_create(&d->acceptor, NULL, acceptor_main, d) != 0) {
-    DM_ERROR("cannot start the acceptor thread");
+  int r = uv_poll_start(&d->listen_poll, UV_READABLE, on_listen_readable);
+  if (r) {
+    DM_ERROR("cannot accept: %s", uv_strerror(r));
     return DM_EIO;
   }
-  d->acceptor_started = 1;
   publish(d);
   return 0;
 }
 
 void dm__listen_stop(dm__dist *d) {
-  atomic_store(&d->stopping, 1);
-  if (d->listen_fd < 0)
+  d->stopping = 1;
+  if (!d->listening)
     return;
   if (d->epmd_fd >= 0) {
     uv_poll_stop(&d->epmd_poll);
     uv_close((uv_handle_t *)&d->epmd_poll, on_epmd_closed);
   }
+  uv_close((uv_handle_t *)&d->listen_poll, NULL);
   uv_close((uv_handle_t *)&d->publish_timer, NULL);
-  uv_close((uv_handle_t *)&d->accept_async, NULL);
+  dm__hs_stop(d);
 }
 
 void dm__listen_free(dm__dist *d) {
-  if (d->acceptor_started)
-    pthread_join(d->acceptor, NULL);
-  while (d->accepted) {
-    struct dm__accepted *a = d->accepted;
-    d->accepted = a->next;
-    close(a->fd);
-    dm__free(a);
-  }
   if (d->listen_fd >= 0)
     close(d->listen_fd);
 }

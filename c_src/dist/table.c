@@ -17,6 +17,7 @@ void dm__config_defaults(dm__config *cfg) {
   cfg->net_ticktime = 60;
   cfg->max_packet = 64u << 20;
   cfg->handshake_ms = 5000;
+  cfg->max_pending_hs = 1024;
   cfg->max_outbuf = (size_t)256 << 20;
   cfg->read_coalescing = 16384;
   cfg->epmd_retry_s = 30;
@@ -129,7 +130,6 @@ int dm__dist_init(dm__dist *d, uv_loop_t *loop, const dm__config *cfg,
   d->ops = ops;
   d->ud = ud;
   d->epmd_fd = d->listen_fd = -1;
-  pthread_mutex_init(&d->accept_mx, NULL);
   if (d->cfg.read_coalescing && !lowat_wakes_poll()) {
     DM_INFO("kernel before Linux 4.18: read coalescing is off");
     d->cfg.read_coalescing = 0;
@@ -202,5 +202,4 @@ void dm__dist_free(dm__dist *d) {
     dm__free(d->peer_names[i]);
   dm__free(d->peer_names);
   dm__free(d->conns);
-  pthread_mutex_destroy(&d->accept_mx);
 }

@@ -59,7 +59,7 @@ static int encode_info(dm__node *n, ei_x_buff *x) {
 static int encode_stats(dm__node *n, ei_x_buff *x) {
   dm__dist_stats *ds = &n->dist.stats;
   dm__node_stats *ns = &n->stats;
-  int count = 2 + 0
+  int count = 0
 #define DM__ONE(name) +1
               DM__DIST_STATS_MAP(DM__ONE) DM__NODE_STATS_MAP(DM__ONE)
 #undef DM__ONE
@@ -77,10 +77,6 @@ static int encode_stats(dm__node *n, ei_x_buff *x) {
     DM__NODE_STATS_MAP(DM__ENC)
   }
 #undef DM__ENC
-  ENC(ei_x_encode_atom(x, "connections_accepted"));
-  ENC(ei_x_encode_ulonglong(x, atomic_load(&ds->connections_accepted)));
-  ENC(ei_x_encode_atom(x, "handshake_failures"));
-  ENC(ei_x_encode_ulonglong(x, atomic_load(&ds->handshake_failures)));
   return 0;
 }
 

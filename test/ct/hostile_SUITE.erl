@@ -19,10 +19,21 @@ all() ->
      unlink_id_is_acknowledged,
      link_from_raw_peer_to_missing_pid_gets_noproc,
      signals_claiming_a_sender_on_another_node_are_refused,
-     many_connects_and_disconnects].
+     many_connects_and_disconnects,
+     stalled_handshakes_do_not_hold_up_real_peers,
+     past_max_pending_handshakes_the_oldest_is_dropped,
+     a_silent_handshake_times_out_and_is_counted,
+     a_peer_lacking_a_mandatory_flag_is_refused_and_the_flag_logged].
 
 %% This node talks to the C node through raw connections or short-lived
 %% calls; its own 60 s tick would outlive the C node's 4 s one.
+%% Stalled handshakes are held for as long as the test needs them, and the
+%% BEAM peers tick at their own 60 s pace.
+init_per_testcase(stalled_handshakes_do_not_hold_up_real_peers, Config) ->
+    cnode_test:init_case(Config, ["--handshake-timeout", "60000"]);
+init_per_testcase(past_max_pending_handshakes_the_oldest_is_dropped, Config) ->
+    cnode_test:init_case(Config, ["--handshake-timeout", "60000",
+                                  "--max-pending-handshakes", "5"]);
 init_per_testcase(_Case, Config) ->
     cnode_test:init_case(Config, ["--max-packet", "65536",
                                   "--handshake-timeout", "1000",
@@ -223,3 +234,102 @@ other_pid(Pid, Id) ->
         end,
     <<NodeAtom:L/binary, _:32, Serial:32, Creation:32>> = Rest,
     binary_to_term(<<131, 88, NodeAtom/binary, Id:32, Serial:32, Creation:32>>).
+
+%% ---------------------------------------------------------------------------
+%% Handshakes run side by side, on the loop.
+
+silent(N) ->
+    {ok, S} = gen_tcp:connect({127, 0, 0, 1}, port(N), [binary, {active, false}]),
+    S.
+
+%% A connection that sends a send_name's length prefix and then one byte a
+%% second, for ever: each byte keeps it alive, none completes it.
+trickler(N) ->
+    Parent = self(),
+    spawn_link(fun() ->
+                       S = silent(N),
+                       Parent ! {self(), connected},
+                       trickle(S, [0, 200, $N])
+               end).
+
+trickle(S, Bytes) ->
+    {B, Rest} = case Bytes of [H | T] -> {H, T}; [] -> {0, []} end,
+    _ = gen_tcp:send(S, <<B>>),
+    receive stop -> gen_tcp:close(S)
+    after 1000 -> trickle(S, Rest)
+    end.
+
+pending(N) -> maps:get(handshakes_pending, stats(N)).
+
+%% 100 silent and 100 trickling connections hold handshakes open while 10
+%% BEAM peers connect: each ping pongs at once. With one handshake at a
+%% time, each stalled connection held every later one for the whole
+%% handshake timeout (60 s here).
+stalled_handshakes_do_not_hold_up_real_peers(Config) ->
+    N = ?config(node, Config),
+    Silent = [silent(N) || _ <- lists:seq(1, 100)],
+    Tricklers = [trickler(N) || _ <- lists:seq(1, 100)],
+    [receive {T, connected} -> ok after 5000 -> error(trickler_not_connected) end
+     || T <- Tricklers],
+    cnode_test:wait_until(fun() -> pending(N) >= 200 end, 10000),
+    Peers = [cnode_test:start_peer("hs_peer") || _ <- lists:seq(1, 10)],
+    Self = self(),
+    [spawn_link(fun() ->
+                        T0 = erlang:monotonic_time(millisecond),
+                        R = peer:call(Peer, net_adm, ping, [N], 30000),
+                        Self ! {pinged, PeerNode, R, erlang:monotonic_time(millisecond) - T0}
+                end) || {Peer, PeerNode} <- Peers],
+    Results = [receive {pinged, PN, R, Ms} -> {R, Ms} after 40000 -> error({no_ping, PN}) end
+               || {_, PN} <- Peers],
+    ct:pal("pings: ~p", [Results]),
+    [?assertEqual(pong, R) || {R, _} <- Results],
+    [?assert(Ms < 10000, {slow_ping, Ms}) || {_, Ms} <- Results],
+    %% The stalled ones were still pending all along.
+    ?assert(pending(N) >= 200),
+    [peer:stop(Peer) || {Peer, _} <- Peers],
+    [gen_tcp:close(S) || S <- Silent],
+    [T ! stop || T <- Tricklers],
+    cnode_test:wait_until(fun() -> pending(N) =:= 0 end, 10000),
+    ?assert(maps:get(handshakes_completed, stats(N)) >= 10),
+    assert_serving(N).
+
+%% The limit is 5. Every stats call is a handshake too: it is made while
+%% at most 4 are pending, so it drops none, until the end.
+past_max_pending_handshakes_the_oldest_is_dropped(Config) ->
+    N = ?config(node, Config),
+    First = silent(N),
+    cnode_test:wait_until(fun() -> pending(N) =:= 1 end, 5000),
+    [R1, R2, R3] = [silent(N) || _ <- lists:seq(1, 3)],
+    cnode_test:wait_until(fun() -> pending(N) =:= 4 end, 5000),
+    R4 = silent(N),
+    Sixth = silent(N),
+    ?assertEqual(true, closed(First, 5000)),
+    [?assertEqual({error, timeout}, gen_tcp:recv(S, 0, 100)) || S <- [R1, R2, R3, R4, Sixth]],
+    %% The stats call is the sixth now: it drops R1, the oldest.
+    #{handshakes_pending := 4, handshakes_failed := Failed} = stats(N),
+    ?assertEqual(2, Failed),
+    ?assertEqual(true, closed(R1, 5000)),
+    [gen_tcp:close(S) || S <- [R2, R3, R4, Sixth]].
+
+a_silent_handshake_times_out_and_is_counted(Config) ->
+    N = ?config(node, Config),
+    S = silent(N),
+    ?assertEqual(true, closed(S, 5000)),
+    #{handshakes_timed_out := T, handshake_failures := F} = stats(N),
+    ?assert(T >= 1, T),
+    ?assert(F >= 1, F).
+
+a_peer_lacking_a_mandatory_flag_is_refused_and_the_flag_logged(Config) ->
+    N = ?config(node, Config),
+    MapTag = 16#20000,
+    Digest = 16#04000000,
+    Flags = raw_dist:flags() band bnot (MapTag bor Digest),
+    ?assertEqual({error, {status, <<"not_allowed">>}},
+                 raw_dist:connect(N, erlang:get_cookie(), #{flags => Flags})),
+    C = ?config(cnode, Config),
+    cnode_test:wait_until(fun() -> binary:match(cnode_test:log(C), <<"DFLAG_MAP_TAG">>) =/= nomatch end,
+                          5000),
+    %% The shorthand alone stands for every mandatory flag.
+    {ok, S} = raw_dist:connect(N, erlang:get_cookie(), #{flags => Flags bor Digest}),
+    raw_dist:close(S),
+    assert_serving(N).

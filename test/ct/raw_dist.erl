@@ -9,7 +9,7 @@
 %% pids of that node.
 -module(raw_dist).
 
--export([connect/3, frame/2, send_frame/3, send_raw/2, recv_frame/2, recv_until/3,
+-export([connect/3, flags/0, frame/2, send_frame/3, send_raw/2, recv_frame/2, recv_until/3,
          gen_call/5, fake_pid/2, close/1]).
 
 -define(FLAGS, (16#04 bor 16#08 bor 16#10 bor 16#80 bor 16#100 bor 16#200 bor
@@ -17,6 +17,12 @@
                 16#40000 bor 16#01000000 bor 16#02000000 bor 16#04000000 bor
                 (16#04 bsl 32))).
 
+%% @doc The distribution flags connect/3 sends unless told otherwise.
+-spec flags() -> non_neg_integer().
+flags() -> ?FLAGS.
+
+%% @doc Connects and runs the handshake. Opts: timeout, port, name, and
+%% flags (the send_name's flags, ?FLAGS by default).
 -spec connect(node(), atom() | string(), map()) -> {ok, gen_tcp:socket()} | {error, term()}.
 connect(Node, Cookie0, Opts) ->
     Cookie = if is_atom(Cookie0) -> atom_to_list(Cookie0); true -> Cookie0 end,
@@ -38,7 +44,8 @@ connect(Node, Cookie0, Opts) ->
         _ ->
             case gen_tcp:connect({127, 0, 0, 1}, Port, [binary, {active, false}, {packet, 2}], Timeout) of
                 {ok, S} ->
-                    case handshake(S, Name, Creation, Cookie, Timeout) of
+                    Flags = maps:get(flags, Opts, ?FLAGS),
+                    case handshake(S, Name, Flags, Creation, Cookie, Timeout) of
                         ok ->
                             ok = inet:setopts(S, [{packet, raw}]),
                             put({raw_dist, S}, {Name, Creation}),
@@ -51,9 +58,9 @@ connect(Node, Cookie0, Opts) ->
             end
     end.
 
-handshake(S, Name, Creation, Cookie, Timeout) ->
+handshake(S, Name, Flags, Creation, Cookie, Timeout) ->
     NameB = atom_to_binary(Name),
-    ok = gen_tcp:send(S, <<$N, ?FLAGS:64, Creation:32, (byte_size(NameB)):16, NameB/binary>>),
+    ok = gen_tcp:send(S, <<$N, Flags:64, Creation:32, (byte_size(NameB)):16, NameB/binary>>),
     case gen_tcp:recv(S, 0, Timeout) of
         {ok, <<$s, "ok", _/binary>>} -> challenge(S, Cookie, Timeout);
         {ok, <<$s, Status/binary>>} -> {error, {status, Status}};
