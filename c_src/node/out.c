@@ -83,15 +83,19 @@ ei_x_buff *dm__reply_begin(dm__node *n, const dm__gen *g) {
 
 /* The call exits instead: with nothing sensible to say, the caller's
  * monitor fires, as it would for a callee that died. */
-static int exit_call(dm__node *n, const erlang_pid *to, int has_mref,
-                     const erlang_ref *mref) {
+static int exit_with(dm__node *n, const erlang_pid *to, int has_mref,
+                     const erlang_ref *mref, const char *reason, size_t len) {
   if (!has_mref)
     return DM_ENOMEM;
   erlang_pid self = *to; /* any pid of ours would do; the caller only sees the ref */
   strcpy(self.node, n->dist.ec.thisnodename);
   self.creation = n->dist.ec.creation;
-  return dm__node_send_monitor_exit(n, NULL, &self, to, mref, DM__A_ENOMEM,
-                                    DM__ALEN(DM__A_ENOMEM));
+  return dm__node_send_monitor_exit(n, NULL, &self, to, mref, reason, len);
+}
+
+static int exit_call(dm__node *n, const erlang_pid *to, int has_mref,
+                     const erlang_ref *mref) {
+  return exit_with(n, to, has_mref, mref, DM__A_ENOMEM, DM__ALEN(DM__A_ENOMEM));
 }
 
 static int close_reply(dm__node *n, const erlang_pid *to, int has_mref,
@@ -151,10 +155,6 @@ void dm__reply_to(dm__node *n, const dm__replyto *r, const char *term,
 
 void dm__reply_exit(dm__node *n, const dm__replyto *r, const char *reason,
                     size_t len) {
-  if (!r || !r->has_mref)
-    return;
-  erlang_pid dead = r->from; /* any pid of ours would do; the name is unused */
-  strcpy(dead.node, n->dist.ec.thisnodename);
-  dead.creation = n->dist.ec.creation;
-  dm__node_send_monitor_exit(n, NULL, &dead, &r->from, &r->mref, reason, len);
+  if (r)
+    exit_with(n, &r->from, r->has_mref, &r->mref, reason, len);
 }

@@ -102,13 +102,16 @@ void dm__proc_free_links(dm__node *n, dm__proc *p) {
   n->nlinked--;
 }
 
-void dm__proc_link_pid(const dm__node *n, const dm__proc *p, uint32_t i,
-                       erlang_pid *out) {
-  const dm__rpid *r = &p->links->items[i];
+static void pid_of_rpid(const dm__node *n, const dm__rpid *r, erlang_pid *out) {
   snprintf(out->node, sizeof out->node, "%s", n->dist.peer_names[r->peer]);
   out->num = r->num;
   out->serial = r->serial;
   out->creation = r->creation;
+}
+
+void dm__proc_link_pid(const dm__node *n, const dm__proc *p, uint32_t i,
+                       erlang_pid *out) {
+  pid_of_rpid(n, &p->links->items[i], out);
 }
 
 static int has_peer(const dm__links *l, uint32_t peer) {
@@ -215,10 +218,7 @@ void dm__proc_down(dm__node *n, dm__proc *p, const char *reason, size_t len) {
     const dm__monitor *m = &ms->items[i];
     if (m->by_name && !name)
       name = dm__nametab_name_of(&n->names, p);
-    snprintf(to.node, sizeof to.node, "%s", n->dist.peer_names[m->watcher.peer]);
-    to.num = m->watcher.num;
-    to.serial = m->watcher.serial;
-    to.creation = m->watcher.creation;
+    pid_of_rpid(n, &m->watcher, &to);
     dm__node_send_monitor_exit(n, m->by_name ? name : NULL, &self, &to, &m->ref,
                                reason, len);
   }
