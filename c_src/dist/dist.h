@@ -238,6 +238,7 @@ struct dm__conn {
   dm__dist *dist;
   dm__conn_closed_fn closed;
   uint32_t peer;  /* interned node name of the peer */
+  uint64_t flags; /* the distribution flags the peer advertised */
   size_t index;   /* position in dist->conns */
   dm__frame_reader fr;
   dm__buf out;      /* queued, not yet handed to the kernel */
@@ -316,8 +317,9 @@ void dm__dist_free(dm__dist *d);
 int dm__dist_intern(dm__dist *d, const char *name);
 /* The connection to a node, or NULL. */
 dm__conn *dm__dist_conn(dm__dist *d, const char *nodename);
-/* Serves an accepted socket from the peer named `peer`. */
-int dm__dist_adopt(dm__dist *d, int fd, const char *peer);
+/* Serves a socket whose handshake with the peer named `peer`, which
+ * advertised `flags`, completed. */
+int dm__dist_adopt(dm__dist *d, int fd, const char *peer, uint64_t flags);
 /* Queues a packet to the node named `to`. 0, or DM_ECLOSED when no
  * connection to it exists. */
 int dm__dist_send(dm__dist *d, const char *to, const char *pkt, size_t len);

@@ -76,6 +76,7 @@ struct dm__hs {
   int state, events;
   uint64_t deadline; /* loop ms */
   uint32_t challenge;
+  uint64_t peer_flags; /* from the peer's send_name */
   size_t have; /* bytes of the message being read, its length included */
   unsigned char in[2 + MAX_MSG];
   unsigned char out[64 + MAXNODELEN];
@@ -145,6 +146,7 @@ static void fail(dm__hs *h, int timed_out, const char *why) {
 static void complete(dm__hs *h) {
   dm__dist *d = h->dist;
   int fd = h->fd;
+  uint64_t flags = h->peer_flags;
   char peer[sizeof h->peer];
   memcpy(peer, h->peer, sizeof peer);
   d->stats.handshakes_completed++;
@@ -153,7 +155,7 @@ static void complete(dm__hs *h) {
   /* The poll lets go of the socket before the connection takes it. */
   finish(h);
   DM_INFO("connection from %s", peer);
-  dm__dist_adopt(d, fd, peer);
+  dm__dist_adopt(d, fd, peer, flags);
 }
 
 static void on_poll(uv_poll_t *p, int status, int events);
@@ -234,6 +236,7 @@ static int on_name(dm__hs *h, const unsigned char *m, size_t len) {
   }
   memcpy(h->peer, m + NAME_HEAD, nlen);
   h->peer[nlen] = 0;
+  h->peer_flags = flags;
   if (!(flags & F_MANDATORY_25_DIGEST)) {
     for (size_t i = 0; i < sizeof mandatory / sizeof mandatory[0]; i++)
       if (!(flags & mandatory[i].flag))

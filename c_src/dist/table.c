@@ -55,7 +55,7 @@ static void on_conn_closed(dm__dist *d, dm__conn *c) {
     d->ops->peer_lost(d->ud, c->peer);
 }
 
-int dm__dist_adopt(dm__dist *d, int fd, const char *peer) {
+int dm__dist_adopt(dm__dist *d, int fd, const char *peer, uint64_t flags) {
   dm__conn *c;
   int idx = dm__dist_intern(d, peer);
   if (idx < 0 || dm__array_grow((void **)&d->conns, &d->capconns, d->nconns + 1,
@@ -66,6 +66,7 @@ int dm__dist_adopt(dm__dist *d, int fd, const char *peer) {
   int r = dm__conn_open(d, fd, (uint32_t)idx, on_conn_closed, &c);
   if (r)
     return r;
+  c->flags = flags;
   c->index = d->nconns;
   d->conns[d->nconns++] = c;
   return 0;
