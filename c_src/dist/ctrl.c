@@ -152,6 +152,16 @@ int dm__ctrl_decode(const char *pkt, size_t len, dm__ctrl *c) {
       goto bad;
     c->op = (int)op;
     break;
+  case 21: /* MONITOR_P_EXIT {21, FromPidOrName, To, Ref, Reason} */
+    if (arity != 5)
+      goto bad;
+    SKIP();
+    PID(to);
+    if (ei_decode_ref(pkt, &i, &c->ref) < 0 ||
+        slice(pkt, cend, &i, &c->reason, &c->reason_len))
+      goto bad;
+    c->op = DM__OP_MONITOR_P_EXIT;
+    break;
   case 35: /* UNLINK_ID {35, Id, From, To} */
   case 36: /* UNLINK_ID_ACK */
     if (arity != 4 || ei_decode_ulonglong(pkt, &i, &c->unlink_id) < 0)
@@ -283,6 +293,39 @@ int dm__enc_unlink_id_ack(ei_x_buff *x, unsigned long long id,
   if (dm__pkt_begin(x) || ei_x_encode_tuple_header(x, 4) < 0 ||
       ei_x_encode_long(x, 36) < 0 || ei_x_encode_ulonglong(x, id) < 0 ||
       ei_x_encode_pid(x, from) < 0 || ei_x_encode_pid(x, to) < 0)
+    return DM_ENOMEM;
+  return dm__pkt_end(x);
+}
+
+/* The target of a monitor or a call: a registered name when to_name is
+ * not NULL, else a pid. */
+static int enc_target(ei_x_buff *x, const char *to_name, const erlang_pid *to_pid) {
+  return (to_name ? ei_x_encode_atom(x, to_name) : ei_x_encode_pid(x, to_pid)) < 0;
+}
+
+int dm__enc_monitor_p(ei_x_buff *x, int op, const erlang_pid *from,
+                      const char *to_name, const erlang_pid *to_pid,
+                      const erlang_ref *ref) {
+  if (dm__pkt_begin(x) || ei_x_encode_tuple_header(x, 4) < 0 ||
+      ei_x_encode_long(x, op) < 0 || ei_x_encode_pid(x, from) < 0 ||
+      enc_target(x, to_name, to_pid) || ei_x_encode_ref(x, ref) < 0)
+    return DM_ENOMEM;
+  return dm__pkt_end(x);
+}
+
+int dm__enc_call(ei_x_buff *x, const erlang_pid *from, const char *to_name,
+                 const erlang_pid *to_pid, const erlang_ref *ref,
+                 const char *req, size_t req_len) {
+  if (dm__pkt_begin(x))
+    return DM_ENOMEM;
+  int bad = to_name ? ei_x_encode_tuple_header(x, 4) < 0 || ei_x_encode_long(x, 6) < 0 ||
+                          ei_x_encode_pid(x, from) < 0 || ei_x_encode_atom(x, "") < 0 ||
+                          ei_x_encode_atom(x, to_name) < 0
+                    : dm__enc_send_ctrl(x, to_pid) != 0;
+  if (bad || ei_x_encode_version(x) < 0 || ei_x_encode_tuple_header(x, 3) < 0 ||
+      ei_x_encode_atom(x, "$gen_call") < 0 || ei_x_encode_tuple_header(x, 2) < 0 ||
+      ei_x_encode_pid(x, from) < 0 || ei_x_encode_ref(x, ref) < 0 ||
+      ei_x_append_buf(x, req, (int)req_len) < 0)
     return DM_ENOMEM;
   return dm__pkt_end(x);
 }

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <netinet/in.h>
 #include <uv.h>
 
 #include "base/base.h"
@@ -155,6 +156,16 @@ int dm__enc_monitor_p_exit(ei_x_buff *x, const char *from_name,
                            const erlang_pid *from_pid, const erlang_pid *to,
                            const erlang_ref *ref, const char *reason,
                            size_t reason_len);
+/* MONITOR_P {19, From, To, Ref} or DEMONITOR_P {20, ...} (op), To being
+ * to_name when not NULL, else to_pid. */
+int dm__enc_monitor_p(ei_x_buff *x, int op, const erlang_pid *from,
+                      const char *to_name, const erlang_pid *to_pid,
+                      const erlang_ref *ref);
+/* A gen_server call from `from` to to_name (REG_SEND) or to_pid (SEND):
+ * {'$gen_call', {From, Ref}, Req}, Req encoded without version byte. */
+int dm__enc_call(ei_x_buff *x, const erlang_pid *from, const char *to_name,
+                 const erlang_pid *to_pid, const erlang_ref *ref,
+                 const char *req, size_t req_len);
 /* UNLINK_ID_ACK {36, Id, From, To}. */
 int dm__enc_unlink_id_ack(ei_x_buff *x, unsigned long long id,
                           const erlang_pid *from, const erlang_pid *to);
@@ -197,14 +208,26 @@ typedef struct {
   /* The first registration failed for good: the name is taken, or epmd
    * stayed away for epmd_retry_s. The node cannot be reached. */
   void (*unpublished)(void *ud);
+  /* A connection to the peer with this interned name is up (ok 1: either
+   * side made it), or the attempt this node made failed (ok 0). May be
+   * NULL. */
+  void (*connected)(void *ud, uint32_t peer, int ok);
 } dm__dist_ops;
 
 /* Counters of the distribution layer, shown by `stats`; the loop thread
- * writes them. connections_accepted counts completed handshakes and
- * handshake_failures every one that did not complete (failed, timed out
- * or dropped); handshakes_pending is a gauge. */
+ * writes them. connections_accepted counts accepted handshakes that
+ * completed and connections_initiated the ones this node made;
+ * handshakes_* count both sides, handshake_failures every one that did
+ * not complete (failed, timed out or dropped); handshakes_pending is a
+ * gauge. Packets for a node being connected to wait (connect_queued) and
+ * are dropped when the connection fails or their queue is full
+ * (connect_dropped). */
 #define DM__DIST_STATS_MAP(X)                                                  \
   X(connections_accepted)                                                      \
+  X(connections_initiated)                                                     \
+  X(connects_failed)                                                           \
+  X(connect_queued)                                                            \
+  X(connect_dropped)                                                           \
   X(handshake_failures)                                                        \
   X(handshakes_completed)                                                      \
   X(handshakes_failed)                                                         \
@@ -275,7 +298,9 @@ struct dm__dist {
   int stopping;
 
   dm__hs *hs_head, *hs_tail; /* pending handshakes, oldest first */
-  size_t nhs;
+  size_t nhs;                /* of both sides */
+  size_t nhs_accepting;      /* of them, accepted ones (the bounded ones) */
+  uint16_t epmd_port;        /* $ERL_EPMD_PORT or 4369 */
   uv_timer_t hs_timer; /* the oldest pending handshake's deadline */
 
   dm__conn **conns;
@@ -323,16 +348,114 @@ int dm__dist_adopt(dm__dist *d, int fd, const char *peer, uint64_t flags);
 /* Queues a packet to the node named `to`. 0, or DM_ECLOSED when no
  * connection to it exists. */
 int dm__dist_send(dm__dist *d, const char *to, const char *pkt, size_t len);
+/* connect.c: the same, but without a connection one is made (as a BEAM
+ * node's send does): the packet waits, bounded by max_outbuf, until the handshake
+ * completes, and is dropped (counted) if it fails. 0, DM_ECLOSED (a name
+ * that cannot be connected to, or a full queue) or DM_ENOMEM. */
+int dm__dist_send_connect(dm__dist *d, const char *to, const char *pkt,
+                          size_t len);
+/* Connects to the node named `name` unless connected or connecting
+ * already. 1: connected already; 0: ops->connected tells how it goes
+ * (perhaps before this returns); DM_EINVAL (not a node name, or this
+ * node's own) or DM_ENOMEM. */
+int dm__dist_connect(dm__dist *d, const char *name);
 
-/* handshake.c: the accepting side of the handshake. */
+/* The handshakes (handshake.c: what both sides share; accept.c: the
+ * accepting side; connect.c: the initiating side, with the epmd lookup).
+ * Each is a state machine on the loop, within a deadline for the whole of
+ * it (handshake_ms); pending ones are listed oldest first, which is also
+ * the order of their deadlines. */
+
+/* A handshake message: a send_name with the longest name, its length
+ * prefix aside. */
+#define DM__HS_NAME_HEAD 15
+#define DM__HS_MAX_MSG (DM__HS_NAME_HEAD + MAXNODELEN)
+
+enum { DM__HS_ACCEPT, DM__HS_CONNECT };
+
+struct dm__hs {
+  uv_poll_t poll;      /* the node's socket, once there is one */
+  uv_poll_t epmd_poll; /* connect: the port query to the peer's epmd */
+  uv_getaddrinfo_t gai;
+  dm__dist *dist;
+  dm__hs *prev, *next; /* pending ones, oldest first */
+  int fd, epmd_fd;     /* -1 when there is none (or the table has it) */
+  int role, state, events;
+  /* What its side does with a message, and with the socket turning
+   * writable (NULL: nothing more than writing what is queued). */
+  int (*on_msg)(dm__hs *h, const unsigned char *m, size_t len);
+  int (*on_writable)(dm__hs *h);
+  int refs; /* handles and requests yet to come back; freed at 0 */
+  int polling, epmd_polling, resolving, gone;
+  uint64_t deadline; /* loop ms */
+  uint32_t challenge;  /* the one this side sent */
+  uint64_t peer_flags; /* what the peer advertised */
+  int complete_after_write; /* the last message of this side is queued */
+  int waiting; /* connect: told nok, waits for the peer's own connection */
+  size_t have; /* bytes of the message being read, its length included */
+  unsigned char in[2 + DM__HS_MAX_MSG];
+  unsigned char out[64 + MAXNODELEN];
+  size_t outlen, outoff;
+  char peer[MAXNODELEN + 1];
+  struct sockaddr_in addr; /* connect: the peer's host */
+  unsigned char epmd_in[16];
+  size_t epmd_have;
+  dm__buf queued; /* connect: packets waiting for the connection */
+  size_t nqueued;
+};
+
+/* handshake.c */
 void dm__hs_init(dm__dist *d);
-/* Runs the handshake on an accepted, non-blocking socket (owned from now
- * on); on success the table serves it (dm__dist_adopt). At most
- * cfg.max_pending_hs at once: a new one drops the oldest. 0 or an error
- * (the socket is closed). */
-int dm__hs_begin(dm__dist *d, int fd);
 /* Closes every pending handshake and the deadline timer. */
 void dm__hs_stop(dm__dist *d);
+/* A new pending handshake of that role, listed last; NULL when out of
+ * memory. */
+dm__hs *dm__hs_new(dm__dist *d, int role);
+/* It failed (counted, logged with why) / it went quietly (superseded):
+ * off the list, its handles closed, freed once they are. */
+void dm__hs_fail(dm__hs *h, int timed_out, const char *why);
+void dm__hs_drop(dm__hs *h);
+/* A reference to h dropped; the last frees it (and closes its sockets).
+ * dm__hs_on_closed is the close callback of its handles, which drops the
+ * reference their closing took. */
+void dm__hs_unref(dm__hs *h);
+void dm__hs_on_closed(uv_handle_t *handle);
+/* Watches fd for the handshake (readable/writable as it needs). */
+int dm__hs_watch(dm__hs *h, int fd);
+void dm__hs_want(dm__hs *h, int events);
+/* Queues one message with its 2-byte length / hands what is queued to
+ * the kernel. flush returns 0, or -1 when h is gone (failed, or complete
+ * after its last message). */
+void dm__hs_queue(dm__hs *h, const void *msg, size_t len);
+int dm__hs_flush(dm__hs *h);
+/* The handshake completed: the table serves the socket, queued packets
+ * go out on it, and ops->connected hears of it. */
+void dm__hs_complete(dm__hs *h);
+/* MD5(cookie ++ decimal challenge), the digest both sides prove the
+ * cookie with. */
+void dm__hs_digest(dm__dist *d, uint32_t challenge, unsigned char out[16]);
+/* A fresh random challenge. 0 or -1. */
+int dm__hs_challenge(uint32_t *out);
+/* The flags this node advertises, and a check of the peer's: 0, or -1
+ * with the missing mandatory ones named in `names`. */
+uint64_t dm__hs_our_flags(void);
+int dm__hs_check_flags(uint64_t flags, char *names, size_t size);
+/* Appends the send_name/challenge body common to both sides: 'N',
+ * flags, [challenge,] creation, name length, name. Returns its length. */
+size_t dm__hs_enc_name(dm__dist *d, unsigned char *out, int with_challenge,
+                       uint32_t challenge);
+/* The pending handshake the node made to `peer`, or NULL. */
+dm__hs *dm__hs_connecting(dm__dist *d, const char *peer);
+/* Moves the packets queued on `from` to `to` (an accepted handshake
+ * from the node `from` was connecting to). */
+void dm__hs_take_queue(dm__hs *to, dm__hs *from);
+
+/* accept.c: runs the handshake on an accepted, non-blocking socket
+ * (owned from now on); on success the table serves it. At most
+ * cfg.max_pending_hs accepted ones at once: a new one drops the oldest.
+ * 0 or an error (the socket is closed). */
+int dm__hs_begin(dm__dist *d, int fd);
+
 
 /* listen.c: the listen socket, the accepting of connections, and epmd. */
 /* Listens on cfg's address; accepting starts with dm__listen_start. */

@@ -1,8 +1,7 @@
-/* The handshake: the accepting side of the distribution handshake (OTP 23
- * and later), as a state machine on the loop thread. Any number run at
- * once, each within a deadline for the whole of it; past the limit of
- * pending ones, the oldest goes. A handshake that completes hands its
- * socket to the table. */
+/* The handshake, what both sides share: the list of pending handshakes
+ * with their deadline, the socket I/O of 2-byte-framed messages, the
+ * flags, the digest and the completion that hands a socket to the table.
+ * The accepting side is accept.c, the initiating side connect.c. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -62,33 +61,22 @@ static const struct {
     {F_HANDSHAKE_23, "HANDSHAKE_23"},
 };
 
-/* A send_name: tag, flags, creation, name length, name. */
-#define NAME_HEAD 15
-#define MAX_MSG (NAME_HEAD + MAXNODELEN)
+uint64_t dm__hs_our_flags(void) { return OUR_FLAGS; }
 
-enum { HS_NAME, HS_REPLY, HS_ACK };
-
-struct dm__hs {
-  uv_poll_t poll;
-  dm__dist *dist;
-  dm__hs *prev, *next; /* pending ones, oldest first */
-  int fd;              /* -1 once the table has it */
-  int state, events;
-  uint64_t deadline; /* loop ms */
-  uint32_t challenge;
-  uint64_t peer_flags; /* from the peer's send_name */
-  size_t have; /* bytes of the message being read, its length included */
-  unsigned char in[2 + MAX_MSG];
-  unsigned char out[64 + MAXNODELEN];
-  size_t outlen, outoff;
-  char peer[MAXNODELEN + 1];
-};
-
-static uint64_t get_be(const unsigned char *p, int n) {
-  uint64_t v = 0;
-  for (int i = 0; i < n; i++)
-    v = v << 8 | p[i];
-  return v;
+int dm__hs_check_flags(uint64_t flags, char *names, size_t size) {
+  size_t n = 0;
+  int missing = 0;
+  names[0] = 0;
+  if (flags & F_MANDATORY_25_DIGEST)
+    return 0;
+  for (size_t i = 0; i < sizeof mandatory / sizeof mandatory[0]; i++)
+    if (!(flags & mandatory[i].flag)) {
+      missing = 1;
+      if (n < size)
+        n += (size_t)snprintf(names + n, size - n, "%sDFLAG_%s", n ? ", " : "",
+                              mandatory[i].name);
+    }
+  return missing ? -1 : 0;
 }
 
 static unsigned char *put_be(unsigned char *p, uint64_t v, int n) {
@@ -97,9 +85,24 @@ static unsigned char *put_be(unsigned char *p, uint64_t v, int n) {
   return p + n;
 }
 
+size_t dm__hs_enc_name(dm__dist *d, unsigned char *out, int with_challenge,
+                       uint32_t challenge) {
+  const char *me = d->ec.thisnodename;
+  size_t mlen = strlen(me);
+  unsigned char *p = out;
+  *p++ = 'N';
+  p = put_be(p, OUR_FLAGS, 8);
+  if (with_challenge)
+    p = put_be(p, challenge, 4);
+  p = put_be(p, d->ec.creation, 4);
+  p = put_be(p, mlen, 2);
+  memcpy(p, me, mlen);
+  return (size_t)(p - out) + mlen;
+}
+
 /* MD5(Cookie ++ decimal Challenge). The cookie is the one ei keeps
  * (ei_thiscookie reads the same field but is not in ei.h). */
-static void digest(dm__dist *d, uint32_t challenge, unsigned char out[16]) {
+void dm__hs_digest(dm__dist *d, uint32_t challenge, unsigned char out[16]) {
   char buf[EI_MAX_COOKIE_SIZE + 16];
   const char *cookie = d->ec.ei_connect_cookie;
   int n = snprintf(buf, sizeof buf, "%s%u", cookie, (unsigned)challenge);
@@ -107,17 +110,57 @@ static void digest(dm__dist *d, uint32_t challenge, unsigned char out[16]) {
   memset(buf, 0, sizeof buf);
 }
 
-static void on_closed(uv_handle_t *handle) {
-  dm__hs *h = handle->data;
+int dm__hs_challenge(uint32_t *out) {
+  return getrandom(out, sizeof *out, 0) == (ssize_t)sizeof *out ? 0 : -1;
+}
+
+/* ---- the pending list ------------------------------------------------------ */
+
+static void on_deadline(uv_timer_t *t);
+
+dm__hs *dm__hs_new(dm__dist *d, int role) {
+  dm__hs *h = dm__calloc(1, sizeof *h);
+  if (!h)
+    return NULL;
+  h->dist = d;
+  h->role = role;
+  h->fd = h->epmd_fd = -1;
+  h->refs = 1; /* the list's; each handle closing and a lookup hold one more */
+  h->deadline = uv_now(d->loop) + d->cfg.handshake_ms;
+  h->prev = d->hs_tail;
+  if (d->hs_tail)
+    d->hs_tail->next = h;
+  else
+    d->hs_head = h;
+  d->hs_tail = h;
+  d->stats.handshakes_pending = ++d->nhs;
+  if (role == DM__HS_ACCEPT)
+    d->nhs_accepting++;
+  if (d->hs_head == h)
+    uv_timer_start(&d->hs_timer, on_deadline, d->cfg.handshake_ms, 0);
+  return h;
+}
+
+void dm__hs_unref(dm__hs *h) {
+  if (--h->refs > 0)
+    return;
   if (h->fd >= 0)
     close(h->fd);
+  if (h->epmd_fd >= 0)
+    close(h->epmd_fd);
+  dm__buf_free(&h->queued);
   dm__free(h);
 }
 
-/* Out of the pending list, the poll closed (and the socket with it, unless
- * the table took it). */
-static void finish(dm__hs *h) {
+void dm__hs_on_closed(uv_handle_t *handle) { dm__hs_unref(handle->data); }
+
+/* Off the list; its handles close (and its sockets with them, unless the
+ * table took the node's), and it is freed once they have. */
+void dm__hs_drop(dm__hs *h) {
   dm__dist *d = h->dist;
+  if (h->gone)
+    return;
+  h->gone = 1;
   if (h->prev)
     h->prev->next = h->next;
   else
@@ -127,205 +170,205 @@ static void finish(dm__hs *h) {
   else
     d->hs_tail = h->prev;
   d->nhs--;
+  if (h->role == DM__HS_ACCEPT)
+    d->nhs_accepting--;
   d->stats.handshakes_pending = d->nhs;
-  uv_poll_stop(&h->poll);
-  uv_close((uv_handle_t *)&h->poll, on_closed);
+  if (h->polling) {
+    h->refs++;
+    uv_poll_stop(&h->poll);
+    uv_close((uv_handle_t *)&h->poll, dm__hs_on_closed);
+  }
+  if (h->epmd_polling) {
+    h->refs++;
+    uv_poll_stop(&h->epmd_poll);
+    uv_close((uv_handle_t *)&h->epmd_poll, dm__hs_on_closed);
+  }
+  if (h->resolving)
+    uv_cancel((uv_req_t *)&h->gai); /* its callback still comes, and unrefs */
+  dm__hs_unref(h); /* the list's */
 }
 
-static void fail(dm__hs *h, int timed_out, const char *why) {
+void dm__hs_fail(dm__hs *h, int timed_out, const char *why) {
   dm__dist *d = h->dist;
+  if (h->gone)
+    return;
   d->stats.handshake_failures++;
   if (timed_out)
     d->stats.handshakes_timed_out++;
   else
     d->stats.handshakes_failed++;
+  if (h->role == DM__HS_CONNECT) {
+    int peer = dm__dist_intern(d, h->peer);
+    d->stats.connects_failed++;
+    d->stats.connect_dropped += h->nqueued;
+    DM_WARN("connecting to %s failed: %s%s", h->peer, why,
+            h->nqueued ? "; the messages waiting for it are dropped" : "");
+    dm__hs_drop(h);
+    if (peer >= 0 && d->ops->connected)
+      d->ops->connected(d->ud, (uint32_t)peer, 0);
+    return;
+  }
   DM_WARN("handshake%s%s failed: %s", h->peer[0] ? " from " : "", h->peer, why);
-  finish(h);
+  dm__hs_drop(h);
 }
 
-static void complete(dm__hs *h) {
+void dm__hs_complete(dm__hs *h) {
   dm__dist *d = h->dist;
-  int fd = h->fd;
+  int fd = h->fd, role = h->role;
   uint64_t flags = h->peer_flags;
   char peer[sizeof h->peer];
+  dm__buf queued = h->queued;
   memcpy(peer, h->peer, sizeof peer);
   d->stats.handshakes_completed++;
-  d->stats.connections_accepted++;
+  if (role == DM__HS_ACCEPT)
+    d->stats.connections_accepted++;
+  else
+    d->stats.connections_initiated++;
   h->fd = -1;
+  h->queued = (dm__buf)DM__BUF_INIT;
+  h->nqueued = 0;
   /* The poll lets go of the socket before the connection takes it. */
-  finish(h);
-  DM_INFO("connection from %s", peer);
-  dm__dist_adopt(d, fd, peer, flags);
+  dm__hs_drop(h);
+  DM_INFO("connection %s %s", role == DM__HS_ACCEPT ? "from" : "to", peer);
+  int idx = dm__dist_intern(d, peer);
+  if (idx >= 0 && dm__dist_adopt(d, fd, peer, flags) == 0) {
+    dm__conn *c = dm__dist_conn(d, peer);
+    if (c && queued.len)
+      dm__conn_write(c, queued.data, queued.len);
+    dm__buf_free(&queued);
+    if (d->ops->connected)
+      d->ops->connected(d->ud, (uint32_t)idx, 1);
+    return;
+  }
+  if (idx < 0)
+    close(fd);
+  dm__buf_free(&queued);
 }
+
+dm__hs *dm__hs_connecting(dm__dist *d, const char *peer) {
+  for (dm__hs *h = d->hs_head; h; h = h->next)
+    if (h->role == DM__HS_CONNECT && strcmp(h->peer, peer) == 0)
+      return h;
+  return NULL;
+}
+
+void dm__hs_take_queue(dm__hs *to, dm__hs *from) {
+  if (!from->queued.len)
+    return;
+  if (dm__buf_append(&to->queued, from->queued.data, from->queued.len) == 0) {
+    to->nqueued += from->nqueued;
+  } else {
+    from->dist->stats.connect_dropped += from->nqueued;
+  }
+  dm__buf_free(&from->queued);
+  from->nqueued = 0;
+}
+
+/* ---- socket I/O -------------------------------------------------------------- */
 
 static void on_poll(uv_poll_t *p, int status, int events);
 
-static void want(dm__hs *h, int events) {
+int dm__hs_watch(dm__hs *h, int fd) {
+  h->fd = fd;
+  if (uv_poll_init(h->dist->loop, &h->poll, fd))
+    return -1;
+  h->poll.data = h;
+  h->polling = 1;
+  h->events = 0;
+  return 0;
+}
+
+void dm__hs_want(dm__hs *h, int events) {
   if (events != h->events) {
     h->events = events;
     uv_poll_start(&h->poll, events, on_poll);
   }
 }
 
-/* Hands what is queued to the kernel. 0, or -1 when h is gone. */
-static int flush(dm__hs *h) {
+int dm__hs_flush(dm__hs *h) {
   while (h->outoff < h->outlen) {
     ssize_t n = send(h->fd, h->out + h->outoff, h->outlen - h->outoff, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      want(h, h->state == HS_ACK ? UV_WRITABLE : UV_READABLE | UV_WRITABLE);
+      dm__hs_want(h, h->complete_after_write ? UV_WRITABLE : UV_READABLE | UV_WRITABLE);
       return 0;
     }
     if (n < 0) {
-      fail(h, 0, strerror(errno));
+      dm__hs_fail(h, 0, strerror(errno));
       return -1;
     }
     h->outoff += (size_t)n;
   }
   h->outoff = h->outlen = 0;
-  if (h->state == HS_ACK) {
-    complete(h);
+  if (h->complete_after_write) {
+    dm__hs_complete(h);
     return -1;
   }
-  want(h, UV_READABLE);
+  dm__hs_want(h, UV_READABLE);
   return 0;
 }
 
-/* A message with its 2-byte length, queued. */
-static void queue(dm__hs *h, const unsigned char *msg, size_t len) {
+void dm__hs_queue(dm__hs *h, const void *msg, size_t len) {
+  if (h->outlen + 2 + len > sizeof h->out)
+    return; /* cannot happen: the largest message is a send_name */
   unsigned char *p = put_be(h->out + h->outlen, len, 2);
   memcpy(p, msg, len);
   h->outlen += 2 + len;
 }
 
-static int refuse_flags(dm__hs *h, uint64_t flags) {
-  char names[512];
-  size_t n = 0;
-  names[0] = 0;
-  for (size_t i = 0; i < sizeof mandatory / sizeof mandatory[0]; i++)
-    if (!(flags & mandatory[i].flag))
-      n += (size_t)snprintf(names + n, sizeof names - n, "%sDFLAG_%s", n ? ", " : "",
-                            mandatory[i].name);
-  static const unsigned char na[] = "snot_allowed";
-  queue(h, na, sizeof na - 1);
-  (void)send(h->fd, h->out, h->outlen, MSG_NOSIGNAL | MSG_DONTWAIT);
-  char why[600];
-  snprintf(why, sizeof why, "refused: the peer lacks mandatory flags %s", names);
-  fail(h, 0, why);
-  return -1;
-}
-
-/* send_name 'N': Flags:64, Creation:32, NameLen:16, Name. */
-static int on_name(dm__hs *h, const unsigned char *m, size_t len) {
-  dm__dist *d = h->dist;
-  if (len >= 1 && m[0] == 'n') {
-    fail(h, 0, "old send_name 'n' (a node before OTP 23): not served");
-    return -1;
-  }
-  if (len < NAME_HEAD || m[0] != 'N') {
-    fail(h, 0, "not a send_name (not a node?)");
-    return -1;
-  }
-  uint64_t flags = get_be(m + 1, 8);
-  size_t nlen = get_be(m + 13, 2);
-  if (nlen == 0 || nlen > MAXNODELEN || NAME_HEAD + nlen != len ||
-      memchr(m + NAME_HEAD, 0, nlen) || !memchr(m + NAME_HEAD, '@', nlen)) {
-    fail(h, 0, "malformed send_name");
-    return -1;
-  }
-  memcpy(h->peer, m + NAME_HEAD, nlen);
-  h->peer[nlen] = 0;
-  h->peer_flags = flags;
-  if (!(flags & F_MANDATORY_25_DIGEST)) {
-    for (size_t i = 0; i < sizeof mandatory / sizeof mandatory[0]; i++)
-      if (!(flags & mandatory[i].flag))
-        return refuse_flags(h, flags);
-  }
-  uint32_t ch;
-  if (getrandom(&ch, sizeof ch, 0) != (ssize_t)sizeof ch) {
-    fail(h, 0, "no random challenge (getrandom failed)");
-    return -1;
-  }
-  h->challenge = ch;
-  static const unsigned char ok[] = "sok";
-  queue(h, ok, sizeof ok - 1);
-  const char *me = d->ec.thisnodename;
-  size_t mlen = strlen(me);
-  unsigned char c[NAME_HEAD + MAXNODELEN + 4], *p = c;
-  *p++ = 'N';
-  p = put_be(p, OUR_FLAGS, 8);
-  p = put_be(p, ch, 4);
-  p = put_be(p, d->ec.creation, 4);
-  p = put_be(p, mlen, 2);
-  memcpy(p, me, mlen);
-  queue(h, c, (size_t)(p - c) + mlen);
-  h->state = HS_REPLY;
-  return flush(h);
-}
-
-/* challenge_reply 'r': PeerChallenge:32, Digest:16. */
-static int on_reply(dm__hs *h, const unsigned char *m, size_t len) {
-  unsigned char want_d[16], ack[17];
-  if (len != 21 || m[0] != 'r') {
-    fail(h, 0, "not a challenge_reply");
-    return -1;
-  }
-  digest(h->dist, h->challenge, want_d);
-  unsigned diff = 0;
-  for (int i = 0; i < 16; i++)
-    diff |= want_d[i] ^ m[5 + i];
-  if (diff) {
-    fail(h, 0, "wrong cookie (digest mismatch)");
-    return -1;
-  }
-  ack[0] = 'a';
-  digest(h->dist, (uint32_t)get_be(m + 1, 4), ack + 1);
-  queue(h, ack, sizeof ack);
-  h->state = HS_ACK;
-  return flush(h);
-}
+static size_t get16(const unsigned char *p) { return (size_t)p[0] << 8 | p[1]; }
 
 /* Reads no more than the message in progress needs: what follows the
- * handshake is the connection's. 0, or -1 when h is gone. */
+ * handshake is the connection's. 0, or -1 when h is gone or stops
+ * reading. */
 static int on_readable(dm__hs *h) {
   for (;;) {
-    size_t need = h->have < 2 ? 2 - h->have : 2 + get_be(h->in, 2) - h->have;
+    size_t need = h->have < 2 ? 2 - h->have : 2 + get16(h->in) - h->have;
     ssize_t n = recv(h->fd, h->in + h->have, need, 0);
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
       return 0;
     if (n <= 0) {
-      fail(h, 0, n == 0 ? "peer closed the connection" : strerror(errno));
+      dm__hs_fail(h, 0, n == 0 ? (h->role == DM__HS_CONNECT && h->challenge
+                                      ? "the peer closed the connection (wrong cookie?)"
+                                      : "the peer closed the connection")
+                               : strerror(errno));
       return -1;
     }
     h->have += (size_t)n;
     if (h->have < 2)
       continue;
-    size_t len = get_be(h->in, 2);
-    if (len == 0 || len > MAX_MSG) {
-      fail(h, 0, "bad message length (not a node?)");
+    size_t len = get16(h->in);
+    if (len == 0 || len > DM__HS_MAX_MSG) {
+      dm__hs_fail(h, 0, "bad message length (not a node?)");
       return -1;
     }
     if (h->have < 2 + len)
       continue;
     h->have = 0;
-    int r = h->state == HS_NAME ? on_name(h, h->in + 2, len) : on_reply(h, h->in + 2, len);
-    if (r || h->state == HS_ACK)
-      return r;
+    int r = h->on_msg(h, h->in + 2, len);
+    if (r || h->gone || h->complete_after_write)
+      return -1;
   }
 }
 
 static void on_poll(uv_poll_t *p, int status, int events) {
   dm__hs *h = p->data;
+  if (h->gone)
+    return;
   if (status < 0) {
-    fail(h, 0, uv_strerror(status));
+    dm__hs_fail(h, 0, uv_strerror(status));
     return;
   }
-  if ((events & UV_WRITABLE) && flush(h))
-    return;
-  if ((events & UV_READABLE) && h->state != HS_ACK)
+  if (events & UV_WRITABLE) {
+    if (h->on_writable && h->on_writable(h))
+      return;
+    if (!h->gone && h->outlen && dm__hs_flush(h))
+      return;
+  }
+  if ((events & UV_READABLE) && !h->gone && !h->complete_after_write && !h->waiting)
     on_readable(h);
 }
 
@@ -333,7 +376,7 @@ static void on_deadline(uv_timer_t *t) {
   dm__dist *d = t->data;
   uint64_t now = uv_now(d->loop);
   while (d->hs_head && d->hs_head->deadline <= now)
-    fail(d->hs_head, 1, "timed out (--handshake-timeout)");
+    dm__hs_fail(d->hs_head, 1, "timed out (--handshake-timeout)");
   if (d->hs_head)
     uv_timer_start(&d->hs_timer, on_deadline, d->hs_head->deadline - now, 0);
 }
@@ -343,41 +386,8 @@ void dm__hs_init(dm__dist *d) {
   d->hs_timer.data = d;
 }
 
-int dm__hs_begin(dm__dist *d, int fd) {
-  if (d->nhs >= d->cfg.max_pending_hs && d->hs_head)
-    fail(d->hs_head, 0, "dropped, the oldest of too many pending handshakes "
-                        "(--max-pending-handshakes)");
-  dm__hs *h = dm__calloc(1, sizeof *h);
-  if (!h) {
-    close(fd);
-    d->stats.handshake_failures++;
-    d->stats.handshakes_failed++;
-    return DM_ENOMEM;
-  }
-  h->dist = d;
-  h->fd = fd;
-  if (uv_poll_init(d->loop, &h->poll, fd)) {
-    close(fd);
-    dm__free(h);
-    return DM_EIO;
-  }
-  h->poll.data = h;
-  h->deadline = uv_now(d->loop) + d->cfg.handshake_ms;
-  h->prev = d->hs_tail;
-  if (d->hs_tail)
-    d->hs_tail->next = h;
-  else
-    d->hs_head = h;
-  d->hs_tail = h;
-  d->stats.handshakes_pending = ++d->nhs;
-  if (d->hs_head == h)
-    uv_timer_start(&d->hs_timer, on_deadline, d->cfg.handshake_ms, 0);
-  want(h, UV_READABLE);
-  return 0;
-}
-
 void dm__hs_stop(dm__dist *d) {
   while (d->hs_head)
-    finish(d->hs_head);
+    dm__hs_drop(d->hs_head);
   uv_close((uv_handle_t *)&d->hs_timer, NULL);
 }

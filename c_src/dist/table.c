@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <sys/utsname.h>
@@ -131,6 +132,9 @@ int dm__dist_init(dm__dist *d, uv_loop_t *loop, const dm__config *cfg,
   d->ops = ops;
   d->ud = ud;
   d->epmd_fd = d->listen_fd = -1;
+  const char *ep = getenv("ERL_EPMD_PORT");
+  long epmd_port = ep && *ep ? strtol(ep, NULL, 10) : 4369;
+  d->epmd_port = (uint16_t)(epmd_port > 0 && epmd_port < 65536 ? epmd_port : 4369);
   if (d->cfg.read_coalescing && !lowat_wakes_poll()) {
     DM_INFO("kernel before Linux 4.18: read coalescing is off");
     d->cfg.read_coalescing = 0;

@@ -15,7 +15,14 @@ static int on_packet(void *ud, dm__conn *c, const char *pkt, size_t len) {
   return dm__node_route(ud, c, pkt, len);
 }
 
-static void on_peer_lost(void *ud, uint32_t peer) { dm__proc_peer_lost(ud, peer); }
+static void on_peer_lost(void *ud, uint32_t peer) {
+  dm__proc_peer_lost(ud, peer);
+  dm__remote_peer_lost(ud, peer);
+}
+
+static void on_connected(void *ud, uint32_t peer, int ok) {
+  dm__remote_connected(ud, peer, ok);
+}
 
 static void on_published(void *ud) {
   dm__node *n = ud;
@@ -35,7 +42,7 @@ static void on_unpublished(void *ud) {
 }
 
 static const dm__dist_ops dist_ops = {on_packet, on_peer_lost, on_published,
-                                      on_unpublished};
+                                      on_unpublished, on_connected};
 
 int dm__node_add_hooks(dm__node *n, const dm__node_hooks *ops, void *ud) {
   if (n->nhooks == DM__HOOKS_MAX)
@@ -98,6 +105,7 @@ int dm__node_init_unlistened(dm__node *n, uv_loop_t *loop, const dm__config *cfg
   n->sigterm.data = n;
   uv_signal_init(loop, &n->sigint);
   n->sigint.data = n;
+  dm__remote_init(n);
   n->handles = 1;
   return 0;
 }
@@ -140,6 +148,7 @@ void dm__node_stop(dm__node *n) {
     uv_close((uv_handle_t *)&n->flush_prepare, NULL);
     uv_close((uv_handle_t *)&n->sigterm, NULL);
     uv_close((uv_handle_t *)&n->sigint, NULL);
+    dm__remote_stop(n);
   }
   if (n->stdin_poll.data == n)
     uv_close((uv_handle_t *)&n->stdin_poll, NULL);
@@ -155,6 +164,7 @@ void dm__node_free(dm__node *n) {
   for (size_t i = n->nhooks; i-- > 0;)
     if (n->hooks[i].ops->free)
       n->hooks[i].ops->free(n->hooks[i].ud);
+  dm__remote_free(n);
   dm__dist_free(&n->dist);
   dm__nametab_free(&n->names);
   dm__pidtab_free(&n->pids);

@@ -66,6 +66,7 @@ const char *dm__nametab_name_of(const dm__nametab *t, const void *val);
 
 typedef struct dm__node dm__node;
 typedef struct dm__proc dm__proc;
+typedef struct dm__remote dm__remote;
 
 /* Counters of the node layer, shown by `stats` beside dist's. */
 #define DM__NODE_STATS_MAP(X)                                                  \
@@ -180,6 +181,11 @@ struct dm__node {
   dm__pidtab monitors;
   size_t nmonitors; /* monitors in all */
 
+  /* Requests this node makes of other nodes (remote.c), few at a time. */
+  struct dm__remote *remotes;
+  size_t nremotes, capremotes;
+  uv_timer_t remote_timer; /* the earliest of their deadlines */
+
   ei_x_buff pkt;   /* the packet being built; out.c's alone */
   size_t pkt_body; /* where an open reply's body starts in pkt */
   dm__node_stats stats;
@@ -256,9 +262,19 @@ int dm__node_route(dm__node *n, dm__conn *c, const char *pkt, size_t len);
 /* out.c: everything the node sends. Each builds its packet in the node's
  * own buffer and queues it; 0, DM_ECLOSED (no connection to that node,
  * counted as undeliverable) or DM_ENOMEM. */
-/* A message (encoded, no version byte) to a pid. */
+/* A message (encoded, no version byte) to a pid. Its node is connected
+ * to when it is not (the message waits meanwhile). */
 int dm__node_send_msg(dm__node *n, const erlang_pid *to, const char *msg,
                       size_t len);
+/* MONITOR_P or DEMONITOR_P (op) from a local process to a process of
+ * `node`: to_name when not NULL, else to_pid. */
+int dm__node_send_monitor(dm__node *n, int op, const erlang_pid *from,
+                          const char *node, const char *to_name,
+                          const erlang_pid *to_pid, const erlang_ref *ref);
+/* A gen_server call from a local process to one of `node`, tagged ref. */
+int dm__node_send_call(dm__node *n, const erlang_pid *from, const char *node,
+                       const char *to_name, const erlang_pid *to_pid,
+                       const erlang_ref *ref, const char *req, size_t len);
 /* An exit signal from a local process to a linked one. */
 int dm__node_send_exit(dm__node *n, const erlang_pid *from,
                        const erlang_pid *to, const char *reason, size_t len);
@@ -296,6 +312,23 @@ void dm__reply_to(dm__node *n, const dm__replyto *r, const char *term,
  * the callee dies: the caller's monitor fires. */
 void dm__reply_exit(dm__node *n, const dm__replyto *r, const char *reason,
                     size_t len);
+
+/* remote.c: what a peer asks tarearbol_cnode to do on another node:
+ * connect, ping, or make a gen_server call there. */
+/* 1 when g's request is one of them (answered now or later), else 0. */
+int dm__remote_request(dm__node *n, const dm__gen *g);
+/* A message to tarearbol_cnode (versioned): 1 when it was the reply to a
+ * call this node made, which is then answered. */
+int dm__remote_reply(dm__node *n, const char *msg, size_t len);
+/* MONITOR_P_EXIT to this node: the callee of one of its calls is gone. */
+void dm__remote_down(dm__node *n, const dm__ctrl *ctl);
+/* A connection to `peer` is up (ok) or could not be made; the peer is
+ * lost. */
+void dm__remote_connected(dm__node *n, uint32_t peer, int ok);
+void dm__remote_peer_lost(dm__node *n, uint32_t peer);
+void dm__remote_init(dm__node *n);
+void dm__remote_stop(dm__node *n);
+void dm__remote_free(dm__node *n);
 
 /* service.c: the node-level processes tarearbol_cnode (info, stats) and
  * net_kernel (ping). */

@@ -21,13 +21,34 @@ static int send_pkt(dm__node *n, const char *to) {
   return r;
 }
 
+/* A process's own message connects to its node if need be, as a send on
+ * a BEAM node does; replies and signals go only to a node still there. */
 int dm__node_send_msg(dm__node *n, const erlang_pid *to, const char *msg,
                       size_t len) {
   ei_x_buff *x = pkt(n);
   if (dm__pkt_begin(x) || dm__enc_send_ctrl(x, to) || ei_x_encode_version(x) < 0 ||
       ei_x_append_buf(x, msg, (int)len) < 0 || dm__pkt_end(x))
     return DM_ENOMEM;
-  return send_pkt(n, to->node);
+  int r = dm__dist_send_connect(&n->dist, to->node, x->buff, (size_t)x->index);
+  if (r == DM_ECLOSED)
+    n->stats.undeliverable++;
+  return r;
+}
+
+int dm__node_send_monitor(dm__node *n, int op, const erlang_pid *from,
+                          const char *node, const char *to_name,
+                          const erlang_pid *to_pid, const erlang_ref *ref) {
+  if (dm__enc_monitor_p(pkt(n), op, from, to_name, to_pid, ref))
+    return DM_ENOMEM;
+  return send_pkt(n, node);
+}
+
+int dm__node_send_call(dm__node *n, const erlang_pid *from, const char *node,
+                       const char *to_name, const erlang_pid *to_pid,
+                       const erlang_ref *ref, const char *req, size_t len) {
+  if (dm__enc_call(pkt(n), from, to_name, to_pid, ref, req, len))
+    return DM_ENOMEM;
+  return send_pkt(n, node);
 }
 
 int dm__node_send_exit(dm__node *n, const erlang_pid *from,

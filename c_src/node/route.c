@@ -96,6 +96,9 @@ int dm__node_route(dm__node *n, dm__conn *c, const char *pkt, size_t len) {
     }
     return 0;
   }
+  case DM__OP_MONITOR_P_EXIT:
+    dm__remote_down(n, &ctl);
+    return 0;
   case DM__OP_UNLINK_ID_ACK:
   case DM__OP_GROUP_LEADER:
     return 0;

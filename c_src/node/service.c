@@ -94,9 +94,12 @@ static void node_service_message(dm__proc *p, dm__node *n, const dm__ctrl *ctl) 
   (void)p;
   dm__gen_decode(ctl->msg, ctl->msg_len, &g);
   if (g.kind != DM__GEN_CALL) {
-    DM_DEBUG("tarearbol_cnode ignores a message that is not a call");
+    if (!dm__remote_reply(n, ctl->msg, ctl->msg_len))
+      DM_DEBUG("tarearbol_cnode ignores a message that is not a call");
     return;
   }
+  if (dm__remote_request(n, &g))
+    return;
   ei_x_buff *x = dm__reply_begin(n, &g);
   int r = DM_ENOMEM;
   if (!x) {
