@@ -23,17 +23,19 @@ main(Args) ->
     Bin = filename:absname("priv/tarearbol_cnode"),
     %% BENCH_ONLY="w1 w3" runs some workloads; the JSON is written only
     %% when all of them ran.
-    Only = string:lexemes(os:getenv("BENCH_ONLY", "w1 w2 w3 w4"), " "),
+    All = ["w1", "w2", "w3", "w4"],
+    Only = string:lexemes(os:getenv("BENCH_ONLY", lists:join(" ", All)), " "),
     Run = fun(W, F) -> case lists:member(W, Only) of true -> F(); false -> [] end end,
     W1 = Run("w1", fun() -> lists:append([w1(Bin, N) || N <- Sizes]) end),
     W2 = Run("w2", fun() -> w2(Bin) end),
     W3 = Run("w3", fun() -> w3(Bin, 100000) end),
     W4 = Run("w4", fun() -> w4(Bin, lists:max(Sizes)) end),
     Rows = W1 ++ W2 ++ W3 ++ W4,
-    io:format("~n~-34s ~16s ~16s ~10s~n", ["workload / metric", "C node", "BEAM", "C vs BEAM"]),
-    [io:format("~-34s ~16s ~16s ~10s~n", [Name, fmt(C), fmt(B), ratio(C, B)]) || {Name, C, B} <- Rows],
-    case length(Only) of
-        4 -> ok;
+    W = lists:max([34 | [length(Name) || {Name, _, _} <- Rows]]),
+    io:format("~n~-*s ~16s ~16s ~10s~n", [W, "workload / metric", "C node", "BEAM", "C vs BEAM"]),
+    [io:format("~-*s ~16s ~16s ~10s~n", [W, Name, fmt(C), fmt(B), ratio(C, B)]) || {Name, C, B} <- Rows],
+    case All -- Only of
+        [] -> ok;
         _ -> io:format("~nBENCH_ONLY: no JSON written~n"), halt(0)
     end,
     ok = filelib:ensure_dir("test/bench/results/x"),
@@ -326,12 +328,15 @@ wait_gone(Os, Until) ->
 log(Fmt, Args) -> io:format(standard_error, "[bench ~s] " ++ Fmt ++ "~n",
                             [calendar:system_time_to_rfc3339(erlang:system_time(second)) | Args]).
 
-beam_peer(Prefix) ->
+beam_peer(Prefix) -> beam_peer(Prefix, []).
+
+beam_peer(Prefix, Extra) ->
     Name = list_to_atom(Prefix ++ "_" ++ os:getpid()),
     {ok, P, _Node} = peer:start(#{name => Name, connection => standard_io,
                                   args => ["+P", "4000000", "-setcookie",
                                                          atom_to_list(erlang:get_cookie()),
-                                                         "-pa", filename:dirname(code:which(?MODULE))]}),
+                                                         "-pa", filename:dirname(code:which(?MODULE))
+                                           | Extra]}),
     {P, list_to_integer(peer:call(P, os, getpid, []))}.
 
 peer_node(P) -> peer:call(P, erlang, node, []).
