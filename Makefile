@@ -61,13 +61,14 @@ demo: deps
 
 # Benchmarks (not part of test): figures printed and written to
 # test/bench/results/. BENCH_SIZES overrides the worker counts of W1;
-# BENCH_ONLY="w1 w3" runs some workloads (then no JSON is written).
+# BENCH_ONLY="w1 w3" runs some workloads (then no JSON is written). W5's
+# peers do their handshakes with test/ct/raw_dist.erl.
 BENCH_SIZES ?=
 bench: deps
 	$(MAKE) -C c_src all
 	epmd -daemon
 	mkdir -p _build/bench
-	erlc -o _build/bench test/bench/bench.erl test/bench/beam_baseline.erl
+	erlc -o _build/bench test/bench/bench.erl test/bench/beam_baseline.erl test/ct/raw_dist.erl
 	erl -noshell -sname bench_$$$$ -setcookie $(COOKIE) -pa _build/bench \
 	  -eval 'bench:main(string:lexemes("$(BENCH_SIZES)", " "))'
 
