@@ -309,6 +309,11 @@ struct dm__dist {
 
   char **peer_names; /* interned node names, index = peer */
   size_t npeer_names, cappeer_names;
+  /* Open addressing over peer_names by hash: index + 1, 0 for empty.
+   * A power of two, at most half full. */
+  uint32_t *name_slots;
+  size_t name_cap;
+  dm__conn **conn_of; /* by peer: its connection, or NULL (cappeer_names long) */
 
   dm__dist_stats stats;
 };

@@ -19,6 +19,11 @@
 #define PUBLISH_RETRY_MS 500
 /* Connections taken per wakeup, so a flood cannot starve the loop. */
 #define ACCEPT_BATCH 64
+/* Connections the kernel holds before they are accepted. At 128 (what
+ * ei and BEAM ask for), 200 peers connecting at once overflowed it and
+ * the dropped ones came back a second later (W5); the kernel caps this
+ * at net.core.somaxconn. */
+#define LISTEN_BACKLOG 1024
 
 /* ---- accepting ------------------------------------------------------------ */
 
@@ -155,7 +160,7 @@ static void publish(dm__dist *d) {
 
 int dm__listen_init(dm__dist *d) {
   d->port = 0;
-  d->listen_fd = ei_xlisten(&d->ec, (Erl_IpAddr)&d->listen_ip, &d->port, 128);
+  d->listen_fd = ei_xlisten(&d->ec, (Erl_IpAddr)&d->listen_ip, &d->port, LISTEN_BACKLOG);
   if (d->listen_fd < 0) {
     DM_ERROR("cannot listen: %s", strerror(erl_errno));
     return DM_EIO;

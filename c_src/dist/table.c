@@ -24,27 +24,75 @@ void dm__config_defaults(dm__config *cfg) {
   cfg->epmd_retry_s = 30;
 }
 
+/* FNV-1a: node names are short, and peers choose them, so a hash the
+ * peer cannot make collide cheaply matters less than no scan at all. */
+static uint32_t name_hash(const char *s) {
+  uint32_t h = 2166136261u;
+  for (; *s; s++)
+    h = (h ^ (unsigned char)*s) * 16777619u;
+  return h;
+}
+
+static long find_name(const dm__dist *d, const char *name, size_t *slot) {
+  if (!d->name_cap)
+    return -1;
+  size_t mask = d->name_cap - 1, i = name_hash(name) & mask;
+  for (; d->name_slots[i]; i = (i + 1) & mask)
+    if (strcmp(d->peer_names[d->name_slots[i] - 1], name) == 0)
+      return (long)d->name_slots[i] - 1;
+  if (slot)
+    *slot = i;
+  return -1;
+}
+
+static int grow_names(dm__dist *d) {
+  size_t cap = d->name_cap ? d->name_cap * 2 : 16;
+  uint32_t *slots = dm__calloc(cap, sizeof *slots);
+  if (!slots)
+    return DM_ENOMEM;
+  for (size_t k = 0; k < d->npeer_names; k++) {
+    size_t i = name_hash(d->peer_names[k]) & (cap - 1);
+    while (slots[i])
+      i = (i + 1) & (cap - 1);
+    slots[i] = (uint32_t)k + 1;
+  }
+  dm__free(d->name_slots);
+  d->name_slots = slots;
+  d->name_cap = cap;
+  return 0;
+}
+
 int dm__dist_intern(dm__dist *d, const char *name) {
-  for (size_t i = 0; i < d->npeer_names; i++)
-    if (strcmp(d->peer_names[i], name) == 0)
-      return (int)i;
+  size_t slot = 0, old_cap = d->cappeer_names;
+  long found = find_name(d, name, NULL);
+  if (found >= 0)
+    return (int)found;
+  if ((d->npeer_names + 1) * 2 > d->name_cap && grow_names(d))
+    return DM_ENOMEM;
   if (dm__array_grow((void **)&d->peer_names, &d->cappeer_names,
                      d->npeer_names + 1, sizeof *d->peer_names, 8))
     return DM_ENOMEM;
+  if (d->cappeer_names != old_cap) {
+    dm__conn **c = dm__realloc(d->conn_of, d->cappeer_names * sizeof *c);
+    if (!c)
+      return DM_ENOMEM;
+    memset(c + old_cap, 0, (d->cappeer_names - old_cap) * sizeof *c);
+    d->conn_of = c;
+  }
   size_t len = strlen(name);
   char *copy = dm__malloc(len + 1);
   if (!copy)
     return DM_ENOMEM;
   memcpy(copy, name, len + 1);
+  find_name(d, name, &slot);
   d->peer_names[d->npeer_names] = copy;
+  d->name_slots[slot] = (uint32_t)d->npeer_names + 1;
   return (int)d->npeer_names++;
 }
 
 dm__conn *dm__dist_conn(dm__dist *d, const char *nodename) {
-  for (size_t i = 0; i < d->nconns; i++)
-    if (strcmp(d->peer_names[d->conns[i]->peer], nodename) == 0)
-      return d->conns[i];
-  return NULL;
+  long k = find_name(d, nodename, NULL);
+  return k < 0 ? NULL : d->conn_of[k];
 }
 
 /* A connection closed: swap-removed from the table, and when it was the
@@ -52,8 +100,10 @@ dm__conn *dm__dist_conn(dm__dist *d, const char *nodename) {
 static void on_conn_closed(dm__dist *d, dm__conn *c) {
   d->conns[c->index] = d->conns[--d->nconns];
   d->conns[c->index]->index = c->index;
-  if (!dm__dist_conn(d, d->peer_names[c->peer]))
+  if (d->conn_of[c->peer] == c) {
+    d->conn_of[c->peer] = NULL;
     d->ops->peer_lost(d->ud, c->peer);
+  }
 }
 
 int dm__dist_adopt(dm__dist *d, int fd, const char *peer, uint64_t flags) {
@@ -64,12 +114,16 @@ int dm__dist_adopt(dm__dist *d, int fd, const char *peer, uint64_t flags) {
     close(fd);
     return DM_ENOMEM;
   }
+  /* Two handshakes from one name that crossed: the later one serves. */
+  if (d->conn_of[idx])
+    dm__conn_close(d->conn_of[idx], "replaced by a newer connection from the same node");
   int r = dm__conn_open(d, fd, (uint32_t)idx, on_conn_closed, &c);
   if (r)
     return r;
   c->flags = flags;
   c->index = d->nconns;
   d->conns[d->nconns++] = c;
+  d->conn_of[idx] = c;
   return 0;
 }
 
@@ -206,5 +260,7 @@ void dm__dist_free(dm__dist *d) {
   for (size_t i = 0; i < d->npeer_names; i++)
     dm__free(d->peer_names[i]);
   dm__free(d->peer_names);
+  dm__free(d->name_slots);
+  dm__free(d->conn_of);
   dm__free(d->conns);
 }
