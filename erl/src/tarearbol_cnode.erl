@@ -11,7 +11,8 @@
 -export([start_node/1, stop_node/1,
          put/3, put_new/3, del/2, get/2, restart/1, state/1,
          synch_call/3, asynch_call/3, stats/1,
-         info/1, node_stats/1]).
+         info/1, node_stats/1,
+         connect/2, ping/2, remote_call/4, remote_call/5]).
 
 -export_type([manager/0]).
 
@@ -93,10 +94,36 @@ info(Node) -> call({tarearbol_cnode, Node}, info).
 -spec node_stats(node()) -> map() | {error, term()}.
 node_stats(Node) -> call({tarearbol_cnode, Node}, stats).
 
+%% @doc Node asks the C node to connect to Other (epmd lookup and
+%% handshake as the initiator): true once connected, false if it could
+%% not be, as net_kernel:connect_node/1.
+-spec connect(node(), node()) -> boolean() | {error, term()}.
+connect(Node, Other) -> call({tarearbol_cnode, Node}, {connect, Other}, 15000).
+
+%% @doc The C node Node pings Other: pong or pang, as net_adm:ping/1.
+-spec ping(node(), node()) -> pong | pang | {error, term()}.
+ping(Node, Other) -> call({tarearbol_cnode, Node}, {ping, Other}, 15000).
+
+%% @doc The C node Node makes a gen_server call to To (a registered name
+%% or a pid) on Other, connecting first if need be: {ok, Reply}, or
+%% {error, noconnection | timeout | Reason} where Reason is why the callee
+%% is gone (noproc, killed, ...). Timeout is in ms (default 5000) or
+%% infinity.
+-spec remote_call(node(), node(), atom() | pid(), term()) -> {ok, term()} | {error, term()}.
+remote_call(Node, Other, To, Request) -> remote_call(Node, Other, To, Request, ?TIMEOUT).
+
+-spec remote_call(node(), node(), atom() | pid(), term(), timeout()) ->
+          {ok, term()} | {error, term()}.
+remote_call(Node, Other, To, Request, Timeout) ->
+    Outer = case Timeout of infinity -> infinity; _ -> Timeout + ?TIMEOUT end,
+    call({tarearbol_cnode, Node}, {call, Other, To, Request, Timeout}, Outer).
+
 -spec call({atom(), node()}, term()) -> term().
-call({Name, Node} = To, Request) when is_atom(Name), is_atom(Node) ->
+call(To, Request) -> call(To, Request, ?TIMEOUT).
+
+call({Name, Node} = To, Request, Timeout) when is_atom(Name), is_atom(Node) ->
     try
-        gen_server:call(To, Request, ?TIMEOUT)
+        gen_server:call(To, Request, Timeout)
     catch
         exit:{{nodedown, _}, _} -> {error, nodedown};
         exit:{timeout, _} -> {error, timeout};
@@ -104,5 +131,5 @@ call({Name, Node} = To, Request) when is_atom(Name), is_atom(Node) ->
         exit:{noconnection, _} -> {error, nodedown};
         exit:{Reason, {gen_server, call, _}} -> {error, Reason}
     end;
-call(To, _Request) ->
+call(To, _Request, _Timeout) ->
     {error, {bad_manager, To}}.

@@ -21,8 +21,10 @@
 -spec flags() -> non_neg_integer().
 flags() -> ?FLAGS.
 
-%% @doc Connects and runs the handshake. Opts: timeout, port, name, and
-%% flags (the send_name's flags, ?FLAGS by default).
+%% @doc Connects and runs the handshake. Opts: timeout, port, name,
+%% flags (the send_name's flags, ?FLAGS by default), and alive (answer
+%% true to an `alive' status, replacing the node's connection of the same
+%% name; false by default, which fails with {status, <<"alive">>}).
 -spec connect(node(), atom() | string(), map()) -> {ok, gen_tcp:socket()} | {error, term()}.
 connect(Node, Cookie0, Opts) ->
     Cookie = if is_atom(Cookie0) -> atom_to_list(Cookie0); true -> Cookie0 end,
@@ -45,7 +47,8 @@ connect(Node, Cookie0, Opts) ->
             case gen_tcp:connect({127, 0, 0, 1}, Port, [binary, {active, false}, {packet, 2}], Timeout) of
                 {ok, S} ->
                     Flags = maps:get(flags, Opts, ?FLAGS),
-                    case handshake(S, Name, Flags, Creation, Cookie, Timeout) of
+                    case handshake(S, Name, Flags, Creation, Cookie, Timeout,
+                                   maps:get(alive, Opts, false)) of
                         ok ->
                             ok = inet:setopts(S, [{packet, raw}]),
                             put({raw_dist, S}, {Name, Creation}),
@@ -58,11 +61,16 @@ connect(Node, Cookie0, Opts) ->
             end
     end.
 
-handshake(S, Name, Flags, Creation, Cookie, Timeout) ->
+%% Alive: what to answer a node that says it is connected to this name
+%% already (true: that connection is stale and goes).
+handshake(S, Name, Flags, Creation, Cookie, Timeout, Alive) ->
     NameB = atom_to_binary(Name),
     ok = gen_tcp:send(S, <<$N, Flags:64, Creation:32, (byte_size(NameB)):16, NameB/binary>>),
     case gen_tcp:recv(S, 0, Timeout) of
         {ok, <<$s, "ok", _/binary>>} -> challenge(S, Cookie, Timeout);
+        {ok, <<$s, "alive">>} when Alive ->
+            ok = gen_tcp:send(S, <<"strue">>),
+            challenge(S, Cookie, Timeout);
         {ok, <<$s, Status/binary>>} -> {error, {status, Status}};
         {ok, Other} -> {error, {unexpected, Other}};
         Error -> Error
