@@ -351,6 +351,25 @@ static int start(dm__dist *d, const char *peer) {
   return 0;
 }
 
+int dm__hs_connect_socket(dm__dist *d, int fd, const char *peer) {
+  size_t len = strlen(peer);
+  dm__hs *h = len <= MAXNODELEN && strchr(peer, '@') ? dm__hs_new(d, DM__HS_CONNECT) : NULL;
+  if (!h) {
+    close(fd);
+    return len <= MAXNODELEN && strchr(peer, '@') ? DM_ENOMEM : DM_EINVAL;
+  }
+  memcpy(h->peer, peer, len + 1);
+  h->on_msg = on_msg;
+  h->on_writable = on_writable;
+  if (dm__hs_watch(h, fd)) {
+    dm__hs_fail(h, 0, "cannot watch the socket");
+    return DM_EIO;
+  }
+  h->state = C_CONNECT;
+  dm__hs_want(h, UV_WRITABLE);
+  return 0;
+}
+
 /* ---- sending to a node not connected yet ---------------------------------- */
 
 int dm__dist_connect(dm__dist *d, const char *name) {

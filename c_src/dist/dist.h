@@ -455,6 +455,12 @@ dm__hs *dm__hs_connecting(dm__dist *d, const char *peer);
  * from the node `from` was connecting to). */
 void dm__hs_take_queue(dm__hs *to, dm__hs *from);
 
+/* connect.c: runs the initiating handshake with `peer` on a socket
+ * already connected to it (owned from now on): what connecting does once
+ * the TCP connect is through. For the fuzz target, which has no epmd to
+ * ask. 0 or an error (the socket is closed). */
+int dm__hs_connect_socket(dm__dist *d, int fd, const char *peer);
+
 /* accept.c: runs the handshake on an accepted, non-blocking socket
  * (owned from now on); on success the table serves it. At most
  * cfg.max_pending_hs accepted ones at once: a new one drops the oldest.
