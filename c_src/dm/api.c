@@ -18,6 +18,7 @@ typedef struct {
   const char *name;
   int arity;     /* 0: the bare atom */
   int when_down; /* served while the manager is down */
+  int held;      /* waits while the manager is starting */
   void (*call)(dm__manager *m, const dm__gen *g, const req_t *q);
   void (*cast)(dm__manager *m, const req_t *q); /* NULL: no cast form */
 } handler;
@@ -224,16 +225,18 @@ static void call_asynch(dm__manager *m, const dm__gen *g, const req_t *q) {
   reply_const(m, g, OK, DM__ALEN(OK));
 }
 
+/* when_down: served while the manager is down; held: waits while it is
+ * starting (Tarearbol serialises these after children_specs). */
 static const handler handlers[] = {
-    {"state", 0, 1, call_state, NULL},
-    {"stats", 0, 1, call_stats, NULL},
-    {"restart", 0, 1, call_restart, cast_restart},
-    {"put", 3, 0, call_put, cast_put},
-    {"put_new", 3, 0, call_put, cast_put},
-    {"del", 2, 0, call_del, cast_del},
-    {"get", 2, 0, call_get, NULL},
-    {"synch_call", 3, 0, call_synch, NULL},
-    {"asynch_call", 3, 0, call_asynch, NULL},
+    {"state", 0, 1, 0, call_state, NULL},
+    {"stats", 0, 1, 0, call_stats, NULL},
+    {"restart", 0, 1, 0, call_restart, cast_restart},
+    {"put", 3, 0, 1, call_put, cast_put},
+    {"put_new", 3, 0, 1, call_put, cast_put},
+    {"del", 2, 0, 1, call_del, cast_del},
+    {"get", 2, 0, 1, call_get, NULL},
+    {"synch_call", 3, 0, 0, call_synch, NULL},
+    {"asynch_call", 3, 0, 0, call_asynch, NULL},
 };
 
 /* ---- dispatch ------------------------------------------------------------------ */
@@ -299,17 +302,47 @@ static void handle_cast(dm__manager *m, const dm__gen *g) {
   h->cast(m, &q);
 }
 
-static void manager_message(dm__proc *p, dm__node *n, const dm__ctrl *ctl) {
-  dm__manager *m = (dm__manager *)p;
+/* While starting, a request that changes or reads children waits for
+ * the boot; one past the bound is refused ({error, starting}), a cast
+ * dropped. Returns 1 when g was held or refused. */
+static int hold(dm__manager *m, const dm__gen *g, const char *msg, size_t len) {
+  req_t q;
+  const handler *h;
+  if (m->state != DM__STARTING || !(h = lookup(g->req, g->req_len, &q)) || !h->held)
+    return 0;
+  int r = dm__boot_hold(m, msg, len);
+  if (r == 0)
+    return 1;
+  if (g->kind == DM__GEN_CALL) {
+    reply_error(m, g, r == DM_ETOOBIG ? "starting" : dm_strerror(r));
+  } else {
+    m->st.casts_dropped++;
+  }
+  return 1;
+}
+
+static void dispatch(dm__manager *m, const char *msg, size_t len, int may_hold) {
   dm__gen g;
-  (void)n;
-  dm__gen_decode(ctl->msg, ctl->msg_len, &g);
+  dm__gen_decode(msg, len, &g);
+  if (g.kind == DM__GEN_OTHER) {
+    m->st.bad_requests++;
+    return;
+  }
+  if (may_hold && hold(m, &g, msg, len))
+    return;
   if (g.kind == DM__GEN_CAST)
     handle_cast(m, &g);
-  else if (g.kind == DM__GEN_CALL)
-    handle_call(m, &g);
   else
-    m->st.bad_requests++;
+    handle_call(m, &g);
+}
+
+void dm__api_replay(dm__manager *m, const char *msg, size_t len) {
+  dispatch(m, msg, len, 1);
+}
+
+static void manager_message(dm__proc *p, dm__node *n, const dm__ctrl *ctl) {
+  (void)n;
+  dispatch((dm__manager *)p, ctl->msg, ctl->msg_len, 1);
 }
 
 static void manager_exit(dm__proc *p, dm__node *n, const erlang_pid *from,

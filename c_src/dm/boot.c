@@ -1,7 +1,59 @@
 /* A manager's boot and state: `starting`, children_specs on the pool, its
  * children put, `started`; handle_state_change run for each change, one
- * at a time and in order. Loop thread only. */
+ * at a time and in order. Requests that change or read children wait
+ * while it starts and are served, in order, once it has. Loop thread
+ * only. */
+#include <string.h>
+
 #include "dm/mgr.h"
+
+typedef struct dm__held {
+  struct dm__held *next;
+  size_t len;
+  char msg[];
+} held;
+
+int dm__boot_hold(dm__manager *m, const char *msg, size_t len) {
+  if (m->nheld >= DM__HELD_MAX)
+    return DM_ETOOBIG;
+  held *h = dm__malloc(sizeof *h + len);
+  if (!h)
+    return DM_ENOMEM;
+  h->next = NULL;
+  h->len = len;
+  memcpy(h->msg, msg, len);
+  if (m->held_tail)
+    m->held_tail->next = h;
+  else
+    m->held_head = h;
+  m->held_tail = h;
+  m->nheld++;
+  return 0;
+}
+
+/* Started: what waited is served, oldest first. A request served may
+ * restart the manager, which holds the rest again. */
+static void release_held(dm__manager *m) {
+  while (m->held_head && m->state == DM__STARTED) {
+    held *h = m->held_head;
+    m->held_head = h->next;
+    if (!m->held_head)
+      m->held_tail = NULL;
+    m->nheld--;
+    m->replay(m, h->msg, h->len);
+    dm__free(h);
+  }
+}
+
+void dm__boot_free_held(dm__manager *m) {
+  while (m->held_head) {
+    held *h = m->held_head;
+    m->held_head = h->next;
+    dm__free(h);
+  }
+  m->held_tail = NULL;
+  m->nheld = 0;
+}
 
 static void state_change_done(dm__wjob *j, int cancelled);
 
@@ -77,6 +129,7 @@ static void specs_done(dm__wjob *j, int cancelled) {
   }
   dm__job_free(j);
   dm__state_change(m, DM__STARTED);
+  release_held(m);
 }
 
 void dm__boot(dm__manager *m) {
@@ -86,6 +139,7 @@ void dm__boot(dm__manager *m) {
   if (!j) {
     DM_ERROR("manager %s: out of memory booting", m->name);
     dm__state_change(m, DM__STARTED);
+    release_held(m);
     return;
   }
   dm__job_submit(j);

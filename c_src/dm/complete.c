@@ -70,7 +70,9 @@ static int apply(dm__worker *w, const dm__response *rs) {
     return stopped;
   }
   default:
-    dm__worker_set_blob(&w->value, rs->term, rs->term_len);
+    /* nil as a value leaves the stored one alone, as in Tarearbol. */
+    if (!dm__term_is_atom(rs->term, rs->term_len, "nil"))
+      dm__worker_set_blob(&w->value, rs->term, rs->term_len);
     return 0;
   }
 }

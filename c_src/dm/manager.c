@@ -96,6 +96,7 @@ static void free_fields(dm__manager *m) {
   dm__free(m->escalated_at);
   dm__free(m->slots);
   dm__buf_free(&m->scratch);
+  dm__boot_free_held(m);
   while (m->sc_head) {
     dm__wjob *j = m->sc_head;
     m->sc_head = (dm__wjob *)j->base.next;
@@ -153,6 +154,7 @@ static dm__manager *alloc_manager(dm__sched *s, const char *name, const dm_behav
   m->b = b;
   m->proc.kind = s->kind_manager;
   m->worker_done = dm__sup_worker_done;
+  m->replay = dm__api_replay;
   m->name = dm__strdup(name);
   m->defaults.timeout_ms = 1000;
   m->defaults.lull = 1.1f;

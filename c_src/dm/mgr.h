@@ -243,6 +243,13 @@ struct dm__manager {
   int sc_running;
   dm__wjob *sc_head, *sc_tail; /* waiting, linked through base.next */
   dm__buf scratch;   /* canonical ids of requests: api.c's alone */
+  /* put, put_new, del and get that came while `starting`: applied in
+   * order once children_specs is in (boot.c), so a user's put wins over
+   * the spec's, and a get sees the children. */
+  struct dm__held *held_head, *held_tail;
+  size_t nheld;
+  /* How a held request is served in the end (api.c's dispatch). */
+  void (*replay)(dm__manager *m, const char *msg, size_t len);
 };
 
 /* The node-wide scheduler: every manager's workers in one slab and one
@@ -370,6 +377,13 @@ void dm__worker_release_id(dm__worker *w);
 /* Starts a worker for id (canonical) with opts (as given, validated). */
 int dm__worker_start(dm__manager *m, const char *id, size_t idlen,
                      const char *opts, size_t optslen, dm__worker **out);
+/* A worker for id (canonical) with opts that goes on from payload and
+ * value (NULL: nil) instead of the payload its opts give: init does not
+ * run again. For workers restarted together and workers restored from
+ * the store. */
+int dm__worker_resume(dm__manager *m, const char *id, size_t idlen,
+                      const char *opts, size_t optslen, dm__blob *payload,
+                      dm__blob *value, dm__worker **out);
 /* put and put_new: a worker for id (any encoding) with opts, replacing
  * the one there unless only_new. 0, DM_EBADTERM (bad id), DM_EINVAL (bad
  * opts, described in detail when given) or DM_ENOMEM. */
@@ -417,6 +431,13 @@ void dm__worker_completed(dm__wjob *j, dm__outcome *out);
 void dm__boot(dm__manager *m);
 /* The manager's state becomes state; handle_state_change runs, in order. */
 void dm__state_change(dm__manager *m, int state);
+/* Keeps a request (a gen_server message, versioned) that came while the
+ * manager was starting, to be handed to m->replay once it has started.
+ * 0, DM_ETOOBIG (too many wait already) or DM_ENOMEM. */
+#define DM__HELD_MAX 100000
+int dm__boot_hold(dm__manager *m, const char *msg, size_t len);
+/* Drops what is held (the manager goes away). */
+void dm__boot_free_held(dm__manager *m);
 
 /* ---- supervisor.c ---- */
 /* The completion of every worker job: the outcome decides what happens
@@ -425,8 +446,9 @@ void dm__sup_worker_done(dm__wjob *j, int cancelled);
 /* restart: a clean slate for the intensity counts. */
 void dm__sup_reset(dm__manager *m);
 /* A worker is about to be restarted after a crash. Returns 1 when that
- * is within the manager's intensity; 0 when it is not, in which case every
- * worker was restarted (or the manager went down) instead. */
+ * is within the manager's intensity; 0 when it is not and every other
+ * worker was restarted with its opts and last payload (this one still
+ * restarts); -1 when the manager went down instead. */
 int dm__sup_allow_restart(dm__manager *m);
 /* The process kind of workers (message, exit signals). */
 extern const dm__proc_ops dm__worker_ops;
@@ -442,6 +464,8 @@ int dm__enc_managers(dm__sched *s, ei_x_buff *x);
 /* ---- api.c ---- */
 /* The process kind of managers: Tarearbol's requests. */
 extern const dm__proc_ops dm__manager_ops;
+/* Serves a request that waited for the boot (m->replay). */
+void dm__api_replay(dm__manager *m, const char *msg, size_t len);
 
 /* ---- loader.c ---- */
 /* The behaviour named name in builtins (NULL-terminated), or NULL. */

@@ -1,8 +1,8 @@
 /* The supervisor: what a worker's outcome leads to. A crash restarts the
  * worker per its restart type with its original opts, within the
  * manager's intensity (max_restarts in max_seconds, as OTP supervisors);
- * past it every worker restarts, and past the manager's own intensity it
- * goes down. Exit signals from links are crashes too. Loop thread only. */
+ * past it every worker restarts with its own opts and last payload, and
+ * past the manager's own intensity it goes down. Exit signals from links are crashes too. Loop thread only. */
 #include <string.h>
 
 #include "dm/mgr.h"
@@ -23,23 +23,65 @@ static int over_intensity(dm__manager *m, uint64_t *ring, uint32_t *n) {
 
 void dm__sup_reset(dm__manager *m) { m->nrestarts = m->nescalated = 0; }
 
+/* Every worker restarts with its own opts and the payload and value it
+ * had: put children included, nothing goes back to children_specs, so
+ * an escalation drops no child. */
+static void restart_all(dm__manager *m) {
+  typedef struct {
+    dm__blob *id, *opts, *payload, *value;
+  } saved;
+  size_t n = 0;
+  saved *all = m->count ? dm__calloc(m->count, sizeof *all) : NULL;
+  if (m->count && !all) {
+    DM_ERROR("manager %s: out of memory restarting every worker; they go on", m->name);
+    return;
+  }
+  for (size_t i = 0; i < m->cap && n < m->count; i++) {
+    dm__worker *w = dm__children_at(m, i);
+    if (!w)
+      continue;
+    saved *sv = &all[n++];
+    sv->id = dm__blob_new(dm__worker_id(w), dm__worker_id_len(w));
+    sv->opts = dm__blob_ref(w->opts);
+    sv->payload = dm__blob_ref(w->payload);
+    sv->value = dm__blob_ref(w->value);
+  }
+  dm__workers_stop_all(m, DM__A_SHUTDOWN, DM__ALEN(DM__A_SHUTDOWN));
+  m->spread = 1;
+  for (size_t k = 0; k < n; k++) {
+    saved *sv = &all[k];
+    if (sv->id && dm__worker_resume(m, dm__blob_data(sv->id), dm__blob_len(sv->id),
+                                    dm__blob_data(sv->opts), dm__blob_len(sv->opts),
+                                    sv->payload, sv->value, NULL) == 0)
+      m->st.restarts++;
+    else
+      DM_ERROR("manager %s: a worker could not be restarted (out of memory)", m->name);
+    dm__blob_unref(sv->id);
+    dm__blob_unref(sv->opts);
+    dm__blob_unref(sv->payload);
+    dm__blob_unref(sv->value);
+  }
+  m->spread = 0;
+  dm__free(all);
+}
+
 int dm__sup_allow_restart(dm__manager *m) {
   if (!over_intensity(m, m->restarts_at, &m->nrestarts))
     return 1;
-  /* The worker supervisor gave up: every worker restarts from
-   * children_specs, as Tarearbol's rest_for_one tree does. Past the
-   * manager's own intensity it goes down instead. */
+  /* The worker supervisor gave up: every worker restarts. Past the
+   * manager's own intensity it goes down instead, as DESIGN says. */
   m->nrestarts = 0;
   m->st.escalations++;
-  dm__workers_stop_all(m, DM__A_SHUTDOWN, DM__ALEN(DM__A_SHUTDOWN));
   if (over_intensity(m, m->escalated_at, &m->nescalated)) {
     DM_ERROR("manager %s: restart intensity exceeded again; going down", m->name);
+    dm__workers_stop_all(m, DM__A_SHUTDOWN, DM__ALEN(DM__A_SHUTDOWN));
     dm__state_change(m, DM__DOWN);
-  } else {
-    DM_WARN("manager %s: more than %u restarts in %u s; restarting every worker",
-            m->name, m->max_restarts, m->max_seconds);
-    dm__boot(m);
+    return -1;
   }
+  DM_WARN("manager %s: more than %u restarts in %u s; restarting every worker "
+          "(%zu) with its opts and last payload", m->name, m->max_restarts,
+          m->max_seconds, m->count);
+  restart_all(m);
   return 0;
 }
 
@@ -53,13 +95,18 @@ static void crash(dm__worker *w, const char *reason, size_t len) {
   dm__manager *m = w->m;
   int restart = w->restart == DM__PERMANENT ||
                 (w->restart == DM__TRANSIENT && !is_normal_exit(reason, len));
+  char idtext[160], why[240];
   m->st.crashes++;
-  DM_WARN("manager %s: a worker crashed%s", m->name, restart ? "; restarting it" : "");
+  DM_WARN("manager %s: worker %s crashed: %s%s", m->name,
+          dm__term_print(dm__worker_id(w), dm__worker_id_len(w), idtext, sizeof idtext),
+          dm__term_print(reason, len, why, sizeof why), restart ? "; restarting it" : "");
   /* The stop may free w at once, so the restart works from copies. */
   dm__blob *id = restart ? dm__blob_new(dm__worker_id(w), dm__worker_id_len(w)) : NULL;
   dm__blob *opts = restart ? dm__blob_ref(w->opts) : NULL;
   dm__worker_stop(w, reason, len);
-  if (id && opts && dm__sup_allow_restart(m) &&
+  /* Within intensity, or after every other worker restarted: this one
+   * restarts as a crashed one does, from its opts. */
+  if (id && opts && dm__sup_allow_restart(m) >= 0 &&
       dm__worker_start(m, dm__blob_data(id), dm__blob_len(id), dm__blob_data(opts),
                        dm__blob_len(opts), NULL) == 0)
     m->st.restarts++;

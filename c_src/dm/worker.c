@@ -117,8 +117,11 @@ void dm__worker_cancelled(dm__wjob *j) {
     j->w->flags &= (uint8_t)~DM__W_BUSY;
 }
 
-int dm__worker_start(dm__manager *m, const char *id, size_t idlen,
-                     const char *opts, size_t optslen, dm__worker **out) {
+/* A new worker for id with opts; with `payload` (and `value`, NULL for
+ * nil) it resumes from those and init does not run again. */
+static int start(dm__manager *m, const char *id, size_t idlen, const char *opts,
+                 size_t optslen, dm__blob *payload, dm__blob *value,
+                 dm__worker **out) {
   dm__node *n = m->node;
   dm__child_opts o = m->defaults;
   int r = DM_ENOMEM;
@@ -148,8 +151,13 @@ int dm__worker_start(dm__manager *m, const char *id, size_t idlen,
     dm__blob_unref(m->last_opts);
     m->last_opts = dm__blob_ref(w->opts);
   }
-  w->payload = o.payload ? dm__blob_new(o.payload, o.payload_len) : NULL;
-  if (!w->opts || (o.payload && !w->payload))
+  if (payload) {
+    w->payload = dm__blob_ref(payload);
+    w->value = value ? dm__blob_ref(value) : NULL;
+  } else {
+    w->payload = o.payload ? dm__blob_new(o.payload, o.payload_len) : NULL;
+  }
+  if (!w->opts || (!payload && o.payload && !w->payload))
     goto err;
   w->hash = dm__id_hash(m, id, idlen);
   w->timeout_ms = o.timeout_ms;
@@ -165,11 +173,28 @@ int dm__worker_start(dm__manager *m, const char *id, size_t idlen,
   if (out)
     *out = w;
   first_schedule(w, o.instant_ms);
-  if (m->b->init)
+  if (m->b->init && !payload)
     dm__worker_run(w, DM__JOB_INIT, NULL, 0, NULL, 0); /* the timer waits for init */
   return 0;
 err:
   dm__worker_free(w);
+  return r;
+}
+
+int dm__worker_start(dm__manager *m, const char *id, size_t idlen,
+                     const char *opts, size_t optslen, dm__worker **out) {
+  return start(m, id, idlen, opts, optslen, NULL, NULL, out);
+}
+
+int dm__worker_resume(dm__manager *m, const char *id, size_t idlen,
+                      const char *opts, size_t optslen, dm__blob *payload,
+                      dm__blob *value, dm__worker **out) {
+  static const char nil[] = DM__A_NIL;
+  dm__blob *p = payload ? dm__blob_ref(payload) : dm__blob_new(nil, DM__ALEN(nil));
+  if (!p)
+    return DM_ENOMEM;
+  int r = start(m, id, idlen, opts, optslen, p, value, out);
+  dm__blob_unref(p);
   return r;
 }
 

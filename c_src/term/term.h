@@ -1,6 +1,7 @@
 /* term: external term format read with bounds (walk.c), canonical ids
  * and their hash (canon.c), reference-counted blobs (blob.c), the atoms
- * the node sends, encoded once, and encoders behaviours share (enc.c).
+ * the node sends, encoded once, encoders behaviours share (enc.c) and
+ * bounded printing for log lines (print.c).
  * Depends on base and ei. */
 #ifndef DM_TERM_H
 #define DM_TERM_H
@@ -36,6 +37,11 @@ int dm__term_skip_versioned(const char *buf, size_t len, size_t *idx);
 /* True when the term at buf, of which len bytes are readable, is the atom
  * `name`. */
 int dm__term_is_atom(const char *buf, size_t len, const char *name);
+
+/* The valid term t (len bytes, no version byte) as text for a log line,
+ * into out (cap bytes, cut with "..." when longer); a large or deep term
+ * is named by its size instead. Returns out. */
+const char *dm__term_print(const char *t, size_t len, char *out, size_t cap);
 
 /* ---- canon ---------------------------------------------------------------*/
 /* Canonical encoding of terms: the same Erlang term sent by different peers

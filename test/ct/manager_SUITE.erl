@@ -28,6 +28,7 @@ all() ->
      response_replace_with_new_id_moves_the_worker,
      response_timeout_changes_the_period,
      response_other_is_stored_as_value,
+     response_nil_leaves_the_value_alone,
      response_halt_removes_the_worker,
      timeout_zero_never_performs,
      instant_perform_true_and_integer,
@@ -44,6 +45,8 @@ all() ->
      manager_stats_report_counters_and_lateness,
      bad_manager_specs_exit_nonzero,
      state_is_starting_until_children_specs_are_put,
+     puts_and_dels_while_starting_apply_after_children_specs_in_order,
+     get_while_starting_waits_for_the_boot,
      state_changes_run_in_order_when_starting_is_slow,
      crash_restarts_a_permanent_worker_with_original_opts,
      crash_reason_reaches_linked_processes,
@@ -248,6 +251,18 @@ response_other_is_stored_as_value(Config) ->
     cnode_test:wait_until(fun() -> value(N, <<"o">>) =:= {whatever, [1, 2]} end, 5000),
     ?assertEqual(1, payload(N, <<"o">>)).
 
+%% As in Tarearbol: nil, answered where a value is stored, keeps the one
+%% stored (the caller still gets nil).
+response_nil_leaves_the_value_alone(Config) ->
+    N = ?config(node, Config),
+    ok = call(N, {put, <<"v">>, [{payload, 1}, {timeout, 0}]}),
+    ?assertEqual({ok, 7}, call(N, {synch_call, <<"v">>, {respond, 7}})),
+    ?assertEqual(7, value(N, <<"v">>)),
+    ?assertEqual({ok, nil}, call(N, {synch_call, <<"v">>, {respond, nil}})),
+    ok = call(N, {asynch_call, <<"v">>, {respond, nil}}),
+    ?assertEqual(1, payload(N, <<"v">>)),                % after the cast
+    ?assertEqual(7, value(N, <<"v">>)).
+
 response_halt_removes_the_worker(Config) ->
     N = ?config(node, Config),
     ok = call(N, {put, <<"h">>, [{payload, 1}, {timeout, 0}]}),
@@ -437,6 +452,47 @@ state_is_starting_until_children_specs_are_put(Config) ->
     ?assert(S1 < S2),
     cnode_test:stop(C).
 
+%% Tarearbol serialises a user's put, put_new and del after
+%% children_specs: made while the manager starts (or right after restart),
+%% they apply once it has, in the order they came, so the user's wins.
+puts_and_dels_while_starting_apply_after_children_specs_in_order(Config) ->
+    C = cnode_test:start(undefined, #{dir => ?config(priv_dir, Config),
+                                      args => ["--manager", "slow=counter,children=3,timeout=0,specs_delay_ms=1500"]}),
+    N = cnode_test:node(C),
+    M = {slow, N},
+    ?assertMatch(#{state := starting}, gen_server:call(M, state)),
+    gen_server:cast(M, {put, <<"c2">>, [{payload, 200}, {timeout, 0}]}),
+    gen_server:cast(M, {del, <<"c3">>}),
+    gen_server:cast(M, {put, <<"mine">>, [{payload, 1}, {timeout, 0}]}),
+    gen_server:cast(M, {put, <<"mine">>, [{payload, 2}, {timeout, 0}]}),
+    %% A call waits for the boot too, and answers then.
+    ?assertEqual(ok, gen_server:call(M, {put, <<"c1">>, [{payload, 100}, {timeout, 0}]}, 10000)),
+    ?assertMatch(#{state := started}, gen_server:call(M, state)),
+    Payload = fun(Id) -> {ok, P} = gen_server:call(M, {synch_call, Id, get}), P end,
+    ?assertEqual(100, Payload(<<"c1">>)),
+    ?assertEqual(200, Payload(<<"c2">>)),
+    ?assertEqual(2, Payload(<<"mine">>)),
+    ?assertEqual(#{}, gen_server:call(M, {get, <<"c3">>})),
+    ?assertEqual(3, maps:size(maps:get(children, gen_server:call(M, state)))),
+    %% Right after restart, the same.
+    ok = gen_server:call(M, restart),
+    ?assertEqual(ok, gen_server:call(M, {put, <<"c1">>, [{payload, 5}, {timeout, 0}]}, 10000)),
+    ?assertEqual(5, Payload(<<"c1">>)),
+    cnode_test:stop(C).
+
+get_while_starting_waits_for_the_boot(Config) ->
+    C = cnode_test:start(undefined, #{dir => ?config(priv_dir, Config),
+                                      args => ["--manager", "slow=counter,children=2,timeout=0,specs_delay_ms=1500"]}),
+    N = cnode_test:node(C),
+    M = {slow, N},
+    ?assertMatch(#{state := starting}, gen_server:call(M, state)),
+    ?assertMatch(#{pid := _, opts := [{payload, 0}]}, gen_server:call(M, {get, <<"c1">>}, 10000)),
+    %% Bounded by the caller's timeout: one that gives up first exits.
+    ok = gen_server:call(M, restart),
+    ?assertExit({timeout, _}, gen_server:call(M, {get, <<"c1">>}, 100)),
+    cnode_test:wait_started(M, 10000),
+    cnode_test:stop(C).
+
 %% Two pool threads and a handle_state_change(starting) that takes 500 ms:
 %% `started` (no children, so at once) must still wait for it.
 state_changes_run_in_order_when_starting_is_slow(Config) ->
@@ -512,19 +568,31 @@ intensity_exceeded_restarts_every_worker(Config) ->
     M = fragile,
     cnode_test:wait_started({M, N}, 5000),
     ok = gen_server:call({M, N}, {put, <<"x">>, [{payload, 1}, {timeout, 0}]}),
+    ok = gen_server:call({M, N}, {asynch_call, <<"x">>, {add, 10}}),
+    Payload = fun(Id) -> {ok, P} = gen_server:call({M, N}, {synch_call, Id, get}), P end,
+    cnode_test:wait_until(fun() -> Payload(<<"x">>) =:= 11 end, 5000),
     #{pid := C2} = gen_server:call({M, N}, {get, <<"c2">>}),
+    #{pid := X1} = gen_server:call({M, N}, {get, <<"x">>}),
     crash_once(N, M, <<"c1">>),
     crash_once(N, M, <<"c1">>),
     ?assertMatch(#{pid := C2}, gen_server:call({M, N}, {get, <<"c2">>})),
-    ?assertMatch(#{pid := _}, gen_server:call({M, N}, {get, <<"x">>})),
+    ?assertMatch(#{pid := X1}, gen_server:call({M, N}, {get, <<"x">>})),
     crash_once(N, M, <<"c1">>),
-    %% Third restart in the window: every worker restarts from children_specs.
+    %% Third restart in the window: every worker restarts, the put child
+    %% too, with its opts and the payload it had; children_specs is not
+    %% asked again.
     cnode_test:wait_until(fun() ->
         #{state := S, children := Ch} = gen_server:call({M, N}, state),
-        S =:= started andalso lists:sort(maps:keys(Ch)) =:= [<<"c1">>, <<"c2">>] end, 5000),
+        S =:= started andalso lists:sort(maps:keys(Ch)) =:= [<<"c1">>, <<"c2">>, <<"x">>] end, 5000),
     #{pid := C2b} = gen_server:call({M, N}, {get, <<"c2">>}),
+    #{pid := X2} = gen_server:call({M, N}, {get, <<"x">>}),
     ?assertNotEqual(C2, C2b),
+    ?assertNotEqual(X1, X2),
+    ?assertEqual(11, Payload(<<"x">>)),
     ?assertMatch(#{escalations := 1}, gen_server:call({M, N}, stats)),
+    Log = cnode_test:log(C),
+    ?assertNotEqual(nomatch, binary:match(Log, <<"manager fragile: worker <<\"c1\">> crashed: boom">>)),
+    ?assertEqual(1, length(binary:matches(Log, <<"counter: manager fragile is starting">>))),
     cnode_test:stop(C).
 
 manager_goes_down_past_its_own_intensity(Config) ->

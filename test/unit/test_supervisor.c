@@ -1,7 +1,7 @@
 /* The supervisor, driven with the test as the pool and no sockets: a
  * crash restarts a worker per its restart type with its original opts;
  * more than max_restarts restarts within max_seconds restart every
- * worker from children_specs, and more than max_restarts of those take
+ * worker with its own opts and last payload, and more than max_restarts of those take
  * the manager down; dm__sup_reset starts the counts again. Time is the
  * loop's cached time, which stands still here: every crash falls in the
  * same window unless a test ages the intensity ring. */
@@ -96,8 +96,10 @@ static void a_transient_worker_restarts_only_on_an_abnormal_reason(void **state)
 }
 
 /* max_restarts=2: the third crash within max_seconds is one too many.
- * Every worker stops (c too, which children_specs does not name) and the
- * manager boots again: starting, children_specs, started. */
+ * Every worker restarts with its own opts and the payload it had (c too,
+ * which children_specs does not name, and b with what its perform made
+ * of its payload); the manager does not boot again. The crashed one
+ * restarts as any crashed worker does, from its opts. */
 static void more_than_max_restarts_in_max_seconds_restart_every_worker(void **state) {
   (void)state;
   static const char *const ids[] = {"a", "b"};
@@ -105,9 +107,16 @@ static void more_than_max_restarts_in_max_seconds_restart_every_worker(void **st
   fixture_init(&f, "s=script,max_restarts=2,max_seconds=5");
   script.specs = specs_of(ids, 2);
   dm__manager *m = f.m;
-  assert_int_equal(put(m, "a", "[]"), 0);
-  assert_int_equal(put(m, "b", "[]"), 0);
+  assert_int_equal(put(m, "a", "[{payload, 1}]"), 0);
+  assert_int_equal(put(m, "b", "[{payload, 10}, {timeout, 700}]"), 0);
   assert_int_equal(put(m, "c", "[]"), 0);
+  script.perform = T("{ok, 11}");
+  perform_now(find(m, "b"));
+  pool_run_all(m->pool);
+  script.perform = T("{{timeout, 300}, 5}");
+  perform_now(find(m, "a"));
+  pool_run_all(m->pool);
+  uint32_t bkey = find(m, "b")->proc.key;
   crash(&f, "a", "boom");
   crash(&f, "a", "boom");
   assert_int_equal(m->st.restarts, 2);
@@ -115,24 +124,30 @@ static void more_than_max_restarts_in_max_seconds_restart_every_worker(void **st
   script.nlog = 0;
   crash(&f, "a", "boom");
   assert_int_equal(m->st.escalations, 1);
-  assert_int_equal(m->st.restarts, 2); /* a was not restarted on its own */
+  assert_int_equal(m->st.restarts, 5); /* b and c together, then a */
   assert_int_equal(m->st.crashes, 3);
   assert_int_equal(m->state, DM__STARTED);
-  assert_non_null(find(m, "a"));
-  assert_non_null(find(m, "b"));
-  assert_null(find(m, "c"));
-  assert_int_equal(m->count, 2);
-  /* The perform that crashed, terminate for each of the three, then the
-   * boot, in order. */
+  assert_int_equal(m->count, 3);
+  dm__worker *a = find(m, "a"), *b = find(m, "b"), *c = find(m, "c");
+  assert_non_null(a);
+  assert_non_null(b);
+  assert_non_null(c);
+  assert_true(b->proc.key != bkey);
+  assert_blob(b->payload, "11");
+  assert_int_equal(b->timeout_ms, 700);
+  assert_blob(a->payload, "1");
+  assert_true(dm__timer_armed(&b->timer));
+  /* The perform that crashed, then terminate for each of the three; no
+   * boot, no children_specs. */
   assert_logged(0, DM__JOB_PERFORM, "a", NULL);
-  size_t i = script.nlog - 3;
-  assert_logged(i, DM__JOB_STATE_CHANGE, NULL, "starting");
-  assert_logged(i + 1, DM__JOB_SPECS, NULL, NULL);
-  assert_logged(i + 2, DM__JOB_STATE_CHANGE, NULL, "started");
   size_t terminates = 0;
-  for (size_t k = 1; k < i; k++)
+  for (size_t k = 0; k < script.nlog; k++) {
     terminates += script.log[k].kind == DM__JOB_TERMINATE;
+    assert_int_not_equal(script.log[k].kind, DM__JOB_SPECS);
+    assert_int_not_equal(script.log[k].kind, DM__JOB_STATE_CHANGE);
+  }
   assert_int_equal(terminates, 3);
+  assert_int_equal(f.s.workers.live, 3);
   fixture_free(&f);
 }
 

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
@@ -205,9 +206,49 @@ static void reserve_makes_room_once_and_keeps_the_bytes(void **state) {
   ei_x_free(&x);
 }
 
+/* Printed as Erlang writes them, for log lines, and bounded. */
+static const char *printed(const char *fmt, char *out, size_t cap) {
+  ei_x_buff x;
+  assert_int_equal(ei_x_new(&x), 0);
+  assert_int_equal(ei_x_format_wo_ver(&x, fmt), 0);
+  static char keep[4096];
+  const char *r = dm__term_print(x.buff, (size_t)x.index, out, cap);
+  snprintf(keep, sizeof keep, "%s", r);
+  ei_x_free(&x);
+  return keep;
+}
+
+static void terms_print_as_erlang_writes_them_and_bounded(void **state) {
+  char out[64];
+  (void)state;
+  assert_string_equal(printed("{bad, thing}", out, sizeof out), "{bad, thing}");
+  assert_string_equal(printed("[1, -2, ok]", out, sizeof out), "[1, -2, ok]");
+  assert_string_equal(printed("\"abc\"", out, sizeof out), "\"abc\"");
+  /* Binaries: printable as text, else as bytes. */
+  const char bin_c1[] = "\x6d\x00\x00\x00\x02" "c1";
+  assert_string_equal(dm__term_print(bin_c1, sizeof bin_c1 - 1, out, sizeof out), "<<\"c1\">>");
+  const char bin_raw[] = "\x6d\x00\x00\x00\x02\x01\x02";
+  assert_string_equal(dm__term_print(bin_raw, sizeof bin_raw - 1, out, sizeof out), "<<1,2>>");
+  /* Cut to the buffer, with a mark. */
+  char small[12];
+  const char *r = printed("{aaaaaaaaaa, bbbbbbbbbb}", small, sizeof small);
+  assert_int_equal(strlen(r), sizeof small - 1);
+  assert_string_equal(r + sizeof small - 4, "...");
+  /* A large term is named by its size, not walked. */
+  static char big[8000];
+  big[0] = 0x6d;
+  big[1] = 0;
+  big[2] = 0;
+  big[3] = (char)((sizeof big - 5) >> 8);
+  big[4] = (char)((sizeof big - 5) & 0xff);
+  memset(big + 5, 'x', sizeof big - 5);
+  assert_string_equal(dm__term_print(big, sizeof big, out, sizeof out), "<a term of 8000 bytes>");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(reserve_makes_room_once_and_keeps_the_bytes),
+      cmocka_unit_test(terms_print_as_erlang_writes_them_and_bounded),
       cmocka_unit_test(every_kind_of_term_walks),
       cmocka_unit_test(improper_list_walks),
       cmocka_unit_test(deep_nesting_needs_no_stack),
