@@ -277,6 +277,10 @@ struct dm__dist {
   dm__hs *hs_head, *hs_tail; /* pending handshakes, oldest first */
   size_t nhs;
   uv_timer_t hs_timer; /* the oldest pending handshake's deadline */
+  /* Where the handshake's challenges come from: getrandom, set by
+   * dm__dist_init. Only a fuzz target replaces it, with a fixed one, so
+   * that its inputs can carry a correct digest. 0 or a negative error. */
+  int (*challenge)(uint32_t *out);
 
   dm__conn **conns;
   size_t nconns, capconns;

@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -243,7 +242,7 @@ static int on_name(dm__hs *h, const unsigned char *m, size_t len) {
         return refuse_flags(h, flags);
   }
   uint32_t ch;
-  if (getrandom(&ch, sizeof ch, 0) != (ssize_t)sizeof ch) {
+  if (d->challenge(&ch) != 0) {
     fail(h, 0, "no random challenge (getrandom failed)");
     return -1;
   }
