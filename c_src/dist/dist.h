@@ -202,7 +202,8 @@ typedef struct {
 /* Counters of the distribution layer, shown by `stats`; the loop thread
  * writes them. connections_accepted counts completed handshakes and
  * handshake_failures every one that did not complete (failed, timed out
- * or dropped); handshakes_pending is a gauge. */
+ * or dropped); handshakes_pending is a gauge. accept_backoffs counts the
+ * pauses in accepting for want of a file descriptor. */
 #define DM__DIST_STATS_MAP(X)                                                  \
   X(connections_accepted)                                                      \
   X(handshake_failures)                                                        \
@@ -222,7 +223,8 @@ typedef struct {
   X(oversized_packets)                                                         \
   X(peers_timed_out)                                                           \
   X(outbuf_overflows)                                                          \
-  X(epmd_registrations)
+  X(epmd_registrations)                                                        \
+  X(accept_backoffs)
 
 typedef struct {
 #define DM__STATS_FIELD(name) uint64_t name;
@@ -272,6 +274,8 @@ struct dm__dist {
   uv_timer_t lowat_timer; /* runs while a peer's low-water mark is up */
   uv_poll_t listen_poll;  /* the listen socket, readable: accept */
   int listening;          /* listen_poll is initialised */
+  uv_timer_t accept_timer;    /* out of descriptors: when to accept again */
+  unsigned accept_backoff_ms; /* the pause in force; 0 while accepting */
   int stopping;
 
   dm__hs *hs_head, *hs_tail; /* pending handshakes, oldest first */
