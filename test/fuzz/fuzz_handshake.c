@@ -13,8 +13,9 @@
  * carry the right digest and get past the challenge_reply;
  * make_hs_seeds.erl writes seeds that do. After every input the target
  * checks that the handshake ended, once: completed or counted as failed,
- * and not left pending once its peer is gone. FUZZ_LOG=1 in the
- * environment turns the node's log on, to see what an input did. */
+ * not left pending once its peer is gone, and its socket closed.
+ * FUZZ_LOG=1 in the environment turns the node's log on, to see what an
+ * input did. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -74,7 +75,8 @@ static int node_up(void) {
     r = dm__services_init(&node);
   }
   if (r) {
-    fprintf(stderr, "fuzz_handshake: cannot build the node: %s\n", dm_strerror(r));
+    fprintf(stderr, "fuzz_handshake: cannot build the node: %s\n",
+            dm_strerror(r));
     return -1;
   }
   dm__node_serve(&node);
@@ -155,9 +157,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     spin(sv[1]);
   if (d->nhs || d->stats.handshakes_pending || ended(d) != before + 1)
     __builtin_trap(); /* a handshake outlived its peer, or ended twice */
+  if (d->stats.connections_accepted != d->stats.handshakes_completed)
+    __builtin_trap();
   close(sv[1]);
   for (int i = 0; i < MAX_SPINS && d->nconns > conns; i++)
     uv_run(&loop, UV_RUN_NOWAIT);
   uv_run(&loop, UV_RUN_NOWAIT); /* the handshake's or connection's close */
+  /* Nothing opened a descriptor since: one still open is the node's end,
+   * leaked. */
+  if (fcntl(sv[0], F_GETFD) != -1)
+    __builtin_trap();
   return 0;
 }
