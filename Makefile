@@ -75,14 +75,17 @@ bench: deps
 # The fuzzers (not part of test): FUZZ_SECONDS of libFuzzer for each of
 # FUZZ_TARGETS, each on a copy of its seed corpus: fuzz_packet (the
 # decoders) on test/fuzz/corpus, fuzz_node (the whole node behind a fake
-# connection) on test/fuzz/corpus_node. Findings go to _build/fuzz/TARGET/.
+# connection) on test/fuzz/corpus_node, fuzz_handshake (the accepting
+# handshake, then the connection) on test/fuzz/corpus_hs. Findings go to
+# _build/fuzz/TARGET/.
 FUZZ_SECONDS ?= 600
-FUZZ_TARGETS ?= fuzz_packet fuzz_node
+FUZZ_TARGETS ?= fuzz_packet fuzz_node fuzz_handshake
 fuzz: deps
 	$(MAKE) -C c_src fuzz
 	set -e; for t in $(FUZZ_TARGETS); do \
 	  case $$t in fuzz_packet) seeds=test/fuzz/corpus ;; \
 	    fuzz_node) seeds=test/fuzz/corpus_node ;; \
+	    fuzz_handshake) seeds=test/fuzz/corpus_hs ;; \
 	    *) echo "make fuzz: unknown target $$t"; exit 2 ;; esac; \
 	  mkdir -p _build/fuzz/$$t/corpus && cp $$seeds/* _build/fuzz/$$t/corpus/; \
 	  c_src/_build/$$t -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 \

@@ -38,7 +38,7 @@ static int refuse(dm__hs *h, const char *st, const char *why) {
 
 static int send_challenge(dm__hs *h) {
   unsigned char c[DM__HS_MAX_MSG + 4];
-  if (dm__hs_challenge(&h->challenge)) {
+  if (dm__hs_challenge(h->dist, &h->challenge)) {
     dm__hs_fail(h, 0, "no random challenge (getrandom failed)");
     return -1;
   }

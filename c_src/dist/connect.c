@@ -143,7 +143,7 @@ static int on_challenge(dm__hs *h, const unsigned char *m, size_t len) {
     dm__hs_fail(h, 0, why);
     return -1;
   }
-  if (dm__hs_challenge(&h->challenge)) {
+  if (dm__hs_challenge(h->dist, &h->challenge)) {
     dm__hs_fail(h, 0, "no random challenge (getrandom failed)");
     return -1;
   }

@@ -221,7 +221,8 @@ typedef struct {
  * not complete (failed, timed out or dropped); handshakes_pending is a
  * gauge. Packets for a node being connected to wait (connect_queued) and
  * are dropped when the connection fails or their queue is full
- * (connect_dropped). */
+ * (connect_dropped). accept_backoffs counts the pauses in accepting for
+ * want of a file descriptor. */
 #define DM__DIST_STATS_MAP(X)                                                  \
   X(connections_accepted)                                                      \
   X(connections_initiated)                                                     \
@@ -245,7 +246,8 @@ typedef struct {
   X(oversized_packets)                                                         \
   X(peers_timed_out)                                                           \
   X(outbuf_overflows)                                                          \
-  X(epmd_registrations)
+  X(epmd_registrations)                                                        \
+  X(accept_backoffs)
 
 typedef struct {
 #define DM__STATS_FIELD(name) uint64_t name;
@@ -295,6 +297,8 @@ struct dm__dist {
   uv_timer_t lowat_timer; /* runs while a peer's low-water mark is up */
   uv_poll_t listen_poll;  /* the listen socket, readable: accept */
   int listening;          /* listen_poll is initialised */
+  uv_timer_t accept_timer;    /* out of descriptors: when to accept again */
+  unsigned accept_backoff_ms; /* the pause in force; 0 while accepting */
   int stopping;
 
   dm__hs *hs_head, *hs_tail; /* pending handshakes, oldest first */
@@ -302,6 +306,10 @@ struct dm__dist {
   size_t nhs_accepting;      /* of them, accepted ones (the bounded ones) */
   uint16_t epmd_port;        /* $ERL_EPMD_PORT or 4369 */
   uv_timer_t hs_timer; /* the oldest pending handshake's deadline */
+  /* Where the handshake's challenges come from: getrandom, set by
+   * dm__dist_init. Only a fuzz target replaces it, with a fixed one, so
+   * that its inputs can carry a correct digest. 0 or a negative error. */
+  int (*challenge)(uint32_t *out);
 
   dm__conn **conns;
   size_t nconns, capconns;
@@ -439,8 +447,9 @@ void dm__hs_complete(dm__hs *h);
 /* MD5(cookie ++ decimal challenge), the digest both sides prove the
  * cookie with. */
 void dm__hs_digest(dm__dist *d, uint32_t challenge, unsigned char out[16]);
-/* A fresh random challenge. 0 or -1. */
-int dm__hs_challenge(uint32_t *out);
+/* A fresh challenge (d->challenge: random, or fixed for the fuzz
+ * target). 0 or -1. */
+int dm__hs_challenge(dm__dist *d, uint32_t *out);
 /* The flags this node advertises, and a check of the peer's: 0, or -1
  * with the missing mandatory ones named in `names`. */
 uint64_t dm__hs_our_flags(void);

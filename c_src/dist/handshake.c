@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -110,8 +109,8 @@ void dm__hs_digest(dm__dist *d, uint32_t challenge, unsigned char out[16]) {
   memset(buf, 0, sizeof buf);
 }
 
-int dm__hs_challenge(uint32_t *out) {
-  return getrandom(out, sizeof *out, 0) == (ssize_t)sizeof *out ? 0 : -1;
+int dm__hs_challenge(dm__dist *d, uint32_t *out) {
+  return d->challenge(out) == 0 ? 0 : -1;
 }
 
 /* ---- the pending list ------------------------------------------------------ */

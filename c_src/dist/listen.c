@@ -24,11 +24,46 @@
  * the dropped ones came back a second later (W5); the kernel caps this
  * at net.core.somaxconn. */
 #define LISTEN_BACKLOG 1024
+/* Out of descriptors, accepting pauses this long, twice as long after a
+ * retry that could take no connection, up to the most (see back_off). */
+#define ACCEPT_BACKOFF_MS 100
+#define ACCEPT_BACKOFF_MAX_MS 1000
 
 /* ---- accepting ------------------------------------------------------------ */
 
+static void on_listen_readable(uv_poll_t *p, int status, int events);
+
+static void on_accept_retry(uv_timer_t *t) {
+  dm__dist *d = t->data;
+  if (!d->stopping)
+    uv_poll_start(&d->listen_poll, UV_READABLE, on_listen_readable);
+}
+
+/* accept failed for want of a descriptor (or of kernel memory). The
+ * connection stays in the backlog and the listen socket readable: polling
+ * it would spin the loop until a descriptor is freed. It is left alone
+ * for a while instead: ACCEPT_BACKOFF_MS again after a wakeup that took
+ * some connections, twice the last pause after one that took none. Only
+ * the first pause of a run is logged, and its end: the first wakeup that
+ * takes all that waits, or a whole batch, without running out. */
+static void back_off(dm__dist *d, int err, int took) {
+  if (!d->accept_backoff_ms) {
+    DM_WARN("accept: %s; pausing accepting, retrying every %d to %d ms",
+            strerror(err), ACCEPT_BACKOFF_MS, ACCEPT_BACKOFF_MAX_MS);
+    d->accept_backoff_ms = ACCEPT_BACKOFF_MS;
+  } else if (took) {
+    d->accept_backoff_ms = ACCEPT_BACKOFF_MS;
+  } else if ((d->accept_backoff_ms *= 2) > ACCEPT_BACKOFF_MAX_MS) {
+    d->accept_backoff_ms = ACCEPT_BACKOFF_MAX_MS;
+  }
+  d->stats.accept_backoffs++;
+  uv_poll_stop(&d->listen_poll);
+  uv_timer_start(&d->accept_timer, on_accept_retry, d->accept_backoff_ms, 0);
+}
+
 static void on_listen_readable(uv_poll_t *p, int status, int events) {
   dm__dist *d = p->data;
+  int took = 0;
   (void)events;
   if (status < 0) {
     DM_WARN("listen socket: %s", uv_strerror(status));
@@ -39,15 +74,26 @@ static void on_listen_readable(uv_poll_t *p, int status, int events) {
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED)
         continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK)
-        DM_WARN("accept: %s", strerror(errno));
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+          errno == ENOMEM) {
+        back_off(d, errno, took);
+        return;
+      }
+      if (errno == EAGAIN || errno == EWOULDBLOCK)
+        break;
+      DM_WARN("accept: %s", strerror(errno));
       return;
     }
+    took++;
     /* As ei_accept did: no Nagle delay, and dead peers found out. */
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
     dm__hs_begin(d, fd);
+  }
+  if (d->accept_backoff_ms && !d->stopping) {
+    DM_INFO("accepting again");
+    d->accept_backoff_ms = 0;
   }
 }
 
@@ -177,6 +223,8 @@ int dm__listen_init(dm__dist *d) {
   d->listening = 1;
   uv_timer_init(d->loop, &d->publish_timer);
   d->publish_timer.data = d;
+  uv_timer_init(d->loop, &d->accept_timer);
+  d->accept_timer.data = d;
   dm__hs_init(d);
   return 0;
 }
@@ -201,6 +249,7 @@ void dm__listen_stop(dm__dist *d) {
   }
   uv_close((uv_handle_t *)&d->listen_poll, NULL);
   uv_close((uv_handle_t *)&d->publish_timer, NULL);
+  uv_close((uv_handle_t *)&d->accept_timer, NULL);
   dm__hs_stop(d);
 }
 

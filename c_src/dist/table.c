@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/time.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -165,6 +166,12 @@ static unsigned new_creation(void) {
   return c < 4 ? c + 4 : c;
 }
 
+/* The handshake's challenges, d->challenge unless a test fixes them: a
+ * peer that could guess one could replay a digest it once saw. */
+static int random_challenge(uint32_t *out) {
+  return getrandom(out, sizeof *out, 0) == (ssize_t)sizeof *out ? 0 : DM_EIO;
+}
+
 /* Read coalescing lowers a socket's SO_RCVLOWAT to release what a quiet
  * peer sent; only since Linux 4.18 does that wake a waiting poll. */
 static int lowat_wakes_poll(void) {
@@ -189,6 +196,7 @@ int dm__dist_init(dm__dist *d, uv_loop_t *loop, const dm__config *cfg,
   const char *ep = getenv("ERL_EPMD_PORT");
   long epmd_port = ep && *ep ? strtol(ep, NULL, 10) : 4369;
   d->epmd_port = (uint16_t)(epmd_port > 0 && epmd_port < 65536 ? epmd_port : 4369);
+  d->challenge = random_challenge;
   if (d->cfg.read_coalescing && !lowat_wakes_poll()) {
     DM_INFO("kernel before Linux 4.18: read coalescing is off");
     d->cfg.read_coalescing = 0;

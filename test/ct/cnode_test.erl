@@ -43,7 +43,7 @@ unique(Prefix) ->
 
 %% @doc Starts the binary and waits for READY. Opts: name (short name, made
 %% unique by default), args (extra argv), cookie, env (extra environment),
-%% dir (where the stderr log goes).
+%% dir (where the stderr log goes), nofile (its limit of open files).
 -spec start(string() | undefined, map()) -> map().
 start(Name0, Opts) ->
     Name = case Name0 of undefined -> unique("cnode"); _ -> Name0 end,
@@ -58,7 +58,11 @@ start(Name0, Opts) ->
     Self = self(),
     %% Linked: if the test process dies, the owner and its port go, the
     %% node sees its stdin close and stops. No node outlives its test.
-    Owner = spawn_link(fun() -> owner(Self, Args, Env) end),
+    Limit = case maps:get(nofile, Opts, undefined) of
+                undefined -> "";
+                NoFile -> "ulimit -n " ++ integer_to_list(NoFile) ++ " && "
+            end,
+    Owner = spawn_link(fun() -> owner(Self, Limit, Args, Env) end),
     receive
         {Owner, ready, Node, OsPid} ->
             #{owner => Owner, node => Node, os_pid => OsPid, log => Log, name => Name};
@@ -70,9 +74,9 @@ start(Name0, Opts) ->
     end.
 
 %% The port's owner lives apart from test-case processes, which come and go.
-owner(Parent, Args, Env) ->
+owner(Parent, Limit, Args, Env) ->
     Port = open_port({spawn_executable, "/bin/sh"},
-                     [{args, ["-c", "exec \"$0\" \"$@\" 2>>\"$CNODE_LOG\"", bin() | Args]},
+                     [{args, ["-c", Limit ++ "exec \"$0\" \"$@\" 2>>\"$CNODE_LOG\"", bin() | Args]},
                       {env, Env}, exit_status, {line, 4096}, binary, use_stdio]),
     {os_pid, OsPid} = erlang:port_info(Port, os_pid),
     receive

@@ -23,7 +23,12 @@ all() ->
      stalled_handshakes_do_not_hold_up_real_peers,
      past_max_pending_handshakes_the_oldest_is_dropped,
      a_silent_handshake_times_out_and_is_counted,
-     a_peer_lacking_a_mandatory_flag_is_refused_and_the_flag_logged].
+     a_peer_lacking_a_mandatory_flag_is_refused_and_the_flag_logged,
+     out_of_file_descriptors_accepting_backs_off_and_resumes].
+
+%% The open files the node may have in out_of_file_descriptors_...: about
+%% a dozen are its own (stdio, the loop, the listen and epmd sockets).
+-define(NOFILE, 32).
 
 %% This node talks to the C node through raw connections or short-lived
 %% calls; its own 60 s tick would outlive the C node's 4 s one.
@@ -34,6 +39,13 @@ init_per_testcase(stalled_handshakes_do_not_hold_up_real_peers, Config) ->
 init_per_testcase(past_max_pending_handshakes_the_oldest_is_dropped, Config) ->
     cnode_test:init_case(Config, ["--handshake-timeout", "60000",
                                   "--max-pending-handshakes", "5"]);
+init_per_testcase(out_of_file_descriptors_accepting_backs_off_and_resumes, Config) ->
+    %% Held connections stay pending handshakes; this node's own
+    %% connection ticks at the default 60 s, like the node's.
+    #{node := N} = C = cnode_test:start(undefined, #{dir => ?config(priv_dir, Config),
+                                                     args => ["--handshake-timeout", "60000"],
+                                                     nofile => ?NOFILE}),
+    [{cnode, C}, {node, N} | Config];
 init_per_testcase(_Case, Config) ->
     cnode_test:init_case(Config, ["--max-packet", "65536",
                                   "--handshake-timeout", "1000",
@@ -332,4 +344,54 @@ a_peer_lacking_a_mandatory_flag_is_refused_and_the_flag_logged(Config) ->
     %% The shorthand alone stands for every mandatory flag.
     {ok, S} = raw_dist:connect(N, erlang:get_cookie(), #{flags => Flags bor Digest}),
     raw_dist:close(S),
+    assert_serving(N).
+
+%% ---------------------------------------------------------------------------
+%% Out of file descriptors.
+
+%% CPU time (user and system) of an OS process, in ms.
+cpu_ms(OsPid) ->
+    {ok, Stat} = file:read_file("/proc/" ++ integer_to_list(OsPid) ++ "/stat"),
+    [_, AfterName] = binary:split(Stat, <<") ">>),
+    %% Fields 14 and 15 of stat(5); the name, field 2, is cut off above.
+    Fields = binary:split(AfterName, <<" ">>, [global]),
+    Ticks = binary_to_integer(lists:nth(12, Fields)) + binary_to_integer(lists:nth(13, Fields)),
+    Hz = list_to_integer(string:trim(os:cmd("getconf CLK_TCK"))),
+    Ticks * 1000 div Hz.
+
+backoffs(N) -> maps:get(accept_backoffs, cnode_test:stats(N)).
+
+occurrences(Log, Pattern) -> length(binary:matches(Log, Pattern)).
+
+%% More connections than the node has descriptors for: accept fails with
+%% EMFILE while the listen socket stays readable. The node stops watching
+%% it and tries again after a pause, longer each time, instead of spinning;
+%% it logs the first failure only and keeps serving the connection it has.
+%% Once the held connections are closed, new peers connect again.
+out_of_file_descriptors_accepting_backs_off_and_resumes(Config) ->
+    N = ?config(node, Config),
+    #{os_pid := OsPid} = C = ?config(cnode, Config),
+    %% This node's own connection, made while descriptors are left.
+    ?assertEqual(0, backoffs(N)),
+    Held = [silent(N) || _ <- lists:seq(1, ?NOFILE + 8)],
+    cnode_test:wait_until(fun() -> backoffs(N) >= 1 end, 10000),
+    {Cpu0, T0} = {cpu_ms(OsPid), erlang:monotonic_time(millisecond)},
+    %% Pauses of 100, 200, 400 and 800 ms: the fifth starts 1.5 s later,
+    %% where a node that spins would count thousands.
+    B = cnode_test:wait_until(fun() -> B = backoffs(N), B >= 5 andalso {true, B} end, 10000),
+    {Cpu1, T1} = {cpu_ms(OsPid), erlang:monotonic_time(millisecond)},
+    ct:pal("backing off: ~b pauses, ~b ms of CPU in ~b ms", [B, Cpu1 - Cpu0, T1 - T0]),
+    ?assert(B < 8, {too_many_pauses, B}),
+    ?assert(Cpu1 - Cpu0 < (T1 - T0) div 2, {spinning, Cpu1 - Cpu0, T1 - T0}),
+    ?assertEqual(1, occurrences(cnode_test:log(C), <<"pausing accepting">>)),
+    ?assertMatch(#{node := N}, cnode_test:call(N, info)),
+    [gen_tcp:close(S) || S <- Held],
+    cnode_test:wait_until(
+      fun() ->
+              case raw_dist:connect(N, erlang:get_cookie(), #{timeout => 2000}) of
+                  {ok, S} -> raw_dist:close(S), true;
+                  Error -> Error
+              end
+      end, 10000),
+    ?assertEqual(1, occurrences(cnode_test:log(C), <<"accepting again">>)),
     assert_serving(N).
