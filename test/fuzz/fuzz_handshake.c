@@ -1,7 +1,11 @@
-/* libFuzzer target: the accepting side of the distribution handshake.
- * Each input is the byte stream of one would-be peer: its send_name and
+/* libFuzzer target: both sides of the distribution handshake. Each input
+ * is the byte stream of one would-be peer: its send_name and
  * challenge_reply, each with a 2-byte length, and whatever follows them,
- * which after a completed handshake is the connection's. A node is built
+ * which after a completed handshake is the connection's. An input whose
+ * first byte has its top bit set (no length prefix of the accepting side
+ * does) plays the accepting peer instead, to the node connecting out as
+ * FUZZ_PEER: that byte dropped, the rest is its status, challenge and
+ * challenge_ack. A node is built
  * as fuzz_node builds it, without listening, epmd or managers (its
  * services answer what a connected peer sends); one end of a fresh
  * socketpair goes to dm__hs_begin as an accepted socket would, the input
@@ -38,6 +42,7 @@
 #define COOKIE "fuzzcookie"
 #define FUZZ_CHALLENGE 0x5eed1234u
 #define CREATION 1234
+#define FUZZ_PEER "fuzzpeer@localhost"
 /* Interned peer names pile up (each input may name a new peer): the node
  * is rebuilt every REBUILD_EVERY inputs. */
 #define REBUILD_EVERY 2000
@@ -136,7 +141,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   fcntl(sv[1], F_SETFL, fcntl(sv[1], F_GETFL) | O_NONBLOCK);
   uint64_t before = ended(d);
   size_t conns = d->nconns;
-  if (dm__hs_begin(d, sv[0]) != 0) {
+  int connecting = size && (data[0] & 0x80);
+  if (connecting) {
+    data++;
+    size--;
+  }
+  if ((connecting ? dm__hs_connect_socket(d, sv[0], FUZZ_PEER) : dm__hs_begin(d, sv[0])) != 0) {
     close(sv[1]);
     return 0;
   }
@@ -155,9 +165,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   shutdown(sv[1], SHUT_WR);
   for (int i = 0; i < MAX_SPINS && (d->nhs || d->nconns > conns); i++)
     spin(sv[1]);
+  /* Told nok, a connect waits for the peer's own connection until its
+   * deadline, by design: ended here instead of waiting. */
+  if (connecting && d->hs_head && d->hs_head->waiting && !d->hs_head->next)
+    dm__hs_fail(d->hs_head, 0, "fuzz: no incoming connection will come");
   if (d->nhs || d->stats.handshakes_pending || ended(d) != before + 1)
     __builtin_trap(); /* a handshake outlived its peer, or ended twice */
-  if (d->stats.connections_accepted != d->stats.handshakes_completed)
+  if (d->stats.connections_accepted + d->stats.connections_initiated !=
+      d->stats.handshakes_completed)
     __builtin_trap();
   close(sv[1]);
   for (int i = 0; i < MAX_SPINS && d->nconns > conns; i++)
