@@ -29,18 +29,19 @@
 #define F_MANDATORY_25_DIGEST 0x04000000ull
 #define F_V4_NC (0x04ull << 32)
 
-/* What the node serves: what ei advertised (its OTP 25 set). Not the
- * atom cache, fragments, spawn or aliases: the node cannot decode or
- * serve them. Not yet DIST_MONITOR_NAME either, though the node keeps
- * and fires monitors: with it BEAM sends MONITOR_P (erlang:monitor/2
- * works), but a busy hidden peer then never ticks, which
- * node_SUITE:silent_peer_is_dropped_after_net_ticktime asserts it does. */
+/* What the node serves: ei's OTP 25 set, plus DIST_MONITOR_NAME (BEAM
+ * then sends MONITOR_P for erlang:monitor/2 by pid and by name, which the
+ * node keeps and fires) and ALIAS (replies to an OTP 24+ call go to the
+ * caller's alias, so a late one is dropped). Not the atom cache,
+ * fragments or spawn: the node cannot decode or serve them. */
+#define F_DIST_MONITOR_NAME 0x20ull
+#define F_ALIAS (0x08ull << 32)
 #define OUR_FLAGS                                                              \
-  (F_EXTENDED_REFERENCES | F_DIST_MONITOR | F_FUN_TAGS |                       \
-   F_NEW_FUN_TAGS | F_EXTENDED_PIDS_PORTS | F_EXPORT_PTR_TAG |                 \
+  (F_EXTENDED_REFERENCES | F_DIST_MONITOR | F_DIST_MONITOR_NAME |             \
+   F_FUN_TAGS | F_NEW_FUN_TAGS | F_EXTENDED_PIDS_PORTS | F_EXPORT_PTR_TAG |    \
    F_BIT_BINARIES | F_NEW_FLOATS | F_SMALL_ATOM_TAGS | F_UTF8_ATOMS |          \
    F_MAP_TAG | F_BIG_CREATION | F_HANDSHAKE_23 | F_UNLINK_ID |                 \
-   F_MANDATORY_25_DIGEST | F_V4_NC)
+   F_MANDATORY_25_DIGEST | F_V4_NC | F_ALIAS)
 
 /* What OTP 25 requires of a peer; MANDATORY_25_DIGEST stands for all. */
 static const struct {
