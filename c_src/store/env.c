@@ -8,11 +8,13 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <lmdb.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "dm.h"
 
@@ -218,8 +220,12 @@ int dm__store_env_open(dm__store_env *e, const char *path, const char *name,
     return DM_EINVAL;
   }
   MDB_stat es;
+  MDB_envinfo info;
   mdb_env_stat(e->env, &es);
   e->psize = es.ms_psize;
+  /* LMDB raises a map smaller than the data to fit it. */
+  if (mdb_env_info(e->env, &info) == 0)
+    e->map_size = info.me_mapsize;
   if (exists) {
     /* Pages past the end of the file would fault when read: the file must
      * hold every page its header counts. */
@@ -244,7 +250,17 @@ int dm__store_env_open(dm__store_env *e, const char *path, const char *name,
     fail_env(e);
     return rc;
   }
+  /* The new files' names must survive a power loss as their data does. */
+  dm__store_sync_dir(path);
   return 0;
+}
+
+void dm__store_sync_dir(const char *path) {
+  int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0 || fsync(fd) != 0)
+    DM_WARN("store %s: cannot sync the directory: %s", path, strerror(errno));
+  if (fd >= 0)
+    close(fd);
 }
 
 void dm__store_env_close(dm__store_env *e) {
@@ -264,9 +280,10 @@ int dm__store_env_grow(dm__store_env *e) {
     return MDB_MAP_FULL;
   size_t m = e->map_size > e->map_max / 2 ? e->map_max : e->map_size * 2;
   int rc = mdb_env_set_mapsize(e->env, m);
+  MDB_envinfo info;
   if (rc)
     return rc;
-  e->map_size = m;
+  e->map_size = mdb_env_info(e->env, &info) == 0 ? info.me_mapsize : m;
   return 0;
 }
 

@@ -146,6 +146,8 @@ static void apply_group(dm__store *s, dm__store_batch *g, size_t n) {
   settle(s, g, NULL, n, n == 1);
   if (!g->rc || n == 1)
     return;
+  DM_INFO("store %s: a commit of %zu batches failed (%s); trying each alone",
+          s->path, n, g->why);
   for (dm__store_batch *b = g; b; b = b->next)
     settle(s, b, b->next, 1, 1);
 }
@@ -233,9 +235,21 @@ static int bad_name(const char *name) {
          !strcmp(name, "..");
 }
 
+/* Creates the directory p when missing, durably: its parent is synced. */
 static int make_dir(const char *p, char *err, size_t errlen) {
   struct stat st;
-  if (mkdir(p, 0700) != 0 && errno != EEXIST) {
+  if (mkdir(p, 0700) == 0) {
+    char parent[PATH_MAX];
+    snprintf(parent, sizeof parent, "%s", p);
+    char *slash = strrchr(parent, '/');
+    if (slash == parent)
+      slash[1] = '\0';
+    else if (slash)
+      *slash = '\0';
+    else
+      strcpy(parent, ".");
+    dm__store_sync_dir(parent);
+  } else if (errno != EEXIST) {
     snprintf(err, errlen, "state dir %s: cannot create it: %s", p,
              strerror(errno));
     return DM_EIO;

@@ -190,6 +190,9 @@ uint64_t dm__store_env_used(const dm__store_env *e);
 /* Doubles the map, up to map_max. No transaction of this process may be
  * open. 0, MDB_MAP_FULL when it is at map_max already, or LMDB's error. */
 int dm__store_env_grow(dm__store_env *e);
+/* fsyncs the directory path, so that names created in it are durable;
+ * logs a failure. */
+void dm__store_sync_dir(const char *path);
 /* The name (static) and dm error of an LMDB or errno result. */
 const char *dm__store_env_reason(int mdb_rc, int *dm_err);
 
