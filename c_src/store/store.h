@@ -21,9 +21,11 @@
 /* The longest id, in bytes: LMDB's key limit. Longer ids are refused by
  * the batch calls with DM_ETOOBIG. */
 #define DM__STORE_ID_MAX 511
-/* The map LMDB reserves at open (address space, not memory or disk: the
- * file grows with the data), enough for some 20M small children. */
-#define DM__STORE_MAP_SIZE ((size_t)4 << 30)
+/* The map LMDB reserves at open: address space, not memory or disk (the
+ * file grows with the data). A child of 100 bytes takes 250 to 400 in the
+ * file, and rewriting every child keeps up to three copies of the tree
+ * until the older pages are reused: 10M small children fit. */
+#define DM__STORE_MAP_SIZE ((size_t)16 << 30)
 /* The map doubles when a commit finds it full, up to this much. */
 #define DM__STORE_MAP_MAX ((size_t)1 << 40)
 
@@ -210,9 +212,11 @@ typedef struct {
 struct dm__store_batch {
   dm__buf bytes; /* ids and records, in operation order */
   dm__store_op *ops;
-  size_t nops, capops;
+  uint32_t *order; /* the writer's: ops in the order it applies them */
+  size_t nops, capops, caporder;
   size_t nputs, ndels; /* child puts and dels among ops */
   int clear;           /* drop everything before ops */
+  int sorted;          /* order is filled in */
   /* From submit to done: the store's. */
   int inflight;
   struct dm__store_batch *next;
@@ -225,8 +229,9 @@ struct dm__store_batch {
   uint64_t map_used, map_size, map_grown; /* after it */
 };
 
-/* Writes b into the write transaction t. 0 or LMDB's error. */
-int dm__store_batch_apply(const dm__store_batch *b, struct MDB_txn *t,
+/* Writes b into the write transaction t (writer thread). 0 or LMDB's
+ * error. */
+int dm__store_batch_apply(dm__store_batch *b, struct MDB_txn *t,
                           unsigned children, unsigned deleted);
 
 #endif
