@@ -5,8 +5,9 @@
 #   check_layers.sh SRC_DIR [OBJ_DIR]
 #
 # Layers, lowest first, each with what it may use (see ARCHITECTURE.md):
-#   base (nothing), runtime (base), term (base), dist (base term),
-#   node (base term dist), dm (base runtime term dist node).
+#   base (nothing), runtime (base), term (base), store (base),
+#   dist (base term), node (base term dist),
+#   dm (base runtime term store dist node).
 # behaviours/ may include only the public header (include/dm.h).
 # Fails (exit 1, one line per offence) when
 #   - a file includes a header of a layer it may not use;
@@ -31,10 +32,11 @@ allowed() { # layer -> the layers it may use
   base) echo "" ;;
   runtime) echo "base" ;;
   term) echo "base" ;;
+  store) echo "base" ;;
   dist) echo "base term" ;;
   node) echo "base term dist" ;;
-  dm) echo "base runtime term dist node" ;;
-  main) echo "base runtime term dist node dm behaviours" ;;
+  dm) echo "base runtime term store dist node" ;;
+  main) echo "base runtime term store dist node dm behaviours" ;;
   behaviours) echo "" ;;
   *) echo "" ;;
   esac
@@ -96,10 +98,11 @@ if [ -n "$obj" ]; then
    done) | awk '
     function layer(p) { if (p == "main.o") return "main"; sub(/\/.*/, "", p); return p }
     BEGIN {
-      split("base runtime term dist node dm main behaviours", names, " ")
-      ok["runtime"] = " base "; ok["term"] = " base "; ok["dist"] = " base term "
-      ok["node"] = " base term dist "; ok["dm"] = " base runtime term dist node "
-      ok["main"] = " base runtime term dist node dm behaviours "; ok["base"] = " "
+      split("base runtime term store dist node dm main behaviours", names, " ")
+      ok["runtime"] = " base "; ok["term"] = " base "; ok["store"] = " base "
+      ok["dist"] = " base term "; ok["node"] = " base term dist "
+      ok["dm"] = " base runtime term store dist node "
+      ok["main"] = " base runtime term store dist node dm behaviours "; ok["base"] = " "
       ok["behaviours"] = " base runtime term dist node dm "
     }
     $1 == "D" { def[$3] = $2; next }

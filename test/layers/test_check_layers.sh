@@ -48,6 +48,11 @@ sed -i '1a #include "runtime/runtime.h"' "$tmp/c/term/walk.c"
 expect fail "a layer beside, not below, fails" "layer term includes runtime/runtime.h" -- "$check" "$tmp/c"
 
 copy
+mkdir -p "$tmp/c/store"
+printf '/* x */\n#include "runtime/runtime.h"\n' > "$tmp/c/store/extra.c"
+expect fail "the store using anything but base fails" "layer store includes runtime/runtime.h" -- "$check" "$tmp/c"
+
+copy
 printf '/* x */\n#include "dist/frame.h"\n' > "$tmp/c/node/extra.c"
 expect fail "a header other than the folder's one fails" "other layers use dist/dist.h only" -- "$check" "$tmp/c"
 

@@ -1,0 +1,733 @@
+/* The store: what a committed batch holds comes back from load, in order
+ * and with later operations winning; dones run on the loop in submission
+ * order; a store survives its stop; and a store that is held, of another
+ * version, of another manager or corrupt is refused, byte for byte
+ * untouched. A map too small for a batch fails that batch alone. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <lmdb.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dm.h"
+#include "store/store.h"
+
+/* ---- a state dir of its own, and a loop ----------------------------------*/
+
+typedef struct {
+  char dir[64];
+  char path[128]; /* dir/mgr */
+  char data[256]; /* dir/mgr/data.mdb */
+  uv_loop_t loop;
+  char err[512];
+} fixture;
+
+static int setup(void **state) {
+  fixture *f = calloc(1, sizeof *f);
+  strcpy(f->dir, "/tmp/test_store.XXXXXX");
+  assert_non_null(mkdtemp(f->dir));
+  snprintf(f->path, sizeof f->path, "%s/mgr", f->dir);
+  snprintf(f->data, sizeof f->data, "%s/data.mdb", f->path);
+  assert_int_equal(uv_loop_init(&f->loop), 0);
+  *state = f;
+  return 0;
+}
+
+static int rm_one(const char *p, const struct stat *st, int flag,
+                  struct FTW *ftw) {
+  (void)st, (void)flag, (void)ftw;
+  return remove(p);
+}
+
+static int teardown(void **state) {
+  fixture *f = *state;
+  assert_int_equal(uv_loop_close(&f->loop), 0);
+  nftw(f->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+  free(f);
+  return 0;
+}
+
+static dm__store *open_ok(fixture *f, const dm__store_limits *lim) {
+  dm__store *s = NULL;
+  int r = dm__store_open_with(&s, &f->loop, f->dir, "mgr", lim, f->err,
+                              sizeof f->err);
+  if (r)
+    fail_msg("open: %s (%s)", f->err, dm_err_name(r));
+  return s;
+}
+
+/* Stops, lets the loop close the handle (one turn: other stores may keep
+ * the loop alive), frees. */
+static void close_store(fixture *f, dm__store *s) {
+  dm__store_stop(s);
+  uv_run(&f->loop, UV_RUN_NOWAIT);
+  dm__store_free(s);
+}
+
+/* ---- submitting and waiting ----------------------------------------------*/
+
+typedef struct {
+  int n;          /* dones run */
+  int order[256]; /* tag of each, in the order they ran */
+  int rc[256];
+  const char *why[256];
+} dones;
+
+typedef struct {
+  dones *d;
+  int tag;
+} sub;
+
+static void on_done(void *ud, dm__store_batch *b, int rc, const char *why) {
+  sub *x = ud;
+  dones *d = x->d;
+  d->order[d->n] = x->tag;
+  d->rc[d->n] = rc;
+  d->why[d->n] = why;
+  d->n++;
+  dm__store_batch_free(b);
+  free(x);
+}
+
+static void submit(dm__store *s, dm__store_batch *b, dones *d, int tag) {
+  sub *x = malloc(sizeof *x);
+  x->d = d;
+  x->tag = tag;
+  assert_int_equal(dm__store_submit(s, b, on_done, x), 0);
+}
+
+static void wait_for(fixture *f, dones *d, int n) {
+  while (d->n < n)
+    uv_run(&f->loop, UV_RUN_ONCE);
+}
+
+/* Submits b alone and returns its rc. */
+static int commit(fixture *f, dm__store *s, dm__store_batch *b) {
+  dones d = {0};
+  submit(s, b, &d, 0);
+  wait_for(f, &d, 1);
+  return d.rc[0];
+}
+
+static void put(dm__store_batch *b, const char *id, const char *rec) {
+  assert_int_equal(dm__store_batch_put(b, id, strlen(id), rec, strlen(rec)), 0);
+}
+
+static void del(dm__store_batch *b, const char *id) {
+  assert_int_equal(dm__store_batch_del(b, id, strlen(id)), 0);
+}
+
+static void mark(dm__store_batch *b, const char *id, int on) {
+  assert_int_equal(dm__store_batch_deleted(b, id, strlen(id), on), 0);
+}
+
+/* ---- loading into text
+ * -----------------------------------------------------*/
+
+/* What load finds, as "id=rec;" for children and "id;" for deleted ids. */
+typedef struct {
+  char children[4096], deleted[1024];
+  size_t nchildren, ndeleted;
+  int stop_after; /* a callback returns 7 after this many children */
+} seen;
+
+static int on_child(void *ud, const char *id, size_t idlen, const char *rec,
+                    size_t reclen) {
+  seen *z = ud;
+  if (z->stop_after && z->nchildren == (size_t)z->stop_after)
+    return 7;
+  z->nchildren++;
+  size_t n = strlen(z->children);
+  if (n + idlen + reclen + 3 < sizeof z->children)
+    snprintf(z->children + n, sizeof z->children - n, "%.*s=%.*s;", (int)idlen,
+             id, (int)reclen, rec);
+  return 0;
+}
+
+static int on_deleted(void *ud, const char *id, size_t idlen) {
+  seen *z = ud;
+  z->ndeleted++;
+  size_t n = strlen(z->deleted);
+  snprintf(z->deleted + n, sizeof z->deleted - n, "%.*s;", (int)idlen, id);
+  return 0;
+}
+
+static seen load(dm__store *s) {
+  seen z;
+  memset(&z, 0, sizeof z);
+  assert_int_equal(dm__store_load(s, on_child, on_deleted, &z), 0);
+  return z;
+}
+
+/* ---- files ---------------------------------------------------------------*/
+
+static char *slurp(const char *p, size_t *n) {
+  FILE *fp = fopen(p, "rb");
+  assert_non_null(fp);
+  fseek(fp, 0, SEEK_END);
+  *n = (size_t)ftell(fp);
+  fseek(fp, 0, SEEK_SET);
+  char *buf = malloc(*n ? *n : 1);
+  assert_int_equal(fread(buf, 1, *n, fp), *n);
+  fclose(fp);
+  return buf;
+}
+
+/* Opening is refused with an error containing want, and data.mdb is the
+ * same, byte for byte, afterwards. */
+static void refused(fixture *f, int want_rc, const char *want) {
+  size_t n0, n1;
+  char *before = slurp(f->data, &n0);
+  dm__store *s = NULL;
+  int r = dm__store_open(&s, &f->loop, f->dir, "mgr", f->err, sizeof f->err);
+  assert_int_equal(r, want_rc);
+  assert_null(s);
+  if (!strstr(f->err, want))
+    fail_msg("error \"%s\" does not say \"%s\"", f->err, want);
+  char *after = slurp(f->data, &n1);
+  assert_int_equal(n0, n1);
+  assert_memory_equal(before, after, n0);
+  free(before);
+  free(after);
+}
+
+/* A store of manager mgr with a few children, stopped. */
+static void make_store(fixture *f, int children) {
+  dm__store *s = open_ok(f, NULL);
+  dm__store_batch *b = dm__store_batch_new();
+  char id[32], rec[128];
+  for (int i = 0; i < children; i++) {
+    snprintf(id, sizeof id, "child-%06d", i);
+    memset(rec, 'r', sizeof rec - 1);
+    rec[sizeof rec - 1] = '\0';
+    put(b, id, rec);
+  }
+  assert_int_equal(commit(f, s, b), 0);
+  close_store(f, s);
+}
+
+/* ---- the tests -----------------------------------------------------------*/
+
+static void puts_dels_and_deleted_marks_come_back_from_load(void **state) {
+  fixture *f = *state;
+  dm__store *s = open_ok(f, NULL);
+  seen z = load(s);
+  assert_int_equal(z.nchildren + z.ndeleted, 0);
+  dm__store_batch *b = dm__store_batch_new();
+  put(b, "a", "one");
+  put(b, "b", "two");
+  put(b, "c", "three");
+  mark(b, "spec1", 1);
+  mark(b, "spec2", 1);
+  assert_int_equal(dm__store_batch_count(b), 5);
+  assert_int_equal(commit(f, s, b), 0);
+  z = load(s);
+  assert_string_equal(z.children, "a=one;b=two;c=three;");
+  assert_string_equal(z.deleted, "spec1;spec2;");
+  b = dm__store_batch_new();
+  del(b, "b");
+  del(b, "never-there"); /* no error */
+  put(b, "a", "uno");
+  mark(b, "spec1", 0);
+  assert_int_equal(commit(f, s, b), 0);
+  z = load(s);
+  assert_string_equal(z.children, "a=uno;c=three;");
+  assert_string_equal(z.deleted, "spec2;");
+  dm__store_stats st;
+  dm__store_get_stats(s, &st);
+  assert_int_equal(st.batches, 2);
+  assert_int_equal(st.commits, 2);
+  assert_int_equal(st.records_put, 4);
+  assert_int_equal(st.records_deleted, 2);
+  assert_int_equal(st.commit_failures, 0);
+  assert_int_equal(st.queued, 0);
+  assert_true(st.map_used > 0 && st.map_used <= st.map_size);
+  assert_int_equal(st.map_size, DM__STORE_MAP_SIZE);
+  close_store(f, s);
+}
+
+static void a_later_operation_on_the_same_id_wins_within_a_batch(void **state) {
+  fixture *f = *state;
+  dm__store *s = open_ok(f, NULL);
+  dm__store_batch *b = dm__store_batch_new();
+  put(b, "x", "1");
+  put(b, "x", "2");
+  put(b, "y", "1");
+  del(b, "y");
+  del(b, "z");
+  put(b, "z", "back");
+  mark(b, "m", 1);
+  mark(b, "m", 0);
+  mark(b, "n", 0);
+  mark(b, "n", 1);
+  assert_int_equal(commit(f, s, b), 0);
+  seen z = load(s);
+  assert_string_equal(z.children, "x=2;z=back;");
+  assert_string_equal(z.deleted, "n;");
+  close_store(f, s);
+}
+
+static void clear_empties_the_store_before_the_rest_of_its_batch(void **state) {
+  fixture *f = *state;
+  dm__store *s = open_ok(f, NULL);
+  dm__store_batch *b = dm__store_batch_new();
+  put(b, "old1", "a");
+  put(b, "old2", "b");
+  mark(b, "spec", 1);
+  assert_int_equal(commit(f, s, b), 0);
+  b = dm__store_batch_new();
+  put(b, "dropped", "by the clear after it");
+  assert_int_equal(dm__store_batch_clear(b), 0);
+  assert_int_equal(dm__store_batch_count(b), 1);
+  put(b, "new", "c");
+  mark(b, "spec2", 1);
+  assert_int_equal(dm__store_batch_count(b), 3);
+  assert_int_equal(commit(f, s, b), 0);
+  seen z = load(s);
+  assert_string_equal(z.children, "new=c;");
+  assert_string_equal(z.deleted, "spec2;");
+  /* A clear alone empties it. */
+  b = dm__store_batch_new();
+  assert_int_equal(dm__store_batch_clear(b), 0);
+  assert_int_equal(commit(f, s, b), 0);
+  z = load(s);
+  assert_int_equal(z.nchildren + z.ndeleted, 0);
+  dm__store_stats st;
+  dm__store_get_stats(s, &st);
+  assert_int_equal(st.clears, 2);
+  close_store(f, s);
+}
+
+static void dones_run_on_the_loop_in_submission_order(void **state) {
+  fixture *f = *state;
+  dm__store *s = open_ok(f, NULL);
+  dones d = {0};
+  char id[16];
+  for (int i = 0; i < 40; i++) {
+    dm__store_batch *b = dm__store_batch_new();
+    snprintf(id, sizeof id, "k%02d", i);
+    put(b, id, "v");
+    if (i % 10 == 9)
+      del(b, "k00");
+    submit(s, b, &d, i);
+  }
+  /* An empty batch keeps its place in the order too. */
+  submit(s, dm__store_batch_new(), &d, 40);
+  wait_for(f, &d, 41);
+  for (int i = 0; i <= 40; i++) {
+    assert_int_equal(d.order[i], i);
+    assert_int_equal(d.rc[i], 0);
+    assert_null(d.why[i]);
+  }
+  seen z = load(s);
+  assert_int_equal(z.nchildren, 39);
+  dm__store_stats st;
+  dm__store_get_stats(s, &st);
+  assert_int_equal(st.batches, 41);
+  /* Queued batches share commits; the empty one needs none. */
+  assert_true(st.commits >= 1 && st.commits <= 40);
+  assert_int_equal(st.queued, 0);
+  close_store(f, s);
+}
+
+static void a_store_keeps_its_data_across_stop_and_reopen(void **state) {
+  fixture *f = *state;
+  dm__store *s = open_ok(f, NULL);
+  dm__store_batch *b = dm__store_batch_new();
+  put(b, "kept", "payload");
+  mark(b, "gone", 1);
+  assert_int_equal(commit(f, s, b), 0);
+  close_store(f, s);
+  s = open_ok(f, NULL);
+  seen z = load(s);
+  assert_string_equal(z.children, "kept=payload;");
+  assert_string_equal(z.deleted, "gone;");
+  close_store(f, s);
+}
+
+static void a_held_state_dir_is_refused_naming_the_holder(void **state) {
+  fixture *f = *state;
+  dm__store *s = open_ok(f, NULL);
+  dm__store *t = NULL;
+  int r = dm__store_open(&t, &f->loop, f->dir, "mgr", f->err, sizeof f->err);
+  assert_int_equal(r, DM_EEXISTS);
+  assert_null(t);
+  char want[256];
+  snprintf(want, sizeof want,
+           "state dir %s is held by another running node (pid %ld)", f->path,
+           (long)getpid());
+  assert_string_equal(f->err, want);
+  /* Another manager in the same dir is a store of its own. */
+  r = dm__store_open(&t, &f->loop, f->dir, "other", f->err, sizeof f->err);
+  assert_int_equal(r, 0);
+  close_store(f, t);
+  /* Once the holder stops, the dir is free. */
+  close_store(f, s);
+  s = open_ok(f, NULL);
+  close_store(f, s);
+}
+
+static void another_format_version_is_refused_naming_both(void **state) {
+  fixture *f = *state;
+  make_store(f, 3);
+  MDB_env *env;
+  MDB_txn *t;
+  MDB_dbi meta;
+  assert_int_equal(mdb_env_create(&env), 0);
+  mdb_env_set_maxdbs(env, 4);
+  assert_int_equal(mdb_env_open(env, f->path, 0, 0600), 0);
+  assert_int_equal(mdb_txn_begin(env, NULL, 0, &t), 0);
+  assert_int_equal(mdb_dbi_open(t, "meta", 0, &meta), 0);
+  uint32_t v = htonl(2);
+  MDB_val k = {6, "format"}, d = {4, &v};
+  assert_int_equal(mdb_put(t, meta, &k, &d, 0), 0);
+  assert_int_equal(mdb_txn_commit(t), 0);
+  mdb_env_close(env);
+  refused(f, DM_EINVAL, "has format version 2; this node reads version 1");
+}
+
+static void a_store_of_another_manager_is_refused(void **state) {
+  fixture *f = *state;
+  make_store(f, 1);
+  char other[160];
+  snprintf(other, sizeof other, "%s/renamed", f->dir);
+  assert_int_equal(rename(f->path, other), 0);
+  snprintf(f->data, sizeof f->data, "%s/data.mdb", other);
+  dm__store *s = NULL;
+  size_t n0, n1;
+  char *before = slurp(f->data, &n0);
+  int r =
+      dm__store_open(&s, &f->loop, f->dir, "renamed", f->err, sizeof f->err);
+  assert_int_equal(r, DM_EINVAL);
+  assert_non_null(
+      strstr(f->err, "belongs to manager \"mgr\", not \"renamed\""));
+  char *after = slurp(f->data, &n1);
+  assert_int_equal(n0, n1);
+  assert_memory_equal(before, after, n0);
+  free(before);
+  free(after);
+}
+
+static void overwritten_headers_are_refused_as_corrupt_untouched(void **state) {
+  fixture *f = *state;
+  make_store(f, 50);
+  int fd = open(f->data, O_WRONLY);
+  char junk[8192];
+  memset(junk, 0x5a, sizeof junk);
+  assert_int_equal(pwrite(fd, junk, sizeof junk, 0), (ssize_t)sizeof junk);
+  close(fd);
+  refused(f, DM_EIO, "is corrupt");
+  /* The same for one meta page alone. */
+  nftw(f->path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+  make_store(f, 50);
+  fd = open(f->data, O_WRONLY);
+  assert_int_equal(pwrite(fd, junk, 64, 4096), 64);
+  close(fd);
+  refused(f, DM_EIO, "is corrupt");
+}
+
+static void a_file_of_garbage_is_refused_as_corrupt_untouched(void **state) {
+  fixture *f = *state;
+  assert_int_equal(mkdir(f->path, 0700), 0);
+  FILE *fp = fopen(f->data, "wb");
+  for (int i = 0; i < 65536; i++)
+    fputc((i * 7919) & 0xff, fp);
+  fclose(fp);
+  refused(f, DM_EIO, "is corrupt");
+}
+
+static void a_truncated_file_is_refused_as_corrupt_untouched(void **state) {
+  fixture *f = *state;
+  make_store(f, 400); /* some pages past the first few */
+  struct stat st;
+  assert_int_equal(stat(f->data, &st), 0);
+  assert_true(st.st_size > 8 * 4096);
+  assert_int_equal(truncate(f->data, 4 * 4096), 0);
+  refused(f, DM_EIO, "truncated");
+  assert_int_equal(truncate(f->data, 5000), 0);
+  refused(f, DM_EIO, "truncated");
+  /* LMDB would take an empty file for a new one: not here. */
+  assert_int_equal(truncate(f->data, 0), 0);
+  refused(f, DM_EIO, "data.mdb is 0 bytes long, truncated");
+}
+
+static void an_environment_never_committed_to_opens_fresh(void **state) {
+  fixture *f = *state;
+  /* What a crash between LMDB's creation of the file and the store's
+   * first commit leaves. */
+  assert_int_equal(mkdir(f->path, 0700), 0);
+  MDB_env *env;
+  assert_int_equal(mdb_env_create(&env), 0);
+  assert_int_equal(mdb_env_open(env, f->path, 0, 0600), 0);
+  mdb_env_close(env);
+  dm__store *s = open_ok(f, NULL);
+  dm__store_batch *b = dm__store_batch_new();
+  put(b, "a", "1");
+  assert_int_equal(commit(f, s, b), 0);
+  close_store(f, s);
+  s = open_ok(f, NULL);
+  seen z = load(s);
+  assert_string_equal(z.children, "a=1;");
+  close_store(f, s);
+}
+
+static void
+a_full_map_fails_that_batch_alone_and_the_store_goes_on(void **state) {
+  fixture *f = *state;
+  dm__store_limits lim = {64 << 10, 128 << 10};
+  dm__store *s = open_ok(f, &lim);
+  dm__store_batch *big = dm__store_batch_new();
+  char id[32], rec[256];
+  memset(rec, 'p', sizeof rec);
+  for (int i = 0; i < 1000; i++) { /* some 280 KB: over the map's 128 KiB */
+    snprintf(id, sizeof id, "big-%04d", i);
+    assert_int_equal(dm__store_batch_put(big, id, strlen(id), rec, sizeof rec),
+                     0);
+  }
+  dm__store_batch *small = dm__store_batch_new();
+  put(small, "small", "fits");
+  dones d = {0};
+  submit(s, big, &d, 0);
+  submit(s, small, &d, 1);
+  wait_for(f, &d, 2);
+  assert_int_equal(d.order[0], 0);
+  assert_int_equal(d.rc[0], DM_ETOOBIG);
+  assert_string_equal(d.why[0], "map_full");
+  assert_int_equal(d.order[1], 1);
+  assert_int_equal(d.rc[1], 0);
+  dm__store_stats st;
+  dm__store_get_stats(s, &st);
+  assert_int_equal(st.commit_failures, 1);
+  assert_int_equal(st.map_grown, 1); /* it tried: 64 KiB to 128 KiB */
+  assert_int_equal(st.map_size, 128 << 10);
+  /* Smaller batches still commit, and nothing of the big one is there. */
+  dm__store_batch *b = dm__store_batch_new();
+  put(b, "after", "ok");
+  assert_int_equal(commit(f, s, b), 0);
+  seen z = load(s);
+  assert_string_equal(z.children, "after=ok;small=fits;");
+  close_store(f, s);
+}
+
+static dm__store_batch *filled(const char *prefix, int n) {
+  dm__store_batch *b = dm__store_batch_new();
+  char id[32], rec[256];
+  memset(rec, 'p', sizeof rec);
+  for (int i = 0; i < n; i++) {
+    snprintf(id, sizeof id, "%s-%04d", prefix, i);
+    assert_int_equal(dm__store_batch_put(b, id, strlen(id), rec, sizeof rec),
+                     0);
+  }
+  return b;
+}
+
+typedef struct {
+  dm__store *s;
+  dones *d;
+  int once;
+} queue_during_load;
+
+/* Runs while load holds off any growth of the map: the first batch finds
+ * the map full and waits to grow it, so the next two queue up behind it
+ * and go to the writer together. */
+static int queue_behind_a_growing_batch(void *ud, const char *id, size_t idlen,
+                                        const char *rec, size_t reclen) {
+  queue_during_load *q = ud;
+  if (q->once++)
+    return 0;
+  submit(q->s, filled("grows", 300), q->d, 0); /* some 85 KB */
+  struct timespec ts = {0, 100 * 1000000L};
+  nanosleep(&ts, NULL);
+  submit(q->s, filled("big", 1000), q->d, 1); /* some 280 KB */
+  dm__store_batch *small = dm__store_batch_new();
+  put(small, "small", "fits");
+  submit(q->s, small, q->d, 2);
+  return 0;
+}
+
+static void an_oversized_batch_queued_with_others_fails_alone(void **state) {
+  fixture *f = *state;
+  dm__store_limits lim = {64 << 10, 256 << 10};
+  dm__store *s = open_ok(f, &lim);
+  dm__store_batch *b = dm__store_batch_new();
+  put(b, "first", "1");
+  assert_int_equal(commit(f, s, b), 0);
+  dones d = {0};
+  queue_during_load q = {s, &d, 0};
+  assert_int_equal(dm__store_load(s, queue_behind_a_growing_batch, NULL, &q),
+                   0);
+  wait_for(f, &d, 3);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(d.order[i], i);
+  assert_int_equal(d.rc[0], 0);
+  assert_int_equal(d.rc[1], DM_ETOOBIG);
+  assert_string_equal(d.why[1], "map_full");
+  assert_int_equal(d.rc[2], 0);
+  seen z = load(s);
+  assert_int_equal(z.nchildren, 1 + 300 + 1);
+  assert_null(strstr(z.children, "big-"));
+  assert_non_null(strstr(z.children, "small=fits;"));
+  close_store(f, s);
+}
+
+static void a_full_map_doubles_and_the_batch_commits(void **state) {
+  fixture *f = *state;
+  dm__store_limits lim = {64 << 10, 1 << 20};
+  dm__store *s = open_ok(f, &lim);
+  dm__store_batch *b = dm__store_batch_new();
+  char id[32], rec[256];
+  memset(rec, 'p', sizeof rec);
+  for (int i = 0; i < 1000; i++) {
+    snprintf(id, sizeof id, "big-%04d", i);
+    assert_int_equal(dm__store_batch_put(b, id, strlen(id), rec, sizeof rec),
+                     0);
+  }
+  assert_int_equal(commit(f, s, b), 0);
+  dm__store_stats st;
+  dm__store_get_stats(s, &st);
+  assert_true(st.map_grown >= 2); /* 64 KiB is a fifth of what it needs */
+  assert_true(st.map_size > st.map_used);
+  assert_true(st.map_size <= 1 << 20);
+  close_store(f, s);
+  /* Reopened with the same small start, the map makes room at once. */
+  s = open_ok(f, &lim);
+  dm__store_get_stats(s, &st);
+  assert_true(st.map_size >= 2 * st.map_used || st.map_size == 1 << 20);
+  seen z = load(s);
+  assert_int_equal(z.nchildren, 1000);
+  close_store(f, s);
+}
+
+static void stop_commits_what_is_queued_and_runs_its_dones(void **state) {
+  fixture *f = *state;
+  dm__store *s = open_ok(f, NULL);
+  dones d = {0};
+  char id[32];
+  for (int i = 0; i < 3; i++) {
+    dm__store_batch *b = dm__store_batch_new();
+    for (int j = 0; j < 500; j++) {
+      snprintf(id, sizeof id, "q%d-%03d", i, j);
+      put(b, id, "queued");
+    }
+    submit(s, b, &d, i);
+  }
+  dm__store_stop(s); /* the loop never ran */
+  assert_int_equal(d.n, 3);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(d.order[i], i);
+    assert_int_equal(d.rc[i], 0);
+  }
+  dm__store_batch *late = dm__store_batch_new();
+  put(late, "late", "x");
+  assert_int_equal(dm__store_submit(s, late, on_done, NULL), DM_ECLOSED);
+  dm__store_batch_free(late);
+  uv_run(&f->loop, UV_RUN_DEFAULT);
+  dm__store_free(s);
+  s = open_ok(f, NULL);
+  seen z = load(s);
+  assert_int_equal(z.nchildren, 1500);
+  close_store(f, s);
+}
+
+static void load_stops_when_a_callback_says_so(void **state) {
+  fixture *f = *state;
+  make_store(f, 10);
+  dm__store *s = open_ok(f, NULL);
+  seen z;
+  memset(&z, 0, sizeof z);
+  z.stop_after = 4;
+  assert_int_equal(dm__store_load(s, on_child, on_deleted, &z), 7);
+  assert_int_equal(z.nchildren, 4);
+  assert_int_equal(z.ndeleted, 0);
+  memset(&z, 0, sizeof z);
+  assert_int_equal(dm__store_load(s, NULL, on_deleted, &z), 0);
+  close_store(f, s);
+}
+
+static void batches_refuse_bad_ids_and_changes_in_flight(void **state) {
+  fixture *f = *state;
+  dm__store *s = open_ok(f, NULL);
+  dm__store_batch *b = dm__store_batch_new();
+  char id[DM__STORE_ID_MAX + 1];
+  memset(id, 'i', sizeof id);
+  assert_int_equal(dm__store_batch_put(b, id, 0, "r", 1), DM_EINVAL);
+  assert_int_equal(dm__store_batch_put(b, id, sizeof id, "r", 1), DM_ETOOBIG);
+  assert_int_equal(dm__store_batch_put(b, id, DM__STORE_ID_MAX, "r", 1), 0);
+  assert_int_equal(dm__store_batch_put(b, "e", 1, NULL, 0), 0); /* empty rec */
+  assert_int_equal(dm__store_batch_count(b), 2);
+  /* Out of memory, for the operations or for the bytes: refused, and the
+   * batch is as it was. */
+  dm__store_batch *fresh = dm__store_batch_new();
+  for (long after = 0; after < 2; after++) {
+    dm__alloc_fail_after(after);
+    assert_int_equal(dm__store_batch_put(fresh, "x", 1, "r", 1), DM_ENOMEM);
+    dm__alloc_fail_after(-1);
+    assert_int_equal(dm__store_batch_count(fresh), 0);
+  }
+  assert_int_equal(dm__store_batch_put(fresh, "x", 1, "r", 1), 0);
+  assert_int_equal(dm__store_batch_count(fresh), 1);
+  dm__store_batch_free(fresh);
+  dones d = {0};
+  submit(s, b, &d, 0);
+  /* The writer may be reading it: every change is refused. */
+  assert_int_equal(dm__store_batch_put(b, "x", 1, "r", 1), DM_EINVAL);
+  assert_int_equal(dm__store_batch_clear(b), DM_EINVAL);
+  assert_int_equal(dm__store_batch_reset(b), DM_EINVAL);
+  assert_int_equal(dm__store_submit(s, b, on_done, NULL), DM_EINVAL);
+  wait_for(f, &d, 1);
+  assert_int_equal(d.rc[0], 0);
+  seen z = load(s);
+  assert_int_equal(z.nchildren, 2);
+  close_store(f, s);
+}
+
+static void bad_names_are_refused(void **state) {
+  fixture *f = *state;
+  dm__store *s = NULL;
+  const char *bad[] = {"", ".", "..", "a/b"};
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    assert_int_equal(
+        dm__store_open(&s, &f->loop, f->dir, bad[i], f->err, sizeof f->err),
+        DM_EINVAL);
+    assert_null(s);
+  }
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+      T(puts_dels_and_deleted_marks_come_back_from_load),
+      T(a_later_operation_on_the_same_id_wins_within_a_batch),
+      T(clear_empties_the_store_before_the_rest_of_its_batch),
+      T(dones_run_on_the_loop_in_submission_order),
+      T(a_store_keeps_its_data_across_stop_and_reopen),
+      T(a_held_state_dir_is_refused_naming_the_holder),
+      T(another_format_version_is_refused_naming_both),
+      T(a_store_of_another_manager_is_refused),
+      T(overwritten_headers_are_refused_as_corrupt_untouched),
+      T(a_file_of_garbage_is_refused_as_corrupt_untouched),
+      T(a_truncated_file_is_refused_as_corrupt_untouched),
+      T(an_environment_never_committed_to_opens_fresh),
+      T(a_full_map_fails_that_batch_alone_and_the_store_goes_on),
+      T(a_full_map_doubles_and_the_batch_commits),
+      T(an_oversized_batch_queued_with_others_fails_alone),
+      T(stop_commits_what_is_queued_and_runs_its_dones),
+      T(load_stops_when_a_callback_says_so),
+      T(batches_refuse_bad_ids_and_changes_in_flight),
+      T(bad_names_are_refused),
+#undef T
+  };
+  return cmocka_run_group_tests_name("store", tests, NULL, NULL);
+}
