@@ -36,6 +36,7 @@ static void usage(FILE *f) {
           "         [--max-outbuf BYTES]\n"
           "         [--read-coalescing BYTES] [--epmd-retry-s SECONDS]\n"
           "         [--manager NAME=BEHAVIOUR[,key=value...]]... [--threads N]\n"
+          "         [--state-dir DIR] [--state-sync-ms MS]\n"
           "         [--exit-with-stdin]\n"
           "The cookie comes from $" COOKIE_ENV ", else ~/.erlang.cookie.\n");
 }
@@ -107,6 +108,8 @@ int main(int argc, char **argv) {
       {"epmd-retry-s", required_argument, NULL, 'P'},
       {"manager", required_argument, NULL, 'm'},
       {"threads", required_argument, NULL, 'T'},
+      {"state-dir", required_argument, NULL, 'D'},
+      {"state-sync-ms", required_argument, NULL, 'S'},
       {"exit-with-stdin", no_argument, NULL, 'E'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
@@ -118,6 +121,8 @@ int main(int argc, char **argv) {
   size_t nmanagers = 0;
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   unsigned threads = ncpu > 0 ? (unsigned)ncpu : 2;
+  const char *state_dir = NULL;
+  unsigned sync_ms = 1000;
   dm__config_defaults(&cfg);
 
   const char *env_level = getenv("TAREARBOL_CNODE_LOG_LEVEL");
@@ -192,6 +197,18 @@ int main(int argc, char **argv) {
         return 2;
       threads = (unsigned)v;
       break;
+    case 'D':
+      if (!*optarg) {
+        fprintf(stderr, "tarearbol_cnode: --state-dir wants a directory\n");
+        return 2;
+      }
+      state_dir = optarg;
+      break;
+    case 'S':
+      if (parse_num("state-sync-ms", optarg, 10, 3600000, &v))
+        return 2;
+      sync_ms = (unsigned)v;
+      break;
     case 'E':
       cfg.exit_with_stdin = 1;
       break;
@@ -236,6 +253,8 @@ int main(int argc, char **argv) {
     r = dm__services_init(&node);
   if (r == 0)
     r = dm__sched_init(&sched, &node, threads, builtins);
+  sched.state_dir = state_dir;
+  sched.sync_ms = sync_ms;
   for (size_t i = 0; r == 0 && i < nmanagers; i++)
     r = dm__sched_add_manager(&sched, managers[i]);
   if (r == 0)

@@ -137,6 +137,7 @@ static void call_stats(dm__manager *m, const dm__gen *g, const req_t *q) {
 static void cast_restart(dm__manager *m, const req_t *q) {
   (void)q;
   dm__workers_stop_all(m, DM__A_SHUTDOWN, DM__ALEN(DM__A_SHUTDOWN));
+  dm__durable_clear(m);
   dm__sup_reset(m);
   dm__boot(m);
 }
@@ -146,9 +147,16 @@ static void call_restart(dm__manager *m, const dm__gen *g, const req_t *q) {
   reply_const(m, g, OK, DM__ALEN(OK));
 }
 
-static int do_put(dm__manager *m, const req_t *q, ei_x_buff *detail) {
+/* *changed: a worker was started (put_new of an id there changes
+ * nothing). */
+static int do_put(dm__manager *m, const req_t *q, ei_x_buff *detail, int *changed) {
   int only_new = dm__term_is_atom(q->el[0], q->len[0], "put_new");
-  return dm__worker_put(m, q->el[1], q->len[1], q->el[2], q->len[2], only_new, detail);
+  dm__worker *w = NULL;
+  int r = dm__worker_put(m, q->el[1], q->len[1], q->el[2], q->len[2], only_new, detail, &w);
+  if (r == 0 && w)
+    dm__durable_put(m, w);
+  *changed = r == 0 && w;
+  return r;
 }
 
 static void call_put(dm__manager *m, const dm__gen *g, const req_t *q) {
@@ -157,11 +165,13 @@ static void call_put(dm__manager *m, const dm__gen *g, const req_t *q) {
     reply_error(m, g, dm_strerror(DM_ENOMEM));
     return;
   }
-  int r = do_put(m, q, &d);
+  int changed = 0;
+  int r = do_put(m, q, &d, &changed);
   if (r == DM_EBADTERM || r == DM_EINVAL)
     m->st.bad_requests++;
   if (r == 0) {
-    reply_const(m, g, OK, DM__ALEN(OK));
+    if (!changed || !dm__durable_ack(m, g)) /* else: once committed */
+      reply_const(m, g, OK, DM__ALEN(OK));
   } else if (r == DM_EBADTERM || r == DM_EINVAL) {
     ei_x_buff *x = dm__reply_begin(m->node, g);
     int e = !x ? DM_ENOMEM
@@ -175,7 +185,8 @@ static void call_put(dm__manager *m, const dm__gen *g, const req_t *q) {
 }
 
 static void cast_put(dm__manager *m, const req_t *q) {
-  if (do_put(m, q, NULL))
+  int changed;
+  if (do_put(m, q, NULL, &changed))
     m->st.bad_requests++;
 }
 
@@ -184,15 +195,18 @@ static int do_del(dm__manager *m, const req_t *q) {
   if (!w)
     return DM_ENOTFOUND;
   m->st.dels++;
+  dm__durable_del(m, w);
   dm__worker_stop(w, DM__A_SHUTDOWN, DM__ALEN(DM__A_SHUTDOWN));
   return 0;
 }
 
 static void call_del(dm__manager *m, const dm__gen *g, const req_t *q) {
-  if (do_del(m, q) == 0)
-    reply_const(m, g, OK, DM__ALEN(OK));
-  else
+  if (do_del(m, q) == 0) {
+    if (!dm__durable_ack(m, g)) /* else: once committed */
+      reply_const(m, g, OK, DM__ALEN(OK));
+  } else {
     reply_error(m, g, "not_found");
+  }
 }
 
 static void cast_del(dm__manager *m, const req_t *q) { (void)do_del(m, q); }

@@ -117,17 +117,30 @@ static void specs_done(dm__wjob *j, int cancelled) {
     (void)dm__children_reserve(m, m->count + (size_t)arity);
     (void)dm__pidtab_reserve(&m->node->pids, m->node->pids.count + (size_t)arity);
     m->spread = 1;
+    dm__buf canon = DM__BUF_INIT;
     for (int e = 0; e < arity; e++) {
       size_t ks = k, vs;
+      dm__worker *w = NULL;
       dm__term_skip(b, len, &k);
       vs = k;
       dm__term_skip(b, len, &k);
-      if (dm__worker_put(m, b + ks, vs - ks, b + vs, k - vs, 0, NULL))
+      /* With a store, only the ids it neither restored nor saw deleted. */
+      canon.len = 0;
+      if (m->durable && dm__canon(b + ks, vs - ks, &canon) == 0 &&
+          !dm__durable_spec_wanted(m, canon.data, canon.len))
+        continue;
+      if (dm__worker_put(m, b + ks, vs - ks, b + vs, k - vs, 0, NULL, &w)) {
         DM_WARN("manager %s: a child of children_specs was refused", m->name);
+        continue;
+      }
+      w->flags |= DM__W_SPEC;
+      dm__durable_put(m, w);
     }
+    dm__buf_free(&canon);
     m->spread = 0;
   }
   dm__job_free(j);
+  dm__durable_restored(m);
   dm__state_change(m, DM__STARTED);
   release_held(m);
 }

@@ -31,8 +31,11 @@ static void move_to(dm__worker *w, const dm__buf *canon, const dm__response *rs)
     dm__worker_stop(old, DM__A_SHUTDOWN, DM__ALEN(DM__A_SHUTDOWN));
   dm__worker *moved = NULL;
   if (dm__worker_start(m, canon->data, canon->len, dm__blob_data(w->opts),
-                       dm__blob_len(w->opts), &moved) == 0)
+                       dm__blob_len(w->opts), &moved) == 0) {
     set_both(moved, rs->term, rs->term_len);
+    dm__durable_put(m, moved);
+  }
+  dm__durable_del(m, w);
   dm__worker_stop(w, DM__A_NORMAL, DM__ALEN(DM__A_NORMAL));
 }
 
@@ -42,6 +45,7 @@ static int apply(dm__worker *w, const dm__response *rs) {
   switch (rs->kind) {
   case DM__R_HALT:
     w->m->st.halts++;
+    dm__durable_del(w->m, w);
     dm__worker_stop(w, DM__A_NORMAL, DM__ALEN(DM__A_NORMAL));
     return 1;
   case DM__R_OK:
@@ -195,6 +199,9 @@ void dm__worker_completed(dm__wjob *j, dm__outcome *oc) {
     oc->reason_len = len;
     return;
   }
+  /* Whatever it answered may have changed payload or value: the next
+   * checkpoint records it (a bit; the record is made then, once). */
+  dm__durable_dirty(w);
   /* The next perform keeps its time across calls and casts: the timer
    * watched for slowness while busy, now it waits for w->due again. */
   if (j->kind != DM__JOB_PERFORM && j->kind != DM__JOB_INIT) {

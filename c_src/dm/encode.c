@@ -84,7 +84,7 @@ int dm__enc_state(dm__manager *m, ei_x_buff *x) {
 
 int dm__enc_stats(dm__manager *m, ei_x_buff *x) {
   dm__mstats *s = &m->st;
-  long count = 10 + 0
+  long count = 10 + (long)dm__durable_nstats(m)
 #define DM__ONE(n) +1
       DM__MSTATS_MAP(DM__ONE)
 #undef DM__ONE
@@ -131,6 +131,8 @@ int dm__enc_stats(dm__manager *m, ei_x_buff *x) {
     }
   }
   ENC(ei_x_encode_empty_list(x));
+  if (m->durable && dm__durable_enc_stats(m, x))
+    return DM_ENOMEM;
   return 0;
 }
 

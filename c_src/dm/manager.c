@@ -97,6 +97,7 @@ static void free_fields(dm__manager *m) {
   dm__free(m->slots);
   dm__buf_free(&m->scratch);
   dm__boot_free_held(m);
+  dm__durable_free(m);
   while (m->sc_head) {
     dm__wjob *j = m->sc_head;
     m->sc_head = (dm__wjob *)j->base.next;
@@ -112,7 +113,7 @@ static void free_fields(dm__manager *m) {
   dm__free(m);
 }
 
-void dm__manager_free(dm__manager *m) {
+static void free_workers(dm__manager *m) {
   dm__node *n = m->node;
   for (size_t s = 0; s < m->cap; s++) {
     dm__worker *w = dm__children_at(m, s);
@@ -121,6 +122,11 @@ void dm__manager_free(dm__manager *m) {
       dm__worker_free(w);
     }
   }
+}
+
+void dm__manager_free(dm__manager *m) {
+  dm__node *n = m->node;
+  free_workers(m);
   dm__nametab_del(&n->names, m->name);
   dm__pidtab_del(&n->pids, m->proc.key);
   dm__proc_release(n, &m->proc);
@@ -229,6 +235,14 @@ int dm__manager_new(dm__sched *s, const char *spec, dm__manager **out) {
   if ((r = dm__proc_spawn(n, &m->proc)) || (r = dm__proc_register(n, &m->proc, m->name)))
     goto err_pool;
   DM_INFO("manager %s: behaviour %s, %u threads", m->name, b->name, m->threads);
+  if (s->state_dir && ((r = dm__durable_open(m, s->state_dir, s->sync_ms)) ||
+                       (r = dm__durable_restore(m)))) {
+    /* Refused (the node does not start): the manager is handed over all
+     * the same, to be stopped and freed with the others. */
+    dm__free(copy);
+    *out = m;
+    return r;
+  }
   dm__boot(m);
   dm__free(copy);
   *out = m;

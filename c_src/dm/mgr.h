@@ -4,8 +4,8 @@
  * (children.c), callback jobs (job.c), children_specs boots (boot.c), the
  * node-wide scheduler (sched.c), the encoders of Child, State and stats
  * (encode.c), the lateness histogram (lateness.c), --manager parsing
- * (manager.c), child opts and responses. Depends on node, runtime, term
- * and base; plugs into the node through process kinds and loop hooks. */
+ * (manager.c), child opts and responses, and durable state (durable.c).
+ * Depends on node, store, runtime, term and base; plugs into the node through process kinds and loop hooks. */
 #ifndef DM_MGR_H
 #define DM_MGR_H
 
@@ -16,6 +16,7 @@
 #include "dm.h"
 #include "node/node.h"
 #include "runtime/runtime.h"
+#include "store/store.h"
 #include "term/term.h"
 
 /* ---- opts ----------------------------------------------------------------*/
@@ -76,6 +77,7 @@ void dm__response_parse(const char *r, size_t len, dm__response *out);
 /* ---- managers and workers ---------------------------------------------------*/
 
 typedef struct dm__manager dm__manager;
+typedef struct dm__durable dm__durable;
 typedef struct dm__worker dm__worker;
 typedef struct dm__sched dm__sched;
 typedef struct dm_ctx dm__wjob;
@@ -121,6 +123,8 @@ enum {
   DM__W_STOPPING = 4,     /* out of the table; terminate pending */
   DM__W_LULL_FIRED = 8,   /* handle_timeout ran for the current job */
   DM__W_ID_BLOB = 16,     /* the id is a blob, not inline */
+  DM__W_DIRTY = 32,       /* payload or value changed since last recorded */
+  DM__W_SPEC = 64,        /* its id came from children_specs */
 };
 
 /* Ids up to this many bytes live in the worker itself: no allocation, and
@@ -250,6 +254,7 @@ struct dm__manager {
   size_t nheld;
   /* How a held request is served in the end (api.c's dispatch). */
   void (*replay)(dm__manager *m, const char *msg, size_t len);
+  dm__durable *durable; /* with --state-dir: the store and its batches */
 };
 
 /* The node-wide scheduler: every manager's workers in one slab and one
@@ -266,6 +271,8 @@ struct dm__sched {
    * worker stopped meanwhile exits its caller at once. */
   dm__pidtab calls;
   unsigned threads;   /* default pool size of a manager */
+  const char *state_dir; /* --state-dir, or NULL */
+  uint32_t sync_ms;      /* --state-sync-ms */
   const dm_behaviour *const *builtins; /* compiled in, NULL-terminated */
   uint8_t kind_manager, kind_worker; /* process kinds registered with the node */
 };
@@ -388,7 +395,7 @@ int dm__worker_resume(dm__manager *m, const char *id, size_t idlen,
  * the one there unless only_new. 0, DM_EBADTERM (bad id), DM_EINVAL (bad
  * opts, described in detail when given) or DM_ENOMEM. */
 int dm__worker_put(dm__manager *m, const char *id, size_t idlen, const char *opts,
-                   size_t optslen, int only_new, ei_x_buff *detail);
+                   size_t optslen, int only_new, ei_x_buff *detail, dm__worker **out);
 /* Stops a worker: out of the table now, terminate then freed. */
 void dm__worker_stop(dm__worker *w, const char *reason, size_t reason_len);
 /* Stops every worker of m. */
@@ -452,6 +459,39 @@ void dm__sup_reset(dm__manager *m);
 int dm__sup_allow_restart(dm__manager *m);
 /* The process kind of workers (message, exit signals). */
 extern const dm__proc_ops dm__worker_ops;
+
+/* ---- durable.c: the manager's children in its store ---- */
+/* Opens m's store under dir, checkpointing every sync_ms. 0 or an error
+ * (logged with what the user must know: held by another node, another
+ * format, corrupt). */
+int dm__durable_open(dm__manager *m, const char *dir, uint32_t sync_ms);
+/* At the first boot: every stored child back with its opts, payload and
+ * value (spread over their periods); the deleted spec ids kept until
+ * children_specs is in. 0 or an error (logged). */
+int dm__durable_restore(dm__manager *m);
+/* Whether children_specs may add the id (canonical): not when the store
+ * restored it or the user deleted it. */
+int dm__durable_spec_wanted(dm__manager *m, const char *canon, size_t len);
+/* children_specs is in: what the restore kept goes. */
+void dm__durable_restored(dm__manager *m);
+/* This turn's batch: w as it is now; w gone (del, halt...); everything
+ * gone (restart). Nothing without a store. */
+void dm__durable_put(dm__manager *m, dm__worker *w);
+void dm__durable_del(dm__manager *m, const dm__worker *w);
+void dm__durable_clear(dm__manager *m);
+/* The call g is answered once this turn's batch is committed: 1, or 0
+ * when there is no store (the caller answers now). */
+int dm__durable_ack(dm__manager *m, const dm__gen *g);
+/* The loop is about to block: this turn's batch goes to the writer. */
+void dm__durable_flush(dm__manager *m);
+/* The payload or value of w changed: the next checkpoint records it. */
+static inline void dm__durable_dirty(dm__worker *w) { w->flags |= DM__W_DIRTY; }
+/* stats' store_* entries: how many, and the entries. */
+size_t dm__durable_nstats(const dm__manager *m);
+int dm__durable_enc_stats(dm__manager *m, ei_x_buff *x);
+/* The node stops: the last payloads recorded, what is queued committed. */
+void dm__durable_stop(dm__manager *m);
+void dm__durable_free(dm__manager *m);
 
 /* ---- encode.c ---- */
 /* %Tarearbol.DynamicManager.Child{} of w. 0 or DM_ENOMEM. */

@@ -46,6 +46,8 @@ static void prepare(void *ud) {
     dm__pool_collect(s->managers[i]->pool, ticking && in <= LAZY_TICK_US);
   for (size_t i = 0; i < s->nmanagers; i++)
     dm__pool_flush(s->managers[i]->pool);
+  for (size_t i = 0; i < s->nmanagers; i++)
+    dm__durable_flush(s->managers[i]);
   if (ticking)
     uv_timer_start(&s->wheel_timer, on_wheel, (in + 999) / 1000, 0);
   else if (s->timer_open)
@@ -59,8 +61,10 @@ static void stop(void *ud) {
     uv_close((uv_handle_t *)&s->wheel_timer, NULL);
     s->timer_open = 0;
   }
-  for (size_t i = 0; i < s->nmanagers; i++)
+  for (size_t i = 0; i < s->nmanagers; i++) {
+    dm__durable_stop(s->managers[i]);
     dm__pool_stop(s->managers[i]->pool);
+  }
 }
 
 static void free_all(void *ud) {
@@ -105,12 +109,12 @@ int dm__sched_init(dm__sched *s, dm__node *n, unsigned threads,
 }
 
 int dm__sched_add_manager(dm__sched *s, const char *spec) {
-  dm__manager *m;
   if (dm__array_grow((void **)&s->managers, &s->capmanagers, s->nmanagers + 1,
                      sizeof *s->managers, 4))
     return DM_ENOMEM;
+  dm__manager *m = NULL;
   int r = dm__manager_new(s, spec, &m);
-  if (r == 0)
+  if (m) /* a refused one too: it is stopped and freed with the others */
     s->managers[s->nmanagers++] = m;
   return r;
 }

@@ -29,6 +29,7 @@ void dm__sup_reset(dm__manager *m) { m->nrestarts = m->nescalated = 0; }
 static void restart_all(dm__manager *m) {
   typedef struct {
     dm__blob *id, *opts, *payload, *value;
+    int spec;
   } saved;
   size_t n = 0;
   saved *all = m->count ? dm__calloc(m->count, sizeof *all) : NULL;
@@ -41,6 +42,7 @@ static void restart_all(dm__manager *m) {
     if (!w)
       continue;
     saved *sv = &all[n++];
+    sv->spec = (w->flags & DM__W_SPEC) != 0;
     sv->id = dm__blob_new(dm__worker_id(w), dm__worker_id_len(w));
     sv->opts = dm__blob_ref(w->opts);
     sv->payload = dm__blob_ref(w->payload);
@@ -50,11 +52,14 @@ static void restart_all(dm__manager *m) {
   m->spread = 1;
   for (size_t k = 0; k < n; k++) {
     saved *sv = &all[k];
+    dm__worker *w = NULL;
     if (sv->id && dm__worker_resume(m, dm__blob_data(sv->id), dm__blob_len(sv->id),
                                     dm__blob_data(sv->opts), dm__blob_len(sv->opts),
-                                    sv->payload, sv->value, NULL) == 0)
+                                    sv->payload, sv->value, &w) == 0) {
       m->st.restarts++;
-    else
+      if (sv->spec)
+        w->flags |= DM__W_SPEC;
+    } else
       DM_ERROR("manager %s: a worker could not be restarted (out of memory)", m->name);
     dm__blob_unref(sv->id);
     dm__blob_unref(sv->opts);
@@ -103,13 +108,21 @@ static void crash(dm__worker *w, const char *reason, size_t len) {
   /* The stop may free w at once, so the restart works from copies. */
   dm__blob *id = restart ? dm__blob_new(dm__worker_id(w), dm__worker_id_len(w)) : NULL;
   dm__blob *opts = restart ? dm__blob_ref(w->opts) : NULL;
+  int spec = (w->flags & DM__W_SPEC) != 0;
+  if (!restart)
+    dm__durable_del(m, w);
   dm__worker_stop(w, reason, len);
   /* Within intensity, or after every other worker restarted: this one
    * restarts as a crashed one does, from its opts. */
+  dm__worker *again = NULL;
   if (id && opts && dm__sup_allow_restart(m) >= 0 &&
       dm__worker_start(m, dm__blob_data(id), dm__blob_len(id), dm__blob_data(opts),
-                       dm__blob_len(opts), NULL) == 0)
+                       dm__blob_len(opts), &again) == 0) {
     m->st.restarts++;
+    if (spec)
+      again->flags |= DM__W_SPEC;
+    dm__durable_put(m, again);
+  }
   dm__blob_unref(id);
   dm__blob_unref(opts);
 }

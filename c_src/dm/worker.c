@@ -199,7 +199,7 @@ int dm__worker_resume(dm__manager *m, const char *id, size_t idlen,
 }
 
 int dm__worker_put(dm__manager *m, const char *id, size_t idlen, const char *opts,
-                   size_t optslen, int only_new, ei_x_buff *detail) {
+                   size_t optslen, int only_new, ei_x_buff *detail, dm__worker **out) {
   dm__buf canon = DM__BUF_INIT;
   dm__child_opts probe = m->defaults;
   int r = dm__canon(id, idlen, &canon);
@@ -211,11 +211,20 @@ int dm__worker_put(dm__manager *m, const char *id, size_t idlen, const char *opt
                                      dm__id_hash(m, canon.data, canon.len));
   if (old && only_new)
     goto out;
+  /* A spec id stays one when put over: deleting it later must keep
+   * children_specs from bringing it back. */
+  int spec = old && (old->flags & DM__W_SPEC);
   if (old)
     dm__worker_stop(old, DM__A_SHUTDOWN, DM__ALEN(DM__A_SHUTDOWN));
-  r = dm__worker_start(m, canon.data, canon.len, opts, optslen, NULL);
-  if (r == 0)
+  dm__worker *w = NULL;
+  r = dm__worker_start(m, canon.data, canon.len, opts, optslen, &w);
+  if (r == 0) {
     m->st.puts++;
+    if (spec)
+      w->flags |= DM__W_SPEC;
+    if (out)
+      *out = w;
+  }
 out:
   dm__buf_free(&canon);
   return r;
@@ -224,6 +233,7 @@ out:
 /* {payload, P}: the payload is replaced and init runs again on it. */
 static void replace_payload(dm__worker *w, const char *p, size_t len) {
   dm__worker_set_blob(&w->payload, p, len);
+  dm__durable_dirty(w);
   if (w->m->b->init)
     dm__worker_run(w, DM__JOB_INIT, NULL, 0, NULL, 0);
 }

@@ -164,7 +164,7 @@ static inline term id_of(const char *atom) {
 /* put, as the wire API does it: id an atom, opts as Erlang text. */
 static inline int put(dm__manager *m, const char *atom, const char *opts) {
   term id = id_of(atom), o = T(opts);
-  return dm__worker_put(m, id.b, id.len, o.b, o.len, 0, NULL);
+  return dm__worker_put(m, id.b, id.len, o.b, o.len, 0, NULL, NULL);
 }
 
 /* The worker under the atom id, or NULL. */

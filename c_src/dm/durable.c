@@ -1,0 +1,472 @@
+/* A manager's durable state (--state-dir): its children kept in a store
+ * of its own (store/), restored at boot, changed as requests change them.
+ * A put, put_new or del given as a call is answered once its change is
+ * committed; the changes of one loop turn go out as one batch, which the
+ * store's writer thread commits (grouped with others) while the loop goes
+ * on. Payloads and values are checkpointed every --state-sync-ms for the
+ * workers whose callbacks changed them. A batch that fails answers its
+ * calls {error, {store, Why}}; it and every batch after it then wait, in
+ * order, and are tried again at each checkpoint until the store takes
+ * them (the node keeps serving meanwhile, from memory). Loop thread
+ * only. */
+#include <string.h>
+
+#include "dm/mgr.h"
+
+/* A record: {Opts, Payload, Value, FromSpecs}, external format without
+ * the version byte. */
+#define REC_ARITY 4
+
+/* A submitted batch and the calls it answers. */
+typedef struct {
+  dm__manager *m;
+  dm__replyto **acks;
+  size_t nacks;
+  int retry; /* the batch of a failed commit, tried again */
+} commit;
+
+struct dm__durable {
+  dm__store *store;
+  dm__store_batch *batch; /* this turn's changes */
+  dm__replyto **acks;     /* the calls they answer */
+  size_t nacks, capacks;
+  /* After a failed commit: the batches that wait to be tried again,
+   * oldest first, and why the last one failed. */
+  dm__store_batch **pending;
+  size_t npending, cappending;
+  const char *why;
+  size_t inflight_retries; /* retried batches not yet back */
+  uv_timer_t sync_timer;
+  int timer_open;
+  dm__buf rec;
+  /* Deleted children_specs ids read at boot, in the store's order, until
+   * the first children_specs is in. */
+  dm__blob **deleted;
+  size_t ndeleted, capdeleted;
+  int restoring;
+  uint64_t checkpoints, checkpointed, failures, retries;
+};
+
+static void on_sync(uv_timer_t *t);
+
+int dm__durable_open(dm__manager *m, const char *dir, uint32_t sync_ms) {
+  char err[512];
+  dm__durable *d = dm__calloc(1, sizeof *d);
+  if (!d)
+    return DM_ENOMEM;
+  int r = dm__store_open(&d->store, m->node->loop, dir, m->name, err, sizeof err);
+  if (r) {
+    DM_ERROR("manager %s: %s", m->name, err);
+    dm__free(d);
+    return r;
+  }
+  d->batch = dm__store_batch_new();
+  if (!d->batch) {
+    dm__store_stop(d->store);
+    dm__store_free(d->store);
+    dm__free(d);
+    return DM_ENOMEM;
+  }
+  uv_timer_init(m->node->loop, &d->sync_timer);
+  d->sync_timer.data = m;
+  d->timer_open = 1;
+  uv_timer_start(&d->sync_timer, on_sync, sync_ms, sync_ms);
+  m->durable = d;
+  DM_INFO("manager %s: durable state in %s, checkpoints every %u ms", m->name,
+          dm__store_path(d->store), sync_ms);
+  return 0;
+}
+
+/* ---- records ------------------------------------------------------------------ */
+
+static int encode(dm__durable *d, const dm__worker *w) {
+  static const char head[] = "\x68\x04";
+  d->rec.len = 0;
+  int spec = (w->flags & DM__W_SPEC) != 0;
+  const char *flag = spec ? "\x77\x04" "true" : "\x77\x05" "false";
+  if (dm__buf_append(&d->rec, head, 2) ||
+      dm__buf_append(&d->rec, dm__blob_data(w->opts), dm__blob_size(w->opts)) ||
+      dm__buf_append(&d->rec, dm__blob_data(w->payload), dm__blob_size(w->payload)) ||
+      dm__buf_append(&d->rec, dm__blob_data(w->value), dm__blob_size(w->value)) ||
+      dm__buf_append(&d->rec, flag, spec ? 6 : 7))
+    return DM_ENOMEM;
+  return 0;
+}
+
+static void batch_failed(dm__manager *m, const char *what, int r) {
+  m->durable->failures++;
+  DM_ERROR("manager %s: cannot record %s: %s", m->name, what, dm_strerror(r));
+}
+
+void dm__durable_put(dm__manager *m, dm__worker *w) {
+  dm__durable *d = m->durable;
+  int r;
+  if (!d)
+    return;
+  w->flags &= (uint8_t)~DM__W_DIRTY;
+  if ((r = encode(d, w)) ||
+      (r = dm__store_batch_put(d->batch, dm__worker_id(w), dm__worker_id_len(w),
+                               d->rec.data, d->rec.len)))
+    batch_failed(m, "a child", r);
+  else if (w->flags & DM__W_SPEC)
+    (void)dm__store_batch_deleted(d->batch, dm__worker_id(w), dm__worker_id_len(w), 0);
+}
+
+void dm__durable_del(dm__manager *m, const dm__worker *w) {
+  dm__durable *d = m->durable;
+  int r;
+  if (!d)
+    return;
+  if ((r = dm__store_batch_del(d->batch, dm__worker_id(w), dm__worker_id_len(w))) ||
+      ((w->flags & DM__W_SPEC) &&
+       (r = dm__store_batch_deleted(d->batch, dm__worker_id(w), dm__worker_id_len(w), 1))))
+    batch_failed(m, "a deletion", r);
+}
+
+void dm__durable_clear(dm__manager *m) {
+  dm__durable *d = m->durable;
+  if (!d)
+    return;
+  if (dm__store_batch_clear(d->batch))
+    batch_failed(m, "the restart", DM_EINVAL);
+}
+
+int dm__durable_ack(dm__manager *m, const dm__gen *g) {
+  dm__durable *d = m->durable;
+  if (!d)
+    return 0;
+  dm__replyto *r = dm__replyto_new(g);
+  if (!r || dm__array_grow((void **)&d->acks, &d->capacks, d->nacks + 1,
+                           sizeof *d->acks, 16)) {
+    dm__free(r);
+    return 0; /* answered now: the change is in the batch all the same */
+  }
+  d->acks[d->nacks++] = r;
+  return 1;
+}
+
+/* ---- commits ------------------------------------------------------------------- */
+
+static const char OK[] = DM__A_OK;
+
+static void answer(dm__manager *m, commit *c, int rc, const char *why) {
+  ei_x_buff x;
+  int enc = rc && ei_x_new(&x) == 0;
+  if (enc && (ei_x_encode_tuple_header(&x, 2) < 0 || ei_x_encode_atom(&x, "error") < 0 ||
+              ei_x_encode_tuple_header(&x, 2) < 0 || ei_x_encode_atom(&x, "store") < 0 ||
+              ei_x_encode_atom(&x, why ? why : "write_failed") < 0)) {
+    ei_x_free(&x);
+    enc = 0;
+  }
+  for (size_t i = 0; i < c->nacks; i++) {
+    if (!rc)
+      dm__reply_to(m->node, c->acks[i], OK, DM__ALEN(OK), 0);
+    else if (enc)
+      dm__reply_to(m->node, c->acks[i], x.buff, (size_t)x.index, 0);
+    else
+      dm__reply_exit(m->node, c->acks[i], DM__A_ENOMEM, DM__ALEN(DM__A_ENOMEM));
+    dm__free(c->acks[i]);
+  }
+  if (enc)
+    ei_x_free(&x);
+  dm__free(c->acks);
+}
+
+/* Keeps b, in order, to be tried again. */
+static void park(dm__durable *d, dm__store_batch *b) {
+  if (dm__array_grow((void **)&d->pending, &d->cappending, d->npending + 1,
+                     sizeof *d->pending, 4)) {
+    DM_ERROR("out of memory keeping a failed batch: its changes are lost until "
+             "the workers change again");
+    dm__store_batch_free(b);
+    return;
+  }
+  d->pending[d->npending++] = b;
+}
+
+static void on_done(void *ud, dm__store_batch *b, int rc, const char *why) {
+  commit *c = ud;
+  dm__manager *m = c->m;
+  dm__durable *d = m->durable;
+  answer(m, c, rc, why);
+  if (c->retry)
+    d->inflight_retries--;
+  if (rc) {
+    d->failures++;
+    d->why = why ? why : "write_failed";
+    DM_ERROR("manager %s: a commit to %s failed (%s); its changes wait for the "
+             "next checkpoint", m->name, dm__store_path(d->store), d->why);
+    park(d, b); /* dones come in submission order: so do the parked ones */
+  } else {
+    dm__store_batch_free(b);
+  }
+  dm__free(c);
+}
+
+static void submit(dm__manager *m, dm__store_batch *b, dm__replyto **acks,
+                   size_t nacks, int retry) {
+  dm__durable *d = m->durable;
+  commit *c = dm__calloc(1, sizeof *c);
+  if (c) {
+    c->m = m;
+    c->acks = acks;
+    c->nacks = nacks;
+    c->retry = retry;
+  }
+  if (!c || dm__store_submit(d->store, b, on_done, c)) {
+    commit none = {m, acks, nacks, retry};
+    answer(m, &none, DM_EIO, "write_failed");
+    d->failures++;
+    dm__store_batch_free(b);
+    dm__free(c);
+    return;
+  }
+  if (retry)
+    d->inflight_retries++;
+}
+
+void dm__durable_flush(dm__manager *m) {
+  dm__durable *d = m->durable;
+  if (!d || (!dm__store_batch_count(d->batch) && !d->nacks))
+    return;
+  dm__store_batch *next = dm__store_batch_new();
+  if (!next)
+    return; /* this turn's changes go with the next turn's */
+  if (d->npending || d->inflight_retries) {
+    /* Behind a failed batch: this one waits its turn, and its calls hear
+     * now that the store does not take changes. */
+    commit c = {m, d->acks, d->nacks, 0};
+    answer(m, &c, DM_EIO, d->why);
+    park(d, d->batch);
+  } else {
+    submit(m, d->batch, d->acks, d->nacks, 0);
+  }
+  d->batch = next;
+  d->acks = NULL;
+  d->nacks = d->capacks = 0;
+}
+
+/* The batches that failed, tried again in order. */
+static void retry(dm__manager *m) {
+  dm__durable *d = m->durable;
+  if (!d->npending || d->inflight_retries)
+    return;
+  dm__store_batch **all = d->pending;
+  size_t n = d->npending;
+  d->pending = NULL;
+  d->npending = d->cappending = 0;
+  d->retries++;
+  for (size_t i = 0; i < n; i++)
+    submit(m, all[i], NULL, 0, 1);
+  dm__free(all);
+}
+
+/* Every sync interval: the workers whose payload or value changed since
+ * they were last recorded, and a failed batch, tried again first. */
+static void on_sync(uv_timer_t *t) {
+  dm__manager *m = t->data;
+  dm__durable *d = m->durable;
+  if (!d || m->node->stopping)
+    return;
+  retry(m);
+  size_t n = 0;
+  for (size_t i = 0; i < m->cap; i++) {
+    dm__worker *w = dm__children_at(m, i);
+    if (w && (w->flags & DM__W_DIRTY)) {
+      dm__durable_put(m, w);
+      n++;
+    }
+  }
+  if (n) {
+    d->checkpoints++;
+    d->checkpointed += n;
+  }
+  dm__durable_flush(m);
+}
+
+/* ---- boot --------------------------------------------------------------------- */
+
+typedef struct {
+  dm__manager *m;
+  size_t restored;
+  int bad;
+} restore_ctx;
+
+static int restore_child(void *ud, const char *id, size_t idlen, const char *rec,
+                         size_t reclen) {
+  restore_ctx *rc = ud;
+  dm__manager *m = rc->m;
+  int i = 0, arity;
+  size_t k, o, p, v, f;
+  if (ei_decode_tuple_header(rec, &i, &arity) < 0 || arity != REC_ARITY)
+    goto bad;
+  k = (size_t)i;
+  o = k;
+  if (dm__term_skip(rec, reclen, &k))
+    goto bad;
+  p = k;
+  if (dm__term_skip(rec, reclen, &k))
+    goto bad;
+  v = k;
+  if (dm__term_skip(rec, reclen, &k))
+    goto bad;
+  f = k;
+  if (dm__term_skip(rec, reclen, &k) || k != reclen)
+    goto bad;
+  dm__child_opts probe = m->defaults;
+  if (dm__opts_parse(rec + o, p - o, &probe, NULL))
+    goto bad;
+  dm__blob *payload = dm__blob_new(rec + p, v - p);
+  dm__blob *value = dm__term_is_atom(rec + v, f - v, "nil") ? NULL : dm__blob_new(rec + v, f - v);
+  dm__worker *w = NULL;
+  int r = payload ? dm__worker_resume(m, id, idlen, rec + o, p - o, payload, value, &w)
+                  : DM_ENOMEM;
+  dm__blob_unref(payload);
+  dm__blob_unref(value);
+  if (r) {
+    DM_ERROR("manager %s: cannot restore a child: %s", m->name, dm_strerror(r));
+    return r;
+  }
+  if (dm__term_is_atom(rec + f, reclen - f, "true"))
+    w->flags |= DM__W_SPEC;
+  rc->restored++;
+  return 0;
+bad:
+  rc->bad = 1;
+  return DM_EBADTERM;
+}
+
+static int restore_deleted(void *ud, const char *id, size_t idlen) {
+  restore_ctx *rc = ud;
+  dm__durable *d = rc->m->durable;
+  dm__blob *b = dm__blob_new(id, idlen);
+  if (!b || dm__array_grow((void **)&d->deleted, &d->capdeleted, d->ndeleted + 1,
+                           sizeof *d->deleted, 16)) {
+    dm__blob_unref(b);
+    return DM_ENOMEM;
+  }
+  d->deleted[d->ndeleted++] = b;
+  return 0;
+}
+
+int dm__durable_restore(dm__manager *m) {
+  dm__durable *d = m->durable;
+  restore_ctx rc = {m, 0, 0};
+  if (!d)
+    return 0;
+  uint64_t t0 = uv_hrtime();
+  m->spread = 1;
+  int r = dm__store_load(d->store, restore_child, restore_deleted, &rc);
+  m->spread = 0;
+  if (r) {
+    DM_ERROR("manager %s: the store in %s %s; refusing to start", m->name,
+             dm__store_path(d->store),
+             rc.bad ? "holds a record this node cannot read (corrupt?)" : "could not be read");
+    return r;
+  }
+  d->restoring = 1;
+  DM_INFO("manager %s: %zu children restored, %zu deleted ids, in %llu ms", m->name,
+          rc.restored, d->ndeleted, (unsigned long long)((uv_hrtime() - t0) / 1000000));
+  return 0;
+}
+
+/* LMDB's order: bytes, then the shorter first. */
+static int cmp_id(const char *a, size_t al, const char *b, size_t bl) {
+  int c = memcmp(a, b, al < bl ? al : bl);
+  return c ? c : (al < bl ? -1 : al > bl);
+}
+
+int dm__durable_spec_wanted(dm__manager *m, const char *canon, size_t len) {
+  dm__durable *d = m->durable;
+  if (!d || !d->restoring)
+    return 1;
+  if (dm__children_get(m, canon, len, dm__id_hash(m, canon, len)))
+    return 0; /* the store knew it */
+  size_t lo = 0, hi = d->ndeleted;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    int c = cmp_id(dm__blob_data(d->deleted[mid]), dm__blob_len(d->deleted[mid]), canon, len);
+    if (c == 0)
+      return 0; /* deleted by the user */
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return 1;
+}
+
+void dm__durable_restored(dm__manager *m) {
+  dm__durable *d = m->durable;
+  if (!d)
+    return;
+  for (size_t i = 0; i < d->ndeleted; i++)
+    dm__blob_unref(d->deleted[i]);
+  dm__free(d->deleted);
+  d->deleted = NULL;
+  d->ndeleted = d->capdeleted = 0;
+  d->restoring = 0;
+}
+
+/* ---- stats, stop ----------------------------------------------------------------- */
+
+int dm__durable_enc_stats(dm__manager *m, ei_x_buff *x) {
+  dm__durable *d = m->durable;
+  dm__store_stats s;
+  dm__store_get_stats(d->store, &s);
+  const struct {
+    const char *k;
+    uint64_t v;
+  } kv[] = {
+      {"store_commits", s.commits},          {"store_batches", s.batches},
+      {"store_records_put", s.records_put},  {"store_records_deleted", s.records_deleted},
+      {"store_failures", d->failures},       {"store_retries", d->retries},
+      {"store_checkpoints", d->checkpoints}, {"store_checkpointed", d->checkpointed},
+      {"store_last_commit_us", s.last_commit_us}, {"store_max_commit_us", s.max_commit_us},
+      {"store_map_used", s.map_used},        {"store_queued", s.queued},
+  };
+  for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++)
+    if (ei_x_encode_atom(x, kv[i].k) < 0 || ei_x_encode_ulonglong(x, kv[i].v) < 0)
+      return DM_ENOMEM;
+  return 0;
+}
+
+size_t dm__durable_nstats(const dm__manager *m) { return m->durable ? 12 : 0; }
+
+void dm__durable_stop(dm__manager *m) {
+  dm__durable *d = m->durable;
+  if (!d)
+    return;
+  /* A clean stop records the last payloads too. */
+  for (size_t i = 0; i < m->cap; i++) {
+    dm__worker *w = dm__children_at(m, i);
+    if (w && (w->flags & DM__W_DIRTY))
+      dm__durable_put(m, w);
+  }
+  retry(m);
+  dm__durable_flush(m);
+  if (d->timer_open) {
+    uv_timer_stop(&d->sync_timer);
+    uv_close((uv_handle_t *)&d->sync_timer, NULL);
+    d->timer_open = 0;
+  }
+  dm__store_stop(d->store);
+}
+
+void dm__durable_free(dm__manager *m) {
+  dm__durable *d = m->durable;
+  if (!d)
+    return;
+  dm__durable_restored(m);
+  for (size_t i = 0; i < d->nacks; i++)
+    dm__free(d->acks[i]);
+  dm__free(d->acks);
+  dm__store_batch_free(d->batch);
+  for (size_t i = 0; i < d->npending; i++)
+    dm__store_batch_free(d->pending[i]);
+  dm__free(d->pending);
+  dm__store_free(d->store);
+  dm__buf_free(&d->rec);
+  dm__free(d);
+  m->durable = NULL;
+}
