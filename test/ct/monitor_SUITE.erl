@@ -23,7 +23,8 @@ all() ->
      demonitor_then_crash_fires_nothing,
      a_lost_peers_monitors_are_dropped,
      ten_thousand_monitors_all_fire_when_the_manager_restarts,
-     a_call_running_when_its_worker_is_deleted_exits_the_caller_at_once].
+     a_call_running_when_its_worker_is_deleted_exits_the_caller_at_once,
+     a_reply_after_the_caller_timed_out_is_not_delivered].
 
 init_per_testcase(_Case, Config) ->
     cnode_test:init_case(Config, ["--threads", "2",
@@ -227,3 +228,19 @@ a_call_running_when_its_worker_is_deleted_exits_the_caller_at_once(Config) ->
             ?assert(Took < 4000, Took)
     after 20000 -> ct:fail({no_result, Caller})
     end.
+
+%% OTP 24+ callers tag a call [alias | Mref] and give the alias up when
+%% they time out; the node, whose peer takes aliases, sends the reply to
+%% the alias, and BEAM drops it: no stray {Tag, Reply} in the mailbox.
+a_reply_after_the_caller_timed_out_is_not_delivered(Config) ->
+    N = ?config(node, Config),
+    P = worker(N, <<"late">>),
+    ?assertExit({timeout, {gen_server, call, _}}, gen_server:call(P, {sleep, 300}, 50)),
+    %% The worker serves this request after the sleeping one, and its
+    %% plain reference tag has it answered by SEND, as a late reply sent
+    %% to this process's pid would be: one node's SENDs to one process
+    %% arrive in order, so once this answer is in, such a reply is too.
+    Ref = make_ref(),
+    P ! {'$gen_call', {self(), Ref}, get},
+    receive {Ref, 0} -> ok after 10000 -> ct:fail(no_answer) end,
+    ?assertEqual({messages, []}, process_info(self(), messages)).
