@@ -110,7 +110,7 @@ stats_count_traffic(Config) ->
     Keys = [connections_accepted, connections_closed, packets_in, packets_out,
             bytes_in, bytes_out, ticks_in, ticks_out, bad_packets,
             oversized_packets, unknown_control, unknown_requests,
-            handshake_failures, undeliverable, peers_timed_out, reads,
+            handshake_failures, undeliverable, peers_timed_out, reads, monitors,
             lowat_releases],
     [?assert(is_integer(maps:get(K, S2))) || K <- Keys].
 
