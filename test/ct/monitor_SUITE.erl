@@ -237,6 +237,7 @@ a_call_running_when_its_worker_is_deleted_exits_the_caller_at_once(Config) ->
     receive
         {result, R} ->
             Took = erlang:monotonic_time(millisecond) - T0,
+            ct:pal("a running call's caller exited ~p ms after the del was asked", [Took]),
             ?assertMatch({'EXIT', {shutdown, {gen_server, call, _}}}, R),
             %% Well before the end of the 5 s sleep: the exit came with the del.
             ?assert(Took < 4000, Took)
