@@ -162,6 +162,15 @@ int dm__ctrl_decode(const char *pkt, size_t len, dm__ctrl *c) {
       goto bad;
     c->op = DM__OP_MONITOR_P_EXIT;
     break;
+  case 33: /* ALIAS_SEND {33, From, Alias} */
+  case 34: /* ALIAS_SEND_TT {34, From, Alias, Token} */
+    if (arity != (op == 33 ? 3 : 4) || !c->msg)
+      goto bad;
+    PID(from);
+    if (ei_decode_ref(pkt, &i, &c->ref) < 0)
+      goto bad;
+    c->op = DM__OP_ALIAS_SEND;
+    break;
   case 35: /* UNLINK_ID {35, Id, From, To} */
   case 36: /* UNLINK_ID_ACK */
     if (arity != 4 || ei_decode_ulonglong(pkt, &i, &c->unlink_id) < 0)
@@ -181,10 +190,27 @@ bad:
   return DM_EBADTERM;
 }
 
+/* At *i, `[alias | Ref]`: reads Ref into ref and moves past it. */
+static int alias_form(const char *msg, size_t len, int *i, erlang_ref *ref) {
+  int j = *i, size;
+  if (ei_decode_list_header(msg, &j, &size) < 0 || size != 1 ||
+      !dm__term_is_atom(msg + j, len - (size_t)j, "alias"))
+    return -1;
+  size_t h = (size_t)j;
+  if (dm__term_skip(msg, len, &h))
+    return -1;
+  j = (int)h;
+  if (ei_decode_ref(msg, &j, ref) < 0)
+    return -1;
+  *i = j;
+  return 0;
+}
+
 void dm__gen_decode(const char *msg, size_t len, dm__gen *g) {
   int i = 0, arity, type, size;
   g->kind = DM__GEN_OTHER;
   g->has_mref = 0;
+  g->alias = 0;
   if (ei_decode_version(msg, &i, &arity) < 0 ||
       ei_decode_tuple_header(msg, &i, &arity) < 0)
     return;
@@ -200,17 +226,14 @@ void dm__gen_decode(const char *msg, size_t len, dm__gen *g) {
     if (ei_get_type(msg, &i, &type, &size) < 0)
       return;
     int j = i;
-    if (type == ERL_LIST_EXT && size == 1) {
-      /* [alias | Mref]: skip the head atom, the tail is the reference. */
-      size_t h;
-      if (ei_decode_list_header(msg, &j, &size) < 0)
-        return;
-      h = (size_t)j;
-      if (dm__term_skip(msg, len, &h))
-        return;
-      j = (int)h;
-      if (ei_decode_ref(msg, &j, &g->mref) == 0)
-        g->has_mref = 1;
+    if (type == ERL_LIST_EXT) {
+      /* [alias | Mref], or [[alias | Mref] | _]: Mref is the caller's
+       * monitor and its alias. Another list names neither. */
+      int h = j;
+      if (alias_form(msg, len, &h, &g->mref) == 0 ||
+          (ei_decode_list_header(msg, &j, &size) == 0 &&
+           alias_form(msg, len, &j, &g->mref) == 0))
+        g->has_mref = g->alias = 1;
     } else if (ei_decode_ref(msg, &j, &g->mref) == 0) {
       g->has_mref = 1;
     }
@@ -254,11 +277,30 @@ int dm__enc_send_ctrl(ei_x_buff *x, const erlang_pid *to) {
   return 0;
 }
 
-int dm__enc_reply(ei_x_buff *x, const dm__gen *g, const char *reply,
-                  size_t reply_len) {
-  if (dm__pkt_begin(x) || dm__enc_send_ctrl(x, &g->from) ||
+int dm__enc_alias_send_ctrl(ei_x_buff *x, const erlang_pid *from,
+                            const erlang_ref *alias) {
+  if (ei_x_encode_tuple_header(x, 3) < 0 || ei_x_encode_long(x, 33) < 0 ||
+      ei_x_encode_pid(x, from) < 0 || ei_x_encode_ref(x, alias) < 0)
+    return DM_ENOMEM;
+  return 0;
+}
+
+int dm__enc_reply_head(ei_x_buff *x, const erlang_pid *to,
+                       const erlang_pid *self, const erlang_ref *alias,
+                       const char *tag, size_t tag_len) {
+  if (dm__pkt_begin(x) ||
+      (alias ? dm__enc_alias_send_ctrl(x, self, alias)
+             : dm__enc_send_ctrl(x, to)) ||
       ei_x_encode_version(x) < 0 || ei_x_encode_tuple_header(x, 2) < 0 ||
-      ei_x_append_buf(x, g->tag, (int)g->tag_len) < 0 ||
+      ei_x_append_buf(x, tag, (int)tag_len) < 0)
+    return DM_ENOMEM;
+  return 0;
+}
+
+int dm__enc_reply(ei_x_buff *x, const dm__gen *g, const erlang_pid *self,
+                  const char *reply, size_t reply_len) {
+  const erlang_ref *alias = self && g->alias ? &g->mref : NULL;
+  if (dm__enc_reply_head(x, &g->from, self, alias, g->tag, g->tag_len) ||
       ei_x_append_buf(x, reply, (int)reply_len) < 0)
     return DM_ENOMEM;
   return dm__pkt_end(x);

@@ -102,7 +102,7 @@ typedef struct {
   erlang_pid from;              /* sender (LINK, EXIT, REG_SEND, ...) */
   erlang_pid to;                /* target pid (SEND, LINK, EXIT, ...) */
   char toname[MAXATOMLEN_UTF8]; /* target name (REG_SEND, MONITOR_P) */
-  erlang_ref ref;               /* MONITOR_P, DEMONITOR_P */
+  erlang_ref ref;               /* MONITOR_P, DEMONITOR_P; ALIAS_SEND's alias */
   unsigned long long unlink_id; /* UNLINK_ID, UNLINK_ID_ACK */
   const char *reason;           /* EXIT, EXIT2: term without version byte */
   size_t reason_len;
@@ -124,6 +124,7 @@ typedef struct {
   const char *tag; /* call: its tag, encoded without version byte */
   size_t tag_len;
   int has_mref;     /* the tag carries the caller's monitor reference */
+  int alias;        /* ... and names it as the caller's alias */
   erlang_ref mref;  /* ... which is this */
   const char *req;  /* call or cast request, encoded without version */
   size_t req_len;
@@ -131,9 +132,14 @@ typedef struct {
 
 /* Decodes the message of a dm__ctrl (already validated by dm__ctrl_decode)
  * as `{'$gen_call', {Pid, Tag}, Req}`, `{'$gen_cast', Req}` or other. Tags
- * of the OTP 24+ form `[alias | Mref]` and the older `Mref` both give mref.
- * Always succeeds; malformed envelopes are DM__GEN_OTHER. */
+ * of the OTP 24+ forms `[alias | Mref]` and `[[alias | Mref] | _]` (the
+ * forms OTP's gen:reply sends to the alias) give mref and alias; the older
+ * `Mref` gives mref alone. Always succeeds; malformed envelopes are
+ * DM__GEN_OTHER. */
 void dm__gen_decode(const char *msg, size_t len, dm__gen *out);
+
+/* The peer takes ALIAS_SEND (DFLAG_ALIAS, OTP 24+). */
+#define DM__DFLAG_ALIAS (0x08ull << 32)
 
 /* Encoders. Each appends to x, which the caller owns. A packet is opened
  * with dm__pkt_begin and closed with dm__pkt_end (which writes the length
@@ -143,10 +149,22 @@ int dm__pkt_begin(ei_x_buff *x);
 int dm__pkt_end(ei_x_buff *x);
 /* Control for SEND to `to`; the message (with version) follows. */
 int dm__enc_send_ctrl(ei_x_buff *x, const erlang_pid *to);
+/* Control for ALIAS_SEND {33, From, Alias}; the message follows. */
+int dm__enc_alias_send_ctrl(ei_x_buff *x, const erlang_pid *from,
+                            const erlang_ref *alias);
+/* The head of a reply packet to a gen call: the packet opened, the
+ * control, and the message up to `{Tag, `; the reply term and
+ * dm__pkt_end follow. The control is ALIAS_SEND from `self` to alias
+ * when alias is not NULL, else SEND to `to`. */
+int dm__enc_reply_head(ei_x_buff *x, const erlang_pid *to,
+                       const erlang_pid *self, const erlang_ref *alias,
+                       const char *tag, size_t tag_len);
 /* A complete reply packet `{Tag, Reply}` to a gen call; reply is an encoded
- * term without version byte. */
-int dm__enc_reply(ei_x_buff *x, const dm__gen *g, const char *reply,
-                  size_t reply_len);
+ * term without version byte. With self not NULL and a tag that names an
+ * alias (g->alias), it goes to the alias from self (the peer must take
+ * aliases); else to the caller's pid. */
+int dm__enc_reply(ei_x_buff *x, const dm__gen *g, const erlang_pid *self,
+                  const char *reply, size_t reply_len);
 /* EXIT {3, From, To, Reason}; reason encoded without version byte. */
 int dm__enc_exit(ei_x_buff *x, const erlang_pid *from, const erlang_pid *to,
                  const char *reason, size_t reason_len);
@@ -199,7 +217,7 @@ void dm__config_defaults(dm__config *cfg);
 /* What the layer above learns from the table. */
 typedef struct {
   /* A packet (not a tick) from peer c. Returns 1 when it was a message
-   * (SEND or REG_SEND), which read coalescing counts, else 0. */
+   * (SEND, REG_SEND or ALIAS_SEND), which read coalescing counts, else 0. */
   int (*packet)(void *ud, dm__conn *c, const char *pkt, size_t len);
   /* The last connection to the peer with this interned name closed. */
   void (*peer_lost)(void *ud, uint32_t peer);

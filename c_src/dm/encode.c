@@ -61,7 +61,30 @@ int dm__enc_child(dm__node *n, ei_x_buff *x, const dm__worker *w) {
   return 0;
 }
 
+/* About what a Child's DateTime takes (busy?): a map of 13 pairs. */
+#define DATETIME_BYTES 256
+
+/* What the children of a State take, near enough, so that the room is
+ * reserved at once: grown in ei's steps of 100 bytes, a State of 10k
+ * children is copied over thousands of times (seconds where realloc
+ * cannot grow in place, as under AddressSanitizer). */
+static size_t children_bytes(const dm__manager *m) {
+  size_t per = sizeof CHILD_HEAD + 15 + strlen(m->node->dist.ec.thisnodename) +
+               sizeof KEY_VALUE + sizeof KEY_BUSY + sizeof KEY_OPTS +
+               DM__ALEN(DM__A_NIL);
+  size_t sum = 0;
+  for (size_t i = 0; i < m->cap; i++) {
+    const dm__worker *w = dm__children_at(m, i);
+    if (w)
+      sum += per + dm__worker_id_len(w) + dm__blob_size(w->value) +
+             dm__blob_size(w->opts) + (w->busy_ms ? DATETIME_BYTES : 0);
+  }
+  return sum;
+}
+
 int dm__enc_state(dm__manager *m, ei_x_buff *x) {
+  if (m->count > 64 && dm_x_reserve(x, children_bytes(m)))
+    return DM_ENOMEM;
   ENC(ei_x_encode_map_header(x, 4));
   ENC(ei_x_encode_atom(x, "__struct__"));
   ENC(ei_x_encode_atom(x, m->struct_name));

@@ -145,6 +145,7 @@ typedef struct {
 typedef struct dm__replyto {
   erlang_pid from;
   int has_mref;
+  int alias; /* mref is the caller's alias too */
   erlang_ref mref;
   size_t tag_len;
   char tag[];

@@ -88,18 +88,39 @@ void dm__node_noproc(dm__node *n, const dm__ctrl *ctl) {
 
 /* ---- replies ---------------------------------------------------------------- */
 
-static ei_x_buff *open_reply(dm__node *n, const erlang_pid *to, const char *tag,
+/* A pid of this node, for a signal whose sender the receiver never sees
+ * (an ALIAS_SEND's, a call's exit): the caller's own numbers, our node. */
+static void our_pid(const dm__node *n, const erlang_pid *like, erlang_pid *out) {
+  *out = *like;
+  strcpy(out->node, n->dist.ec.thisnodename);
+  out->creation = n->dist.ec.creation;
+}
+
+/* A reply goes to the caller's alias when its tag names one and its node
+ * takes ALIAS_SEND: given up (the call timed out), the alias makes BEAM
+ * drop the reply, which sent to the pid would land in the mailbox. */
+static const erlang_ref *alias_of(dm__node *n, const erlang_pid *to, int alias,
+                                  const erlang_ref *mref) {
+  const dm__conn *c = alias ? dm__dist_conn(&n->dist, to->node) : NULL;
+  return c && (c->flags & DM__DFLAG_ALIAS) ? mref : NULL;
+}
+
+static ei_x_buff *open_reply(dm__node *n, const erlang_pid *to, int alias,
+                             const erlang_ref *mref, const char *tag,
                              size_t tag_len) {
   ei_x_buff *x = pkt(n);
-  if (dm__pkt_begin(x) || dm__enc_send_ctrl(x, to) || ei_x_encode_version(x) < 0 ||
-      ei_x_encode_tuple_header(x, 2) < 0 || ei_x_append_buf(x, tag, (int)tag_len) < 0)
+  const erlang_ref *to_alias = alias_of(n, to, alias, mref);
+  erlang_pid self;
+  if (to_alias)
+    our_pid(n, to, &self);
+  if (dm__enc_reply_head(x, to, &self, to_alias, tag, tag_len))
     return NULL;
   n->pkt_body = (size_t)x->index;
   return x;
 }
 
 ei_x_buff *dm__reply_begin(dm__node *n, const dm__gen *g) {
-  return open_reply(n, &g->from, g->tag, g->tag_len);
+  return open_reply(n, &g->from, g->alias, &g->mref, g->tag, g->tag_len);
 }
 
 /* The call exits instead: with nothing sensible to say, the caller's
@@ -108,9 +129,8 @@ static int exit_with(dm__node *n, const erlang_pid *to, int has_mref,
                      const erlang_ref *mref, const char *reason, size_t len) {
   if (!has_mref)
     return DM_ENOMEM;
-  erlang_pid self = *to; /* any pid of ours would do; the caller only sees the ref */
-  strcpy(self.node, n->dist.ec.thisnodename);
-  self.creation = n->dist.ec.creation;
+  erlang_pid self; /* any pid of ours would do; the caller only sees the ref */
+  our_pid(n, to, &self);
   return dm__node_send_monitor_exit(n, NULL, &self, to, mref, reason, len);
 }
 
@@ -153,6 +173,7 @@ dm__replyto *dm__replyto_new(const dm__gen *g) {
     return NULL;
   r->from = g->from;
   r->has_mref = g->has_mref;
+  r->alias = g->alias;
   r->mref = g->mref;
   r->tag_len = g->tag_len;
   memcpy(r->tag, g->tag, g->tag_len);
@@ -164,7 +185,7 @@ void dm__reply_to(dm__node *n, const dm__replyto *r, const char *term,
   static const char ok2[] = "\x68\x02" DM__A_OK; /* {ok, Reply} */
   if (!r)
     return;
-  ei_x_buff *x = open_reply(n, &r->from, r->tag, r->tag_len);
+  ei_x_buff *x = open_reply(n, &r->from, r->alias, &r->mref, r->tag, r->tag_len);
   if (!x) {
     exit_call(n, &r->from, r->has_mref, &r->mref);
     return;

@@ -99,6 +99,13 @@ int dm__node_route(dm__node *n, dm__conn *c, const char *pkt, size_t len) {
   case DM__OP_MONITOR_P_EXIT:
     dm__remote_down(n, &ctl);
     return 0;
+  case DM__OP_ALIAS_SEND:
+    /* The node makes no aliases, so none is active: dropped, as BEAM
+     * drops a message to an alias given up. */
+    n->stats.undeliverable++;
+    DM_DEBUG("message from %s to an alias, which no process here has",
+             n->dist.peer_names[c->peer]);
+    return 1;
   case DM__OP_UNLINK_ID_ACK:
   case DM__OP_GROUP_LEADER:
     return 0;

@@ -59,12 +59,16 @@ static int encode_info(dm__node *n, ei_x_buff *x) {
 static int encode_stats(dm__node *n, ei_x_buff *x) {
   dm__dist_stats *ds = &n->dist.stats;
   dm__node_stats *ns = &n->stats;
-  int count = 0
+  int count = 1 /* monitors */
 #define DM__ONE(name) +1
               DM__DIST_STATS_MAP(DM__ONE) DM__NODE_STATS_MAP(DM__ONE)
 #undef DM__ONE
       ;
   ENC(ei_x_encode_map_header(x, count));
+  /* A gauge: monitors remote processes hold on this node's now. Every
+   * gen_server call from BEAM adds one and takes it back. */
+  ENC(ei_x_encode_atom(x, "monitors"));
+  ENC(ei_x_encode_ulonglong(x, n->nmonitors));
 #define DM__ENC(name)                                                          \
   ENC(ei_x_encode_atom(x, #name));                                             \
   ENC(ei_x_encode_ulonglong(x, s->name));

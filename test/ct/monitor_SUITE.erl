@@ -1,11 +1,16 @@
-%% @doc Monitors on C-node processes. BEAM sends MONITOR_P only to peers
-%% whose handshake advertised DFLAG_DIST_MONITOR, which ei's handshake does
-%% not, so a raw peer (raw_dist) sends the control messages an OTP peer
-%% would send: the monitor fires with the real reason when the worker is
-%% deleted, crashes or halts; DEMONITOR_P takes it back; a pid or name that
-%% is not there gives noproc at once; a peer's monitors go with it. And,
-%% from a real BEAM caller: a call that runs while its worker is deleted
-%% exits the caller at once.
+%% @doc Monitors on C-node processes, from real BEAM processes and from a
+%% raw peer. The node advertises DIST_MONITOR and DIST_MONITOR_NAME, so
+%% erlang:monitor/2 on a worker, a manager's name or any pid of the node
+%% reaches it as MONITOR_P: the 'DOWN' carries the real reason when the
+%% worker is deleted (shutdown), crashes (the crash reason) or halts
+%% (normal); a pid or name that is not there gives noproc at once; a
+%% manager's name is kept across a restart, which keeps the manager; a
+%% demonitor takes the monitor back on the node too. Each 'DOWN' is timed
+%% from the event and the figure logged (ct:pal). The raw peer (raw_dist)
+%% sends the control messages themselves, so the node's side is seen as
+%% it is on the wire: the monitor exits it sends, and that a peer's
+%% monitors go with it. And a call that runs while its worker is deleted
+%% exits the caller at once; a reply after the caller timed out is dropped.
 -module(monitor_SUITE).
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
@@ -23,7 +28,17 @@ all() ->
      demonitor_then_crash_fires_nothing,
      a_lost_peers_monitors_are_dropped,
      ten_thousand_monitors_all_fire_when_the_manager_restarts,
-     a_call_running_when_its_worker_is_deleted_exits_the_caller_at_once].
+     a_call_running_when_its_worker_is_deleted_exits_the_caller_at_once,
+     a_reply_after_the_caller_timed_out_is_not_delivered,
+     beam_monitor_on_a_deleted_worker_gets_shutdown,
+     beam_monitor_on_a_crashed_worker_gets_the_crash_reason,
+     beam_monitor_on_a_halted_worker_gets_normal,
+     beam_monitor_on_the_pid_of_a_worker_deleted_and_put_again_gets_noproc,
+     beam_monitor_on_a_missing_name_gets_noproc,
+     beam_monitor_by_name_outlives_a_restart_and_goes_with_the_node,
+     beam_demonitor_takes_the_monitor_back_on_the_node,
+     beam_process_monitoring_ten_thousand_workers_gets_every_down_on_restart,
+     beam_calls_leave_no_monitor_behind].
 
 init_per_testcase(_Case, Config) ->
     cnode_test:init_case(Config, ["--threads", "2",
@@ -222,8 +237,198 @@ a_call_running_when_its_worker_is_deleted_exits_the_caller_at_once(Config) ->
     receive
         {result, R} ->
             Took = erlang:monotonic_time(millisecond) - T0,
+            ct:pal("a running call's caller exited ~p ms after the del was asked", [Took]),
             ?assertMatch({'EXIT', {shutdown, {gen_server, call, _}}}, R),
             %% Well before the end of the 5 s sleep: the exit came with the del.
             ?assert(Took < 4000, Took)
     after 20000 -> ct:fail({no_result, Caller})
     end.
+
+%% OTP 24+ callers tag a call [alias | Mref] and give the alias up when
+%% they time out; the node, whose peer takes aliases, sends the reply to
+%% the alias, and BEAM drops it: no stray {Tag, Reply} in the mailbox.
+a_reply_after_the_caller_timed_out_is_not_delivered(Config) ->
+    N = ?config(node, Config),
+    P = worker(N, <<"late">>),
+    ?assertExit({timeout, {gen_server, call, _}}, gen_server:call(P, {sleep, 300}, 50)),
+    %% The worker serves this request after the sleeping one, and its
+    %% plain reference tag has it answered by SEND, as a late reply sent
+    %% to this process's pid would be: one node's SENDs to one process
+    %% arrive in order, so once this answer is in, such a reply is too.
+    Ref = make_ref(),
+    P ! {'$gen_call', {self(), Ref}, get},
+    receive {Ref, 0} -> ok after 10000 -> ct:fail(no_answer) end,
+    ?assertEqual({messages, []}, process_info(self(), messages)).
+
+%% ---- erlang:monitor/2 from BEAM ---------------------------------------------
+
+%% The monitors remote processes hold on the node now. Asked with a plain
+%% tag: a gen_server:call would hold a monitor of its own meanwhile. From
+%% this process, so it comes after this process's monitors and demonitors.
+held(N) ->
+    Ref = make_ref(),
+    {tarearbol_cnode, N} ! {'$gen_call', {self(), Ref}, stats},
+    receive {Ref, #{monitors := M}} -> M after 10000 -> error(no_stats) end.
+
+now_us() -> erlang:monotonic_time(microsecond).
+
+%% The 'DOWN' of Ref, and how long after T0 (us) it came, logged as What.
+down(Ref, T0, What) ->
+    receive
+        {'DOWN', Ref, process, Object, Reason} ->
+            Ms = (now_us() - T0) / 1000,
+            ct:pal("'DOWN' ~s: ~.2f ms (~p)", [What, Ms, Reason]),
+            %% The figure to quote is in the log; this bound only catches a
+            %% 'DOWN' that waited for something else (a timeout, a tick).
+            ?assert(Ms < 2000, Ms),
+            {Object, Reason}
+    after 10000 -> ct:fail({no_down, What})
+    end.
+
+beam_monitor_on_a_deleted_worker_gets_shutdown(Config) ->
+    N = ?config(node, Config),
+    P = worker(N, <<"bd">>),
+    Ref = erlang:monitor(process, P),
+    T0 = now_us(),
+    gen_server:cast({?M, N}, {del, <<"bd">>}),
+    ?assertEqual({P, shutdown}, down(Ref, T0, "del")).
+
+beam_monitor_on_a_crashed_worker_gets_the_crash_reason(Config) ->
+    N = ?config(node, Config),
+    P = worker(N, <<"bc">>),
+    Ref = erlang:monitor(process, P),
+    T0 = now_us(),
+    gen_server:cast(P, {crash, {boom, 42}}),
+    ?assertEqual({P, {boom, 42}}, down(Ref, T0, "crash")).
+
+beam_monitor_on_a_halted_worker_gets_normal(Config) ->
+    N = ?config(node, Config),
+    P = worker(N, <<"bh">>),
+    Ref = erlang:monitor(process, P),
+    T0 = now_us(),
+    gen_server:cast(P, halt),
+    ?assertEqual({P, normal}, down(Ref, T0, "halt")).
+
+%% Deleted and put again, the id has a new worker with a new pid: the old
+%% pid names a process that is gone for good.
+beam_monitor_on_the_pid_of_a_worker_deleted_and_put_again_gets_noproc(Config) ->
+    N = ?config(node, Config),
+    Old = worker(N, <<"bo">>),
+    ok = call(N, {del, <<"bo">>}),
+    New = worker(N, <<"bo">>),
+    ?assertNotEqual(Old, New),
+    T0 = now_us(),
+    Ref = erlang:monitor(process, Old),
+    ?assertEqual({Old, noproc}, down(Ref, T0, "old incarnation")),
+    %% The new one is monitored as any other.
+    Ref2 = erlang:monitor(process, New),
+    T1 = now_us(),
+    gen_server:cast(New, halt),
+    ?assertEqual({New, normal}, down(Ref2, T1, "halt of the new incarnation")).
+
+beam_monitor_on_a_missing_name_gets_noproc(Config) ->
+    N = ?config(node, Config),
+    T0 = now_us(),
+    Ref = erlang:monitor(process, {nobody_here, N}),
+    ?assertEqual({{nobody_here, N}, noproc}, down(Ref, T0, "missing name")),
+    ?assertEqual(0, held(N)).
+
+%% A restart gives the manager a clean state, but the manager (its pid,
+%% its name) stays: a monitor on the name is kept, while its workers'
+%% fire. The manager ends with the node, and the monitor then fires as
+%% BEAM fires every monitor on a node it loses.
+beam_monitor_by_name_outlives_a_restart_and_goes_with_the_node(Config) ->
+    Args = ["--manager", "counters=counter,timeout=0"],
+    #{node := N} = C = cnode_test:start(undefined, #{dir => ?config(priv_dir, Config), args => Args}),
+    cnode_test:wait_started({?M, N}, 10000),
+    P = worker(N, <<"w">>),
+    Ref = erlang:monitor(process, {?M, N}),
+    RefW = erlang:monitor(process, P),
+    ?assertEqual(2, held(N)),
+    TR = now_us(),
+    ok = call(N, restart),
+    ?assertEqual({P, shutdown}, down(RefW, TR, "restart, for a worker")),
+    cnode_test:wait_started({?M, N}, 10000),
+    %% Had the name's monitor fired, its 'DOWN' would have come before the
+    %% answer to held/1: the node sends in order.
+    ?assertEqual(1, held(N)),
+    ?assertEqual({messages, []}, process_info(self(), messages)),
+    %% stop/1 waits for the exit: another process runs it, this one times
+    %% the 'DOWN' from the moment the stop was asked for.
+    Self = self(),
+    T0 = now_us(),
+    spawn_link(fun() -> Self ! {stopped, cnode_test:stop(C)} end),
+    ?assertEqual({{?M, N}, noconnection}, down(Ref, T0, "node stop, by name")),
+    receive {stopped, R} -> ?assertEqual(ok, R) after 30000 -> ct:fail(not_stopped) end.
+
+%% A demonitor reaches the node (DEMONITOR_P) and the node lets the
+%% monitor go. BEAM alone already keeps a 'DOWN' from a monitor taken
+%% back out of the mailbox, so the node's side is read from its gauge;
+%% the worker's crash is still followed by a barrier: another worker's
+%% 'DOWN', which the node sends after anything the crash made it send.
+beam_demonitor_takes_the_monitor_back_on_the_node(Config) ->
+    N = ?config(node, Config),
+    A = worker(N, <<"da">>),
+    Base = held(N),
+    RefA = erlang:monitor(process, A),
+    ?assertEqual(Base + 1, held(N)),
+    true = erlang:demonitor(RefA),
+    ?assertEqual(Base, held(N)),
+    gen_server:cast(A, {crash, first}),
+    %% Restarted (a permanent worker): the crash has been dealt with.
+    cnode_test:wait_until(fun() ->
+        case call(N, {get, <<"da">>}) of
+            #{pid := A2} -> A2 =/= A;
+            _ -> false
+        end end, 5000),
+    B = worker(N, <<"db">>),
+    RefB = erlang:monitor(process, B),
+    gen_server:cast({?M, N}, {del, <<"db">>}),
+    receive
+        {'DOWN', R, process, _, _} = Down ->
+            ?assertEqual(RefB, R, Down)
+    after 10000 -> ct:fail(no_down)
+    end,
+    ?assertEqual(Base, held(N)).
+
+beam_process_monitoring_ten_thousand_workers_gets_every_down_on_restart(Config) ->
+    N = ?config(node, Config),
+    [ok = call(N, {put, integer_to_binary(I), [{timeout, 0}]}) || I <- lists:seq(1, 10000)],
+    #{children := Children} = call(N, state),
+    Pids = [P || #{pid := P} <- maps:values(Children)],
+    ?assertEqual(10000, length(Pids)),
+    Refs = [erlang:monitor(process, P) || P <- Pids],
+    ?assertEqual(10000, held(N)),
+    T0 = now_us(),
+    ok = call(N, restart),
+    Want = maps:from_list([{R, true} || R <- Refs]),
+    {Left, Reasons, LastUs} = collect_downs(Want, #{}, T0, erlang:monotonic_time(millisecond) + 60000),
+    ct:pal("10000 'DOWN' on restart: the last ~.1f ms after the restart was asked", [LastUs / 1000]),
+    ?assertEqual({0, [shutdown]}, {Left, Reasons}),
+    ?assertEqual(0, held(N)).
+
+collect_downs(Want, Reasons, T0, _Deadline) when map_size(Want) =:= 0 ->
+    {0, maps:keys(Reasons), now_us() - T0};
+collect_downs(Want, Reasons, T0, Deadline) ->
+    T = max(0, Deadline - erlang:monotonic_time(millisecond)),
+    receive
+        {'DOWN', Ref, process, _, Why} when is_map_key(Ref, Want) ->
+            collect_downs(maps:remove(Ref, Want), Reasons#{Why => true}, T0, Deadline)
+    after T -> {map_size(Want), maps:keys(Reasons), now_us() - T0}
+    end.
+
+%% Every gen_server call from BEAM monitors its callee (a worker by pid,
+%% a manager by name) and takes the monitor back after the answer, or
+%% when it times out: none is left on the node.
+beam_calls_leave_no_monitor_behind(Config) ->
+    N = ?config(node, Config),
+    P = worker(N, <<"lc">>),
+    Base = held(N),
+    [0 = gen_server:call(P, get) || _ <- lists:seq(1, 50)],
+    [#{} = call(N, {get, <<"lc">>}) || _ <- lists:seq(1, 50)],
+    {error, {unknown_request, x}} = call(N, x),
+    ?assertExit({timeout, _}, gen_server:call(P, {sleep, 200}, 20)),
+    %% Served after the sleeping call: the caller that timed out has long
+    %% taken its monitor back.
+    0 = gen_server:call(P, get),
+    ?assertEqual(Base, held(N)).

@@ -18,6 +18,7 @@
          link_to_missing_pid_gets_noproc_exit/1,
          link_and_unlink_to_service/1,
          casts_and_plain_messages_are_survived/1,
+         a_message_to_an_alias_is_dropped_and_counted/1,
          wrong_cookie_gives_pang_right_one_still_served/1,
          several_peers_at_once/1,
          peer_reconnects_after_disconnect/1,
@@ -39,6 +40,7 @@ all() ->
      call_by_pid_reaches_the_service, call_to_dead_local_pid_fails_with_noproc,
      link_to_missing_pid_gets_noproc_exit, link_and_unlink_to_service,
      casts_and_plain_messages_are_survived,
+     a_message_to_an_alias_is_dropped_and_counted,
      wrong_cookie_gives_pang_right_one_still_served, several_peers_at_once,
      peer_reconnects_after_disconnect,
      silent_peer_is_dropped_after_net_ticktime, epmd_restart_registers_again,
@@ -108,7 +110,7 @@ stats_count_traffic(Config) ->
     Keys = [connections_accepted, connections_closed, packets_in, packets_out,
             bytes_in, bytes_out, ticks_in, ticks_out, bad_packets,
             oversized_packets, unknown_control, unknown_requests,
-            handshake_failures, undeliverable, peers_timed_out, reads,
+            handshake_failures, undeliverable, peers_timed_out, reads, monitors,
             lowat_releases],
     [?assert(is_integer(maps:get(K, S2))) || K <- Keys].
 
@@ -200,6 +202,22 @@ casts_and_plain_messages_are_survived(Config) ->
     {nobody, N} ! hello,
     ?assertEqual(pong, net_adm:ping(N)),
     ?assertMatch(#{undeliverable := U} when U >= 1, cnode_test:stats(N)).
+
+%% The node takes aliases (for its replies) but makes none: BEAM sends a
+%% message to a reference of the node as ALIAS_SEND, and it is dropped,
+%% as BEAM drops one to an alias that is not active.
+a_message_to_an_alias_is_dropped_and_counted(Config) ->
+    N = node_of(Config),
+    #{creation := Cr} = cnode_test:call(N, info),
+    Name = atom_to_binary(N),
+    Alias = binary_to_term(<<131, 90, 3:16, 119, (byte_size(Name)), Name/binary,
+                             Cr:32, 1:32, 2:32, 3:32>>),
+    ?assertEqual(N, node(Alias)),
+    #{undeliverable := U0, unknown_control := C0} = cnode_test:stats(N),
+    erlang:send(Alias, hello),
+    %% From this process too, so it comes after the alias's message.
+    #{undeliverable := U1, unknown_control := C1} = cnode_test:stats(N),
+    ?assertEqual({U0 + 1, C0}, {U1, C1}).
 
 wrong_cookie_gives_pang_right_one_still_served(Config) ->
     N = node_of(Config),

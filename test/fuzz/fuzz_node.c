@@ -138,7 +138,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
     return 0;
   fcntl(sv[1], F_SETFL, fcntl(sv[1], F_GETFL) | O_NONBLOCK);
-  if (dm__dist_adopt(&node.dist, sv[0], PEER, 0) != 0) {
+  /* The peer takes aliases, as every OTP 24+ node does: replies to
+   * alias-tagged calls go out as ALIAS_SEND. */
+  if (dm__dist_adopt(&node.dist, sv[0], PEER, DM__DFLAG_ALIAS) != 0) {
     close(sv[1]);
     return 0;
   }

@@ -7,6 +7,8 @@
 #define TEST_BARE_NODE_H
 
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <ei.h>
 
@@ -65,6 +67,16 @@ static inline void bare_node_free(bare_node *b) {
   assert_int_equal(uv_loop_close(&b->loop), 0);
 }
 
+/* A peer named `name` that advertised `flags`: one end of a socketpair
+ * served as its connection. Returns the other end, which the test closes
+ * after bare_node_free. */
+static inline int bare_node_peer(bare_node *b, const char *name, uint64_t flags) {
+  int sv[2];
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  assert_int_equal(dm__dist_adopt(&b->n.dist, sv[0], name, flags), 0);
+  return sv[1];
+}
+
 /* ---- callers ----------------------------------------------------------- */
 
 /* A gen call from caller k on a node we have no connection to. Its tag
@@ -92,6 +104,21 @@ static inline dm__gen caller(int k, const char *req, size_t req_len, term *tag) 
   return g;
 }
 
+/* The same from an OTP 24+ caller on `node`: its tag is [alias | Mref].
+ * tag must outlive g. */
+static inline dm__gen alias_caller(int k, const char *node, term *tag) {
+  dm__gen g = caller(k, NULL, 0, tag);
+  strcpy(g.from.node, node);
+  int i = 0;
+  assert_int_equal(ei_encode_list_header(tag->b, &i, 1), 0);
+  assert_int_equal(ei_encode_atom(tag->b, &i, "alias"), 0);
+  assert_int_equal(ei_encode_ref(tag->b, &i, &g.mref), 0);
+  tag->len = (size_t)i;
+  g.tag_len = tag->len;
+  g.alias = 1;
+  return g;
+}
+
 /* A reply record of caller k, as a call's delivery makes it. */
 static inline dm__replyto *caller_reply(int k) {
   term tag;
@@ -103,10 +130,11 @@ static inline dm__replyto *caller_reply(int k) {
 
 /* ---- what was sent ----------------------------------------------------- */
 
-enum { SENT_REPLY = 1, SENT_EXIT };
+enum { SENT_REPLY = 1, SENT_ALIAS, SENT_EXIT };
 
 typedef struct {
-  int what; /* SENT_REPLY {Tag, Reply} or SENT_EXIT (the call's monitor fired) */
+  int what; /* SENT_REPLY {Tag, Reply} to the caller's pid, SENT_ALIAS the
+             * same to its alias, or SENT_EXIT (the call's monitor fired) */
   long k;   /* the caller, from the tag or the monitor's reference */
   term body; /* the reply, or the exit reason */
 } sent_t;
@@ -123,15 +151,28 @@ static inline sent_t sent(dm__node *n) {
   assert_int_equal(ei_decode_version(p, &i, &ver), 0);
   assert_int_equal(ei_decode_tuple_header(p, &i, &arity), 0);
   assert_int_equal(ei_decode_long(p, &i, &op), 0);
-  if (op == 2) { /* SEND {2, '', To}, then {Tag, Reply} */
+  if (op == 2 || op == 33) {
+    /* SEND {2, '', To} or ALIAS_SEND {33, From, Alias}, then {Tag, Reply}:
+     * the tag is k, or [alias | Mref] with k in Mref, and an ALIAS_SEND
+     * goes to that Mref. */
     dm__ctrl c;
+    dm__gen g;
     assert_int_equal(dm__ctrl_decode(p, len, &c), 0);
     i = 0;
     assert_int_equal(ei_decode_version(c.msg, &i, &ver), 0);
     assert_int_equal(ei_decode_tuple_header(c.msg, &i, &arity), 0);
     assert_int_equal(arity, 2);
-    assert_int_equal(ei_decode_long(c.msg, &i, &s.k), 0);
-    s.what = SENT_REPLY;
+    int at = i;
+    if (ei_decode_long(c.msg, &i, &s.k) < 0) {
+      assert_int_equal(ei_decode_list_header(c.msg, &at, &arity), 0);
+      assert_int_equal(ei_skip_term(c.msg, &at), 0);
+      assert_int_equal(ei_decode_ref(c.msg, &at, &g.mref), 0);
+      s.k = (long)g.mref.n[0];
+      i = at;
+    }
+    s.what = op == 2 ? SENT_REPLY : SENT_ALIAS;
+    if (op == 33)
+      assert_int_equal(c.ref.n[0], (unsigned)s.k);
     s.body.len = c.msg_len - (size_t)i;
     memcpy(s.body.b, c.msg + i, s.body.len);
     return s;

@@ -55,6 +55,7 @@ static void reg_send_gen_call_with_alias_tag(void **state) {
   assert_int_equal(g.kind, DM__GEN_CALL);
   assert_int_equal(g.from.num, 11);
   assert_true(g.has_mref);
+  assert_true(g.alias);
   assert_int_equal(g.mref.n[2], 9);
   assert_ptr_equal(g.tag, x.buff + tag_at);
   assert_int_equal(g.tag_len, (size_t)(req_at - tag_at));
@@ -88,7 +89,130 @@ static void send_gen_call_with_plain_ref_tag(void **state) {
   dm__gen_decode(c.msg, c.msg_len, &g);
   assert_int_equal(g.kind, DM__GEN_CALL);
   assert_true(g.has_mref);
+  assert_false(g.alias);
   assert_int_equal(g.mref.n[0], 7);
+  ei_x_free(&x);
+}
+
+/* Tag forms, as OTP's gen:reply tells them apart. */
+enum { TAG_ALIAS, TAG_ALIAS_FIRST, TAG_ALIAS_HEAD, TAG_OTHER_HEAD, TAG_ALIAS_NOT_REF };
+
+static void encode_tag(ei_x_buff *m, int form) {
+  switch (form) {
+  case TAG_ALIAS: /* [alias | Ref] */
+    ei_x_encode_list_header(m, 1);
+    ei_x_encode_atom(m, "alias");
+    ei_x_encode_ref(m, &ref_r);
+    break;
+  case TAG_ALIAS_FIRST: /* [[alias | Ref], x] */
+    ei_x_encode_list_header(m, 2);
+    ei_x_encode_list_header(m, 1);
+    ei_x_encode_atom(m, "alias");
+    ei_x_encode_ref(m, &ref_r);
+    ei_x_encode_atom(m, "x");
+    ei_x_encode_empty_list(m);
+    break;
+  case TAG_ALIAS_HEAD: /* [[alias | Ref] | x] */
+    ei_x_encode_list_header(m, 1);
+    ei_x_encode_list_header(m, 1);
+    ei_x_encode_atom(m, "alias");
+    ei_x_encode_ref(m, &ref_r);
+    ei_x_encode_atom(m, "x");
+    break;
+  case TAG_OTHER_HEAD: /* [other | Ref] */
+    ei_x_encode_list_header(m, 1);
+    ei_x_encode_atom(m, "other");
+    ei_x_encode_ref(m, &ref_r);
+    break;
+  case TAG_ALIAS_NOT_REF: /* [alias | 5] */
+    ei_x_encode_list_header(m, 1);
+    ei_x_encode_atom(m, "alias");
+    ei_x_encode_long(m, 5);
+    break;
+  }
+}
+
+static dm__gen gen_call_tagged(ei_x_buff *m, int form) {
+  dm__gen g;
+  ei_x_new_with_version(m);
+  ei_x_encode_tuple_header(m, 3);
+  ei_x_encode_atom(m, "$gen_call");
+  ei_x_encode_tuple_header(m, 2);
+  ei_x_encode_pid(m, &pid_a);
+  encode_tag(m, form);
+  ei_x_encode_atom(m, "info");
+  dm__gen_decode(m->buff, (size_t)m->index, &g);
+  return g;
+}
+
+static void a_tag_names_an_alias_only_in_the_forms_gen_reply_knows(void **state) {
+  (void)state;
+  static const struct {
+    int form, alias;
+  } cases[] = {{TAG_ALIAS, 1}, {TAG_ALIAS_FIRST, 1}, {TAG_ALIAS_HEAD, 1},
+               {TAG_OTHER_HEAD, 0}, {TAG_ALIAS_NOT_REF, 0}};
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    ei_x_buff m;
+    dm__gen g = gen_call_tagged(&m, cases[k].form);
+    assert_int_equal(g.kind, DM__GEN_CALL);
+    assert_int_equal(g.alias, cases[k].alias);
+    assert_int_equal(g.has_mref, cases[k].alias);
+    if (cases[k].alias)
+      assert_int_equal(g.mref.n[1], 8);
+    /* The request still follows the tag, whatever its form. */
+    assert_true(dm__term_is_atom(g.req, g.req_len, "info"));
+    ei_x_free(&m);
+  }
+}
+
+static void alias_send_decodes_with_its_sender_alias_and_message(void **state) {
+  (void)state;
+  ei_x_buff x;
+  dm__ctrl c;
+  begin(&x); /* ALIAS_SEND {33, From, Alias} + Msg */
+  ei_x_encode_tuple_header(&x, 3);
+  ei_x_encode_long(&x, 33);
+  ei_x_encode_pid(&x, &pid_a);
+  ei_x_encode_ref(&x, &ref_r);
+  int msg_at = x.index;
+  ei_x_encode_version(&x);
+  ei_x_encode_atom(&x, "msg");
+  assert_int_equal(dm__ctrl_decode(x.buff, (size_t)x.index, &c), 0);
+  assert_int_equal(c.op, DM__OP_ALIAS_SEND);
+  assert_int_equal(c.from.num, 11);
+  assert_int_equal(c.ref.n[2], 9);
+  assert_ptr_equal(c.msg, x.buff + msg_at);
+  ei_x_free(&x);
+
+  begin(&x); /* ALIAS_SEND_TT {34, From, Alias, Token} + Msg */
+  ei_x_encode_tuple_header(&x, 4);
+  ei_x_encode_long(&x, 34);
+  ei_x_encode_pid(&x, &pid_a);
+  ei_x_encode_ref(&x, &ref_r);
+  ei_x_encode_atom(&x, "token");
+  ei_x_encode_version(&x);
+  ei_x_encode_atom(&x, "msg");
+  assert_int_equal(dm__ctrl_decode(x.buff, (size_t)x.index, &c), 0);
+  assert_int_equal(c.op, DM__OP_ALIAS_SEND);
+  assert_int_equal(c.raw_op, 34);
+  ei_x_free(&x);
+
+  begin(&x); /* without its message */
+  ei_x_encode_tuple_header(&x, 3);
+  ei_x_encode_long(&x, 33);
+  ei_x_encode_pid(&x, &pid_a);
+  ei_x_encode_ref(&x, &ref_r);
+  assert_int_equal(dm__ctrl_decode(x.buff, (size_t)x.index, &c), DM_EBADTERM);
+  ei_x_free(&x);
+
+  begin(&x); /* an alias that is not a reference */
+  ei_x_encode_tuple_header(&x, 3);
+  ei_x_encode_long(&x, 33);
+  ei_x_encode_pid(&x, &pid_a);
+  ei_x_encode_atom(&x, "alias");
+  ei_x_encode_version(&x);
+  ei_x_encode_atom(&x, "msg");
+  assert_int_equal(dm__ctrl_decode(x.buff, (size_t)x.index, &c), DM_EBADTERM);
   ei_x_free(&x);
 }
 
@@ -267,33 +391,65 @@ static void unknown_ops_decode_as_other(void **state) {
   ei_x_free(&x);
 }
 
+/* A reply packet as the peer reads it: its control and {Tag, Reply}. */
+static void read_reply(const ei_x_buff *out, dm__ctrl *c, const ei_x_buff *tag,
+                       const char *reply) {
+  /* The length prefix covers the rest. */
+  assert_int_equal(((unsigned char)out->buff[0] << 24 | (unsigned char)out->buff[1] << 16 |
+                    (unsigned char)out->buff[2] << 8 | (unsigned char)out->buff[3]),
+                   out->index - 4);
+  assert_int_equal(dm__ctrl_decode(out->buff + 4, (size_t)out->index - 4, c), 0);
+  int i = 0, arity;
+  assert_int_equal(ei_decode_version(c->msg, &i, &arity), 0);
+  assert_int_equal(ei_decode_tuple_header(c->msg, &i, &arity), 0);
+  assert_int_equal(arity, 2);
+  assert_memory_equal(c->msg + i, tag->buff, (size_t)tag->index);
+  i += tag->index;
+  assert_true(dm__term_is_atom(c->msg + i, c->msg_len - (size_t)i, reply));
+}
+
 static void reply_encoder_round_trips(void **state) {
   (void)state;
-  dm__gen g = {.kind = DM__GEN_CALL, .from = pid_a};
-  ei_x_buff tag, reply, out;
+  ei_x_buff m, tag, reply, out;
+  dm__ctrl c;
+  erlang_pid self = pid_b;
+  dm__gen g = gen_call_tagged(&m, TAG_ALIAS);
+  assert_true(g.alias);
   ei_x_new(&tag);
-  ei_x_encode_list_header(&tag, 1);
-  ei_x_encode_atom(&tag, "alias");
-  ei_x_encode_ref(&tag, &ref_r);
-  g.tag = tag.buff;
-  g.tag_len = (size_t)tag.index;
+  encode_tag(&tag, TAG_ALIAS);
   ei_x_new(&reply);
   ei_x_encode_atom(&reply, "yes");
   ei_x_new(&out);
-  assert_int_equal(dm__enc_reply(&out, &g, reply.buff, (size_t)reply.index), 0);
-  /* The length prefix covers the rest. */
-  assert_int_equal(((unsigned char)out.buff[0] << 24 | (unsigned char)out.buff[1] << 16 |
-                    (unsigned char)out.buff[2] << 8 | (unsigned char)out.buff[3]),
-                   out.index - 4);
-  dm__ctrl c;
-  assert_int_equal(dm__ctrl_decode(out.buff + 4, (size_t)out.index - 4, &c), 0);
+
+  /* Without a sender (the peer takes no aliases): SEND to the caller. */
+  assert_int_equal(dm__enc_reply(&out, &g, NULL, reply.buff, (size_t)reply.index), 0);
+  read_reply(&out, &c, &tag, "yes");
   assert_int_equal(c.op, DM__OP_SEND);
   assert_int_equal(c.to.num, 11);
-  int i = 0, arity;
-  ei_decode_version(c.msg, &i, &arity);
-  ei_decode_tuple_header(c.msg, &i, &arity);
-  assert_int_equal(arity, 2);
-  assert_memory_equal(c.msg + i, tag.buff, (size_t)tag.index);
+
+  /* With one: ALIAS_SEND {33, Self, Mref}, the tag copied as it came. */
+  out.index = 0;
+  assert_int_equal(dm__enc_reply(&out, &g, &self, reply.buff, (size_t)reply.index), 0);
+  read_reply(&out, &c, &tag, "yes");
+  assert_int_equal(c.op, DM__OP_ALIAS_SEND);
+  assert_int_equal(c.raw_op, 33);
+  assert_int_equal(c.from.num, 22);
+  assert_string_equal(c.from.node, "b@h");
+  assert_int_equal(c.ref.len, 3);
+  assert_memory_equal(c.ref.n, ref_r.n, 3 * sizeof ref_r.n[0]);
+  assert_string_equal(c.ref.node, "a@h");
+  ei_x_free(&m);
+
+  /* A tag that names no alias goes to the pid, sender or not. */
+  g = gen_call_tagged(&m, TAG_OTHER_HEAD);
+  tag.index = 0;
+  encode_tag(&tag, TAG_OTHER_HEAD);
+  out.index = 0;
+  assert_int_equal(dm__enc_reply(&out, &g, &self, reply.buff, (size_t)reply.index), 0);
+  read_reply(&out, &c, &tag, "yes");
+  assert_int_equal(c.op, DM__OP_SEND);
+  assert_int_equal(c.to.num, 11);
+  ei_x_free(&m);
   ei_x_free(&tag);
   ei_x_free(&reply);
   ei_x_free(&out);
@@ -325,6 +481,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(reg_send_gen_call_with_alias_tag),
       cmocka_unit_test(send_gen_call_with_plain_ref_tag),
+      cmocka_unit_test(a_tag_names_an_alias_only_in_the_forms_gen_reply_knows),
+      cmocka_unit_test(alias_send_decodes_with_its_sender_alias_and_message),
       cmocka_unit_test(gen_cast_and_plain_messages),
       cmocka_unit_test(link_exit_unlink_id_monitor),
       cmocka_unit_test(trace_token_and_payload_variants_fold),

@@ -1,8 +1,10 @@
 /* Replies: a body is encoded once, straight into the outgoing packet; a
  * body that could not be encoded is replaced by {error, enomem}, never
  * sent truncated; a reply sent later is wrapped as synch_call wants; a
- * call made to exit fires the caller's monitor. On a node without
- * sockets: the packet stays in the node's buffer to be read back. */
+ * call made to exit fires the caller's monitor; a reply goes to the
+ * caller's alias when its node takes aliases. On a node without sockets
+ * (or with socketpairs for peers): the packet stays in the node's buffer
+ * to be read back. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -84,6 +86,47 @@ static void a_call_made_to_exit_fires_the_callers_monitor(void **state) {
   bare_node_free(&b);
 }
 
+/* An OTP 24+ caller's reply goes to its alias, so that BEAM drops one
+ * that comes after the caller gave up, but only when the caller's node
+ * took aliases in its handshake; else, and for a tag without an alias, to
+ * the caller's pid. A reply sent later from a record does the same. */
+static void a_reply_goes_to_the_alias_when_the_callers_node_takes_aliases(void **state) {
+  bare_node b;
+  term tag;
+  (void)state;
+  bare_node_init(&b);
+  int plain = bare_node_peer(&b, "plain@nohost", 0);
+  int aliased = bare_node_peer(&b, "aliased@nohost", DM__DFLAG_ALIAS);
+  term body = T("pong");
+
+  dm__gen g = alias_caller(6, "aliased@nohost", &tag);
+  assert_int_equal(dm__reply(&b.n, &g, body.b, body.len), 0);
+  assert_sent(&b.n, SENT_ALIAS, 6, "pong");
+  dm__replyto *r = dm__replyto_new(&g);
+  assert_non_null(r);
+  dm__reply_to(&b.n, r, body.b, body.len, 1);
+  assert_sent(&b.n, SENT_ALIAS, 6, "{ok, pong}");
+  dm__free(r);
+
+  g = alias_caller(8, "plain@nohost", &tag);
+  assert_int_equal(dm__reply(&b.n, &g, body.b, body.len), 0);
+  assert_sent(&b.n, SENT_REPLY, 8, "pong");
+  r = dm__replyto_new(&g);
+  assert_non_null(r);
+  dm__reply_to(&b.n, r, body.b, body.len, 0);
+  assert_sent(&b.n, SENT_REPLY, 8, "pong");
+  dm__free(r);
+
+  g = caller(9, NULL, 0, &tag); /* a plain tag */
+  strcpy(g.from.node, "aliased@nohost");
+  assert_int_equal(dm__reply(&b.n, &g, body.b, body.len), 0);
+  assert_sent(&b.n, SENT_REPLY, 9, "pong");
+  assert_int_equal(b.n.stats.undeliverable, 0);
+  bare_node_free(&b);
+  close(plain);
+  close(aliased);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(a_body_encoded_into_the_packet_is_what_the_caller_gets),
@@ -91,6 +134,7 @@ int main(void) {
       cmocka_unit_test(a_whole_reply_at_once_is_sent_as_given),
       cmocka_unit_test(a_later_reply_is_wrapped_in_ok_when_asked),
       cmocka_unit_test(a_call_made_to_exit_fires_the_callers_monitor),
+      cmocka_unit_test(a_reply_goes_to_the_alias_when_the_callers_node_takes_aliases),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
