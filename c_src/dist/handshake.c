@@ -35,7 +35,7 @@
  * caller's alias, so a late one is dropped). Not the atom cache,
  * fragments or spawn: the node cannot decode or serve them. */
 #define F_DIST_MONITOR_NAME 0x20ull
-#define F_ALIAS (0x08ull << 32)
+#define F_ALIAS DM__DFLAG_ALIAS
 #define OUR_FLAGS                                                              \
   (F_EXTENDED_REFERENCES | F_DIST_MONITOR | F_DIST_MONITOR_NAME |             \
    F_FUN_TAGS | F_NEW_FUN_TAGS | F_EXTENDED_PIDS_PORTS | F_EXPORT_PTR_TAG |    \
