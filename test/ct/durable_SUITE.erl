@@ -351,4 +351,6 @@ a_full_disk_answers_store_errors_and_the_node_serves_on(Config) ->
     ?assertEqual(pong, net_adm:ping(N)),
     ?assertEqual(16, maps:size(children(N))),
     ?assertMatch(#{store_failures := F} when F >= 1, call(N, stats)),
+    %% What failed is tried again at the next checkpoints, and counted.
+    cnode_test:wait_until(fun() -> maps:get(store_retries, call(N, stats)) >= 2 end, 10000),
     ok = cnode_test:stop(C).
