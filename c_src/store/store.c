@@ -16,10 +16,11 @@
 
 #include "dm.h"
 
-/* Most operations merged into one transaction: LMDB keeps every page a
- * transaction dirties in memory and refuses more than 128K of them, so
- * batches queued behind one another share a commit only up to this. A
- * bigger batch still gets a transaction of its own. */
+/* Most operations merged into one transaction. Batches queued behind one
+ * another share a commit up to this, which bounds how long a group holds
+ * the done of its first batch and what is redone when a failed group is
+ * retried batch by batch. A bigger batch still gets a transaction of its
+ * own (LMDB spills dirty pages to the file: 2M records commit in one). */
 #define MERGE_OPS (1u << 18)
 
 typedef struct {
