@@ -117,7 +117,7 @@ static void settle(dm__store *s, dm__store_batch *from, dm__store_batch *to,
   for (dm__store_batch *b = from; b != to; b = b->next)
     ops += dm__store_batch_count(b);
   uint64_t took = 0;
-  int rc = ops ? commit(s, from, to, &took) : 0;
+  int rc = ops ? dm__store_env_refine(s->path, commit(s, from, to, &took)) : 0;
   int err = 0;
   const char *why = NULL;
   if (rc) {

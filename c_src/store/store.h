@@ -198,6 +198,8 @@ int dm__store_env_grow(dm__store_env *e);
 /* fsyncs the directory path, so that names created in it are durable;
  * logs a failure. */
 void dm__store_sync_dir(const char *path);
+/* rc, or ENOSPC for an EIO when the file system of path is full. */
+int dm__store_env_refine(const char *path, int rc);
 /* The name (static) and dm error of an LMDB or errno result. */
 const char *dm__store_env_reason(int mdb_rc, int *dm_err);
 
