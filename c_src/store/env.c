@@ -14,12 +14,15 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "dm.h"
 
 /* The smallest file LMDB leaves: its two meta pages of 4 KiB. */
 #define MIN_FILE 8192
+/* A file system with less room than this is full, for a store. */
+#define FULL (1u << 20)
 
 /* What to tell a user whose store fails a check: it is left alone. */
 #define LEFT_ALONE                                                             \
@@ -285,6 +288,16 @@ int dm__store_env_grow(dm__store_env *e) {
     return rc;
   e->map_size = mdb_env_info(e->env, &info) == 0 ? info.me_mapsize : m;
   return 0;
+}
+
+int dm__store_env_refine(const char *path, int rc) {
+  struct statvfs fs;
+  /* LMDB reports a short write as EIO, and a full file system is where
+   * short writes come from: say so when it is full. */
+  if (rc == EIO && statvfs(path, &fs) == 0 &&
+      (uint64_t)fs.f_bavail * fs.f_frsize < FULL)
+    return ENOSPC;
+  return rc;
 }
 
 const char *dm__store_env_reason(int rc, int *dm_err) {

@@ -16,10 +16,11 @@
 
 #include "dm.h"
 
-/* Most operations merged into one transaction: LMDB keeps every page a
- * transaction dirties in memory and refuses more than 128K of them, so
- * batches queued behind one another share a commit only up to this. A
- * bigger batch still gets a transaction of its own. */
+/* Most operations merged into one transaction. Batches queued behind one
+ * another share a commit up to this, which bounds how long a group holds
+ * the done of its first batch and what is redone when a failed group is
+ * retried batch by batch. A bigger batch still gets a transaction of its
+ * own (LMDB spills dirty pages to the file: 2M records commit in one). */
 #define MERGE_OPS (1u << 18)
 
 typedef struct {
@@ -116,7 +117,7 @@ static void settle(dm__store *s, dm__store_batch *from, dm__store_batch *to,
   for (dm__store_batch *b = from; b != to; b = b->next)
     ops += dm__store_batch_count(b);
   uint64_t took = 0;
-  int rc = ops ? commit(s, from, to, &took) : 0;
+  int rc = ops ? dm__store_env_refine(s->path, commit(s, from, to, &took)) : 0;
   int err = 0;
   const char *why = NULL;
   if (rc) {

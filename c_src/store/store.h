@@ -22,9 +22,10 @@
  * the batch calls with DM_ETOOBIG. */
 #define DM__STORE_ID_MAX 511
 /* The map LMDB reserves at open: address space, not memory or disk (the
- * file grows with the data). A child of 100 bytes takes 250 to 400 in the
- * file, and rewriting every child keeps up to three copies of the tree
- * until the older pages are reused: 10M small children fit. */
+ * file grows with the data). In make bench-store a child with a 64 to 200
+ * byte record took 130 to 400 bytes of file, and rewriting every child
+ * keeps up to three copies of the tree until LMDB reuses the older pages:
+ * 10M small children fit. */
 #define DM__STORE_MAP_SIZE ((size_t)16 << 30)
 /* The map doubles when a commit finds it full, up to this much. */
 #define DM__STORE_MAP_MAX ((size_t)1 << 40)
@@ -47,7 +48,8 @@ typedef struct {
  * there), opens or creates the environment and checks its meta. A store
  * another running node holds, of another format version, not written for
  * this manager, or corrupt (not LMDB, truncated, meta missing or wrong) is
- * refused; refusing writes nothing to the store's data. 0 with *out set,
+ * refused; refusing writes nothing to data.mdb (LOCK and LMDB's lock.mdb,
+ * which hold no data, may be created). 0 with *out set,
  * or a negative dm error (DM_EINVAL, DM_EIO, DM_ENOMEM, DM_EEXISTS when
  * the lock is held) with a message for the user in err. The caller owns
  * *out: dm__store_stop, then dm__store_free once the loop has run. */
@@ -108,7 +110,8 @@ void dm__store_batch_free(dm__store_batch *b);
 /* On the loop thread, once per submitted batch, in submission order. rc 0:
  * the batch is committed and durable (why is NULL). Otherwise nothing of
  * the batch was applied; rc is DM_ETOOBIG (why "map_full": the map is at
- * its maximum; "txn_full": the batch is too big for one transaction),
+ * its maximum; "txn_full": too big for one transaction, which LMDB's
+ * spilling of dirty pages makes rare: 2M records commit in one),
  * DM_ENOMEM ("enomem") or DM_EIO, why then naming the cause: "enospc",
  * "edquot", "eio", "erofs", "efbig", "corrupt", "panic" (LMDB gave up on
  * the environment: every later batch fails too), "write_failed" (anything
@@ -195,6 +198,8 @@ int dm__store_env_grow(dm__store_env *e);
 /* fsyncs the directory path, so that names created in it are durable;
  * logs a failure. */
 void dm__store_sync_dir(const char *path);
+/* rc, or ENOSPC for an EIO when the file system of path is full. */
+int dm__store_env_refine(const char *path, int rc);
 /* The name (static) and dm error of an LMDB or errno result. */
 const char *dm__store_env_reason(int mdb_rc, int *dm_err);
 

@@ -53,9 +53,11 @@ static int rm_one(const char *p, const struct stat *st, int flag,
 
 static int teardown(void **state) {
   fixture *f = *state;
-  assert_int_equal(uv_loop_close(&f->loop), 0);
+  /* The files go first: a failed test leaves no directory behind. */
   nftw(f->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+  int r = uv_loop_close(&f->loop);
   free(f);
+  assert_int_equal(r, 0);
   return 0;
 }
 
@@ -276,6 +278,63 @@ static void a_later_operation_on_the_same_id_wins_within_a_batch(void **state) {
   seen z = load(s);
   assert_string_equal(z.children, "x=2;z=back;");
   assert_string_equal(z.deleted, "n;");
+  close_store(f, s);
+}
+
+/* What load finds of a large batch, checked against the model. */
+typedef struct {
+  int n;
+  int bad;
+  char want[2000]; /* per i: 0 absent, else the record's letter */
+} model;
+
+static int check_child(void *ud, const char *id, size_t idlen, const char *rec,
+                       size_t reclen) {
+  model *m = ud;
+  /* ids: "same-prefix-" then i as decimal, so they share 8 bytes and more */
+  int i = atoi(id + 12);
+  if (idlen < 13 || i < 0 || i >= 2000 || reclen != 1 || m->want[i] != rec[0])
+    m->bad++;
+  m->n++;
+  return 0;
+}
+
+static void
+a_large_batch_in_no_order_keeps_later_operations_last(void **state) {
+  fixture *f = *state;
+  dm__store *s = open_ok(f, NULL);
+  dm__store_batch *b = dm__store_batch_new();
+  model m;
+  memset(&m, 0, sizeof m);
+  char id[32];
+  /* Three passes over the ids, each in another order: a put of 'a' for
+   * all, a del of the even ones, a put of 'c' for every third one. */
+  for (int k = 0; k < 2000; k++) {
+    int i = 1999 - k;
+    snprintf(id, sizeof id, "same-prefix-%d", i);
+    assert_int_equal(dm__store_batch_put(b, id, strlen(id), "a", 1), 0);
+    m.want[i] = 'a';
+  }
+  for (int k = 0; k < 2000; k++) {
+    int i = (k * 7) % 2000;
+    if (i % 2)
+      continue;
+    snprintf(id, sizeof id, "same-prefix-%d", i);
+    del(b, id);
+    m.want[i] = 0;
+  }
+  for (int i = 0; i < 2000; i += 3) {
+    snprintf(id, sizeof id, "same-prefix-%d", i);
+    assert_int_equal(dm__store_batch_put(b, id, strlen(id), "c", 1), 0);
+    m.want[i] = 'c';
+  }
+  assert_int_equal(commit(f, s, b), 0);
+  assert_int_equal(dm__store_load(s, check_child, NULL, &m), 0);
+  int want = 0;
+  for (int i = 0; i < 2000; i++)
+    want += m.want[i] != 0;
+  assert_int_equal(m.n, want);
+  assert_int_equal(m.bad, 0);
   close_store(f, s);
 }
 
@@ -710,6 +769,7 @@ int main(void) {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
       T(puts_dels_and_deleted_marks_come_back_from_load),
       T(a_later_operation_on_the_same_id_wins_within_a_batch),
+      T(a_large_batch_in_no_order_keeps_later_operations_last),
       T(clear_empties_the_store_before_the_rest_of_its_batch),
       T(dones_run_on_the_loop_in_submission_order),
       T(a_store_keeps_its_data_across_stop_and_reopen),
