@@ -22,7 +22,8 @@ typedef struct {
   dm__manager *m;
   dm__replyto **acks;
   size_t nacks;
-  int retry; /* the batch of a failed commit, tried again */
+  int retry;      /* the batch of a failed commit, tried again */
+  int checkpoint; /* it holds a checkpoint */
 } commit;
 
 struct dm__durable {
@@ -36,6 +37,11 @@ struct dm__durable {
   size_t npending, cappending;
   const char *why;
   size_t inflight_retries; /* retried batches not yet back */
+  /* A checkpoint still being committed: the next one waits (its workers
+   * stay marked), so a disk slower than the interval cannot pile them up
+   * in memory. */
+  int checkpointing;
+  int checkpoint_turn; /* this turn's batch holds a checkpoint */
   uv_timer_t sync_timer;
   int timer_open;
   dm__buf rec;
@@ -44,7 +50,7 @@ struct dm__durable {
   dm__blob **deleted;
   size_t ndeleted, capdeleted;
   int restoring;
-  uint64_t checkpoints, checkpointed, failures, retries;
+  uint64_t checkpoints, checkpointed, checkpoints_deferred, failures, retries;
 };
 
 static void on_sync(uv_timer_t *t);
@@ -191,6 +197,8 @@ static void on_done(void *ud, dm__store_batch *b, int rc, const char *why) {
   answer(m, c, rc, why);
   if (c->retry)
     d->inflight_retries--;
+  if (c->checkpoint)
+    d->checkpointing = 0;
   if (rc) {
     d->failures++;
     d->why = why ? why : "write_failed";
@@ -207,14 +215,21 @@ static void submit(dm__manager *m, dm__store_batch *b, dm__replyto **acks,
                    size_t nacks, int retry) {
   dm__durable *d = m->durable;
   commit *c = dm__calloc(1, sizeof *c);
+  int checkpoint = !retry && d->checkpoint_turn;
+  d->checkpoint_turn = 0;
   if (c) {
     c->m = m;
     c->acks = acks;
     c->nacks = nacks;
     c->retry = retry;
+    c->checkpoint = checkpoint;
   }
+  if (checkpoint && c)
+    d->checkpointing = 1;
   if (!c || dm__store_submit(d->store, b, on_done, c)) {
-    commit none = {m, acks, nacks, retry};
+    if (checkpoint)
+      d->checkpointing = 0;
+    commit none = {m, acks, nacks, retry, 0};
     answer(m, &none, DM_EIO, "write_failed");
     d->failures++;
     dm__store_batch_free(b);
@@ -235,9 +250,10 @@ void dm__durable_flush(dm__manager *m) {
   if (d->npending || d->inflight_retries) {
     /* Behind a failed batch: this one waits its turn, and its calls hear
      * now that the store does not take changes. */
-    commit c = {m, d->acks, d->nacks, 0};
+    commit c = {m, d->acks, d->nacks, 0, 0};
     answer(m, &c, DM_EIO, d->why);
     park(d, d->batch);
+    d->checkpoint_turn = 0;
   } else {
     submit(m, d->batch, d->acks, d->nacks, 0);
   }
@@ -269,6 +285,10 @@ static void on_sync(uv_timer_t *t) {
   if (!d || m->node->stopping)
     return;
   retry(m);
+  if (d->checkpointing) {
+    d->checkpoints_deferred++;
+    return;
+  }
   size_t n = 0;
   for (size_t i = 0; i < m->cap; i++) {
     dm__worker *w = dm__children_at(m, i);
@@ -280,6 +300,7 @@ static void on_sync(uv_timer_t *t) {
   if (n) {
     d->checkpoints++;
     d->checkpointed += n;
+    d->checkpoint_turn = 1;
   }
   dm__durable_flush(m);
 }
@@ -422,6 +443,7 @@ int dm__durable_enc_stats(dm__manager *m, ei_x_buff *x) {
       {"store_records_put", s.records_put},  {"store_records_deleted", s.records_deleted},
       {"store_failures", d->failures},       {"store_retries", d->retries},
       {"store_checkpoints", d->checkpoints}, {"store_checkpointed", d->checkpointed},
+      {"store_checkpoints_deferred", d->checkpoints_deferred},
       {"store_last_commit_us", s.last_commit_us}, {"store_max_commit_us", s.max_commit_us},
       {"store_map_used", s.map_used},        {"store_queued", s.queued},
   };
@@ -431,7 +453,7 @@ int dm__durable_enc_stats(dm__manager *m, ei_x_buff *x) {
   return 0;
 }
 
-size_t dm__durable_nstats(const dm__manager *m) { return m->durable ? 12 : 0; }
+size_t dm__durable_nstats(const dm__manager *m) { return m->durable ? 13 : 0; }
 
 void dm__durable_stop(dm__manager *m) {
   dm__durable *d = m->durable;
