@@ -379,7 +379,7 @@ int dm__dist_connect(dm__dist *d, const char *name) {
     return DM_EINVAL;
   if (dm__dist_conn(d, name))
     return 1;
-  if (dm__hs_connecting(d, name))
+  if (dm__hs_pending(d, name)) /* either side: its completion will tell */
     return 0;
   int idx = dm__dist_intern(d, name);
   if (idx < 0)
@@ -396,7 +396,7 @@ int dm__dist_send_connect(dm__dist *d, const char *to, const char *pkt,
   }
   dm__hs *h = NULL;
   if (dm__dist_connect(d, to) == 0)
-    h = dm__hs_connecting(d, to);
+    h = dm__hs_pending(d, to);
   if (!h || h->queued.len + len > d->cfg.max_outbuf) {
     d->stats.connect_dropped++;
     return DM_ECLOSED;

@@ -476,6 +476,10 @@ int dm__hs_check_flags(uint64_t flags, char *names, size_t size);
  * flags, [challenge,] creation, name length, name. Returns its length. */
 size_t dm__hs_enc_name(dm__dist *d, unsigned char *out, int with_challenge,
                        uint32_t challenge);
+/* The pending handshake with `peer`: the node's own to it, else one it
+ * is accepting from it (its name known), else NULL. A message for a peer
+ * with either waits on it, so that no second connection is made. */
+dm__hs *dm__hs_pending(dm__dist *d, const char *peer);
 /* The pending handshake the node made to `peer`, or NULL. */
 dm__hs *dm__hs_connecting(dm__dist *d, const char *peer);
 /* Moves the packets queued on `from` to `to` (an accepted handshake

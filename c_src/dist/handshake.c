@@ -197,10 +197,10 @@ void dm__hs_fail(dm__hs *h, int timed_out, const char *why) {
     d->stats.handshakes_timed_out++;
   else
     d->stats.handshakes_failed++;
+  d->stats.connect_dropped += h->nqueued;
   if (h->role == DM__HS_CONNECT) {
     int peer = dm__dist_intern(d, h->peer);
     d->stats.connects_failed++;
-    d->stats.connect_dropped += h->nqueued;
     DM_WARN("connecting to %s failed: %s%s", h->peer, why,
             h->nqueued ? "; the messages waiting for it are dropped" : "");
     dm__hs_drop(h);
@@ -250,6 +250,18 @@ dm__hs *dm__hs_connecting(dm__dist *d, const char *peer) {
     if (h->role == DM__HS_CONNECT && strcmp(h->peer, peer) == 0)
       return h;
   return NULL;
+}
+
+dm__hs *dm__hs_pending(dm__dist *d, const char *peer) {
+  dm__hs *in = NULL;
+  for (dm__hs *h = d->hs_head; h; h = h->next) {
+    if (strcmp(h->peer, peer) != 0)
+      continue;
+    if (h->role == DM__HS_CONNECT)
+      return h;
+    in = h;
+  }
+  return in;
 }
 
 void dm__hs_take_queue(dm__hs *to, dm__hs *from) {
