@@ -15,6 +15,7 @@
          a_call_reaches_a_manager_and_a_pid_on_the_other_node/1,
          a_workers_send_to_a_node_not_connected_yet_is_delivered/1,
          a_send_to_a_node_that_is_gone_is_dropped_and_counted/1,
+         a_send_to_a_node_still_handshaking_with_us_waits_for_that_handshake/1,
          connecting_both_ways_at_once_leaves_one_connection/1,
          a_call_to_a_missing_name_answers_noproc_at_once/1,
          a_call_answers_timeout_noconnection_or_the_callee_exit/1,
@@ -30,6 +31,7 @@ all() ->
      a_call_reaches_a_manager_and_a_pid_on_the_other_node,
      a_workers_send_to_a_node_not_connected_yet_is_delivered,
      a_send_to_a_node_that_is_gone_is_dropped_and_counted,
+     a_send_to_a_node_still_handshaking_with_us_waits_for_that_handshake,
      connecting_both_ways_at_once_leaves_one_connection,
      a_call_to_a_missing_name_answers_noproc_at_once,
      a_call_answers_timeout_noconnection_or_the_callee_exit,
@@ -138,6 +140,36 @@ a_send_to_a_node_that_is_gone_is_dropped_and_counted(Config) ->
     ?assertEqual(pong, net_adm:ping(N)),
     ?assert(binary:match(cnode_test:log(?config(cnode, Config)),
                          <<"epmd at its host does not know">>) =/= nomatch).
+
+%% A node (raw here) is half-way through its handshake with the C node
+%% when a worker sends to one of its pids: the message waits on that
+%% handshake and arrives on that connection once it is through; no
+%% second connection is tried (it would find no such node in epmd).
+a_send_to_a_node_still_handshaking_with_us_waits_for_that_handshake(Config) ->
+    N = node_of(Config),
+    Cookie = cnode_test:cookie(),
+    Host = cnode_test:host(),
+    Name = list_to_atom("midway_" ++ integer_to_list(erlang:unique_integer([positive])) ++ "@" ++ Host),
+    [Alive, _] = string:split(atom_to_list(N), "@"),
+    {port, Port, _} = erl_epmd:port_please(Alive, Host),
+    {ok, S} = gen_tcp:connect({127, 0, 0, 1}, Port, [binary, {active, false}, {packet, 2}]),
+    NB = atom_to_binary(Name),
+    Creation = 77,
+    ok = gen_tcp:send(S, <<$N, (raw_dist:flags()):64, Creation:32, (byte_size(NB)):16, NB/binary>>),
+    {ok, <<"sok">>} = gen_tcp:recv(S, 0, 5000),
+    {ok, <<$N, _:64, Ch:32, _/binary>>} = gen_tcp:recv(S, 0, 5000),
+    Pid = binary_to_term(<<131, 88, 119, (byte_size(NB)), NB/binary, 5:32, 0:32, Creation:32>>),
+    ok = gen_server:call({pingpong, N}, {put, term_to_binary(Pid), [{timeout, 100}]}),
+    cnode_test:wait_until(fun() -> maps:get(connect_queued, cnode_test:stats(N)) >= 1 end, 5000),
+    ok = gen_tcp:send(S, <<$r, 4242:32, (erlang:md5([Cookie, integer_to_list(Ch)]))/binary>>),
+    {ok, <<$a, _:16/binary>>} = gen_tcp:recv(S, 0, 5000),
+    ok = inet:setopts(S, [{packet, raw}]),
+    ?assertMatch({ok, {{2, _, Pid}, <<"pong">>}},
+                 raw_dist:recv_until(S, fun({{2, _, P}, <<"pong">>}) -> P =:= Pid;
+                                           (_) -> false end, 5000)),
+    #{connects_failed := 0, connections_initiated := 0, connect_dropped := 0} = cnode_test:stats(N),
+    ok = gen_server:call({pingpong, N}, {del, term_to_binary(Pid)}),
+    gen_tcp:close(S).
 
 %% Each asks to connect to the other at the same moment: the handshakes
 %% cross, the greater name's goes on (as between BEAM nodes), and both
