@@ -114,8 +114,9 @@ void dm__durable_put(dm__manager *m, dm__worker *w) {
       (r = dm__store_batch_put(d->batch, dm__worker_id(w), dm__worker_id_len(w),
                                d->rec.data, d->rec.len)))
     batch_failed(m, "a child", r);
-  else if (w->flags & DM__W_SPEC)
-    (void)dm__store_batch_deleted(d->batch, dm__worker_id(w), dm__worker_id_len(w), 0);
+  /* A deleted mark stays when the id is put again: the record wins over
+   * children_specs at boot anyway, and should the user delete it once
+   * more, deleted is what the mark says. */
 }
 
 void dm__durable_del(dm__manager *m, const dm__worker *w) {
