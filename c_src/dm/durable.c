@@ -335,9 +335,6 @@ static int restore_child(void *ud, const char *id, size_t idlen, const char *rec
   f = k;
   if (dm__term_skip(rec, reclen, &k) || k != reclen)
     goto bad;
-  dm__child_opts probe = m->defaults;
-  if (dm__opts_parse(rec + o, p - o, &probe, NULL))
-    goto bad;
   dm__blob *payload = dm__blob_new(rec + p, v - p);
   dm__blob *value = dm__term_is_atom(rec + v, f - v, "nil") ? NULL : dm__blob_new(rec + v, f - v);
   dm__worker *w = NULL;
@@ -345,6 +342,8 @@ static int restore_child(void *ud, const char *id, size_t idlen, const char *rec
                   : DM_ENOMEM;
   dm__blob_unref(payload);
   dm__blob_unref(value);
+  if (r == DM_EINVAL) /* its opts are not opts */
+    goto bad;
   if (r) {
     DM_ERROR("manager %s: cannot restore a child: %s", m->name, dm_strerror(r));
     return r;
