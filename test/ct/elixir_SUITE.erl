@@ -14,9 +14,7 @@ elixir_session_works(Config) ->
                                       args => ["--manager", "counters=counter,children=2,timeout=1000"]}),
     N = cnode_test:node(C),
     cnode_test:wait_started({counters, N}, 5000),
-    %% priv/ sits at the project's top, next to test/; rebar3 reaches it
-    %% through symlinks, so ask the shell for the physical directory.
-    Root = string:trim(os:cmd("cd -P '" ++ filename:dirname(cnode_test:bin()) ++ "' && cd .. && pwd -P")),
+    Root = cnode_test:root(),
     Script1 = filename:join([Root, "test", "elixir", "smoke.exs"]),
     true = filelib:is_regular(Script1),
     Cmd = "timeout 60 elixir --sname " ++ cnode_test:unique("ex") ++ " --cookie " ++ cnode_test:cookie() ++
