@@ -42,10 +42,10 @@ rebar3_git_dependency_builds_the_c_node_and_starts_it(Config) ->
     Root = ?config(root, Config),
     Head = string:trim(os:cmd("git -C '" ++ Root ++ "' rev-parse HEAD")),
     ?assertEqual(40, length(Head), Head),
-    Dir = rebar3_project(Config, "dep_git",
+    {Dir, _} = P = rebar3_project(Config, "dep_git",
                          "{deps, [{tarearbol_cnode, {git, \"file://" ++ Root ++ "\", {ref, \""
                          ++ Head ++ "\"}}}]}.\n"),
-    run_rebar3_project(Dir),
+    run_rebar3_project(P),
     ?assert(filelib:is_regular(filename:join(Dir, "_build/default/lib/tarearbol_cnode/priv/tarearbol_cnode"))).
 
 mix_path_dependency_starts_a_node_from_its_config(Config) ->
@@ -109,8 +109,7 @@ run_rebar3_project({Dir, Name}) ->
     Out = sh(Dir, "rebar3 compile && timeout 60 erl -noshell -sname " ++ cnode_test:unique("r3run")
                   ++ " -setcookie " ++ cnode_test:unique("c") ++ " -config config/sys.config"
                   ++ " -pa _build/default/lib/*/ebin _build/default/checkouts/*/ebin -eval 'dep_app:main()'"),
-    assert_ran(Out, Name),
-    Dir.
+    assert_ran(Out, Name).
 
 %% The throwaway projects run with the environment a user has: none of
 %% what rebar3 ct sets for this one.
