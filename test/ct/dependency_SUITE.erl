@@ -2,7 +2,9 @@
 %% project (through _checkouts and through a git dependency) and a
 %% throwaway mix project (through a path dependency) build it with their
 %% own tool, offline and with no extra environment, start a C node from
-%% their configuration (the application env `nodes') and call it.
+%% their configuration (the application env `nodes') and call it; the
+%% mix project also runs a manager of its own through
+%% TarearbolCnode.DynamicManager.
 -module(dependency_SUITE).
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
@@ -61,6 +63,10 @@ mix_path_dependency_starts_a_node_from_its_config(Config) ->
     write(Dir, "config/config.exs",
           "import Config\n"
           "config :tarearbol_cnode, nodes: [%{name: \"" ++ Name ++ "\", managers: [\"" ++ manager() ++ "\"]}]\n"),
+    write(Dir, "lib/dep_mix/jobs.ex",
+          "defmodule DepMix.Jobs do\n"
+          "  use TarearbolCnode.DynamicManager, node: \"" ++ Name ++ "_dm\", manager: \"" ++ behaviour() ++ "\"\n"
+          "end\n"),
     write(Dir, "lib/dep_mix.ex",
           "defmodule DepMix do\n"
           "  def main do\n"
@@ -69,6 +75,9 @@ mix_path_dependency_starts_a_node_from_its_config(Config) ->
           "    %{node: ^node} = :tarearbol_cnode.info(node)\n"
           "    :ok = :tarearbol_cnode.put({:counters, node}, \"a\", payload: 41, timeout: 0)\n"
           "    {:ok, 41} = :tarearbol_cnode.synch_call({:counters, node}, \"a\", :get)\n"
+          "    {:ok, _} = DepMix.Jobs.start_link([])\n"
+          "    :ok = DepMix.Jobs.put(\"b\", payload: 1, timeout: 0)\n"
+          "    %DepMix.Jobs.State{children: %{\"b\" => %Tarearbol.DynamicManager.Child{}}} = DepMix.Jobs.state()\n"
           "    IO.puts(\"DEP OK #{node}\")\n"
           "  end\n"
           "end\n"),
@@ -78,7 +87,8 @@ mix_path_dependency_starts_a_node_from_its_config(Config) ->
 
 %% ---------------------------------------------------------------------------
 
-manager() -> "counters=counter,children=1,timeout=1000".
+manager() -> "counters=" ++ behaviour().
+behaviour() -> "counter,children=1,timeout=1000".
 
 rebar3_project(Config, Prefix, RebarConfig) ->
     Dir = filename:join(?config(priv_dir, Config), Prefix),
