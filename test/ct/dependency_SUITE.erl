@@ -9,7 +9,7 @@
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
 
--export([all/0, init_per_suite/1,
+-export([all/0, init_per_suite/1, end_per_suite/1,
          rebar3_checkout_dependency_starts_a_node_from_its_config/1,
          rebar3_git_dependency_builds_the_c_node_and_starts_it/1,
          mix_path_dependency_starts_a_node_from_its_config/1,
@@ -23,6 +23,9 @@ all() ->
 
 init_per_suite(Config) ->
     [{root, cnode_test:root()} | Config].
+
+end_per_suite(_Config) ->
+    ok.
 
 %% A release copies the application's priv/: the sanitizer build and the
 %% objects stay under c_src/_build.
