@@ -42,7 +42,7 @@ unit: deps
 ct: deps
 	$(MAKE) -C c_src all asan
 	epmd -daemon
-	TAREARBOL_CNODE_BIN=$(CURDIR)/priv/tarearbol_cnode_asan \
+	TAREARBOL_CNODE_BIN=$(CURDIR)/c_src/_build/tarearbol_cnode_asan \
 	  $(REBAR) ct --sname $(CT_NODE) --setcookie $(COOKIE)
 
 test: deps

@@ -157,7 +157,7 @@ launching(info, {Port, {data, {eol, <<"READY ", Name/binary>>}}}, #data{port = P
             died({cannot_connect, Node}, close(D))
     end;
 launching(info, {Port, {data, {_, Line}}}, #data{port = Port} = D) ->
-    log_line(undefined, Line),
+    log_line(D, Line),
     {keep_state, D#data{lines = lists:sublist([Line | D#data.lines], ?KEPT_LINES)}};
 launching(info, {Port, {exit_status, Status}}, #data{port = Port} = D) ->
     died({exit_status, Status, lists:reverse(D#data.lines)}, gone(D));
@@ -172,7 +172,7 @@ launching(Type, Event, D) ->
 %% The node is up and connected.
 -spec ready(gen_statem:event_type(), term(), #data{}) -> gen_statem:event_handler_result(state()).
 ready(info, {Port, {data, {_, Line}}}, #data{port = Port} = D) ->
-    log_line(D#data.node, Line),
+    log_line(D, Line),
     keep_state_and_data;
 ready(info, {Port, {exit_status, Status}}, #data{port = Port} = D) ->
     ?LOG_WARNING("C node ~s (OS pid ~p) exited with status ~p", [D#data.node, D#data.os_pid, Status]),
@@ -339,13 +339,39 @@ start_epmd() ->
             end
     end.
 
-%% The node's log lines are "HH:MM:SS.mmm LEVEL file:line: text".
-log_line(Node, Line) ->
-    Level = case binary:split(Line, <<" ">>, [global]) of
-                [_, <<"error">> | _] -> error;
-                [_, <<"warning">> | _] -> warning;
-                [_, <<"debug">> | _] -> debug;
-                _ -> info
-            end,
-    logger:log(Level, "~s: ~s", [case Node of undefined -> "tarearbol_cnode"; _ -> Node end, Line],
-               #{domain => [tarearbol_cnode]}).
+%% The node's log lines are "HH:MM:SS.mmm LEVEL file:line: text"; lines a
+%% behaviour prints itself are text alone, logged at info. logger keeps
+%% the time and the level, so the message is the node's name and the text
+%% only; the C source's file and line, the node, and the manager and worker
+%% the text names ("manager M: worker W ...") go in the metadata. There is
+%% no domain: OTP's default handler drops events of a domain it does not
+%% know. Before READY the node is named by its short name.
+log_line(#data{node = Node, opts = #{name := SName}}, Line) ->
+    {Level, Meta, Text} = parse_line(Line),
+    {Name, NodeMeta} = case Node of
+                           undefined -> {SName, #{}};
+                           _ -> {atom_to_list(Node), #{node => Node}}
+                       end,
+    logger:log(Level, "~ts: ~ts", [Name, Text], maps:merge(Meta, about(Text, NodeMeta))).
+
+-spec parse_line(binary()) -> {logger:level(), logger:metadata(), binary()}.
+parse_line(Line) ->
+    case re:run(Line, "^[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3} (debug|info|warning|error) ([^ :]+):([0-9]+): (.*)$",
+                [{capture, all_but_first, binary}, dotall]) of
+        {match, [Level, File, No, Text]} ->
+            {binary_to_existing_atom(Level), #{file => binary_to_list(File), line => binary_to_integer(No)}, Text};
+        nomatch ->
+            {info, #{}, Line}
+    end.
+
+%% Strings, which logger's and Elixir's formatters both print as text.
+text(B) -> unicode:characters_to_list(B).
+
+about(Text, Meta) ->
+    case re:run(Text, "^(?:[a-z_]+: )?manager ([^ :]+)(?:(?::| is) (?:worker ([^ :]+))?)?",
+                [{capture, all_but_first, binary}]) of
+        {match, [M]} -> Meta#{manager => text(M)};
+        {match, [M, <<>>]} -> Meta#{manager => text(M)};
+        {match, [M, W]} -> Meta#{manager => text(M), worker => text(W)};
+        nomatch -> Meta
+    end.

@@ -2,12 +2,12 @@
 %% conditions, start BEAM peers. Every suite goes through here.
 %%
 %% The binary is priv/tarearbol_cnode, or $TAREARBOL_CNODE_BIN (make test
-%% points it at the AddressSanitizer build). Its stderr goes to a file in
+%% points it at the AddressSanitizer build, c_src/_build/tarearbol_cnode_asan). Its stderr goes to a file in
 %% the CT priv dir; stop/1 fails when the process did not exit 0 or when a
 %% sanitizer wrote a report.
 -module(cnode_test).
 
--export([bin/0, host/0, cookie/0, unique/1,
+-export([bin/0, root/0, host/0, cookie/0, unique/1,
          start/2, stop/1, kill/1, os_pid/1, log/1, node/1,
          init_case/2, init_case/3, end_case/1, end_case/2,
          app_init_suite/1, app_end_suite/1, app_end_case/1, launcher_opts/3,
@@ -27,6 +27,13 @@ bin() ->
             filename:join(Priv, "tarearbol_cnode");
         Bin -> Bin
     end.
+
+%% @doc The checkout's top directory (physical: rebar3 reaches the
+%% application's priv/ through a symlink in _build).
+-spec root() -> file:filename().
+root() ->
+    Priv = filename:absname(code:priv_dir(tarearbol_cnode), os:getenv("PWD")),
+    string:trim(os:cmd("cd -P '" ++ Priv ++ "' && cd .. && pwd -P")).
 
 -spec host() -> string().
 host() ->

@@ -13,7 +13,8 @@ all() ->
      start_node_returns_once_the_node_is_ready,
      a_binary_that_keeps_dying_escalates_to_its_supervisor,
      stopping_the_launcher_closes_the_port_and_the_node_exits,
-     distribution_is_not_started_unless_asked].
+     distribution_is_not_started_unless_asked,
+     node_logs_reach_the_default_handler_once_with_their_metadata].
 
 init_per_suite(Config) -> cnode_test:app_init_suite(Config).
 end_per_suite(Config) -> cnode_test:app_end_suite(Config).
@@ -172,4 +173,47 @@ distribution_is_not_started_unless_asked(_Config) ->
         ?assertEqual([], peer:call(P, supervisor, which_children, [tarearbol_cnode_sup]))
     after
         peer:stop(P)
+    end.
+
+%% A handler configured as OTP's default one (its filters drop events of
+%% an unknown domain) receives the node's lines, each with one time and
+%% one level (logger's), and the node, manager, worker and C source
+%% location as metadata.
+node_logs_reach_the_default_handler_once_with_their_metadata(Config) ->
+    Path = filename:join(?config(priv_dir, Config), "default_handler.log"),
+    Template = [level, "|", {node, [node], ["-"]}, "|", {manager, [manager], ["-"]}, "|",
+                {worker, [worker], ["-"]}, "|", {file, [file, ":", line], ["-"]}, "|", msg, "\n"],
+    ok = logger:add_handler(default_like, logger_std_h,
+                            #{config => #{type => {file, Path}},
+                              filter_default => stop,
+                              filters => [{remote_gl, {fun logger_filters:remote_gl/2, stop}},
+                                          {domain, {fun logger_filters:domain/2, {log, super, [otp, sasl]}}},
+                                          {no_domain, {fun logger_filters:domain/2, {log, undefined, []}}}],
+                              formatter => {logger_formatter, #{template => Template, single_line => true}}}),
+    #{level := Primary} = logger:get_primary_config(),
+    ok = logger:set_primary_config(level, info),
+    try
+        {ok, N} = tarearbol_cnode:start_node(opts(#{})),
+        cnode_test:wait_started({counters, N}, 5000),
+        ok = tarearbol_cnode:put({counters, N}, w1, [{payload, 0}, {timeout, 0}]),
+        _ = tarearbol_cnode:synch_call({counters, N}, w1, {crash, boom}),
+        NodeS = atom_to_list(N),
+        Crash = "warning|" ++ NodeS ++ "|counters|w1|supervisor.c:",
+        Read = fun() -> {ok, B} = file:read_file(Path), B end,
+        cnode_test:wait_until(fun() -> binary:match(Read(), list_to_binary(Crash)) =/= nomatch end, 5000),
+        Log = Read(),
+        ct:log("~s", [Log]),
+        [SName, _] = string:split(NodeS, "@"),
+        Lines = [L || L <- binary:split(Log, <<"\n">>, [global]), binary:match(L, list_to_binary(SName)) =/= nomatch],
+        ?assertMatch([_, _ | _], Lines),
+        %% The manager's line from manager.c comes before READY: the node
+        %% is known by its short name then.
+        ?assert(lists:any(fun(L) -> nomatch =/= string:find(L, "info|-|counters|-|manager.c:") end, Lines)),
+        ?assert(lists:any(fun(L) -> nomatch =/= string:find(L, "info|" ++ NodeS ++ "|-|-|handshake.c:") end, Lines)),
+        %% No line carries the node's own time and level in its message.
+        ?assertEqual([], [L || L <- Lines,
+                               re:run(L, "[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3} (debug|info|warning|error) ") =/= nomatch])
+    after
+        ok = logger:set_primary_config(level, Primary),
+        ok = logger:remove_handler(default_like)
     end.

@@ -661,7 +661,9 @@ handle_timeout_runs_for_a_slow_callback(Config) ->
     %% The worker is still there and serving once the callback returns.
     cnode_test:wait_until(fun() -> is_integer(payload(N, sl)) end, 5000).
 
-so_path() -> filename:join(filename:dirname(cnode_test:bin()), "tick.so").
+%% The behaviours are in priv/; the binary under test may be elsewhere
+%% (the sanitizer build is in c_src/_build).
+so_path() -> filename:join([cnode_test:root(), "priv", "tick.so"]).
 
 behaviour_from_a_shared_object_runs(Config) ->
     C = cnode_test:start(undefined, #{dir => ?config(priv_dir, Config),

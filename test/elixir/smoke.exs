@@ -1,7 +1,7 @@
 # Elixir smoke test: what a user types in iex against a C node's manager.
 # Run by test/ct/elixir_SUITE.erl as
 #   elixir --sname NAME --cookie COOKIE test/elixir/smoke.exs CNODE
-[cnode] = System.argv()
+[cnode | _] = System.argv()
 node = String.to_atom(cnode)
 true = Node.connect(node)
 manager = {:counters, node}
@@ -11,7 +11,7 @@ manager = {:counters, node}
 
 child = GenServer.call(manager, {:get, "from_elixir"})
 IO.inspect(child, label: "child")
-%{__struct__: Tarearbol.DynamicManager.Child, pid: pid, value: nil, "busy?": nil,
+%{__struct__: Tarearbol.DynamicManager.Child, pid: pid, value: nil, busy?: nil,
   opts: [payload: 41, timeout: 0]} = child
 true = is_pid(pid) and node(pid) == node
 
@@ -28,3 +28,46 @@ IO.inspect(Map.keys(state.children) |> Enum.sort(), label: "ids")
 :ok = GenServer.call(manager, {:del, "from_elixir"})
 %{} = GenServer.call(manager, {:get, "from_elixir"})
 IO.puts("SMOKE OK")
+
+# The same through TarearbolCnode.DynamicManager, as a Tarearbol app
+# writes it: its own C node, started through the launcher.
+[_, name] = System.argv()
+
+defmodule SmokeMgr do
+  use TarearbolCnode.DynamicManager, manager: "counter,children=2,timeout=1000"
+end
+
+# A module of its own: its body is expanded after SmokeMgr exists, so it
+# can pattern-match SmokeMgr.State (the script's top level is expanded
+# as a whole, before any module in it is defined).
+defmodule SmokeDm do
+  def run(name) do
+    # The node's name is unique per run, so it comes with start_link's
+    # options (which override use's); the binary is the one under test.
+    bin = System.get_env("TAREARBOL_CNODE_BIN")
+    opts = [node: name] ++ if(bin, do: [binary: String.to_charlist(bin)], else: [])
+    {:ok, sup} = Supervisor.start_link([{SmokeMgr, opts}], strategy: :one_for_one)
+    true = SmokeMgr.cnode() == :"#{name}@#{node() |> Atom.to_string() |> String.split("@") |> List.last()}"
+    %SmokeMgr.State{state: :started, manager: SmokeMgr, children: initial} = SmokeMgr.state()
+    2 = map_size(initial)
+    :ok = SmokeMgr.put("m", payload: 1, timeout: 0)
+    # put_new leaves an existing worker as it is.
+    :ok = SmokeMgr.put_new("m", payload: 2, timeout: 0)
+    :ok = SmokeMgr.put_new("n", payload: 7, timeout: 0)
+    %Tarearbol.DynamicManager.Child{pid: mpid, opts: [payload: 1, timeout: 0]} = SmokeMgr.get("m")
+    true = node(mpid) == SmokeMgr.cnode()
+    {:ok, 1} = SmokeMgr.synch_call("m", :get)
+    :ok = SmokeMgr.asynch_call("m", {:add, 2})
+    Stream.repeatedly(fn -> SmokeMgr.synch_call("m", :get) end) |> Enum.find(&(&1 == {:ok, 3}))
+    %SmokeMgr.State{children: %{"m" => %Tarearbol.DynamicManager.Child{}, "n" => _}} = SmokeMgr.state()
+    :ok = SmokeMgr.del("m")
+    nil = SmokeMgr.get("m")
+    :ok = SmokeMgr.restart()
+    %SmokeMgr.State{children: after_restart} = SmokeMgr.state()
+    false = Map.has_key?(after_restart, "n")
+    :ok = Supervisor.stop(sup)
+    IO.puts("SMOKE DM OK")
+  end
+end
+
+SmokeDm.run(name)
