@@ -264,7 +264,9 @@ id(K) -> list_to_binary("w" ++ integer_to_list(K)).
 parallel(Callers, N, F) ->
     Self = self(),
     Per = N div Callers,
-    Pids = [spawn_link(fun() -> [F(id(K)) || K <- lists:seq(I * Per + 1, (I + 1) * Per)], Self ! {done, self()} end)
+    %% The last caller takes the remainder too: N ids in all.
+    Last = fun(I) when I =:= Callers - 1 -> N; (I) -> (I + 1) * Per end,
+    Pids = [spawn_link(fun() -> [F(id(K)) || K <- lists:seq(I * Per + 1, Last(I))], Self ! {done, self()} end)
             || I <- lists:seq(0, Callers - 1)],
     [receive {done, Pid} -> ok end || Pid <- Pids],
     ok.
