@@ -16,6 +16,10 @@
 %%              clients with and without 100 silent connections held;
 %%              W5c a fresh BEAM peer's ping, unloaded and with 100 silent
 %%              and 100 trickling connections held
+%%   W6 durable churn  W3 (calls from 8 callers, casts ending with a call)
+%%              against the C node without and with --state-dir, and
+%%              against the W3 manager without and with a Mnesia
+%%              disc_copies table; the durable figures of the plain ones
 -module(bench).
 -export([main/1]).
 
@@ -29,7 +33,7 @@ main(Args) ->
     Bin = filename:absname("priv/tarearbol_cnode"),
     %% BENCH_ONLY="w1 w3" runs some workloads; the JSON is written only
     %% when all of them ran.
-    All = ["w1", "w2", "w3", "w4", "w5"],
+    All = ["w1", "w2", "w3", "w4", "w5", "w6"],
     Only = string:lexemes(os:getenv("BENCH_ONLY", lists:join(" ", All)), " "),
     Run = fun(W, F) -> case lists:member(W, Only) of true -> F(); false -> [] end end,
     W1 = Run("w1", fun() -> lists:append([w1(Bin, N) || N <- Sizes]) end),
@@ -37,7 +41,8 @@ main(Args) ->
     W3 = Run("w3", fun() -> w3(Bin, 100000) end),
     W4 = Run("w4", fun() -> w4(Bin, lists:max(Sizes)) end),
     W5 = Run("w5", fun() -> w5(Bin) end),
-    Rows = W1 ++ W2 ++ W3 ++ W4 ++ W5,
+    W6 = Run("w6", fun() -> w6(Bin, 100000) end),
+    Rows = W1 ++ W2 ++ W3 ++ W4 ++ W5 ++ W6,
     W = lists:max([34 | [length(Name) || {Name, _, _} <- Rows]]),
     io:format("~n~-*s ~16s ~16s ~10s~n", [W, "workload / metric", "C node", "BEAM", "C vs BEAM"]),
     [io:format("~-*s ~16s ~16s ~10s~n", [W, Name, fmt(C), fmt(B), ratio(C, B)]) || {Name, C, B} <- Rows],
@@ -559,6 +564,143 @@ wait_for(F, Deadline) ->
 cnode_stats(#{node := N}) -> gen_server:call({tarearbol_cnode, N}, stats, 60000).
 
 now_us() -> erlang:monotonic_time(microsecond).
+
+%% ---- W6 ------------------------------------------------------------------
+
+%% Rounds of W6, alternating the plain and the durable target, so
+%% that a noisy neighbour weighs on both alike; the median is shown (of
+%% two, their mean). A durable round of W6 takes about two minutes here.
+-define(DURABLE_ROUNDS, 2).
+
+w6(Bin, N) ->
+    with_temp_dir("w6", fun(Dir) ->
+        Mgr = ["--manager", "counters=counter,children=0,timeout=1000"],
+        P = start(Bin, "w6p", Mgr),
+        D = start(Bin, "w6d", Mgr ++ ["--state-dir", Dir]),
+        [wait_started(X, 0, 60000) || X <- [P, D]],
+        Put = fun(Id) -> {put, Id, [{payload, 0}]} end,
+        Del = fun(Id) -> {del, Id} end,
+        Rounds = [{churn({counters, node_of(P)}, N, Put, Del, [8, 64], casts),
+                   churn({counters, node_of(D)}, N, Put, Del, [8, 64], casts)}
+                  || _ <- lists:seq(1, ?DURABLE_ROUNDS)],
+        log("W6 C node (plain, durable) rounds: ~p", [Rounds]),
+        Stored = stats(D),
+        stop(P),
+        stop(D),
+        {CPlain, CDur} = medians(Rounds),
+        {BPlain, BTrans, BFsync} =
+            with_temp_dir("w6b", fun(BDir) ->
+                with_limit(?BEAM_LIMIT_MS * 3, fun(Parent) -> beam_w6(N, BDir, Parent) end,
+                           {[], [], []},
+                           fun() -> io:format("W6: the BEAM baseline did not finish in ~p s~n",
+                                              [?BEAM_LIMIT_MS * 3 div 1000]) end)
+            end),
+        Kinds = ["puts/s (8 callers)", "dels/s (8 callers)", "puts/s (64 callers)",
+                 "dels/s (64 callers)", "puts/s (casts)", "dels/s (casts)"],
+        Figures = lists:zip(Kinds, lists:zip(lists:zip(CPlain, CDur),
+                                             lists:zip3(pad(BPlain, Kinds), pad(BTrans, Kinds),
+                                                        pad(BFsync, Kinds)))),
+        Rows = lists:append(
+                 [[{"W6 " ++ K ++ ", plain", C0, B0},
+                   %% The fair pair: each side answers a call only once its
+                   %% change is written and fsynced (C: the LMDB commit;
+                   %% BEAM: sync_transaction, then disk_log:sync of Mnesia's
+                   %% transaction log, one sync per group of calls).
+                   {"W6 " ++ K ++ ", durable (BEAM: mnesia + fsync)", C1, B2},
+                   {"W6 " ++ K ++ ", durable of plain (>= 0.50)", divide(C1, C0), divide(B2, B0)},
+                   %% Mnesia as most teams run it: answered before its
+                   %% transaction log is even written.
+                   {"W6 " ++ K ++ ", BEAM mnesia:transaction, no fsync", undefined, B1}]
+                  || {K, {{C0, C1}, {B0, B1, B2}}} <- Figures]),
+        [Row || Row = {_, C, B} <- Rows, C =/= undefined orelse B =/= undefined] ++
+        [{"W6 store commits (durable C node, all rounds)", maps:get(store_commits, Stored), undefined},
+         {"W6 store max commit us", maps:get(store_max_commit_us, Stored), undefined}]
+    end).
+
+%% The BEAM figures, one per kind of W6 row: BEAM has the calls of 8
+%% callers only.
+pad([], Kinds) -> [undefined || _ <- Kinds];
+pad([Put8, Del8], Kinds) -> [Put8, Del8 | [undefined || _ <- lists:nthtail(2, Kinds)]].
+
+%% The BEAM side of W6, with Mnesia in Dir: calls from 8 callers only.
+%% Each put starts a gen_server, whose start waits for its ack by a
+%% receive that scans the manager's whole mailbox: 100k casts queued there
+%% take minutes (W3's BEAM cast rows); 64 callers change nothing for one
+%% gen_server.
+beam_w6(N, Dir, Parent) ->
+    {P, Os} = beam_peer("w6b"),
+    Parent ! {os_pid, Os},
+    ok = peer:call(P, beam_baseline, start_mnesia, [Dir], 60000),
+    ok = peer:call(P, beam_baseline, start_manager, []),
+    ok = peer:call(P, beam_baseline, start_durable, [bench_trans, transaction]),
+    ok = peer:call(P, beam_baseline, start_durable, [bench_fsync, fsync]),
+    BNode = peer_node(P),
+    Put = fun(Id) -> {put, Id, 0} end,
+    Del = fun(Id) -> {del, Id} end,
+    Rounds = [{churn({bench_manager, BNode}, N, Put, Del, [8], calls),
+               churn({bench_trans, BNode}, N, Put, Del, [8], calls),
+               churn({bench_fsync, BNode}, N, Put, Del, [8], calls)}
+              || _ <- lists:seq(1, ?DURABLE_ROUNDS)],
+    log("W6 BEAM (plain, mnesia transaction, mnesia fsync) rounds: ~p", [Rounds]),
+    stop_peer(P, Os),
+    medians(Rounds).
+
+%% W3 against one target: puts then dels of N distinct ids as calls from
+%% each number of callers, then (casts) as casts from one process. The
+%% last change of the casts is a call: one sender and one receiver keep
+%% their order, so its answer comes after every cast is done, and on a
+%% durable target after every cast is committed as well. Changes per
+%% second: puts and dels for each number of callers, then [PutCasts,
+%% DelCasts] (casts).
+churn(S, N, Put, Del, CallerCounts, Forms) ->
+    Call = fun(Req) -> ok = gen_server:call(S, Req, 120000) end,
+    Casts = fun(Req) ->
+                    [gen_server:cast(S, Req(id(K))) || K <- lists:seq(1, N - 1)],
+                    Call(Req(id(N)))
+            end,
+    Calls = [rate(N, fun() -> parallel(Callers, N, fun(Id) -> Call(Op(Id)) end) end)
+             || Callers <- CallerCounts, Op <- [Put, Del]],
+    case Forms of
+        calls -> Calls;
+        casts -> Calls ++ [rate(N, fun() -> Casts(Put) end), rate(N, fun() -> Casts(Del) end)]
+    end.
+
+%% Rounds of tuples of lists of figures: one tuple of lists, each figure
+%% the median of its rounds.
+medians(Rounds) ->
+    Arity = tuple_size(hd(Rounds)),
+    list_to_tuple([begin
+                       Lists = [element(E, R) || R <- Rounds],
+                       [middle([lists:nth(I, L) || L <- Lists]) || I <- lists:seq(1, length(hd(Lists)))]
+                   end || E <- lists:seq(1, Arity)]).
+
+%% The median of the figures there are, the mean of the middle two of an
+%% even count.
+middle(L) ->
+    S = lists:sort([X || X <- L, is_number(X)]),
+    N = length(S),
+    if N =:= 0 -> undefined;
+       N rem 2 =:= 1 -> lists:nth((N + 1) div 2, S);
+       true -> (lists:nth(N div 2, S) + lists:nth(N div 2 + 1, S)) / 2
+    end.
+
+%% ---- temporary directories -----------------------------------------------
+
+temp_dir(Prefix) ->
+    Dir = filename:join("/tmp", "tarearbol_bench_" ++ Prefix ++ "_" ++ os:getpid() ++ "_" ++
+                            integer_to_list(erlang:unique_integer([positive]))),
+    ok = filelib:ensure_path(Dir),
+    Dir.
+
+with_temp_dir(Prefix, F) ->
+    Dir = temp_dir(Prefix),
+    try F(Dir) after rm_rf(Dir) end.
+
+rm_rf(Dir) ->
+    case file:del_dir_r(Dir) of
+        ok -> ok;
+        {error, enoent} -> ok
+    end.
 
 %% ---- plumbing --------------------------------------------------------------
 
