@@ -20,6 +20,8 @@
 %%              against the C node without and with --state-dir, and
 %%              against the W3 manager without and with a Mnesia
 %%              disc_copies table; the durable figures of the plain ones
+%%   W7 durable scale  W1 at the largest size without and with --state-dir
+%%              (1 s sync): CPU, RSS, the store's stats and size on disk
 -module(bench).
 -export([main/1]).
 
@@ -33,7 +35,7 @@ main(Args) ->
     Bin = filename:absname("priv/tarearbol_cnode"),
     %% BENCH_ONLY="w1 w3" runs some workloads; the JSON is written only
     %% when all of them ran.
-    All = ["w1", "w2", "w3", "w4", "w5", "w6"],
+    All = ["w1", "w2", "w3", "w4", "w5", "w6", "w7"],
     Only = string:lexemes(os:getenv("BENCH_ONLY", lists:join(" ", All)), " "),
     Run = fun(W, F) -> case lists:member(W, Only) of true -> F(); false -> [] end end,
     W1 = Run("w1", fun() -> lists:append([w1(Bin, N) || N <- Sizes]) end),
@@ -42,7 +44,8 @@ main(Args) ->
     W4 = Run("w4", fun() -> w4(Bin, lists:max(Sizes)) end),
     W5 = Run("w5", fun() -> w5(Bin) end),
     W6 = Run("w6", fun() -> w6(Bin, 100000) end),
-    Rows = W1 ++ W2 ++ W3 ++ W4 ++ W5 ++ W6,
+    W7 = Run("w7", fun() -> w7(Bin, lists:max(Sizes)) end),
+    Rows = W1 ++ W2 ++ W3 ++ W4 ++ W5 ++ W6 ++ W7,
     W = lists:max([34 | [length(Name) || {Name, _, _} <- Rows]]),
     io:format("~n~-*s ~16s ~16s ~10s~n", [W, "workload / metric", "C node", "BEAM", "C vs BEAM"]),
     [io:format("~-*s ~16s ~16s ~10s~n", [W, Name, fmt(C), fmt(B), ratio(C, B)]) || {Name, C, B} <- Rows],
@@ -567,7 +570,7 @@ now_us() -> erlang:monotonic_time(microsecond).
 
 %% ---- W6 ------------------------------------------------------------------
 
-%% Rounds of W6, alternating the plain and the durable target, so
+%% Rounds of W6 and W7, alternating the plain and the durable target, so
 %% that a noisy neighbour weighs on both alike; the median is shown (of
 %% two, their mean). A durable round of W6 takes about two minutes here.
 -define(DURABLE_ROUNDS, 2).
@@ -684,6 +687,96 @@ middle(L) ->
        true -> (lists:nth(N div 2, S) + lists:nth(N div 2 + 1, S)) / 2
     end.
 
+%% ---- W7 ------------------------------------------------------------------
+
+w7(Bin, N) ->
+    Rounds = [{scale(Bin, N, none), with_temp_dir("w7", fun(Dir) -> scale(Bin, N, Dir) end)}
+              || _ <- lists:seq(1, ?DURABLE_ROUNDS)],
+    log("W7 rounds (plain, durable): ~p", [Rounds]),
+    Med = fun(Side, K) -> middle([maps:get(K, element(Side, R)) || R <- Rounds]) end,
+    L = "W7 " ++ integer_to_list(N div 1000) ++ "k ",
+    Pair = fun(K, What) ->
+                   [{L ++ What ++ ", plain", Med(1, K), undefined},
+                    {L ++ What ++ ", --state-dir", Med(2, K), undefined}]
+           end,
+    Ratio = fun(K, What) ->
+                    [{L ++ What ++ ", durable of plain", divide(Med(2, K), Med(1, K)), undefined}]
+            end,
+    Pair(cpu, "cpu cores") ++ Ratio(cpu, "cpu cores (<= 1.30)") ++
+    Pair(rss_mb, "RSS MB") ++ Ratio(rss_mb, "RSS MB (<= 1.20)") ++
+    Pair(rss_growth_mb, "RSS MB grown over the window") ++
+    Pair(performs, "performs/s") ++ Ratio(performs, "performs/s") ++
+    Pair(stop_ms, "ms to stop cleanly") ++
+    [{L ++ "RSS MB file-backed, --state-dir", Med(2, rss_file_mb), undefined},
+     {L ++ "store checkpointed/s", Med(2, checkpointed), undefined},
+     {L ++ "store records put/s", Med(2, records_put), undefined},
+     {L ++ "store commits/s", Med(2, commits), undefined},
+     {L ++ "store last commit us", Med(2, last_commit_us), undefined},
+     {L ++ "store max commit us (since boot)", Med(2, max_commit_us), undefined},
+     %% Batches the writer has not committed yet: a checkpoint that takes
+     %% longer than the sync interval leaves one more behind each time.
+     {L ++ "store batches queued at the window's end", Med(2, queued), undefined},
+     {L ++ "store MB on disk", Med(2, disk_mb), undefined}].
+
+%% W1 at N workers against one node, with a store in Dir or none: a map
+%% of figures over a window of ?WINDOW_MS, and how long a clean stop takes
+%% (with a store, it commits what is queued and the last payloads).
+scale(Bin, N, Dir) ->
+    Store = case Dir of none -> []; _ -> ["--state-dir", Dir, "--state-sync-ms", "1000"] end,
+    C = start(Bin, "w7", ["--manager", "counters=counter,children=" ++ integer_to_list(N) ++
+                          ",timeout=1000,threads=1" | Store]),
+    wait_started(C, N, 600000),
+    %% The boot's children go to the store in one batch: the window starts
+    %% after it is committed. Checkpoints of every worker follow it each
+    %% second, so the writer is never idle for long: waiting for an empty
+    %% queue would wait forever.
+    Dir =:= none orelse wait_stored(C, N, 600000),
+    timer:sleep(3000),
+    {S0, Cpu0, T0, St0} = {stats(C), cpu(C), now_ms(), proc_status(C)},
+    timer:sleep(?WINDOW_MS),
+    {S1, Cpu1, T1, St1} = {stats(C), cpu(C), now_ms(), proc_status(C)},
+    Secs = (T1 - T0) / 1000,
+    Delta = fun(K) -> (maps:get(K, S1, 0) - maps:get(K, S0, 0)) / Secs end,
+    R = #{cpu => (Cpu1 - Cpu0) / 100 / Secs,
+          performs => Delta(performs),
+          rss_mb => maps:get("VmRSS", St1) / 1024,
+          rss_growth_mb => (maps:get("VmRSS", St1) - maps:get("VmRSS", St0)) / 1024,
+          rss_file_mb => maps:get("RssFile", St1) / 1024,
+          checkpointed => Delta(store_checkpointed),
+          records_put => Delta(store_records_put),
+          commits => Delta(store_commits),
+          last_commit_us => maps:get(store_last_commit_us, S1, undefined),
+          max_commit_us => maps:get(store_max_commit_us, S1, undefined),
+          queued => maps:get(store_queued, S1, undefined),
+          disk_mb => case Dir of none -> undefined; _ -> du_kb(Dir) / 1024 end},
+    R#{stop_ms => stop_timed(C, 120000)}.
+
+%% SIGTERM, and the ms until the node exits; past Ms, kill -9 and
+%% undefined.
+stop_timed(#{port := Port, os_pid := OsPid} = C, Ms) ->
+    T0 = now_ms(),
+    os:cmd("kill -TERM " ++ integer_to_list(OsPid)),
+    receive {Port, {exit_status, _}} -> now_ms() - T0
+    after Ms ->
+        log("~p did not stop in ~p ms: kill -9", [node_of(C), Ms]),
+        kill9(C),
+        undefined
+    end.
+
+%% Until the store holds N records: the boot's batch is committed.
+wait_stored(C, N, Timeout) ->
+    Deadline = now_ms() + Timeout,
+    wait_for_store(C, N, Deadline).
+
+wait_for_store(C, N, Deadline) ->
+    case maps:get(store_records_put, stats(C)) >= N of
+        true -> ok;
+        false ->
+            now_ms() < Deadline orelse error(store_timeout),
+            timer:sleep(50),
+            wait_for_store(C, N, Deadline)
+    end.
+
 %% ---- temporary directories -----------------------------------------------
 
 temp_dir(Prefix) ->
@@ -701,6 +794,10 @@ rm_rf(Dir) ->
         ok -> ok;
         {error, enoent} -> ok
     end.
+
+du_kb(Dir) ->
+    [Kb | _] = string:lexemes(os:cmd("du -sk " ++ Dir), " \t\n"),
+    list_to_integer(Kb).
 
 %% ---- plumbing --------------------------------------------------------------
 
@@ -762,6 +859,11 @@ stop(#{port := Port, os_pid := OsPid}) ->
     os:cmd("kill -TERM " ++ integer_to_list(OsPid)),
     receive {Port, {exit_status, _}} -> ok after 60000 -> ok end.
 
+%% SIGKILL, and the port's exit seen.
+kill9(#{port := Port, os_pid := Os}) ->
+    os:cmd("kill -9 " ++ integer_to_list(Os)),
+    receive {Port, {exit_status, _}} -> ok after 60000 -> error(not_killed) end.
+
 stats(#{node := N}) -> gen_server:call({counters, N}, stats, 60000).
 
 wait_started(C, N, Timeout) ->
@@ -779,6 +881,14 @@ wait_loop(C, N, Deadline) ->
     end.
 
 now_ms() -> erlang:monotonic_time(millisecond).
+
+%% /proc/PID/status's kB figures (VmRSS, RssAnon, RssFile...).
+proc_status(#{os_pid := P}) ->
+    {ok, B} = file:read_file("/proc/" ++ integer_to_list(P) ++ "/status"),
+    maps:from_list([{K, list_to_integer(V)}
+                    || Line <- string:lexemes(binary_to_list(B), "\n"),
+                       [K, Rest] <- [string:split(Line, ":")],
+                       [V, "kB"] <- [string:lexemes(Rest, " \t")]]).
 
 rss_kb(#{os_pid := P}) ->
     {ok, B} = file:read_file("/proc/" ++ integer_to_list(P) ++ "/status"),
