@@ -22,6 +22,8 @@
 %%              disc_copies table; the durable figures of the plain ones
 %%   W7 durable scale  W1 at the largest size without and with --state-dir
 %%              (1 s sync): CPU, RSS, the store's stats and size on disk
+%%   W8 restore  1M children in a store, kill -9, ms from exec to
+%%              `started` with them all
 -module(bench).
 -export([main/1]).
 
@@ -35,7 +37,7 @@ main(Args) ->
     Bin = filename:absname("priv/tarearbol_cnode"),
     %% BENCH_ONLY="w1 w3" runs some workloads; the JSON is written only
     %% when all of them ran.
-    All = ["w1", "w2", "w3", "w4", "w5", "w6", "w7"],
+    All = ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8"],
     Only = string:lexemes(os:getenv("BENCH_ONLY", lists:join(" ", All)), " "),
     Run = fun(W, F) -> case lists:member(W, Only) of true -> F(); false -> [] end end,
     W1 = Run("w1", fun() -> lists:append([w1(Bin, N) || N <- Sizes]) end),
@@ -45,7 +47,8 @@ main(Args) ->
     W5 = Run("w5", fun() -> w5(Bin) end),
     W6 = Run("w6", fun() -> w6(Bin, 100000) end),
     W7 = Run("w7", fun() -> w7(Bin, lists:max(Sizes)) end),
-    Rows = W1 ++ W2 ++ W3 ++ W4 ++ W5 ++ W6 ++ W7,
+    W8 = Run("w8", fun() -> w8(Bin, lists:max(Sizes)) end),
+    Rows = W1 ++ W2 ++ W3 ++ W4 ++ W5 ++ W6 ++ W7 ++ W8,
     W = lists:max([34 | [length(Name) || {Name, _, _} <- Rows]]),
     io:format("~n~-*s ~16s ~16s ~10s~n", [W, "workload / metric", "C node", "BEAM", "C vs BEAM"]),
     [io:format("~-*s ~16s ~16s ~10s~n", [W, Name, fmt(C), fmt(B), ratio(C, B)]) || {Name, C, B} <- Rows],
@@ -777,6 +780,60 @@ wait_for_store(C, N, Deadline) ->
             wait_for_store(C, N, Deadline)
     end.
 
+%% ---- W8 ------------------------------------------------------------------
+
+-define(RESTORE_ROUNDS, 3).
+
+%% N children put by children_specs into a store (W4's manager), the node
+%% killed with SIGKILL once the boot's batch is committed, and started
+%% again with the same arguments, ?RESTORE_ROUNDS times (each restarted
+%% node is killed as soon as it is started): ms from exec to READY and to
+%% `started` with all N, and the node's own figure for reading the store.
+w8(Bin, N) ->
+    with_temp_dir("w8", fun(Dir) ->
+        Args = ["--manager", "counters=counter,children=" ++ integer_to_list(N) ++ ",timeout=1000",
+                "--state-dir", Dir],
+        C0 = start(Bin, "w8s", Args),
+        wait_started(C0, N, 600000),
+        wait_stored(C0, N, 600000),
+        {Last, Rounds} = lists:foldl(
+                           fun(I, {C, Acc}) ->
+                                   kill9(C),
+                                   {C1, R} = restore(Bin, "w8r" ++ integer_to_list(I), Args, N),
+                                   {C1, [R | Acc]}
+                           end, {C0, []}, lists:seq(1, ?RESTORE_ROUNDS)),
+        log("W8 rounds {ready ms, started ms, restore log ms}: ~p", [Rounds]),
+        %% Its store is not needed again, and a clean stop would first
+        %% commit every checkpoint queued (W7).
+        kill9(Last),
+        Med = fun(E) -> middle([element(E, R) || R <- Rounds]) end,
+        L = "W8 restore " ++ integer_to_list(N div 1000) ++ "k after kill -9, ",
+        [{L ++ "ms to READY", Med(1), undefined},
+         {L ++ "ms to started (<= 3000)", Med(2), undefined},
+         {L ++ "ms reading the store (node's log)", Med(3), undefined},
+         {L ++ "ms to started, max", lists:max([element(2, R) || R <- Rounds]), undefined}]
+    end).
+
+%% Starts the node on a store and times it; the node logs at info level,
+%% so that its "children restored ... in M ms" line can be read.
+restore(Bin, Prefix, Args, N) ->
+    T0 = now_ms(),
+    C = start(Bin, Prefix, ["--log-level", "info" | Args], [stderr_to_stdout]),
+    Ready = now_ms() - T0,
+    wait_started(C, N, 600000),
+    Started = now_ms() - T0,
+    {C, {Ready, Started, restored_ms(C)}}.
+
+restored_ms(#{port := Port}) ->
+    receive
+        {Port, {data, {eol, Line}}} ->
+            case re:run(Line, "children restored, .* in ([0-9]+) ms", [{capture, all_but_first, list}]) of
+                {match, [Ms]} -> list_to_integer(Ms);
+                nomatch -> restored_ms(#{port => Port})
+            end
+    after 0 -> undefined
+    end.
+
 %% ---- temporary directories -----------------------------------------------
 
 temp_dir(Prefix) ->
@@ -841,12 +898,15 @@ beam_peer(Prefix, Extra) ->
 
 peer_node(P) -> peer:call(P, erlang, node, []).
 
-start(Bin, Prefix, Args) ->
+start(Bin, Prefix, Args) -> start(Bin, Prefix, Args, []).
+
+%% Args after the bench's own, so they can set --log-level again.
+start(Bin, Prefix, Args, PortOpts) ->
     Name = Prefix ++ "_" ++ os:getpid(),
     Port = open_port({spawn_executable, Bin},
                      [{args, ["--sname", Name, "--log-level", "warning", "--exit-with-stdin" | Args]},
                       {env, [{"TAREARBOL_CNODE_COOKIE", atom_to_list(erlang:get_cookie())}]},
-                      exit_status, {line, 1024}, binary]),
+                      exit_status, {line, 1024}, binary | PortOpts]),
     {os_pid, OsPid} = erlang:port_info(Port, os_pid),
     receive {Port, {data, {eol, <<"READY ", Node/binary>>}}} ->
         #{port => Port, node => binary_to_atom(Node), os_pid => OsPid}
