@@ -16,6 +16,14 @@
 %%              clients with and without 100 silent connections held;
 %%              W5c a fresh BEAM peer's ping, unloaded and with 100 silent
 %%              and 100 trickling connections held
+%%   W6 durable churn  W3 (calls from 8 callers, casts ending with a call)
+%%              against the C node without and with --state-dir, and
+%%              against the W3 manager without and with a Mnesia
+%%              disc_copies table; the durable figures of the plain ones
+%%   W7 durable scale  W1 at the largest size without and with --state-dir
+%%              (1 s sync): CPU, RSS, the store's stats and size on disk
+%%   W8 restore  1M children in a store, kill -9, ms from exec to
+%%              `started` with them all
 -module(bench).
 -export([main/1]).
 
@@ -29,7 +37,7 @@ main(Args) ->
     Bin = filename:absname("priv/tarearbol_cnode"),
     %% BENCH_ONLY="w1 w3" runs some workloads; the JSON is written only
     %% when all of them ran.
-    All = ["w1", "w2", "w3", "w4", "w5"],
+    All = ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8"],
     Only = string:lexemes(os:getenv("BENCH_ONLY", lists:join(" ", All)), " "),
     Run = fun(W, F) -> case lists:member(W, Only) of true -> F(); false -> [] end end,
     W1 = Run("w1", fun() -> lists:append([w1(Bin, N) || N <- Sizes]) end),
@@ -37,7 +45,10 @@ main(Args) ->
     W3 = Run("w3", fun() -> w3(Bin, 100000) end),
     W4 = Run("w4", fun() -> w4(Bin, lists:max(Sizes)) end),
     W5 = Run("w5", fun() -> w5(Bin) end),
-    Rows = W1 ++ W2 ++ W3 ++ W4 ++ W5,
+    W6 = Run("w6", fun() -> w6(Bin, 100000) end),
+    W7 = Run("w7", fun() -> w7(Bin, lists:max(Sizes)) end),
+    W8 = Run("w8", fun() -> w8(Bin, lists:max(Sizes)) end),
+    Rows = W1 ++ W2 ++ W3 ++ W4 ++ W5 ++ W6 ++ W7 ++ W8,
     W = lists:max([34 | [length(Name) || {Name, _, _} <- Rows]]),
     io:format("~n~-*s ~16s ~16s ~10s~n", [W, "workload / metric", "C node", "BEAM", "C vs BEAM"]),
     [io:format("~-*s ~16s ~16s ~10s~n", [W, Name, fmt(C), fmt(B), ratio(C, B)]) || {Name, C, B} <- Rows],
@@ -264,7 +275,9 @@ id(K) -> list_to_binary("w" ++ integer_to_list(K)).
 parallel(Callers, N, F) ->
     Self = self(),
     Per = N div Callers,
-    Pids = [spawn_link(fun() -> [F(id(K)) || K <- lists:seq(I * Per + 1, (I + 1) * Per)], Self ! {done, self()} end)
+    %% The last caller takes the remainder too: N ids in all.
+    Last = fun(I) when I =:= Callers - 1 -> N; (I) -> (I + 1) * Per end,
+    Pids = [spawn_link(fun() -> [F(id(K)) || K <- lists:seq(I * Per + 1, Last(I))], Self ! {done, self()} end)
             || I <- lists:seq(0, Callers - 1)],
     [receive {done, Pid} -> ok end || Pid <- Pids],
     ok.
@@ -558,6 +571,291 @@ cnode_stats(#{node := N}) -> gen_server:call({tarearbol_cnode, N}, stats, 60000)
 
 now_us() -> erlang:monotonic_time(microsecond).
 
+%% ---- W6 ------------------------------------------------------------------
+
+%% Rounds of W6 and W7, alternating the plain and the durable target, so
+%% that a noisy neighbour weighs on both alike; the median is shown (of
+%% two, their mean). A durable round of W6 takes about two minutes here.
+-define(DURABLE_ROUNDS, 2).
+
+w6(Bin, N) ->
+    with_temp_dir("w6", fun(Dir) ->
+        Mgr = ["--manager", "counters=counter,children=0,timeout=1000"],
+        P = start(Bin, "w6p", Mgr),
+        D = start(Bin, "w6d", Mgr ++ ["--state-dir", Dir]),
+        [wait_started(X, 0, 60000) || X <- [P, D]],
+        Put = fun(Id) -> {put, Id, [{payload, 0}]} end,
+        Del = fun(Id) -> {del, Id} end,
+        Rounds = [{churn({counters, node_of(P)}, N, Put, Del, [8, 64], casts),
+                   churn({counters, node_of(D)}, N, Put, Del, [8, 64], casts)}
+                  || _ <- lists:seq(1, ?DURABLE_ROUNDS)],
+        log("W6 C node (plain, durable) rounds: ~p", [Rounds]),
+        Stored = stats(D),
+        stop(P),
+        stop(D),
+        {CPlain, CDur} = medians(Rounds),
+        {BPlain, BTrans, BFsync} =
+            with_temp_dir("w6b", fun(BDir) ->
+                with_limit(?BEAM_LIMIT_MS * 3, fun(Parent) -> beam_w6(N, BDir, Parent) end,
+                           {[], [], []},
+                           fun() -> io:format("W6: the BEAM baseline did not finish in ~p s~n",
+                                              [?BEAM_LIMIT_MS * 3 div 1000]) end)
+            end),
+        Kinds = ["puts/s (8 callers)", "dels/s (8 callers)", "puts/s (64 callers)",
+                 "dels/s (64 callers)", "puts/s (casts)", "dels/s (casts)"],
+        Figures = lists:zip(Kinds, lists:zip(lists:zip(CPlain, CDur),
+                                             lists:zip3(pad(BPlain, Kinds), pad(BTrans, Kinds),
+                                                        pad(BFsync, Kinds)))),
+        Rows = lists:append(
+                 [[{"W6 " ++ K ++ ", plain", C0, B0},
+                   %% The fair pair: each side answers a call only once its
+                   %% change is written and fsynced (C: the LMDB commit;
+                   %% BEAM: sync_transaction, then disk_log:sync of Mnesia's
+                   %% transaction log, one sync per group of calls).
+                   {"W6 " ++ K ++ ", durable (BEAM: mnesia + fsync)", C1, B2},
+                   {"W6 " ++ K ++ ", durable of plain (>= 0.50)", divide(C1, C0), divide(B2, B0)},
+                   %% Mnesia as most teams run it: answered before its
+                   %% transaction log is even written.
+                   {"W6 " ++ K ++ ", BEAM mnesia:transaction, no fsync", undefined, B1}]
+                  || {K, {{C0, C1}, {B0, B1, B2}}} <- Figures]),
+        [Row || Row = {_, C, B} <- Rows, C =/= undefined orelse B =/= undefined] ++
+        [{"W6 store commits (durable C node, all rounds)", maps:get(store_commits, Stored), undefined},
+         {"W6 store max commit us", maps:get(store_max_commit_us, Stored), undefined}]
+    end).
+
+%% The BEAM figures, one per kind of W6 row: BEAM has the calls of 8
+%% callers only.
+pad([], Kinds) -> [undefined || _ <- Kinds];
+pad([Put8, Del8], Kinds) -> [Put8, Del8 | [undefined || _ <- lists:nthtail(2, Kinds)]].
+
+%% The BEAM side of W6, with Mnesia in Dir: calls from 8 callers only.
+%% Each put starts a gen_server, whose start waits for its ack by a
+%% receive that scans the manager's whole mailbox: 100k casts queued there
+%% take minutes (W3's BEAM cast rows); 64 callers change nothing for one
+%% gen_server.
+beam_w6(N, Dir, Parent) ->
+    {P, Os} = beam_peer("w6b"),
+    Parent ! {os_pid, Os},
+    ok = peer:call(P, beam_baseline, start_mnesia, [Dir], 60000),
+    ok = peer:call(P, beam_baseline, start_manager, []),
+    ok = peer:call(P, beam_baseline, start_durable, [bench_trans, transaction]),
+    ok = peer:call(P, beam_baseline, start_durable, [bench_fsync, fsync]),
+    BNode = peer_node(P),
+    Put = fun(Id) -> {put, Id, 0} end,
+    Del = fun(Id) -> {del, Id} end,
+    Rounds = [{churn({bench_manager, BNode}, N, Put, Del, [8], calls),
+               churn({bench_trans, BNode}, N, Put, Del, [8], calls),
+               churn({bench_fsync, BNode}, N, Put, Del, [8], calls)}
+              || _ <- lists:seq(1, ?DURABLE_ROUNDS)],
+    log("W6 BEAM (plain, mnesia transaction, mnesia fsync) rounds: ~p", [Rounds]),
+    stop_peer(P, Os),
+    medians(Rounds).
+
+%% W3 against one target: puts then dels of N distinct ids as calls from
+%% each number of callers, then (casts) as casts from one process. The
+%% last change of the casts is a call: one sender and one receiver keep
+%% their order, so its answer comes after every cast is done, and on a
+%% durable target after every cast is committed as well. Changes per
+%% second: puts and dels for each number of callers, then [PutCasts,
+%% DelCasts] (casts).
+churn(S, N, Put, Del, CallerCounts, Forms) ->
+    Call = fun(Req) -> ok = gen_server:call(S, Req, 120000) end,
+    Casts = fun(Req) ->
+                    [gen_server:cast(S, Req(id(K))) || K <- lists:seq(1, N - 1)],
+                    Call(Req(id(N)))
+            end,
+    Calls = [rate(N, fun() -> parallel(Callers, N, fun(Id) -> Call(Op(Id)) end) end)
+             || Callers <- CallerCounts, Op <- [Put, Del]],
+    case Forms of
+        calls -> Calls;
+        casts -> Calls ++ [rate(N, fun() -> Casts(Put) end), rate(N, fun() -> Casts(Del) end)]
+    end.
+
+%% Rounds of tuples of lists of figures: one tuple of lists, each figure
+%% the median of its rounds.
+medians(Rounds) ->
+    Arity = tuple_size(hd(Rounds)),
+    list_to_tuple([begin
+                       Lists = [element(E, R) || R <- Rounds],
+                       [middle([lists:nth(I, L) || L <- Lists]) || I <- lists:seq(1, length(hd(Lists)))]
+                   end || E <- lists:seq(1, Arity)]).
+
+%% The median of the figures there are, the mean of the middle two of an
+%% even count.
+middle(L) ->
+    S = lists:sort([X || X <- L, is_number(X)]),
+    N = length(S),
+    if N =:= 0 -> undefined;
+       N rem 2 =:= 1 -> lists:nth((N + 1) div 2, S);
+       true -> (lists:nth(N div 2, S) + lists:nth(N div 2 + 1, S)) / 2
+    end.
+
+%% ---- W7 ------------------------------------------------------------------
+
+w7(Bin, N) ->
+    Rounds = [{scale(Bin, N, none), with_temp_dir("w7", fun(Dir) -> scale(Bin, N, Dir) end)}
+              || _ <- lists:seq(1, ?DURABLE_ROUNDS)],
+    log("W7 rounds (plain, durable): ~p", [Rounds]),
+    Med = fun(Side, K) -> middle([maps:get(K, element(Side, R)) || R <- Rounds]) end,
+    L = "W7 " ++ integer_to_list(N div 1000) ++ "k ",
+    Pair = fun(K, What) ->
+                   [{L ++ What ++ ", plain", Med(1, K), undefined},
+                    {L ++ What ++ ", --state-dir", Med(2, K), undefined}]
+           end,
+    Ratio = fun(K, What) ->
+                    [{L ++ What ++ ", durable of plain", divide(Med(2, K), Med(1, K)), undefined}]
+            end,
+    Pair(cpu, "cpu cores") ++ Ratio(cpu, "cpu cores (<= 1.30)") ++
+    Pair(rss_mb, "RSS MB") ++ Ratio(rss_mb, "RSS MB (<= 1.20)") ++
+    Pair(rss_growth_mb, "RSS MB grown over the window") ++
+    Pair(performs, "performs/s") ++ Ratio(performs, "performs/s") ++
+    Pair(stop_ms, "ms to stop cleanly") ++
+    [{L ++ "RSS MB file-backed, --state-dir", Med(2, rss_file_mb), undefined},
+     {L ++ "store checkpointed/s", Med(2, checkpointed), undefined},
+     {L ++ "store records put/s", Med(2, records_put), undefined},
+     {L ++ "store commits/s", Med(2, commits), undefined},
+     {L ++ "store last commit us", Med(2, last_commit_us), undefined},
+     {L ++ "store max commit us (since boot)", Med(2, max_commit_us), undefined},
+     %% Batches the writer has not committed yet: a checkpoint that takes
+     %% longer than the sync interval leaves one more behind each time.
+     {L ++ "store batches queued at the window's end", Med(2, queued), undefined},
+     {L ++ "store MB on disk", Med(2, disk_mb), undefined}].
+
+%% W1 at N workers against one node, with a store in Dir or none: a map
+%% of figures over a window of ?WINDOW_MS, and how long a clean stop takes
+%% (with a store, it commits what is queued and the last payloads).
+scale(Bin, N, Dir) ->
+    Store = case Dir of none -> []; _ -> ["--state-dir", Dir, "--state-sync-ms", "1000"] end,
+    C = start(Bin, "w7", ["--manager", "counters=counter,children=" ++ integer_to_list(N) ++
+                          ",timeout=1000,threads=1" | Store]),
+    wait_started(C, N, 600000),
+    %% The boot's children go to the store in one batch: the window starts
+    %% after it is committed. Checkpoints of every worker follow it each
+    %% second, so the writer is never idle for long: waiting for an empty
+    %% queue would wait forever.
+    Dir =:= none orelse wait_stored(C, N, 600000),
+    timer:sleep(3000),
+    {S0, Cpu0, T0, St0} = {stats(C), cpu(C), now_ms(), proc_status(C)},
+    timer:sleep(?WINDOW_MS),
+    {S1, Cpu1, T1, St1} = {stats(C), cpu(C), now_ms(), proc_status(C)},
+    Secs = (T1 - T0) / 1000,
+    Delta = fun(K) -> (maps:get(K, S1, 0) - maps:get(K, S0, 0)) / Secs end,
+    R = #{cpu => (Cpu1 - Cpu0) / 100 / Secs,
+          performs => Delta(performs),
+          rss_mb => maps:get("VmRSS", St1) / 1024,
+          rss_growth_mb => (maps:get("VmRSS", St1) - maps:get("VmRSS", St0)) / 1024,
+          rss_file_mb => maps:get("RssFile", St1) / 1024,
+          checkpointed => Delta(store_checkpointed),
+          records_put => Delta(store_records_put),
+          commits => Delta(store_commits),
+          last_commit_us => maps:get(store_last_commit_us, S1, undefined),
+          max_commit_us => maps:get(store_max_commit_us, S1, undefined),
+          queued => maps:get(store_queued, S1, undefined),
+          disk_mb => case Dir of none -> undefined; _ -> du_kb(Dir) / 1024 end},
+    R#{stop_ms => stop_timed(C, 120000)}.
+
+%% SIGTERM, and the ms until the node exits; past Ms, kill -9 and
+%% undefined.
+stop_timed(#{port := Port, os_pid := OsPid} = C, Ms) ->
+    T0 = now_ms(),
+    os:cmd("kill -TERM " ++ integer_to_list(OsPid)),
+    receive {Port, {exit_status, _}} -> now_ms() - T0
+    after Ms ->
+        log("~p did not stop in ~p ms: kill -9", [node_of(C), Ms]),
+        kill9(C),
+        undefined
+    end.
+
+%% Until the store holds N records: the boot's batch is committed.
+wait_stored(C, N, Timeout) ->
+    Deadline = now_ms() + Timeout,
+    wait_for_store(C, N, Deadline).
+
+wait_for_store(C, N, Deadline) ->
+    case maps:get(store_records_put, stats(C)) >= N of
+        true -> ok;
+        false ->
+            now_ms() < Deadline orelse error(store_timeout),
+            timer:sleep(50),
+            wait_for_store(C, N, Deadline)
+    end.
+
+%% ---- W8 ------------------------------------------------------------------
+
+-define(RESTORE_ROUNDS, 3).
+
+%% N children put by children_specs into a store (W4's manager), the node
+%% killed with SIGKILL once the boot's batch is committed, and started
+%% again with the same arguments, ?RESTORE_ROUNDS times (each restarted
+%% node is killed as soon as it is started): ms from exec to READY and to
+%% `started` with all N, and the node's own figure for reading the store.
+w8(Bin, N) ->
+    with_temp_dir("w8", fun(Dir) ->
+        Args = ["--manager", "counters=counter,children=" ++ integer_to_list(N) ++ ",timeout=1000",
+                "--state-dir", Dir],
+        C0 = start(Bin, "w8s", Args),
+        wait_started(C0, N, 600000),
+        wait_stored(C0, N, 600000),
+        {Last, Rounds} = lists:foldl(
+                           fun(I, {C, Acc}) ->
+                                   kill9(C),
+                                   {C1, R} = restore(Bin, "w8r" ++ integer_to_list(I), Args, N),
+                                   {C1, [R | Acc]}
+                           end, {C0, []}, lists:seq(1, ?RESTORE_ROUNDS)),
+        log("W8 rounds {ready ms, started ms, restore log ms}: ~p", [Rounds]),
+        %% Its store is not needed again, and a clean stop would first
+        %% commit every checkpoint queued (W7).
+        kill9(Last),
+        Med = fun(E) -> middle([element(E, R) || R <- Rounds]) end,
+        L = "W8 restore " ++ integer_to_list(N div 1000) ++ "k after kill -9, ",
+        [{L ++ "ms to READY", Med(1), undefined},
+         {L ++ "ms to started (<= 3000)", Med(2), undefined},
+         {L ++ "ms reading the store (node's log)", Med(3), undefined},
+         {L ++ "ms to started, max", lists:max([element(2, R) || R <- Rounds]), undefined}]
+    end).
+
+%% Starts the node on a store and times it; the node logs at info level,
+%% so that its "children restored ... in M ms" line can be read.
+restore(Bin, Prefix, Args, N) ->
+    T0 = now_ms(),
+    C = start(Bin, Prefix, ["--log-level", "info" | Args], [stderr_to_stdout]),
+    Ready = now_ms() - T0,
+    wait_started(C, N, 600000),
+    Started = now_ms() - T0,
+    {C, {Ready, Started, restored_ms(C)}}.
+
+restored_ms(#{port := Port}) ->
+    receive
+        {Port, {data, {eol, Line}}} ->
+            case re:run(Line, "children restored, .* in ([0-9]+) ms", [{capture, all_but_first, list}]) of
+                {match, [Ms]} -> list_to_integer(Ms);
+                nomatch -> restored_ms(#{port => Port})
+            end
+    after 0 -> undefined
+    end.
+
+%% ---- temporary directories -----------------------------------------------
+
+temp_dir(Prefix) ->
+    Dir = filename:join("/tmp", "tarearbol_bench_" ++ Prefix ++ "_" ++ os:getpid() ++ "_" ++
+                            integer_to_list(erlang:unique_integer([positive]))),
+    ok = filelib:ensure_path(Dir),
+    Dir.
+
+with_temp_dir(Prefix, F) ->
+    Dir = temp_dir(Prefix),
+    try F(Dir) after rm_rf(Dir) end.
+
+rm_rf(Dir) ->
+    case file:del_dir_r(Dir) of
+        ok -> ok;
+        {error, enoent} -> ok
+    end.
+
+du_kb(Dir) ->
+    [Kb | _] = string:lexemes(os:cmd("du -sk " ++ Dir), " \t\n"),
+    list_to_integer(Kb).
+
 %% ---- plumbing --------------------------------------------------------------
 
 %% peer:stop, or kill -9 when a node busy with a million processes does
@@ -600,12 +898,15 @@ beam_peer(Prefix, Extra) ->
 
 peer_node(P) -> peer:call(P, erlang, node, []).
 
-start(Bin, Prefix, Args) ->
+start(Bin, Prefix, Args) -> start(Bin, Prefix, Args, []).
+
+%% Args after the bench's own, so they can set --log-level again.
+start(Bin, Prefix, Args, PortOpts) ->
     Name = Prefix ++ "_" ++ os:getpid(),
     Port = open_port({spawn_executable, Bin},
                      [{args, ["--sname", Name, "--log-level", "warning", "--exit-with-stdin" | Args]},
                       {env, [{"TAREARBOL_CNODE_COOKIE", atom_to_list(erlang:get_cookie())}]},
-                      exit_status, {line, 1024}, binary]),
+                      exit_status, {line, 1024}, binary | PortOpts]),
     {os_pid, OsPid} = erlang:port_info(Port, os_pid),
     receive {Port, {data, {eol, <<"READY ", Node/binary>>}}} ->
         #{port => Port, node => binary_to_atom(Node), os_pid => OsPid}
@@ -617,6 +918,11 @@ node_of(#{node := N}) -> N.
 stop(#{port := Port, os_pid := OsPid}) ->
     os:cmd("kill -TERM " ++ integer_to_list(OsPid)),
     receive {Port, {exit_status, _}} -> ok after 60000 -> ok end.
+
+%% SIGKILL, and the port's exit seen.
+kill9(#{port := Port, os_pid := Os}) ->
+    os:cmd("kill -9 " ++ integer_to_list(Os)),
+    receive {Port, {exit_status, _}} -> ok after 60000 -> error(not_killed) end.
 
 stats(#{node := N}) -> gen_server:call({counters, N}, stats, 60000).
 
@@ -635,6 +941,14 @@ wait_loop(C, N, Deadline) ->
     end.
 
 now_ms() -> erlang:monotonic_time(millisecond).
+
+%% /proc/PID/status's kB figures (VmRSS, RssAnon, RssFile...).
+proc_status(#{os_pid := P}) ->
+    {ok, B} = file:read_file("/proc/" ++ integer_to_list(P) ++ "/status"),
+    maps:from_list([{K, list_to_integer(V)}
+                    || Line <- string:lexemes(binary_to_list(B), "\n"),
+                       [K, Rest] <- [string:split(Line, ":")],
+                       [V, "kB"] <- [string:lexemes(Rest, " \t")]]).
 
 rss_kb(#{os_pid := P}) ->
     {ok, B} = file:read_file("/proc/" ++ integer_to_list(P) ++ "/status"),
