@@ -702,13 +702,13 @@ w7(Bin, N) ->
                    [{L ++ What ++ ", plain", Med(1, K), undefined},
                     {L ++ What ++ ", --state-dir", Med(2, K), undefined}]
            end,
-    Ratio = fun(K, What) ->
-                    [{L ++ What ++ ", durable of plain", divide(Med(2, K), Med(1, K)), undefined}]
+    Ratio = fun(K, What, Target) ->
+                    [{L ++ What ++ ", durable of plain" ++ Target, divide(Med(2, K), Med(1, K)), undefined}]
             end,
-    Pair(cpu, "cpu cores") ++ Ratio(cpu, "cpu cores (<= 1.30)") ++
-    Pair(rss_mb, "RSS MB") ++ Ratio(rss_mb, "RSS MB (<= 1.20)") ++
+    Pair(cpu, "cpu cores") ++ Ratio(cpu, "cpu cores", " (<= 1.30)") ++
+    Pair(rss_mb, "RSS MB") ++ Ratio(rss_mb, "RSS MB", " (<= 1.20)") ++
     Pair(rss_growth_mb, "RSS MB grown over the window") ++
-    Pair(performs, "performs/s") ++ Ratio(performs, "performs/s") ++
+    Pair(performs, "performs/s") ++ Ratio(performs, "performs/s", "") ++
     Pair(stop_ms, "ms to stop cleanly") ++
     [{L ++ "RSS MB file-backed, --state-dir", Med(2, rss_file_mb), undefined},
      {L ++ "store checkpointed/s", Med(2, checkpointed), undefined},
