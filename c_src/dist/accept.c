@@ -126,16 +126,12 @@ static int on_alive_answer(dm__hs *h, const unsigned char *m, size_t len) {
 
 /* challenge_reply 'r': PeerChallenge:32, Digest:16. */
 static int on_reply(dm__hs *h, const unsigned char *m, size_t len) {
-  unsigned char want_d[16], ack[17];
+  unsigned char ack[17];
   if (len != 21 || m[0] != 'r') {
     dm__hs_fail(h, 0, "not a challenge_reply");
     return -1;
   }
-  dm__hs_digest(h->dist, h->challenge, want_d);
-  unsigned diff = 0;
-  for (int i = 0; i < 16; i++)
-    diff |= want_d[i] ^ m[5 + i];
-  if (diff) {
+  if (!dm__hs_digest_ok(h->dist, h->challenge, m + 5)) {
     dm__hs_fail(h, 0, "wrong cookie (digest mismatch)");
     return -1;
   }

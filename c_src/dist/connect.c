@@ -158,16 +158,11 @@ static int on_challenge(dm__hs *h, const unsigned char *m, size_t len) {
 
 /* challenge_ack 'a': Digest:16, the peer's proof that it has the cookie. */
 static int on_ack(dm__hs *h, const unsigned char *m, size_t len) {
-  unsigned char want_d[16];
-  unsigned diff = 0;
   if (len != 17 || m[0] != 'a') {
     dm__hs_fail(h, 0, "not a challenge_ack");
     return -1;
   }
-  dm__hs_digest(h->dist, h->challenge, want_d);
-  for (int i = 0; i < 16; i++)
-    diff |= want_d[i] ^ m[1 + i];
-  if (diff) {
+  if (!dm__hs_digest_ok(h->dist, h->challenge, m + 1)) {
     dm__hs_fail(h, 0, "wrong cookie (the peer's digest does not match)");
     return -1;
   }

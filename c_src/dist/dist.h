@@ -465,6 +465,8 @@ void dm__hs_complete(dm__hs *h);
 /* MD5(cookie ++ decimal challenge), the digest both sides prove the
  * cookie with. */
 void dm__hs_digest(dm__dist *d, uint32_t challenge, unsigned char out[16]);
+/* Whether got is that digest of challenge, compared in constant time. */
+int dm__hs_digest_ok(dm__dist *d, uint32_t challenge, const unsigned char got[16]);
 /* A fresh challenge (d->challenge: random, or fixed for the fuzz
  * target). 0 or -1. */
 int dm__hs_challenge(dm__dist *d, uint32_t *out);

@@ -110,6 +110,15 @@ void dm__hs_digest(dm__dist *d, uint32_t challenge, unsigned char out[16]) {
   memset(buf, 0, sizeof buf);
 }
 
+int dm__hs_digest_ok(dm__dist *d, uint32_t challenge, const unsigned char got[16]) {
+  unsigned char want[16];
+  unsigned diff = 0;
+  dm__hs_digest(d, challenge, want);
+  for (int i = 0; i < 16; i++) /* in constant time */
+    diff |= want[i] ^ got[i];
+  return diff == 0;
+}
+
 int dm__hs_challenge(dm__dist *d, uint32_t *out) {
   return d->challenge(out) == 0 ? 0 : -1;
 }
