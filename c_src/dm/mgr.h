@@ -154,6 +154,7 @@ struct dm__worker {
   uint8_t flags;
   uint8_t restart;
   uint8_t instant;
+  uint32_t gen;        /* --state-dir: its record's generation (durable.c) */
 };
 
 static inline const char *dm__worker_id(const dm__worker *w) {

@@ -30,6 +30,7 @@ static void restart_all(dm__manager *m) {
   typedef struct {
     dm__blob *id, *opts, *payload, *value;
     int spec;
+    uint32_t gen;
   } saved;
   size_t n = 0;
   saved *all = m->count ? dm__calloc(m->count, sizeof *all) : NULL;
@@ -43,6 +44,7 @@ static void restart_all(dm__manager *m) {
       continue;
     saved *sv = &all[n++];
     sv->spec = (w->flags & DM__W_SPEC) != 0;
+    sv->gen = w->gen;
     sv->id = dm__blob_new(dm__worker_id(w), dm__worker_id_len(w));
     sv->opts = dm__blob_ref(w->opts);
     sv->payload = dm__blob_ref(w->payload);
@@ -59,6 +61,8 @@ static void restart_all(dm__manager *m) {
       m->st.restarts++;
       if (sv->spec)
         w->flags |= DM__W_SPEC;
+      w->gen = sv->gen; /* the same record: its state entries hold */
+      dm__durable_dirty(w);
     } else
       DM_ERROR("manager %s: a worker could not be restarted (out of memory)", m->name);
     dm__blob_unref(sv->id);

@@ -33,6 +33,7 @@ static int add(dm__store_batch *b, uint8_t kind, const char *id, size_t idlen,
   dm__buf_append(&b->bytes, rec, reclen);
   b->nputs += kind == DM__STORE_PUT;
   b->ndels += kind == DM__STORE_DEL;
+  b->nstates += kind == DM__STORE_STATE_PUT;
   return 0;
 }
 
@@ -50,10 +51,18 @@ int dm__store_batch_deleted(dm__store_batch *b, const char *id, size_t idlen,
   return add(b, on ? DM__STORE_MARK : DM__STORE_UNMARK, id, idlen, NULL, 0);
 }
 
+int dm__store_batch_state(dm__store_batch *b, uint32_t key, const char *rec,
+                          size_t reclen) {
+  const char k[4] = {(char)(key >> 24), (char)(key >> 16), (char)(key >> 8),
+                     (char)key};
+  return add(b, reclen ? DM__STORE_STATE_PUT : DM__STORE_STATE_DEL, k, 4, rec,
+             reclen);
+}
+
 int dm__store_batch_reset(dm__store_batch *b) {
   if (!b || b->inflight)
     return DM_EINVAL;
-  b->nops = b->nputs = b->ndels = 0;
+  b->nops = b->nputs = b->ndels = b->nstates = 0;
   b->sorted = 0;
   b->bytes.len = 0;
   b->clear = 0;
@@ -93,9 +102,13 @@ static int del(MDB_cursor *c, MDB_val *k) {
  * comparisons read no id), and the operation's place in the batch. */
 typedef struct {
   uint64_t head;
-  uint32_t db; /* 0 children, 1 deleted */
+  uint32_t db; /* 0 children, 1 deleted, 2 state */
   uint32_t i;
 } sort_key;
+
+static uint32_t db_of(uint8_t kind) {
+  return kind >= DM__STORE_STATE_PUT ? 2 : kind >= DM__STORE_MARK ? 1 : 0;
+}
 
 /* By database, then id in LMDB's order (bytes, then length), then as they
  * came: later operations on an id still go last. */
@@ -130,7 +143,7 @@ static void sort(dm__store_batch *b) {
       head = head << 8 | (j < o->idlen ? id[j] : 0);
     b->order[i] = (uint32_t)i;
     if (k)
-      k[i] = (sort_key){head, o->kind >= DM__STORE_MARK, (uint32_t)i};
+      k[i] = (sort_key){head, db_of(o->kind), (uint32_t)i};
   }
   if (k) {
     qsort_r(k, b->nops, sizeof *k, by_key, b);
@@ -141,49 +154,53 @@ static void sort(dm__store_batch *b) {
   b->sorted = 1;
 }
 
-int dm__store_batch_apply(dm__store_batch *b, MDB_txn *t, unsigned children,
-                          unsigned deleted) {
-  /* Operations on different ids commute, and so do children and deleted
-   * marks: applied in key order through one cursor per database, most
-   * land on the leaf page the cursor is on already, and LMDB skips the
-   * descent from the root. A million ids in no order (a checkpoint taken
-   * from the children table) commit some 1.5 times faster so, and fill
-   * pages better: a third less file for a first load. */
+int dm__store_batch_apply(dm__store_batch *b, MDB_txn *t,
+                          const dm__store_env *e, size_t *pos, size_t *ops,
+                          size_t *bytes) {
+  /* Operations on different ids commute, and so do the databases: applied
+   * in key order through one cursor per database, most land on the leaf
+   * page the cursor is on already, and LMDB skips the descent from the
+   * root. A million ids in no order commit some 1.5 times faster so, and
+   * fill pages better: a third less file for a first load. */
   if (!b->sorted)
     sort(b);
-  MDB_cursor *cc = NULL, *cd = NULL;
+  MDB_cursor *c[3] = {NULL, NULL, NULL};
   int rc;
-  if (b->clear &&
-      ((rc = mdb_drop(t, children, 0)) || (rc = mdb_drop(t, deleted, 0))))
+  if (*pos == 0 && b->clear &&
+      ((rc = mdb_drop(t, e->children, 0)) || (rc = mdb_drop(t, e->deleted, 0)) ||
+       (rc = mdb_drop(t, e->state, 0))))
     return rc;
-  if ((rc = mdb_cursor_open(t, children, &cc)) ||
-      (rc = mdb_cursor_open(t, deleted, &cd)))
+  if ((rc = mdb_cursor_open(t, e->children, &c[0])) ||
+      (rc = mdb_cursor_open(t, e->deleted, &c[1])) ||
+      (rc = mdb_cursor_open(t, e->state, &c[2])))
     goto out;
   MDB_val none = {0, NULL};
-  for (size_t i = 0; i < b->nops && !rc; i++) {
+  size_t i = *pos;
+  for (; i < b->nops && !rc && *ops && *bytes; i++) {
     const dm__store_op *o = &b->ops[b->order[i]];
     MDB_val k = {o->idlen, b->bytes.data + o->off};
+    MDB_val v = {o->reclen, b->bytes.data + o->off + o->idlen};
+    MDB_cursor *cc = c[db_of(o->kind)];
     switch (o->kind) {
-    case DM__STORE_PUT: {
-      MDB_val v = {o->reclen, b->bytes.data + o->off + o->idlen};
+    case DM__STORE_PUT:
+    case DM__STORE_STATE_PUT:
       rc = mdb_cursor_put(cc, &k, &v, 0);
       break;
-    }
-    case DM__STORE_DEL:
-      rc = del(cc, &k);
-      break;
     case DM__STORE_MARK:
-      rc = mdb_cursor_put(cd, &k, &none, 0);
+      rc = mdb_cursor_put(cc, &k, &none, 0);
       break;
     default:
-      rc = del(cd, &k);
+      rc = del(cc, &k);
       break;
     }
+    size_t n = (size_t)o->idlen + o->reclen;
+    (*ops)--;
+    *bytes = n < *bytes ? *bytes - n : 0;
   }
+  *pos = i;
 out:
-  if (cd)
-    mdb_cursor_close(cd);
-  if (cc)
-    mdb_cursor_close(cc);
+  for (int j = 2; j >= 0; j--)
+    if (c[j])
+      mdb_cursor_close(c[j]);
   return rc;
 }

@@ -47,7 +47,7 @@ static size_t first_map(size_t map_size, size_t map_max, off_t have) {
   return m;
 }
 
-/* A fresh store: the three databases and its meta, in one transaction, so
+/* A fresh store: the four databases, meta among them, in one transaction, so
  * a crash leaves either all of it or an empty environment, which the next
  * open takes for a fresh one too. */
 static int create(dm__store_env *e, const char *path, const char *name,
@@ -61,6 +61,7 @@ static int create(dm__store_env *e, const char *path, const char *name,
   MDB_val kn = str("name"), vn = str(name);
   if ((rc = mdb_dbi_open(t, "children", MDB_CREATE, &e->children)) ||
       (rc = mdb_dbi_open(t, "deleted", MDB_CREATE, &e->deleted)) ||
+      (rc = mdb_dbi_open(t, "state", MDB_CREATE, &e->state)) ||
       (rc = mdb_dbi_open(t, "meta", MDB_CREATE, &e->meta)) ||
       (rc = mdb_put(t, e->meta, &kf, &vf, 0)) ||
       (rc = mdb_put(t, e->meta, &kn, &vn, 0))) {
@@ -142,7 +143,8 @@ static int check(dm__store_env *e, const char *path, const char *name,
     return DM_EINVAL;
   }
   if ((rc = mdb_dbi_open(t, "children", 0, &e->children)) ||
-      (rc = mdb_dbi_open(t, "deleted", 0, &e->deleted))) {
+      (rc = mdb_dbi_open(t, "deleted", 0, &e->deleted)) ||
+      (rc = mdb_dbi_open(t, "state", 0, &e->state))) {
     what =
         rc == MDB_NOTFOUND ? "a database of it is missing" : mdb_strerror(rc);
     goto corrupt;
@@ -199,7 +201,7 @@ int dm__store_env_open(dm__store_env *e, const char *path, const char *name,
   }
   /* No MDB_NOSYNC nor MDB_NOMETASYNC: every commit is durable when
    * mdb_txn_commit returns. */
-  if ((rc = mdb_env_set_maxdbs(e->env, 4)) ||
+  if ((rc = mdb_env_set_maxdbs(e->env, 5)) ||
       (rc = mdb_env_set_mapsize(e->env, e->map_size)) ||
       (rc = mdb_env_open(e->env, path, 0, 0600))) {
     if (rc == MDB_INVALID || rc == MDB_CORRUPTED)

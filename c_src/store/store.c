@@ -22,6 +22,13 @@
  * retried batch by batch. A bigger batch still gets a transaction of its
  * own (LMDB spills dirty pages to the file: 2M records commit in one). */
 #define MERGE_OPS (1u << 18)
+/* The most one transaction holds. LMDB keeps a transaction's dirty pages
+ * in memory until it commits, and keeps them for reuse for as long as the
+ * environment is open: a first load of a million children in one
+ * transaction would leave some 150 MiB behind. Bigger batches commit in
+ * several transactions of this size, each durable. */
+#define SLICE_OPS 8192u
+#define SLICE_BYTES ((size_t)2 << 20)
 
 typedef struct {
   dm__store_batch *head, *tail;
@@ -79,34 +86,52 @@ static uint64_t now_us(void) {
 
 /* ---- the writer thread ---------------------------------------------------*/
 
-/* Applies the batches from `from` up to (not including) `to` in one write
- * transaction and commits it, doubling the map and trying again while the
- * map is full and may grow. 0 or LMDB's error; nothing is applied then. */
+/* Applies the batches from `from` up to (not including) `to` and commits
+ * them, in transactions of at most SLICE_OPS operations and SLICE_BYTES
+ * bytes, doubling the map and trying the transaction again while the map
+ * is full and may grow. 0 or LMDB's error; the transactions before a
+ * failed one stay committed (every operation may be applied twice, so the
+ * caller tries the batches again whole). */
 static int commit(dm__store *s, dm__store_batch *from, dm__store_batch *to,
                   uint64_t *took) {
-  for (;;) {
-    uint64_t t0 = now_us();
+  uint64_t t0 = now_us();
+  dm__store_batch *b = from;
+  size_t pos = 0;
+  int rc = 0;
+  while (b != to) {
+    dm__store_batch *sb = b; /* where this transaction starts */
+    size_t spos = pos, ops = SLICE_OPS, bytes = SLICE_BYTES;
     MDB_txn *t;
-    int rc = mdb_txn_begin(s->env.env, NULL, 0, &t);
-    if (rc)
-      return rc;
-    for (dm__store_batch *b = from; b != to && !rc; b = b->next)
-      rc = dm__store_batch_apply(b, t, s->env.children, s->env.deleted);
+    if ((rc = mdb_txn_begin(s->env.env, NULL, 0, &t)))
+      break;
+    while (b != to && ops && bytes && !rc) {
+      rc = dm__store_batch_apply(b, t, &s->env, &pos, &ops, &bytes);
+      if (!rc && pos >= b->nops) {
+        b = b->next;
+        pos = 0;
+      }
+    }
     if (rc)
       mdb_txn_abort(t);
     else
       rc = mdb_txn_commit(t); /* it aborts the transaction itself on failure */
-    *took = now_us() - t0;
-    if (rc != MDB_MAP_FULL)
-      return rc;
+    if (rc != MDB_MAP_FULL) {
+      if (rc)
+        break;
+      continue;
+    }
     pthread_mutex_lock(&s->map_mx);
     rc = dm__store_env_grow(&s->env);
     pthread_mutex_unlock(&s->map_mx);
     if (rc)
-      return rc;
+      break;
     s->grown++;
     DM_INFO("store %s: map grown to %zu KiB", s->path, s->env.map_size >> 10);
+    b = sb;
+    pos = spos;
   }
+  *took = now_us() - t0;
+  return rc;
 }
 
 /* Commits [from, to) and writes the outcome into each of its batches; a
@@ -123,7 +148,7 @@ static void settle(dm__store *s, dm__store_batch *from, dm__store_batch *to,
   if (rc) {
     why = dm__store_env_reason(rc, &err);
     if (final)
-      DM_WARN("store %s: a commit failed, none of it applied (%zu "
+      DM_WARN("store %s: a commit failed (%zu "
               "batch(es), %zu operations, map %zu KiB of at most %zu KiB): %s",
               s->path, nbatches, ops, s->env.map_size >> 10,
               s->env.map_max >> 10, mdb_strerror(rc));
@@ -207,6 +232,7 @@ static void deliver(dm__store *s) {
       st->batches++;
       st->records_put += b->nputs;
       st->records_deleted += b->ndels;
+      st->states_put += b->nstates;
       st->clears += b->clear ? 1 : 0;
     }
     if (b->lead) {
@@ -378,11 +404,11 @@ walk(MDB_txn *t, MDB_dbi db,
   return r;
 }
 
-int dm__store_load(dm__store *s,
-                   int (*child)(void *ud, const char *id, size_t idlen,
-                                const char *rec, size_t reclen),
-                   int (*deleted)(void *ud, const char *id, size_t idlen),
-                   void *ud) {
+/* Runs fn in a read transaction of the loop, then logs what LMDB said of
+ * the store; fn returns 0, a callback's value or DM_EIO with LMDB's error
+ * in *mdb_rc. */
+static int reading(dm__store *s, int (*fn)(dm__store *, MDB_txn *, void *, int *),
+                   void *arg) {
   MDB_txn *t;
   int mdb_rc = 0, r = 0;
   pthread_mutex_lock(&s->map_mx);
@@ -391,10 +417,7 @@ int dm__store_load(dm__store *s,
     mdb_rc = rc;
     r = DM_EIO;
   } else {
-    if (child)
-      r = walk(t, s->env.children, child, NULL, ud, &mdb_rc);
-    if (!r && deleted)
-      r = walk(t, s->env.deleted, NULL, deleted, ud, &mdb_rc);
+    r = fn(s, t, arg, &mdb_rc);
     mdb_txn_abort(t);
   }
   pthread_mutex_unlock(&s->map_mx);
@@ -408,6 +431,71 @@ int dm__store_load(dm__store *s,
       DM_ERROR("store %s: cannot read it: %s", s->path, mdb_strerror(mdb_rc));
   }
   return r;
+}
+
+typedef struct {
+  int (*child)(void *, const char *, size_t, const char *, size_t);
+  int (*deleted)(void *, const char *, size_t);
+  int (*state)(void *, uint32_t, const char *, size_t);
+  void *ud;
+} readers;
+
+static int read_children(dm__store *s, MDB_txn *t, void *arg, int *mdb_rc) {
+  readers *rd = arg;
+  int r = 0;
+  if (rd->child)
+    r = walk(t, s->env.children, rd->child, NULL, rd->ud, mdb_rc);
+  if (!r && rd->deleted)
+    r = walk(t, s->env.deleted, NULL, rd->deleted, rd->ud, mdb_rc);
+  return r;
+}
+
+int dm__store_load(dm__store *s,
+                   int (*child)(void *ud, const char *id, size_t idlen,
+                                const char *rec, size_t reclen),
+                   int (*deleted)(void *ud, const char *id, size_t idlen),
+                   void *ud) {
+  readers rd = {child, deleted, NULL, ud};
+  return reading(s, read_children, &rd);
+}
+
+static int read_state(dm__store *s, MDB_txn *t, void *arg, int *mdb_rc) {
+  readers *rd = arg;
+  MDB_cursor *c;
+  MDB_val k, v;
+  int rc = mdb_cursor_open(t, s->env.state, &c);
+  if (rc) {
+    *mdb_rc = rc;
+    return DM_EIO;
+  }
+  int r = 0;
+  for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); !rc && !r;
+       rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+    const unsigned char *p = k.mv_data;
+    if (k.mv_size != 4) {
+      DM_ERROR("store %s is corrupt (a state key of %zu bytes)", s->path,
+               k.mv_size);
+      r = DM_EIO;
+      break;
+    }
+    uint32_t key = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+                   (uint32_t)p[2] << 8 | p[3];
+    r = rd->state(rd->ud, key, v.mv_data, v.mv_size);
+  }
+  mdb_cursor_close(c);
+  if (!r && rc != MDB_NOTFOUND) {
+    *mdb_rc = rc;
+    return DM_EIO;
+  }
+  return r;
+}
+
+int dm__store_load_state(dm__store *s,
+                         int (*state)(void *ud, uint32_t key, const char *rec,
+                                      size_t reclen),
+                         void *ud) {
+  readers rd = {NULL, NULL, state, ud};
+  return state ? reading(s, read_state, &rd) : 0;
 }
 
 int dm__store_submit(dm__store *s, dm__store_batch *b, dm__store_done_fn done,

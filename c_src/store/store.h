@@ -17,7 +17,7 @@
 
 /* The on-disk format this node reads and writes, kept in meta. A store of
  * another version is refused at open, never converted. */
-#define DM__STORE_FORMAT 1u
+#define DM__STORE_FORMAT 2u
 /* The longest id, in bytes: LMDB's key limit. Longer ids are refused by
  * the batch calls with DM_ETOOBIG. */
 #define DM__STORE_ID_MAX 511
@@ -71,6 +71,13 @@ int dm__store_load(dm__store *s,
                    int (*deleted)(void *ud, const char *id, size_t idlen),
                    void *ud);
 
+/* Reads every state record (see dm__store_batch_state), in key order, in
+ * one read transaction, as dm__store_load does (loop thread, at boot). */
+int dm__store_load_state(dm__store *s,
+                         int (*state)(void *ud, uint32_t key, const char *rec,
+                                      size_t reclen),
+                         void *ud);
+
 /* "DIR/NAME", for log lines; owned by the store. */
 const char *dm__store_path(const dm__store *s);
 
@@ -94,7 +101,14 @@ int dm__store_batch_del(dm__store_batch *b, const char *id, size_t idlen);
  * Errors as put. */
 int dm__store_batch_deleted(dm__store_batch *b, const char *id, size_t idlen,
                             int on);
-/* Restart: every child and every deleted mark goes, then what the batch
+/* Stores rec (opaque) as the state record key, apart from the children:
+ * the caller's checkpoints, a few thousand records each holding many
+ * children's changing state, so that a checkpoint of a million children
+ * writes a few thousand records, not a million. An empty rec removes the
+ * record. Errors as put. */
+int dm__store_batch_state(dm__store_batch *b, uint32_t key, const char *rec,
+                          size_t reclen);
+/* Restart: every child, every deleted mark and every state record goes, then what the batch
  * holds after this call is applied. Operations added before it are
  * dropped, as the clear would undo them. 0 or DM_EINVAL. */
 int dm__store_batch_clear(dm__store_batch *b);
@@ -135,6 +149,7 @@ typedef struct {
   uint64_t batches;         /* batches committed (a commit holds one or more) */
   uint64_t records_put;     /* children written by committed batches */
   uint64_t records_deleted; /* child dels in committed batches */
+  uint64_t states_put;      /* state records written by committed batches */
   uint64_t clears;          /* clears in committed batches */
   uint64_t commit_failures; /* batches that failed, none of them applied */
   uint64_t last_commit_us;  /* last commit, first write to durable */
@@ -179,7 +194,7 @@ void dm__store_lock_release(int fd);
 
 typedef struct {
   struct MDB_env *env;
-  unsigned children, deleted, meta; /* the named databases (MDB_dbi) */
+  unsigned children, deleted, state, meta; /* the named databases (MDB_dbi) */
   size_t map_size, map_max;
   size_t psize; /* page size */
 } dm__store_env;
@@ -205,7 +220,14 @@ const char *dm__store_env_reason(int mdb_rc, int *dm_err);
 
 /* batch.c: what a batch holds, and how it is written. */
 
-enum { DM__STORE_PUT = 1, DM__STORE_DEL, DM__STORE_MARK, DM__STORE_UNMARK };
+enum {
+  DM__STORE_PUT = 1,
+  DM__STORE_DEL,
+  DM__STORE_MARK,
+  DM__STORE_UNMARK,
+  DM__STORE_STATE_PUT, /* id: the key, 4 bytes big-endian */
+  DM__STORE_STATE_DEL
+};
 
 typedef struct {
   uint64_t off;    /* the id's first byte in bytes; the record follows it */
@@ -220,6 +242,7 @@ struct dm__store_batch {
   uint32_t *order; /* the writer's: ops in the order it applies them */
   size_t nops, capops, caporder;
   size_t nputs, ndels; /* child puts and dels among ops */
+  size_t nstates;      /* state records written among ops */
   int clear;           /* drop everything before ops */
   int sorted;          /* order is filled in */
   /* From submit to done: the store's. */
@@ -234,9 +257,13 @@ struct dm__store_batch {
   uint64_t map_used, map_size, map_grown; /* after it */
 };
 
-/* Writes b into the write transaction t (writer thread). 0 or LMDB's
- * error. */
+/* Writes the operations of b from *pos on into the write transaction t
+ * (writer thread), its clear first when *pos is 0, until b ends or the
+ * transaction holds *ops operations and *bytes bytes of ids and records
+ * (both counted down; the caller commits then). *pos moves past what was
+ * written. 0 or LMDB's error. */
 int dm__store_batch_apply(dm__store_batch *b, struct MDB_txn *t,
-                          unsigned children, unsigned deleted);
+                          const dm__store_env *e, size_t *pos, size_t *ops,
+                          size_t *bytes);
 
 #endif

@@ -19,6 +19,8 @@
          a_store_of_another_format_is_refused_untouched/1,
          a_corrupt_store_is_refused_untouched/1,
          a_record_that_does_not_decode_is_refused_untouched/1,
+         a_checkpoint_entry_that_does_not_decode_is_refused_untouched/1,
+         a_put_over_a_checkpointed_child_comes_back_as_put/1,
          a_full_disk_answers_store_errors_and_the_node_serves_on/1]).
 
 -define(M, kv).
@@ -37,6 +39,8 @@ all() ->
      a_store_of_another_format_is_refused_untouched,
      a_corrupt_store_is_refused_untouched,
      a_record_that_does_not_decode_is_refused_untouched,
+     a_checkpoint_entry_that_does_not_decode_is_refused_untouched,
+     a_put_over_a_checkpointed_child_comes_back_as_put,
      a_full_disk_answers_store_errors_and_the_node_serves_on].
 
 init_per_suite(Config) ->
@@ -288,9 +292,9 @@ a_store_of_another_format_is_refused_untouched(Config) ->
     ok = cnode_test:stop(start(Config)),
     Data = filename:join([?config(state_dir, Config), atom_to_list(?M), "data.mdb"]),
     {ok, B} = file:read_file(Data),
-    %% The meta database's format record: the key, then version 1 as 4
+    %% The meta database's format record: the key, then version 2 as 4
     %% bytes; every copy of it (LMDB keeps older pages) says 9 instead.
-    Patched = binary:replace(B, <<"format", 0, 0, 0, 1>>, <<"format", 0, 0, 0, 9>>, [global]),
+    Patched = binary:replace(B, <<"format", 0, 0, 0, 2>>, <<"format", 0, 0, 0, 9>>, [global]),
     ?assertNotEqual(B, Patched),
     ok = file:write_file(Data, Patched),
     Before = files(Config),
@@ -329,6 +333,70 @@ a_record_that_does_not_decode_is_refused_untouched(Config) ->
     Out = refused(Config, "kv=counter,children=0,timeout=0"),
     ?assertNotEqual(nomatch, string:find(Out, "cannot read")),
     ?assertEqual(Before, files(Config)).
+
+%% The state a checkpoint wrote (a payload set by a call, which the
+%% child's record does not hold) is checked entry by entry: a payload
+%% whose length runs past its entry, or an entry whose payload length runs
+%% past its chunk, stops the node as a bad record does.
+a_checkpoint_entry_that_does_not_decode_is_refused_untouched(Config) ->
+    C = start(Config, "kv=counter,children=0,timeout=0"),
+    N = cnode_test:node(C),
+    ok = call(N, {put, <<"s">>, [{payload, 1}, {timeout, 0}]}),
+    {ok, _} = call(N, {synch_call, <<"s">>, {respond, {ok, <<"STATE_MARKER">>}}}),
+    ok = cnode_test:stop(C), % a clean stop checkpoints
+    Data = filename:join([?config(state_dir, Config), atom_to_list(?M), "data.mdb"]),
+    {ok, B} = file:read_file(Data),
+    Payload = <<109, 0, 0, 0, 12, "STATE_MARKER">>,
+    %% The entry: Gen, then the lengths of id (6), payload (17) and value
+    %% (0: nil), then the id's bytes.
+    Entry = <<6, 17, 0, 109, 0, 0, 0, 1, "s", Payload/binary>>,
+    ?assertNotEqual(nomatch, binary:match(B, Entry)),
+    Variants = [{Payload, <<109, 0, 0, 0, 200, "STATE_MARKER">>},
+                {Entry, <<6, 127, 0, 109, 0, 0, 0, 1, "s", Payload/binary>>}],
+    lists:foreach(
+      fun({From, To}) ->
+              ok = file:write_file(Data, binary:replace(B, From, To, [global])),
+              Before = files(Config),
+              Out = refused(Config, "kv=counter,children=0,timeout=0"),
+              ?assertNotEqual(nomatch, string:find(Out, "cannot read")),
+              ?assertEqual(Before, files(Config))
+      end, Variants),
+    %% Put back as it was, the store opens and the payload is there.
+    ok = file:write_file(Data, B),
+    C2 = start(Config, "kv=counter,children=0,timeout=0"),
+    ?assertEqual(<<"STATE_MARKER">>, payload(cnode_test:node(C2), <<"s">>)),
+    ok = cnode_test:stop(C2).
+
+%% A checkpoint holds a child's payload until the child is put again: the
+%% new record wins over the older state, after a del too, when the node is
+%% killed before another checkpoint (the interval is a minute here).
+a_put_over_a_checkpointed_child_comes_back_as_put(Config) ->
+    Manager = "kv=counter,children=0,timeout=0",
+    Slow = ["--manager", Manager, "--state-dir", ?config(state_dir, Config),
+            "--state-sync-ms", "60000"],
+    Boot = fun() ->
+                   C0 = cnode_test:start(?config(name, Config),
+                                         #{dir => ?config(priv_dir, Config), args => Slow}),
+                   cnode_test:wait_started({?M, cnode_test:node(C0)}, 20000),
+                   C0
+           end,
+    C = Boot(),
+    N = cnode_test:node(C),
+    [ok = call(N, {put, Id, [{payload, 1}, {timeout, 0}]}) || Id <- [<<"a">>, <<"b">>]],
+    [{ok, _} = call(N, {synch_call, Id, {respond, {ok, 555}}}) || Id <- [<<"a">>, <<"b">>]],
+    ok = cnode_test:stop(C), % checkpointed: a and b at 555
+    C2 = Boot(),
+    N2 = cnode_test:node(C2),
+    ?assertEqual(555, payload(N2, <<"a">>)),
+    ok = call(N2, {put, <<"a">>, [{payload, 7}, {timeout, 0}]}),
+    ok = call(N2, {del, <<"b">>}),
+    ok = call(N2, {put, <<"b">>, [{payload, 8}, {timeout, 0}]}),
+    kill9(C2),
+    C3 = Boot(),
+    N3 = cnode_test:node(C3),
+    ?assertEqual(7, payload(N3, <<"a">>)),
+    ?assertEqual(8, payload(N3, <<"b">>)),
+    ok = cnode_test:stop(C3).
 
 %% A small file system of its own, mounted by the test: large payloads
 %% fill it, the calls that cannot be committed answer {error, {store, _}},

@@ -338,6 +338,107 @@ a_large_batch_in_no_order_keeps_later_operations_last(void **state) {
   close_store(f, s);
 }
 
+static int count_child(void *ud, const char *id, size_t idlen, const char *rec,
+                       size_t reclen) {
+  (void)id, (void)idlen, (void)rec, (void)reclen;
+  (*(size_t *)ud)++;
+  return 0;
+}
+
+/* What load_state finds, as "key=rec;" in key order. */
+typedef struct {
+  char text[512];
+  size_t n, bytes;
+} states;
+
+static int on_state(void *ud, uint32_t key, const char *rec, size_t len) {
+  states *z = ud;
+  z->n++;
+  z->bytes += len;
+  size_t n = strlen(z->text);
+  if (len < 64)
+    snprintf(z->text + n, sizeof z->text - n, "%u=%.*s;", key, (int)len, rec);
+  return 0;
+}
+
+static void state_records_come_back_by_key_and_go_with_clear(void **state) {
+  fixture *f = *state;
+  dm__store *s = open_ok(f, NULL);
+  dm__store_batch *b = dm__store_batch_new();
+  assert_int_equal(dm__store_batch_state(b, 4096, "d", 1), 0);
+  assert_int_equal(dm__store_batch_state(b, 3, "c", 1), 0);
+  assert_int_equal(dm__store_batch_state(b, 1, "a", 1), 0);
+  assert_int_equal(dm__store_batch_state(b, 2, "x", 1), 0);
+  assert_int_equal(dm__store_batch_state(b, 2, "b", 1), 0); /* the later wins */
+  assert_int_equal(dm__store_batch_state(b, 4096, NULL, 0), 0); /* removed */
+  put(b, "child", "r");
+  assert_int_equal(commit(f, s, b), 0);
+  states z = {{0}, 0, 0};
+  assert_int_equal(dm__store_load_state(s, on_state, &z), 0);
+  assert_string_equal(z.text, "1=a;2=b;3=c;");
+  seen c = load(s);
+  assert_string_equal(c.children, "child=r;");
+  b = dm__store_batch_new();
+  assert_int_equal(dm__store_batch_clear(b), 0);
+  assert_int_equal(dm__store_batch_state(b, 7, "n", 1), 0);
+  assert_int_equal(commit(f, s, b), 0);
+  memset(&z, 0, sizeof z);
+  assert_int_equal(dm__store_load_state(s, on_state, &z), 0);
+  assert_string_equal(z.text, "7=n;");
+  close_store(f, s);
+}
+
+/* LMDB numbers its write transactions: how many this store has seen. */
+static size_t txns_of(fixture *f) {
+  MDB_env *env;
+  MDB_envinfo info;
+  assert_int_equal(mdb_env_create(&env), 0);
+  mdb_env_set_maxdbs(env, 5);
+  assert_int_equal(mdb_env_open(env, f->path, MDB_RDONLY, 0600), 0);
+  assert_int_equal(mdb_env_info(env, &info), 0);
+  mdb_env_close(env);
+  return info.me_last_txnid;
+}
+
+static void a_batch_bigger_than_a_transaction_commits_whole_in_several(void **state) {
+  fixture *f = *state;
+  dm__store *s = open_ok(f, NULL);
+  close_store(f, s);
+  size_t before = txns_of(f);
+  s = open_ok(f, NULL);
+  dm__store_batch *b = dm__store_batch_new();
+  char id[32];
+  enum { N = 30000 };
+  for (int i = 0; i < N; i++) {
+    snprintf(id, sizeof id, "child-%06d", i);
+    assert_int_equal(dm__store_batch_put(b, id, strlen(id), "rec", 3), 0);
+  }
+  /* And bytes past a transaction's share: 6 records of 1 MiB. */
+  char *big = malloc(1 << 20);
+  memset(big, 'z', 1 << 20);
+  for (uint32_t k = 0; k < 6; k++)
+    assert_int_equal(dm__store_batch_state(b, k, big, 1 << 20), 0);
+  free(big);
+  dones d = {0};
+  submit(s, b, &d, 0);
+  wait_for(f, &d, 1);
+  assert_int_equal(d.rc[0], 0);
+  dm__store_stats st;
+  dm__store_get_stats(s, &st);
+  assert_int_equal(st.records_put, N);
+  assert_int_equal(st.states_put, 6);
+  size_t n = 0;
+  assert_int_equal(dm__store_load(s, count_child, NULL, &n), 0);
+  assert_int_equal(n, N);
+  states z = {{0}, 0, 0};
+  assert_int_equal(dm__store_load_state(s, on_state, &z), 0);
+  assert_int_equal(z.n, 6);
+  assert_int_equal(z.bytes, (size_t)6 << 20);
+  close_store(f, s);
+  /* 30000 operations and 6 MiB do not go in one transaction. */
+  assert_true(txns_of(f) - before >= 4);
+}
+
 static void clear_empties_the_store_before_the_rest_of_its_batch(void **state) {
   fixture *f = *state;
   dm__store *s = open_ok(f, NULL);
@@ -449,12 +550,15 @@ static void another_format_version_is_refused_naming_both(void **state) {
   assert_int_equal(mdb_env_open(env, f->path, 0, 0600), 0);
   assert_int_equal(mdb_txn_begin(env, NULL, 0, &t), 0);
   assert_int_equal(mdb_dbi_open(t, "meta", 0, &meta), 0);
-  uint32_t v = htonl(2);
+  uint32_t v = htonl(DM__STORE_FORMAT + 1);
   MDB_val k = {6, "format"}, d = {4, &v};
   assert_int_equal(mdb_put(t, meta, &k, &d, 0), 0);
   assert_int_equal(mdb_txn_commit(t), 0);
   mdb_env_close(env);
-  refused(f, DM_EINVAL, "has format version 2; this node reads version 1");
+  char want[80];
+  snprintf(want, sizeof want, "has format version %u; this node reads version %u",
+           DM__STORE_FORMAT + 1, DM__STORE_FORMAT);
+  refused(f, DM_EINVAL, want);
 }
 
 static void a_store_of_another_manager_is_refused(void **state) {
@@ -771,6 +875,8 @@ int main(void) {
       T(a_later_operation_on_the_same_id_wins_within_a_batch),
       T(a_large_batch_in_no_order_keeps_later_operations_last),
       T(clear_empties_the_store_before_the_rest_of_its_batch),
+      T(state_records_come_back_by_key_and_go_with_clear),
+      T(a_batch_bigger_than_a_transaction_commits_whole_in_several),
       T(dones_run_on_the_loop_in_submission_order),
       T(a_store_keeps_its_data_across_stop_and_reopen),
       T(a_held_state_dir_is_refused_naming_the_holder),
