@@ -69,3 +69,10 @@ void dm__slab_destroy(dm__slab *s) {
   dm__free(s->chunks);
   memset(s, 0, sizeof *s);
 }
+
+char *dm__slab_chunk(const dm__slab *s, size_t k, size_t *n) {
+  if (k >= s->nchunks)
+    return NULL;
+  *n = k + 1 == s->nchunks ? s->next : s->per_chunk;
+  return s->chunks[k];
+}

@@ -317,119 +317,135 @@ static void retry(dm__manager *m) {
 
 /* ---- checkpoints --------------------------------------------------------------- */
 
-static int put_varint(dm__buf *b, uint32_t v) {
-  char t[5];
-  size_t n = 0;
+static size_t varint_len(uint32_t v) {
+  size_t n = 1;
+  while (v > 0x7f) {
+    v >>= 7;
+    n++;
+  }
+  return n;
+}
+
+static char *put_varint(char *p, uint32_t v) {
   do {
-    t[n++] = (char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+    *p++ = (char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
     v >>= 7;
   } while (v);
-  return dm__buf_append(b, t, n);
+  return p;
 }
 
-static int put_entry(dm__buf *b, const dm__worker *w) {
-  const char gen[4] = {(char)(w->gen >> 24), (char)(w->gen >> 16), (char)(w->gen >> 8),
-                       (char)w->gen};
-  size_t il = dm__worker_id_len(w), pl = dm__blob_size(w->payload);
-  size_t vl = w->value ? dm__blob_len(w->value) : 0;
-  if (dm__buf_append(b, gen, 4) || put_varint(b, (uint32_t)il) ||
-      put_varint(b, (uint32_t)pl) || put_varint(b, (uint32_t)vl) ||
-      dm__buf_append(b, dm__worker_id(w), il) ||
-      dm__buf_append(b, dm__blob_data(w->payload), pl) ||
-      (vl && dm__buf_append(b, dm__blob_data(w->value), vl)))
-    return DM_ENOMEM;
-  return 0;
+static size_t entry_len(const dm__worker *w) {
+  uint32_t il = (uint32_t)dm__worker_id_len(w), pl = (uint32_t)dm__blob_size(w->payload);
+  uint32_t vl = w->value ? dm__blob_len(w->value) : 0;
+  return 4 + varint_len(il) + varint_len(pl) + varint_len(vl) + (size_t)il + pl + vl;
 }
 
-/* Whether anything waits to be checkpointed: a changed worker or a marked
- * chunk. Stops at the first. */
-static int anything_marked(dm__manager *m) {
-  dm__durable *d = m->durable;
-  for (size_t c = 0; c < NCHUNKS / 64; c++)
-    if (d->marked[c])
-      return 1;
-  for (size_t i = 0; i < m->cap; i++) {
-    dm__worker *w = dm__children_at(m, i);
-    if (w && (w->flags & DM__W_DIRTY))
-      return 1;
-  }
-  return 0;
+/* Writes w's entry at p (entry_len(w) bytes) and returns its end. */
+static char *put_entry(char *p, const dm__worker *w) {
+  uint32_t il = (uint32_t)dm__worker_id_len(w), pl = (uint32_t)dm__blob_size(w->payload);
+  uint32_t vl = w->value ? dm__blob_len(w->value) : 0;
+  *p++ = (char)(w->gen >> 24);
+  *p++ = (char)(w->gen >> 16);
+  *p++ = (char)(w->gen >> 8);
+  *p++ = (char)w->gen;
+  p = put_varint(p, il);
+  p = put_varint(p, pl);
+  p = put_varint(p, vl);
+  memcpy(p, dm__worker_id(w), il);
+  memcpy(p + il, dm__blob_data(w->payload), pl);
+  if (vl)
+    memcpy(p + il + pl, dm__blob_data(w->value), vl);
+  return p + il + pl + vl;
 }
+
+/* Runs body for every worker w of m in the children table, in memory
+ * order (the slab's, which every manager of the scheduler shares),
+ * fetching the payload of a worker a few ahead into the cache. */
+#define AHEAD 8
+#define EACH_WORKER(m, w, body)                                                \
+  do {                                                                         \
+    const dm__slab *slab_ = &(m)->sched->workers;                             \
+    char *base_;                                                               \
+    size_t n_;                                                                 \
+    for (size_t k_ = 0; (base_ = dm__slab_chunk(slab_, k_, &n_)); k_++)        \
+      for (size_t i_ = 0; i_ < n_; i_++) {                                     \
+        dm__worker *w = (dm__worker *)(base_ + i_ * slab_->size);            \
+        if (i_ + AHEAD < n_) {                                                 \
+          const dm__worker *a_ =                                               \
+              (const dm__worker *)(base_ + (i_ + AHEAD) * slab_->size);      \
+          if (a_->m == (m))                                                    \
+            __builtin_prefetch(a_->payload);                                   \
+        }                                                                      \
+        if (w->m != (m) || (w->flags & DM__W_STOPPING))                        \
+          continue;                                                            \
+        body                                                                   \
+      }                                                                        \
+  } while (0)
 
 /* Writes every chunk that holds a changed worker, or that a del marked,
- * into this turn's batch. The workers of a chunk written are recorded; a
- * chunk that cannot be written (out of memory) stays marked. */
+ * into this turn's batch; the workers of a chunk written are recorded.
+ * Three walks over the workers in memory order: which chunks to write,
+ * how long each is, then their entries, straight into room the batch
+ * made for them all at once, so a checkpoint holds its bytes once and in
+ * one piece. Out of memory, the chunks stay marked for the next one. */
 static void checkpoint(dm__manager *m) {
   dm__durable *d = m->durable;
-  if (!anything_marked(m))
-    return;
-  size_t cap = m->cap, n = 0;
-  uint16_t *cof = cap ? dm__malloc(cap * sizeof *cof) : NULL;
-  uint32_t *start = dm__calloc(NCHUNKS + 1, sizeof *start);
-  uint32_t *next = dm__malloc(NCHUNKS * sizeof *next);
-  uint32_t *idx = NULL;
-  if ((cap && !cof) || !start || !next)
-    goto nomem;
-  /* Which chunk each worker is in, how many each chunk holds, and which
-   * chunks to write. */
-  for (size_t i = 0; i < cap; i++) {
-    dm__worker *w = dm__children_at(m, i);
-    cof[i] = UINT16_MAX;
-    if (!w)
-      continue;
-    uint32_t c = chunk_of(w);
-    cof[i] = (uint16_t)c;
-    start[c + 1]++;
+  size_t n = 0, chunks = 0, total = 0;
+  EACH_WORKER(m, w, {
     if (w->flags & DM__W_DIRTY) {
-      mark(d, c);
+      mark(d, chunk_of(w));
       n++;
     }
+  });
+  for (uint32_t c = 0; c < NCHUNKS; c++)
+    chunks += is_marked(d, c);
+  if (!chunks)
+    return;
+  size_t *len = dm__calloc(NCHUNKS, sizeof *len);
+  char **at = dm__calloc(NCHUNKS, sizeof *at);
+  int r = len && at ? 0 : DM_ENOMEM;
+  if (!r) {
+    EACH_WORKER(m, w, {
+      uint32_t c = chunk_of(w);
+      if (is_marked(d, c))
+        len[c] += entry_len(w);
+    });
+    for (uint32_t c = 0; c < NCHUNKS; c++)
+      total += len[c];
+    r = dm__store_batch_reserve(d->batch, chunks, total + 4 * chunks);
   }
-  /* The workers of the marked chunks, grouped by chunk. */
-  size_t total = 0;
-  for (uint32_t c = 0; c < NCHUNKS; c++) {
-    uint32_t k = is_marked(d, c) ? start[c + 1] : 0;
-    start[c] = next[c] = (uint32_t)total;
-    total += k;
+  if (r) {
+    batch_failed(m, "a checkpoint", r); /* nothing added: all stay marked */
+    goto out;
   }
-  start[NCHUNKS] = (uint32_t)total;
-  if (total && !(idx = dm__malloc(total * sizeof *idx)))
-    goto nomem;
-  for (size_t i = 0; i < cap; i++)
-    if (cof[i] != UINT16_MAX && is_marked(d, cof[i]))
-      idx[next[cof[i]]++] = (uint32_t)i;
-  size_t chunks = 0;
+  /* Within the room reserved nothing fails but a chunk over 4 GiB, which
+   * stays marked, its workers with it. */
+  uint64_t done[NCHUNKS / 64] = {0};
   for (uint32_t c = 0; c < NCHUNKS; c++) {
     if (!is_marked(d, c))
       continue;
-    int r = 0;
-    d->rec.len = 0;
-    for (uint32_t j = start[c]; j < start[c + 1] && !r; j++)
-      r = put_entry(&d->rec, dm__children_at(m, idx[j]));
-    if (!r)
-      r = dm__store_batch_state(d->batch, c, d->rec.data, d->rec.len);
-    if (r) {
+    r = len[c] ? dm__store_batch_state_room(d->batch, c, len[c], &at[c])
+               : dm__store_batch_state(d->batch, c, NULL, 0);
+    if (r)
       batch_failed(m, "a checkpoint", r);
-      continue; /* stays marked, its workers changed */
+    else
+      done[c >> 6] |= 1ull << (c & 63);
+  }
+  EACH_WORKER(m, w, {
+    uint32_t c = chunk_of(w);
+    if ((done[c >> 6] >> (c & 63)) & 1) {
+      at[c] = put_entry(at[c], w);
+      w->flags &= (uint8_t)~DM__W_DIRTY;
     }
-    for (uint32_t j = start[c]; j < start[c + 1]; j++)
-      dm__children_at(m, idx[j])->flags &= (uint8_t)~DM__W_DIRTY;
-    d->marked[c >> 6] &= ~(1ull << (c & 63));
-    chunks++;
-  }
-  if (chunks) {
-    d->checkpoints++;
-    d->checkpointed += n;
-    d->checkpoint_turn = 1;
-  }
-  goto out;
-nomem:
-  batch_failed(m, "a checkpoint", DM_ENOMEM);
+  });
+  for (size_t k = 0; k < NCHUNKS / 64; k++)
+    d->marked[k] &= ~done[k];
+  d->checkpoints++;
+  d->checkpointed += n;
+  d->checkpoint_turn = 1;
 out:
-  dm__free(idx);
-  dm__free(next);
-  dm__free(start);
-  dm__free(cof);
+  dm__free(at);
+  dm__free(len);
 }
 
 /* Every sync interval: the chunks of the workers whose payload or value

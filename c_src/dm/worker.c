@@ -57,7 +57,9 @@ void dm__worker_free(dm__worker *w) {
   dm__blob_unref(w->opts);
   dm__blob_unref(w->payload);
   dm__blob_unref(w->value);
-  dm__slab_free(&w->m->sched->workers, w);
+  dm__slab *slab = &w->m->sched->workers;
+  w->m = NULL; /* a free slot, to a walk over the slab */
+  dm__slab_free(slab, w);
 }
 
 void dm__worker_finalize(dm__worker *w) {

@@ -13,9 +13,11 @@ dm__store_batch *dm__store_batch_new(void) {
   return dm__calloc(1, sizeof(dm__store_batch));
 }
 
-static int add(dm__store_batch *b, uint8_t kind, const char *id, size_t idlen,
-               const char *rec, size_t reclen) {
-  if (!b || b->inflight || !id || !idlen || (reclen && !rec))
+/* Adds an operation; rec NULL with reclen > 0 leaves the record's room
+ * unwritten, for the caller to fill (*room points at it then). */
+static int add_op(dm__store_batch *b, uint8_t kind, const char *id, size_t idlen,
+                  const char *rec, size_t reclen, char **room) {
+  if (!b || b->inflight || !id || !idlen || (reclen && !rec && !room))
     return DM_EINVAL;
   if (idlen > DM__STORE_ID_MAX || reclen > UINT32_MAX)
     return DM_ETOOBIG;
@@ -30,11 +32,21 @@ static int add(dm__store_batch *b, uint8_t kind, const char *id, size_t idlen,
   b->ops[b->nops++] =
       (dm__store_op){b->bytes.len, (uint32_t)reclen, (uint16_t)idlen, kind};
   dm__buf_append(&b->bytes, id, idlen); /* reserved: cannot fail */
-  dm__buf_append(&b->bytes, rec, reclen);
+  if (rec) {
+    dm__buf_append(&b->bytes, rec, reclen);
+  } else if (reclen) {
+    *room = b->bytes.data + b->bytes.len;
+    b->bytes.len += reclen;
+  }
   b->nputs += kind == DM__STORE_PUT;
   b->ndels += kind == DM__STORE_DEL;
   b->nstates += kind == DM__STORE_STATE_PUT;
   return 0;
+}
+
+static int add(dm__store_batch *b, uint8_t kind, const char *id, size_t idlen,
+               const char *rec, size_t reclen) {
+  return add_op(b, kind, id, idlen, rec, reclen, NULL);
 }
 
 int dm__store_batch_put(dm__store_batch *b, const char *id, size_t idlen,
@@ -51,12 +63,39 @@ int dm__store_batch_deleted(dm__store_batch *b, const char *id, size_t idlen,
   return add(b, on ? DM__STORE_MARK : DM__STORE_UNMARK, id, idlen, NULL, 0);
 }
 
+static void state_key(char k[4], uint32_t key) {
+  k[0] = (char)(key >> 24);
+  k[1] = (char)(key >> 16);
+  k[2] = (char)(key >> 8);
+  k[3] = (char)key;
+}
+
 int dm__store_batch_state(dm__store_batch *b, uint32_t key, const char *rec,
                           size_t reclen) {
-  const char k[4] = {(char)(key >> 24), (char)(key >> 16), (char)(key >> 8),
-                     (char)key};
+  char k[4];
+  state_key(k, key);
   return add(b, reclen ? DM__STORE_STATE_PUT : DM__STORE_STATE_DEL, k, 4, rec,
              reclen);
+}
+
+int dm__store_batch_state_room(dm__store_batch *b, uint32_t key, size_t reclen,
+                               char **room) {
+  char k[4];
+  if (!reclen || !room)
+    return DM_EINVAL;
+  state_key(k, key);
+  return add_op(b, DM__STORE_STATE_PUT, k, 4, NULL, reclen, room);
+}
+
+int dm__store_batch_reserve(dm__store_batch *b, size_t ops, size_t bytes) {
+  if (!b || b->inflight)
+    return DM_EINVAL;
+  int r = dm__array_grow((void **)&b->ops, &b->capops, b->nops + ops,
+                         sizeof *b->ops, 64);
+  if (!r)
+    r = dm__array_grow((void **)&b->order, &b->caporder, b->nops + ops,
+                       sizeof *b->order, 64);
+  return r ? r : dm__buf_reserve(&b->bytes, bytes);
 }
 
 int dm__store_batch_reset(dm__store_batch *b) {

@@ -13,6 +13,8 @@
 #include <lmdb.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/sysmacros.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -278,6 +280,28 @@ uint64_t dm__store_env_used(const dm__store_env *e) {
   if (mdb_env_info(e->env, &info))
     return 0;
   return ((uint64_t)info.me_last_pgno + 1) * e->psize;
+}
+
+void dm__store_env_release(dm__store_env *e) {
+  /* LMDB does not tell where its map is (me_mapaddr is for MDB_FIXEDMAP
+   * only): the kernel does, as the mapping of data.mdb's device and inode. */
+  struct stat st;
+  int fd;
+  if (mdb_env_get_fd(e->env, &fd) || fstat(fd, &st))
+    return;
+  FILE *f = fopen("/proc/self/maps", "re");
+  if (!f)
+    return;
+  char line[512];
+  while (fgets(line, sizeof line, f)) {
+    unsigned long lo, hi, ino;
+    unsigned maj, mnr;
+    if (sscanf(line, "%lx-%lx %*s %*s %x:%x %lu", &lo, &hi, &maj, &mnr, &ino) == 5 &&
+        ino == (unsigned long)st.st_ino && maj == major(st.st_dev) &&
+        mnr == minor(st.st_dev))
+      (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+  }
+  fclose(f);
 }
 
 int dm__store_env_grow(dm__store_env *e) {

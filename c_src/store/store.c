@@ -50,6 +50,7 @@ struct dm__store {
    * map: LMDB may remap only when no transaction of the process is open. */
   pthread_mutex_t map_mx;
   uint64_t grown; /* writer: times the map doubled */
+  uint64_t released_at; /* writer: when the map's pages last went */
 
   /* loop side */
   queue ready; /* taken from fin, dones not yet run */
@@ -86,6 +87,25 @@ static uint64_t now_us(void) {
 
 /* ---- the writer thread ---------------------------------------------------*/
 
+/* LMDB reads the file through its map, and each page it reads stays in
+ * the node's RSS, with its neighbours the kernel maps around a fault: a
+ * checkpoint of a million children left 50 MiB of the file mapped. After
+ * a commit of more than RELEASE_BYTES, or RELEASE_US after the last time,
+ * the map's pages go back to the page cache (they stay cached, and come
+ * back on the next read). */
+#define RELEASE_BYTES ((size_t)1 << 20)
+#define RELEASE_US 1000000u
+
+static void release(dm__store *s, size_t written) {
+  uint64_t now = now_us();
+  if (written < RELEASE_BYTES && now - s->released_at < RELEASE_US)
+    return;
+  s->released_at = now;
+  pthread_mutex_lock(&s->map_mx);
+  dm__store_env_release(&s->env);
+  pthread_mutex_unlock(&s->map_mx);
+}
+
 /* Applies the batches from `from` up to (not including) `to` and commits
  * them, in transactions of at most SLICE_OPS operations and SLICE_BYTES
  * bytes, doubling the map and trying the transaction again while the map
@@ -96,7 +116,7 @@ static int commit(dm__store *s, dm__store_batch *from, dm__store_batch *to,
                   uint64_t *took) {
   uint64_t t0 = now_us();
   dm__store_batch *b = from;
-  size_t pos = 0;
+  size_t pos = 0, written = 0;
   int rc = 0;
   while (b != to) {
     dm__store_batch *sb = b; /* where this transaction starts */
@@ -106,6 +126,7 @@ static int commit(dm__store *s, dm__store_batch *from, dm__store_batch *to,
       break;
     while (b != to && ops && bytes && !rc) {
       rc = dm__store_batch_apply(b, t, &s->env, &pos, &ops, &bytes);
+      written += SLICE_BYTES - bytes;
       if (!rc && pos >= b->nops) {
         b = b->next;
         pos = 0;
@@ -130,6 +151,7 @@ static int commit(dm__store *s, dm__store_batch *from, dm__store_batch *to,
     b = sb;
     pos = spos;
   }
+  release(s, written);
   *took = now_us() - t0;
   return rc;
 }
@@ -419,6 +441,7 @@ static int reading(dm__store *s, int (*fn)(dm__store *, MDB_txn *, void *, int *
   } else {
     r = fn(s, t, arg, &mdb_rc);
     mdb_txn_abort(t);
+    dm__store_env_release(&s->env); /* a load reads every page once */
   }
   pthread_mutex_unlock(&s->map_mx);
   if (mdb_rc) {

@@ -108,6 +108,15 @@ int dm__store_batch_deleted(dm__store_batch *b, const char *id, size_t idlen,
  * record. Errors as put. */
 int dm__store_batch_state(dm__store_batch *b, uint32_t key, const char *rec,
                           size_t reclen);
+/* The same, leaving the record's reclen (> 0) bytes for the caller to
+ * write, at *room, before the batch is submitted. *room stays valid until
+ * a later call grows the batch past what dm__store_batch_reserve made
+ * room for. Errors as put. */
+int dm__store_batch_state_room(dm__store_batch *b, uint32_t key, size_t reclen,
+                               char **room);
+/* Room for ops more operations holding bytes more bytes of ids and
+ * records: calls within it do not allocate. 0, DM_EINVAL or DM_ENOMEM. */
+int dm__store_batch_reserve(dm__store_batch *b, size_t ops, size_t bytes);
 /* Restart: every child, every deleted mark and every state record goes, then what the batch
  * holds after this call is applied. Operations added before it are
  * dropped, as the clear would undo them. 0 or DM_EINVAL. */
@@ -210,6 +219,10 @@ uint64_t dm__store_env_used(const dm__store_env *e);
 /* Doubles the map, up to map_max. No transaction of this process may be
  * open. 0, MDB_MAP_FULL when it is at map_max already, or LMDB's error. */
 int dm__store_env_grow(dm__store_env *e);
+/* Hands the pages of the map back to the page cache (MADV_DONTNEED: the
+ * map is read-only and shared, so nothing is lost; a later read maps them
+ * again). No transaction of this process may be open. */
+void dm__store_env_release(dm__store_env *e);
 /* fsyncs the directory path, so that names created in it are durable;
  * logs a failure. */
 void dm__store_sync_dir(const char *path);
