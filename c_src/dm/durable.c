@@ -403,10 +403,15 @@ static void checkpoint(dm__manager *m) {
     return;
   size_t *len = dm__calloc(NCHUNKS, sizeof *len);
   char **at = dm__calloc(NCHUNKS, sizeof *at);
-  int r = len && at ? 0 : DM_ENOMEM;
+  /* Each worker's chunk, in walk order, for the last walk. */
+  uint16_t *cof = m->count ? dm__malloc(m->count * sizeof *cof) : NULL;
+  size_t k = 0;
+  int r = len && at && (cof || !m->count) ? 0 : DM_ENOMEM;
   if (!r) {
     EACH_WORKER(m, w, {
       uint32_t c = chunk_of(w);
+      if (k < m->count)
+        cof[k++] = (uint16_t)c;
       if (is_marked(d, c))
         len[c] += entry_len(w);
     });
@@ -431,19 +436,23 @@ static void checkpoint(dm__manager *m) {
     else
       done[c >> 6] |= 1ull << (c & 63);
   }
+  size_t walked = k;
+  k = 0;
   EACH_WORKER(m, w, {
-    uint32_t c = chunk_of(w);
+    uint32_t c = k < walked ? cof[k] : chunk_of(w);
+    k++;
     if ((done[c >> 6] >> (c & 63)) & 1) {
       at[c] = put_entry(at[c], w);
       w->flags &= (uint8_t)~DM__W_DIRTY;
     }
   });
-  for (size_t k = 0; k < NCHUNKS / 64; k++)
-    d->marked[k] &= ~done[k];
+  for (size_t j = 0; j < NCHUNKS / 64; j++)
+    d->marked[j] &= ~done[j];
   d->checkpoints++;
   d->checkpointed += n;
   d->checkpoint_turn = 1;
 out:
+  dm__free(cof);
   dm__free(at);
   dm__free(len);
 }
