@@ -832,7 +832,7 @@ restore(Bin, Prefix, Args, N) ->
 restored_ms(#{port := Port}) ->
     receive
         {Port, {data, {eol, Line}}} ->
-            case re:run(Line, "children restored, .* in ([0-9]+) ms", [{capture, all_but_first, list}]) of
+            case re:run(Line, "children restored .* in ([0-9]+) ms", [{capture, all_but_first, list}]) of
                 {match, [Ms]} -> list_to_integer(Ms);
                 nomatch -> restored_ms(#{port => Port})
             end
