@@ -19,18 +19,6 @@
  * write, tells which state entries (below) belong to this record. */
 #define REC_ARITY 5
 
-/* Checkpoints go to state records, not to the children's: each child
- * belongs to one of NCHUNKS chunks by a fixed hash of its id, and a
- * checkpoint rewrites the chunks that hold a changed child, each as one
- * record of entries: Gen (4 bytes, big-endian), the lengths of id,
- * payload and value (LEB128; a value of length 0 is nil), then their
- * bytes. A million children all changing every second so cost 4096
- * writes a second, not a million, and no sort. At boot an entry whose id
- * is no child, or whose Gen is not its record's (the child was put again
- * since), is stale and skipped. */
-#define NCHUNKS 4096u
-#define CHUNK_SEED 0x7461726561726230ull
-
 /* A submitted batch and the calls it answers. */
 typedef struct {
   dm__manager *m;
@@ -65,7 +53,7 @@ struct dm__durable {
   size_t ndeleted, capdeleted;
   int restoring;
   uint32_t gen;                    /* the last Gen given to a record */
-  uint64_t marked[NCHUNKS / 64];   /* chunks to write at the next checkpoint */
+  dm__chunks chunks;               /* what the next checkpoint writes */
   uint64_t checkpoints, checkpointed, checkpoints_deferred, failures, retries;
 };
 
@@ -120,17 +108,6 @@ static int encode(dm__durable *d, const dm__worker *w) {
   return 0;
 }
 
-static uint32_t chunk_of(const dm__worker *w) {
-  return (uint32_t)dm__hash(dm__worker_id(w), dm__worker_id_len(w), CHUNK_SEED) &
-         (NCHUNKS - 1);
-}
-
-static void mark(dm__durable *d, uint32_t c) { d->marked[c >> 6] |= 1ull << (c & 63); }
-
-static int is_marked(const dm__durable *d, uint32_t c) {
-  return (d->marked[c >> 6] >> (c & 63)) & 1;
-}
-
 static void batch_failed(dm__manager *m, const char *what, int r) {
   m->durable->failures++;
   DM_ERROR("manager %s: cannot record %s: %s", m->name, what, dm_strerror(r));
@@ -160,7 +137,7 @@ void dm__durable_del(dm__manager *m, const dm__worker *w) {
     return;
   /* Its chunk is written again without it, so entries of gone children do
    * not pile up. */
-  mark(d, chunk_of(w));
+  dm__chunks_mark(&d->chunks, w);
   if ((r = dm__store_batch_del(d->batch, dm__worker_id(w), dm__worker_id_len(w))) ||
       ((w->flags & DM__W_SPEC) &&
        (r = dm__store_batch_deleted(d->batch, dm__worker_id(w), dm__worker_id_len(w), 1))))
@@ -317,144 +294,19 @@ static void retry(dm__manager *m) {
 
 /* ---- checkpoints --------------------------------------------------------------- */
 
-static size_t varint_len(uint32_t v) {
-  size_t n = 1;
-  while (v > 0x7f) {
-    v >>= 7;
-    n++;
-  }
-  return n;
-}
-
-static char *put_varint(char *p, uint32_t v) {
-  do {
-    *p++ = (char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
-    v >>= 7;
-  } while (v);
-  return p;
-}
-
-static size_t entry_len(const dm__worker *w) {
-  uint32_t il = (uint32_t)dm__worker_id_len(w), pl = (uint32_t)dm__blob_size(w->payload);
-  uint32_t vl = w->value ? dm__blob_len(w->value) : 0;
-  return 4 + varint_len(il) + varint_len(pl) + varint_len(vl) + (size_t)il + pl + vl;
-}
-
-/* Writes w's entry at p (entry_len(w) bytes) and returns its end. */
-static char *put_entry(char *p, const dm__worker *w) {
-  uint32_t il = (uint32_t)dm__worker_id_len(w), pl = (uint32_t)dm__blob_size(w->payload);
-  uint32_t vl = w->value ? dm__blob_len(w->value) : 0;
-  *p++ = (char)(w->gen >> 24);
-  *p++ = (char)(w->gen >> 16);
-  *p++ = (char)(w->gen >> 8);
-  *p++ = (char)w->gen;
-  p = put_varint(p, il);
-  p = put_varint(p, pl);
-  p = put_varint(p, vl);
-  memcpy(p, dm__worker_id(w), il);
-  memcpy(p + il, dm__blob_data(w->payload), pl);
-  if (vl)
-    memcpy(p + il + pl, dm__blob_data(w->value), vl);
-  return p + il + pl + vl;
-}
-
-/* Runs body for every worker w of m in the children table, in memory
- * order (the slab's, which every manager of the scheduler shares),
- * fetching the payload of a worker a few ahead into the cache. */
-#define AHEAD 8
-#define EACH_WORKER(m, w, body)                                                \
-  do {                                                                         \
-    const dm__slab *slab_ = &(m)->sched->workers;                             \
-    char *base_;                                                               \
-    size_t n_;                                                                 \
-    for (size_t k_ = 0; (base_ = dm__slab_chunk(slab_, k_, &n_)); k_++)        \
-      for (size_t i_ = 0; i_ < n_; i_++) {                                     \
-        dm__worker *w = (dm__worker *)(base_ + i_ * slab_->size);            \
-        if (i_ + AHEAD < n_) {                                                 \
-          const dm__worker *a_ =                                               \
-              (const dm__worker *)(base_ + (i_ + AHEAD) * slab_->size);      \
-          if (a_->m == (m))                                                    \
-            __builtin_prefetch(a_->payload);                                   \
-        }                                                                      \
-        if (w->m != (m) || (w->flags & DM__W_STOPPING))                        \
-          continue;                                                            \
-        body                                                                   \
-      }                                                                        \
-  } while (0)
-
-/* Writes every chunk that holds a changed worker, or that a del marked,
- * into this turn's batch; the workers of a chunk written are recorded.
- * Three walks over the workers in memory order: which chunks to write,
- * how long each is, then their entries, straight into room the batch
- * made for them all at once, so a checkpoint holds its bytes once and in
- * one piece. Out of memory, the chunks stay marked for the next one. */
+/* The chunks of the workers whose payload or value changed, into this
+ * turn's batch. */
 static void checkpoint(dm__manager *m) {
   dm__durable *d = m->durable;
-  size_t n = 0, chunks = 0, total = 0;
-  EACH_WORKER(m, w, {
-    if (w->flags & DM__W_DIRTY) {
-      mark(d, chunk_of(w));
-      n++;
-    }
-  });
-  for (uint32_t c = 0; c < NCHUNKS; c++)
-    chunks += is_marked(d, c);
-  if (!chunks)
-    return;
-  size_t *len = dm__calloc(NCHUNKS, sizeof *len);
-  char **at = dm__calloc(NCHUNKS, sizeof *at);
-  /* Each worker's chunk, in walk order, for the last walk. */
-  uint16_t *cof = m->count ? dm__malloc(m->count * sizeof *cof) : NULL;
-  size_t k = 0;
-  int r = len && at && (cof || !m->count) ? 0 : DM_ENOMEM;
-  if (!r) {
-    EACH_WORKER(m, w, {
-      uint32_t c = chunk_of(w);
-      if (k < m->count)
-        cof[k++] = (uint16_t)c;
-      if (is_marked(d, c))
-        len[c] += entry_len(w);
-    });
-    for (uint32_t c = 0; c < NCHUNKS; c++)
-      total += len[c];
-    r = dm__store_batch_reserve(d->batch, chunks, total + 4 * chunks);
+  size_t changed = 0, written = 0;
+  int r = dm__chunks_write(m, &d->chunks, d->batch, &changed, &written);
+  if (r)
+    batch_failed(m, "a checkpoint", r);
+  if (written) {
+    d->checkpoints++;
+    d->checkpointed += changed;
+    d->checkpoint_turn = 1;
   }
-  if (r) {
-    batch_failed(m, "a checkpoint", r); /* nothing added: all stay marked */
-    goto out;
-  }
-  /* Within the room reserved nothing fails but a chunk over 4 GiB, which
-   * stays marked, its workers with it. */
-  uint64_t done[NCHUNKS / 64] = {0};
-  for (uint32_t c = 0; c < NCHUNKS; c++) {
-    if (!is_marked(d, c))
-      continue;
-    r = len[c] ? dm__store_batch_state_room(d->batch, c, len[c], &at[c])
-               : dm__store_batch_state(d->batch, c, NULL, 0);
-    if (r)
-      batch_failed(m, "a checkpoint", r);
-    else
-      done[c >> 6] |= 1ull << (c & 63);
-  }
-  size_t walked = k;
-  k = 0;
-  EACH_WORKER(m, w, {
-    uint32_t c = k < walked ? cof[k] : chunk_of(w);
-    k++;
-    if ((done[c >> 6] >> (c & 63)) & 1) {
-      at[c] = put_entry(at[c], w);
-      w->flags &= (uint8_t)~DM__W_DIRTY;
-    }
-  });
-  for (size_t j = 0; j < NCHUNKS / 64; j++)
-    d->marked[j] &= ~done[j];
-  d->checkpoints++;
-  d->checkpointed += n;
-  d->checkpoint_turn = 1;
-out:
-  dm__free(cof);
-  dm__free(at);
-  dm__free(len);
 }
 
 /* Every sync interval: the chunks of the workers whose payload or value
@@ -538,73 +390,12 @@ bad:
   return DM_EBADTERM;
 }
 
-/* A LEB128 length of at most 32 bits at rec[*i, len). 0 or -1. */
-static int get_varint(const char *rec, size_t len, size_t *i, uint32_t *out) {
-  uint64_t v = 0;
-  for (unsigned shift = 0; shift < 35; shift += 7) {
-    if (*i >= len)
-      return -1;
-    unsigned char c = (unsigned char)rec[(*i)++];
-    v |= (uint64_t)(c & 0x7f) << shift;
-    if (!(c & 0x80)) {
-      if (v > UINT32_MAX)
-        return -1;
-      *out = (uint32_t)v;
-      return 0;
-    }
-  }
-  return -1;
-}
-
-/* One chunk: each entry checked whole before it is used. */
 static int restore_state(void *ud, uint32_t key, const char *rec, size_t len) {
   restore_ctx *rc = ud;
-  dm__manager *m = rc->m;
-  size_t i = 0;
-  if (key >= NCHUNKS)
-    goto bad;
-  while (i < len) {
-    uint32_t gen, il, pl, vl;
-    if (len - i < 4)
-      goto bad;
-    const unsigned char *q = (const unsigned char *)rec + i;
-    gen = (uint32_t)q[0] << 24 | (uint32_t)q[1] << 16 | (uint32_t)q[2] << 8 | q[3];
-    i += 4;
-    if (get_varint(rec, len, &i, &il) || get_varint(rec, len, &i, &pl) ||
-        get_varint(rec, len, &i, &vl) || !il || il > DM__STORE_ID_MAX || !pl ||
-        (uint64_t)il + pl + vl > len - i)
-      goto bad;
-    const char *id = rec + i, *p = id + il, *v = p + pl;
-    i += (size_t)il + pl + vl;
-    size_t k = 0;
-    if (dm__term_skip(p, pl, &k) || k != pl)
-      goto bad;
-    k = 0;
-    if (vl && (dm__term_skip(v, vl, &k) || k != vl))
-      goto bad;
-    dm__worker *w = dm__children_get(m, id, il, dm__id_hash(m, id, il));
-    if (!w || w->gen != gen) {
-      rc->stale++;
-      continue;
-    }
-    dm__blob *np = dm__blob_new(p, pl);
-    dm__blob *nv = vl ? dm__blob_new(v, vl) : NULL;
-    if (!np || (vl && !nv)) {
-      dm__blob_unref(np);
-      dm__blob_unref(nv);
-      DM_ERROR("manager %s: out of memory restoring a payload", m->name);
-      return DM_ENOMEM;
-    }
-    dm__blob_unref(w->payload);
-    dm__blob_unref(w->value);
-    w->payload = np;
-    w->value = nv;
-    rc->states++;
-  }
-  return 0;
-bad:
-  rc->bad = 1;
-  return DM_EBADTERM;
+  int r = dm__chunks_restore(rc->m, key, rec, len, &rc->states, &rc->stale);
+  if (r == DM_EBADTERM)
+    rc->bad = 1;
+  return r;
 }
 
 static int restore_deleted(void *ud, const char *id, size_t idlen) {

@@ -461,6 +461,27 @@ int dm__sup_allow_restart(dm__manager *m);
 /* The process kind of workers (message, exit signals). */
 extern const dm__proc_ops dm__worker_ops;
 
+/* ---- chunks.c: checkpoints, as chunks of children ---- */
+#define DM__NCHUNKS 4096u
+/* The chunks the next checkpoint writes, besides those of changed
+ * workers. */
+typedef struct {
+  uint64_t marked[DM__NCHUNKS / 64];
+} dm__chunks;
+/* w's chunk is written at the next checkpoint (w is going). */
+void dm__chunks_mark(dm__chunks *c, const dm__worker *w);
+/* Adds to b, as state records, every chunk of m holding a worker marked
+ * DM__W_DIRTY or marked in c, and unmarks both. *changed: the dirty
+ * workers, *written: the chunks added. 0, or the first error (a chunk it
+ * could not add stays marked, its workers with it). */
+int dm__chunks_write(dm__manager *m, dm__chunks *c, dm__store_batch *b, size_t *changed,
+                     size_t *written);
+/* One chunk read at boot: every entry is checked, and given to its child
+ * when the child's record has the entry's Gen (*applied), skipped when not
+ * (*stale). 0, DM_EBADTERM (not a chunk: corrupt) or DM_ENOMEM. */
+int dm__chunks_restore(dm__manager *m, uint32_t key, const char *rec, size_t len,
+                       size_t *applied, size_t *stale);
+
 /* ---- durable.c: the manager's children in its store ---- */
 /* Opens m's store under dir, checkpointing every sync_ms. 0 or an error
  * (logged with what the user must know: held by another node, another
