@@ -1,7 +1,6 @@
-%% @doc Top supervisor: the telemetry forwarder (which does nothing
-%% unless telemetry is loaded), then one launcher per C node. Nodes listed
-%% in the application environment (`nodes', a list of launcher options)
-%% start with the application; start_node/1 adds more.
+%% @doc Top supervisor: one launcher per C node. Nodes listed in the
+%% application environment (`nodes', a list of launcher options) start
+%% with the application; start_node/1 adds more.
 -module(tarearbol_cnode_sup).
 -behaviour(supervisor).
 
@@ -15,10 +14,7 @@ start_link() ->
 init([]) ->
     Nodes = application:get_env(tarearbol_cnode, nodes, []),
     {ok, {#{strategy => one_for_one, intensity => 5, period => 30},
-          [#{id => telemetry,
-             start => {tarearbol_cnode_telemetry, start_link, []},
-             restart => permanent, shutdown => 5000, type => worker}
-           | [launcher_spec(Opts) || Opts <- Nodes]]}}.
+          [launcher_spec(Opts) || Opts <- Nodes]}}.
 
 -spec launcher_spec(tarearbol_cnode_launcher:opts()) -> supervisor:child_spec().
 launcher_spec(#{name := Name} = Opts) ->
