@@ -7,7 +7,8 @@
  * token bucket) so that no burst of events can fill its connection.
  * Lateness is summarised: a subscriber hears of the first perform over
  * its threshold at once, then at most once per interval, of how many
- * there were since and the latest of the latest. Loop thread only. */
+ * there were since, the largest lateness among them and its worker. Loop
+ * thread only. */
 #include <string.h>
 
 #include "dm/mgr.h"
@@ -26,7 +27,7 @@ typedef struct dm__sub {
   uint64_t late_us;      /* the threshold */
   uint64_t late_next_ms; /* loop ms before which no late event goes */
   uint64_t late_count;   /* late performs not told yet */
-  uint64_t late_max_us;  /* the latest of them */
+  uint64_t late_max_us;  /* the largest lateness among them */
   dm__blob *late_id;     /* ... and its worker's id */
   uint64_t tokens_ms;    /* loop ms of the last refill */
   uint32_t tokens;
@@ -343,7 +344,7 @@ static void arm_late(dm__manager *m, uint64_t due) {
   uv_timer_start(&ev->timer, on_late_timer, due > now ? due - now : 0, 0);
 }
 
-/* s hears of count late performs, the latest late_us, of worker id. */
+/* s hears of count late performs, the largest late_us, of worker id. */
 static void send_late(dm__manager *m, sub *s, const char *id, size_t idlen,
                       uint64_t count, uint64_t late_us) {
   ei_x_buff *x = &m->events->x;

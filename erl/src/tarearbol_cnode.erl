@@ -141,7 +141,7 @@ subscribe(M, Events) -> subscribe(M, Events, #{}).
 %% <li>`late': performs started later than `late_ms' (default 100), `#{id,
 %%     late_us, count, threshold_ms, interval_ms}': the first at once, then at
 %%     most one per `late_interval_ms' (default 1000) summing up the rest
-%%     (`count' of them, the latest `late_us', of worker `id');</li>
+%%     (`count' of them, the largest lateness `late_us', of worker `id');</li>
 %% <li>`dropped': `#{count}' events were dropped before this one, past the
 %%     subscriber's budget (a burst of 1000, then 1000 a second).</li>
 %% </ul>
