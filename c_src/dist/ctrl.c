@@ -214,7 +214,11 @@ void dm__gen_decode(const char *msg, size_t len, dm__gen *g) {
   if (ei_decode_version(msg, &i, &arity) < 0 ||
       ei_decode_tuple_header(msg, &i, &arity) < 0)
     return;
-  if (arity == 3 && dm__term_is_atom(msg + i, len - (size_t)i, "$gen_call")) {
+  int call = arity == 3 && dm__term_is_atom(msg + i, len - (size_t)i, "$gen_call");
+  /* sys.erl's requests are gen:call's with the label `system`: the same
+   * envelope, so the same reply reaches the caller. */
+  int sys = !call && arity == 3 && dm__term_is_atom(msg + i, len - (size_t)i, "system");
+  if (call || sys) {
     size_t k = (size_t)i;
     if (dm__term_skip(msg, len, &k))
       return;
@@ -245,7 +249,7 @@ void dm__gen_decode(const char *msg, size_t len, dm__gen *g) {
     if (dm__term_skip(msg, len, &k))
       return;
     g->req_len = (size_t)(msg + k - g->req);
-    g->kind = DM__GEN_CALL;
+    g->kind = call ? DM__GEN_CALL : DM__GEN_SYSTEM;
   } else if (arity == 2 && dm__term_is_atom(msg + i, len - (size_t)i, "$gen_cast")) {
     size_t k = (size_t)i;
     if (dm__term_skip(msg, len, &k))

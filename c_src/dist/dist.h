@@ -116,7 +116,12 @@ typedef struct {
 int dm__ctrl_decode(const char *pkt, size_t len, dm__ctrl *out);
 
 /* What a message is to a gen_server. */
-enum { DM__GEN_OTHER = 0, DM__GEN_CALL, DM__GEN_CAST };
+enum {
+  DM__GEN_OTHER = 0,
+  DM__GEN_CALL,  /* {'$gen_call', {Pid, Tag}, Req} */
+  DM__GEN_CAST,  /* {'$gen_cast', Req} */
+  DM__GEN_SYSTEM /* {system, {Pid, Tag}, Req}: sys.erl's; answered as a call */
+};
 
 typedef struct {
   int kind;
@@ -131,7 +136,8 @@ typedef struct {
 } dm__gen;
 
 /* Decodes the message of a dm__ctrl (already validated by dm__ctrl_decode)
- * as `{'$gen_call', {Pid, Tag}, Req}`, `{'$gen_cast', Req}` or other. Tags
+ * as `{'$gen_call', {Pid, Tag}, Req}`, `{'$gen_cast', Req}`, `{system,
+ * {Pid, Tag}, Req}` or other. Tags
  * of the OTP 24+ forms `[alias | Mref]` and `[[alias | Mref] | _]` (the
  * forms OTP's gen:reply sends to the alias) give mref and alias; the older
  * `Mref` gives mref alone. Always succeeds; malformed envelopes are

@@ -1,5 +1,6 @@
 /* A manager's wire API: Tarearbol's requests (state, stats, restart, put,
- * put_new, del, get, synch_call, asynch_call) as a table of handlers, for
+ * put_new, del, get, synch_call, asynch_call), subscribe and unsubscribe
+ * (events.c) as a table of handlers, for
  * calls and for the casts that have a cast form. Each handler does its
  * work first, then encodes its answer once, into the reply packet. */
 #include <stdlib.h>
@@ -221,6 +222,14 @@ static void call_get(dm__manager *m, const dm__gen *g, const req_t *q) {
   dm__reply_end(m->node, g, x ? dm__enc_child(m->node, x, w) : DM_ENOMEM);
 }
 
+static void call_subscribe(dm__manager *m, const dm__gen *g, const req_t *q) {
+  dm__ev_subscribe(m, g, q->el[1], q->len[1], q->el[2], q->len[2]);
+}
+
+static void call_unsubscribe(dm__manager *m, const dm__gen *g, const req_t *q) {
+  dm__ev_unsubscribe(m, g, q->el[1], q->len[1]);
+}
+
 static void call_synch(dm__manager *m, const dm__gen *g, const req_t *q) {
   dm__worker *w = target(m, q);
   if (!w)
@@ -251,6 +260,8 @@ static const handler handlers[] = {
     {"get", 2, 0, 1, call_get, NULL},
     {"synch_call", 3, 0, 0, call_synch, NULL},
     {"asynch_call", 3, 0, 0, call_asynch, NULL},
+    {"subscribe", 3, 1, 0, call_subscribe, NULL},
+    {"unsubscribe", 2, 1, 0, call_unsubscribe, NULL},
 };
 
 /* ---- dispatch ------------------------------------------------------------------ */
@@ -342,6 +353,10 @@ static void dispatch(dm__manager *m, const char *msg, size_t len, int may_hold) 
     m->st.bad_requests++;
     return;
   }
+  if (g.kind == DM__GEN_SYSTEM) { /* never held: sys must not wait */
+    dm__sys_manager(m, &g);
+    return;
+  }
   if (may_hold && hold(m, &g, msg, len))
     return;
   if (g.kind == DM__GEN_CAST)
@@ -369,4 +384,13 @@ static void manager_exit(dm__proc *p, dm__node *n, const erlang_pid *from,
   (void)len;
 }
 
-const dm__proc_ops dm__manager_ops = {manager_message, manager_exit};
+/* A subscriber's watch fired. */
+static void manager_down(dm__proc *p, dm__node *n, const erlang_ref *ref,
+                         const char *reason, size_t len) {
+  (void)n;
+  (void)reason;
+  (void)len;
+  dm__ev_subscriber_down((dm__manager *)p, ref);
+}
+
+const dm__proc_ops dm__manager_ops = {manager_message, manager_exit, manager_down};

@@ -59,6 +59,7 @@ static void state_change_done(dm__wjob *j, int cancelled);
 
 void dm__state_change(dm__manager *m, int state) {
   m->state = state;
+  dm__ev_state(m, state);
   if (!m->b->handle_state_change)
     return;
   dm__wjob *j = dm__job_new(m, NULL, DM__JOB_STATE_CHANGE, state_change_done);

@@ -152,8 +152,11 @@ void dm__worker_completed(dm__wjob *j, dm__outcome *oc) {
     break;
   case DM__JOB_PERFORM:
     m->st.performs++;
-    if (j->due)
-      dm__lateness_note(&m->st, j->started_us > j->due ? j->started_us - j->due : 0);
+    if (j->due) {
+      uint64_t late = j->started_us > j->due ? j->started_us - j->due : 0;
+      dm__lateness_note(&m->st, late);
+      dm__ev_late(m, w, late);
+    }
     w->due = 0;
     if (crashed)
       break;

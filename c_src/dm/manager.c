@@ -98,6 +98,7 @@ static void free_fields(dm__manager *m) {
   dm__buf_free(&m->scratch);
   dm__boot_free_held(m);
   dm__durable_free(m);
+  dm__ev_free(m);
   while (m->sc_head) {
     dm__wjob *j = m->sc_head;
     m->sc_head = (dm__wjob *)j->base.next;

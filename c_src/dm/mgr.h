@@ -78,6 +78,7 @@ void dm__response_parse(const char *r, size_t len, dm__response *out);
 
 typedef struct dm__manager dm__manager;
 typedef struct dm__durable dm__durable;
+typedef struct dm__events dm__events;
 typedef struct dm__worker dm__worker;
 typedef struct dm__sched dm__sched;
 typedef struct dm_ctx dm__wjob;
@@ -190,7 +191,9 @@ typedef struct {
   X(casts_dropped)                                                             \
   X(timeouts)                                                                  \
   X(escalations)                                                               \
-  X(bad_requests)
+  X(bad_requests)                                                              \
+  X(events_sent)    /* messages to subscribers */                              \
+  X(events_dropped) /* past a subscriber's rate; see events.c */
 
 #define DM__LATE_BUCKETS 128 /* 100 of 100 us below 10 ms, then doublings */
 
@@ -256,6 +259,7 @@ struct dm__manager {
   /* How a held request is served in the end (api.c's dispatch). */
   void (*replay)(dm__manager *m, const char *msg, size_t len);
   dm__durable *durable; /* with --state-dir: the store and its batches */
+  dm__events *events;   /* subscribers; NULL until the first subscribes */
 };
 
 /* The node-wide scheduler: every manager's workers in one slab and one
@@ -514,6 +518,71 @@ int dm__durable_enc_stats(dm__manager *m, ei_x_buff *x);
 /* The node stops: the last payloads recorded, what is queued committed. */
 void dm__durable_stop(dm__manager *m);
 void dm__durable_free(dm__manager *m);
+
+/* ---- events.c: what a manager tells its subscribers ---- */
+/* Kinds of event, as a subscription's bit set. */
+enum {
+  DM__EV_CRASH = 1,      /* a worker crashed: id, pid, reason */
+  DM__EV_RESTART = 2,    /* a crashed worker was started again: id, pid */
+  DM__EV_ESCALATION = 4, /* past the intensity: every worker restarted, or down */
+  DM__EV_STATE = 8,      /* the manager's state changed */
+  DM__EV_LATE = 16,      /* performs started later than a threshold */
+  DM__EV_ALL = 31,
+};
+/* Subscribers a manager takes: each costs a watch and a little memory,
+ * and every event is one message per subscriber. */
+#define DM__SUBS_MAX 64
+/* Every subscriber's budget: a burst of this many messages, refilled at
+ * this many a second. Past it events are dropped and counted, and the
+ * next that goes is preceded by {dropped, #{count => N}}. */
+#define DM__EV_BURST 1000
+#define DM__EV_RATE 1000
+
+struct dm__events {
+  struct dm__sub *subs;
+  size_t count, cap;
+  uint8_t any;          /* union of the subscribers' kinds */
+  uint64_t late_min_us; /* smallest late threshold; UINT64_MAX: none */
+  uv_timer_t timer;     /* the next late summary that waits */
+  int timer_open;
+  uint64_t timer_due;   /* loop ms the timer is set for, 0: not set */
+  ei_x_buff x;          /* the event being built */
+  ei_x_buff y;          /* a {dropped, ...} notice, sent amid a broadcast of x */
+  int walking;          /* the list is being walked: the gone are only marked */
+};
+
+static inline int dm__ev_wanted(const dm__manager *m, int kind) {
+  return m->events && (m->events->any & kind);
+}
+/* {subscribe, Pid, Events} and {unsubscribe, Pid}, answered here. */
+void dm__ev_subscribe(dm__manager *m, const dm__gen *g, const char *pid,
+                      size_t pid_len, const char *events, size_t events_len);
+void dm__ev_unsubscribe(dm__manager *m, const dm__gen *g, const char *pid,
+                        size_t pid_len);
+/* The manager's watch of a subscriber fired: it is gone. */
+void dm__ev_subscriber_down(dm__manager *m, const erlang_ref *ref);
+/* The events. Each costs a test when nobody subscribed to it. */
+void dm__ev_crash(dm__manager *m, const dm__worker *w, const char *reason,
+                  size_t len);
+void dm__ev_restart(dm__manager *m, const dm__worker *w);
+void dm__ev_escalation(dm__manager *m, size_t workers, int down);
+void dm__ev_state(dm__manager *m, int state);
+void dm__ev_late_slow(dm__manager *m, const dm__worker *w, uint64_t late_us);
+static inline void dm__ev_late(dm__manager *m, const dm__worker *w, uint64_t late_us) {
+  if (m->events && late_us >= m->events->late_min_us)
+    dm__ev_late_slow(m, w, late_us);
+}
+/* Subscribers now (stats). */
+size_t dm__ev_count(const dm__manager *m);
+/* The node stops: the timer is closed. After the loop: freed. */
+void dm__ev_stop(dm__manager *m);
+void dm__ev_free(dm__manager *m);
+
+/* ---- sys.c: OTP system messages to managers and workers ---- */
+/* get_state (the State map, the Child map) and get_status answered at
+ * once, everything else refused at once. */
+void dm__sys_manager(dm__manager *m, const dm__gen *g);
+void dm__sys_worker(dm__worker *w, const dm__gen *g);
 
 /* ---- encode.c ---- */
 /* %Tarearbol.DynamicManager.Child{} of w. 0 or DM_ENOMEM. */

@@ -63,6 +63,7 @@ static void stop(void *ud) {
   }
   for (size_t i = 0; i < s->nmanagers; i++) {
     dm__durable_stop(s->managers[i]);
+    dm__ev_stop(s->managers[i]);
     dm__pool_stop(s->managers[i]->pool);
   }
 }

@@ -83,6 +83,7 @@ int dm__sup_allow_restart(dm__manager *m) {
   m->st.escalations++;
   if (over_intensity(m, m->escalated_at, &m->nescalated)) {
     DM_ERROR("manager %s: restart intensity exceeded again; going down", m->name);
+    dm__ev_escalation(m, m->count + 1, 1); /* the crashed one included */
     dm__workers_stop_all(m, DM__A_SHUTDOWN, DM__ALEN(DM__A_SHUTDOWN));
     dm__state_change(m, DM__DOWN);
     return -1;
@@ -90,6 +91,8 @@ int dm__sup_allow_restart(dm__manager *m) {
   DM_WARN("manager %s: more than %u restarts in %u s; restarting every worker "
           "(%zu) with its opts and last payload", m->name, m->max_restarts,
           m->max_seconds, m->count);
+  /* One event for them all: a restart event per worker would be a flood. */
+  dm__ev_escalation(m, m->count + 1, 0); /* the crashed one included */
   restart_all(m);
   return 0;
 }
@@ -115,6 +118,7 @@ static void crash(dm__worker *w, const char *reason, size_t len) {
   int spec = (w->flags & DM__W_SPEC) != 0;
   if (!restart)
     dm__durable_del(m, w);
+  dm__ev_crash(m, w, reason, len);
   dm__worker_stop(w, reason, len);
   /* Within intensity, or after every other worker restarted: this one
    * restarts as a crashed one does, from its opts. */
@@ -126,6 +130,7 @@ static void crash(dm__worker *w, const char *reason, size_t len) {
     if (spec)
       again->flags |= DM__W_SPEC;
     dm__durable_put(m, again);
+    dm__ev_restart(m, again);
   }
   dm__blob_unref(id);
   dm__blob_unref(opts);
@@ -143,8 +148,26 @@ void dm__sup_worker_done(dm__wjob *j, int cancelled) {
   dm__job_free(j);
 }
 
+/* {system, _, _}: a look at the head only, so the calls and casts that
+ * make up a worker's traffic are not decoded twice. */
+static int is_system(const char *msg, size_t len) {
+  int i = 0, v, arity;
+  return ei_decode_version(msg, &i, &v) == 0 && ei_decode_tuple_header(msg, &i, &arity) == 0 &&
+         arity == 3 && dm__term_is_atom(msg + i, len - (size_t)i, "system");
+}
+
 static void worker_message(dm__proc *p, dm__node *n, const dm__ctrl *ctl) {
+  dm__gen g;
   (void)n;
+  /* sys's requests are answered at once, busy or not, not mailed. The
+   * worker's own code never sees them, which keeps worker.c below the
+   * encoders. */
+  if (is_system(ctl->msg, ctl->msg_len)) {
+    dm__gen_decode(ctl->msg, ctl->msg_len, &g);
+    if (g.kind == DM__GEN_SYSTEM)
+      dm__sys_worker((dm__worker *)p, &g);
+    return;
+  }
   dm__worker_message((dm__worker *)p, ctl);
 }
 
@@ -159,4 +182,4 @@ static void worker_exit(dm__proc *p, dm__node *n, const erlang_pid *from,
   crash((dm__worker *)p, reason, len);
 }
 
-const dm__proc_ops dm__worker_ops = {worker_message, worker_exit};
+const dm__proc_ops dm__worker_ops = {worker_message, worker_exit, NULL};

@@ -17,6 +17,7 @@ static int on_packet(void *ud, dm__conn *c, const char *pkt, size_t len) {
 
 static void on_peer_lost(void *ud, uint32_t peer) {
   dm__proc_peer_lost(ud, peer);
+  dm__watch_peer_lost(ud, peer);
   dm__remote_peer_lost(ud, peer);
 }
 
@@ -165,6 +166,7 @@ void dm__node_free(dm__node *n) {
     if (n->hooks[i].ops->free)
       n->hooks[i].ops->free(n->hooks[i].ud);
   dm__remote_free(n);
+  dm__watch_free(n);
   dm__dist_free(&n->dist);
   dm__nametab_free(&n->names);
   dm__pidtab_free(&n->pids);

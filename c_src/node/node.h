@@ -67,6 +67,7 @@ const char *dm__nametab_name_of(const dm__nametab *t, const void *val);
 typedef struct dm__node dm__node;
 typedef struct dm__proc dm__proc;
 typedef struct dm__remote dm__remote;
+typedef struct dm__watch dm__watch;
 
 /* Counters of the node layer, shown by `stats` beside dist's. */
 #define DM__NODE_STATS_MAP(X)                                                  \
@@ -111,6 +112,10 @@ typedef struct {
   void (*message)(dm__proc *p, dm__node *n, const dm__ctrl *ctl);
   /* An exit signal from `from` (a linked process that died, or exit/2). */
   void (*exit)(dm__proc *p, dm__node *n, const erlang_pid *from,
+               const char *reason, size_t reason_len);
+  /* A watch of p's (dm__proc_watch) fired: the process it names ended
+   * with reason, or its node was lost (noconnection). May be NULL. */
+  void (*down)(dm__proc *p, dm__node *n, const erlang_ref *ref,
                const char *reason, size_t reason_len);
 } dm__proc_ops;
 
@@ -181,6 +186,10 @@ struct dm__node {
    * so a process without one carries no byte for them. */
   dm__pidtab monitors;
   size_t nmonitors; /* monitors in all */
+
+  /* Monitors this node's processes hold on remote ones (watch.c). */
+  dm__watch *watches;
+  size_t nwatches, capwatches;
 
   /* Requests this node makes of other nodes (remote.c), few at a time. */
   struct dm__remote *remotes;
@@ -255,6 +264,45 @@ void dm__proc_down(dm__node *n, dm__proc *p, const char *reason, size_t len);
 /* p goes without a word (the node is stopping): its links and monitors
  * are freed. */
 void dm__proc_release(dm__node *n, dm__proc *p);
+
+/* watch.c: monitors held by local processes on remote ones. */
+/* p monitors the remote process target (MONITOR_P, reference into *ref):
+ * when target ends or its node is lost, p's kind hears it through its
+ * down op, once. 0, DM_EINVAL (a pid of this node), DM_ECLOSED (its node
+ * is not connected; nothing was sent), DM_EEI or DM_ENOMEM. */
+int dm__proc_watch(dm__node *n, dm__proc *p, const erlang_pid *target,
+                   erlang_ref *ref);
+/* p takes its watch ref of target back (DEMONITOR_P); nothing when it
+ * already fired. */
+void dm__proc_unwatch(dm__node *n, dm__proc *p, const erlang_pid *target,
+                      const erlang_ref *ref);
+/* MONITOR_P_EXIT from peer: 1 when it was a watch's (its down op ran). */
+int dm__watch_fired(dm__node *n, uint32_t peer, const dm__ctrl *ctl);
+/* A peer is lost: the watches of its processes fire with noconnection. */
+void dm__watch_peer_lost(dm__node *n, uint32_t peer);
+void dm__watch_free(dm__node *n);
+
+/* sys.c: OTP system messages ({system, From, Req}: DM__GEN_SYSTEM). */
+enum { DM__SYS_GET_STATE = 1, DM__SYS_GET_STATUS, DM__SYS_OTHER };
+/* What Req (a system message's request) asks. */
+int dm__sys_request(const char *req, size_t len);
+/* Appends {error, {not_supported, What}}: What is the request's atom or
+ * tag ({debug, K} for sys's debug commands), else the request. sys.erl
+ * returns it (suspend, resume, change_code) or raises it (get_state,
+ * replace_state) at once. 0 or DM_ENOMEM. */
+int dm__enc_sys_refusal(ei_x_buff *x, const char *req, size_t len);
+/* Answers g with that refusal. */
+void dm__sys_refuse(dm__node *n, const dm__gen *g);
+/* get_status's answer, as gen_server gives it: {status, Self, {module,
+ * gen_server}, [[], running, Parent, [], Misc]}, Misc a header and the
+ * data gen_server shows, then a data list of nitems items, each opened
+ * with dm__enc_sys_item (a {Label, Term} pair whose Term the caller
+ * appends). dm__enc_sys_status_end closes it. 0 or DM_ENOMEM. */
+int dm__enc_sys_status_begin(ei_x_buff *x, const erlang_pid *self,
+                             const erlang_pid *parent, const char *header,
+                             int nitems);
+int dm__enc_sys_item(ei_x_buff *x, const char *label);
+int dm__enc_sys_status_end(ei_x_buff *x);
 
 /* route.c: a packet from a peer, to the process it is for. Returns 1
  * when it was a message (for read coalescing). */

@@ -79,7 +79,7 @@ void dm__node_noproc(dm__node *n, const dm__ctrl *ctl) {
   if (!ctl->msg)
     return;
   dm__gen_decode(ctl->msg, ctl->msg_len, &g);
-  if (g.kind != DM__GEN_CALL || !g.has_mref)
+  if ((g.kind != DM__GEN_CALL && g.kind != DM__GEN_SYSTEM) || !g.has_mref)
     return;
   dm__node_send_monitor_exit(n, ctl->op == DM__OP_REG_SEND ? ctl->toname : NULL,
                              &ctl->to, &g.from, &g.mref, DM__A_NOPROC,

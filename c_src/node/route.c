@@ -97,7 +97,8 @@ int dm__node_route(dm__node *n, dm__conn *c, const char *pkt, size_t len) {
     return 0;
   }
   case DM__OP_MONITOR_P_EXIT:
-    dm__remote_down(n, &ctl);
+    if (!dm__watch_fired(n, c->peer, &ctl))
+      dm__remote_down(n, &ctl);
     return 0;
   case DM__OP_ALIAS_SEND:
     /* The node makes no aliases, so none is active: dropped, as BEAM

@@ -97,6 +97,10 @@ static void node_service_message(dm__proc *p, dm__node *n, const dm__ctrl *ctl) 
   dm__gen g;
   (void)p;
   dm__gen_decode(ctl->msg, ctl->msg_len, &g);
+  if (g.kind == DM__GEN_SYSTEM) {
+    dm__sys_refuse(n, &g); /* at once: sys never waits on a service */
+    return;
+  }
   if (g.kind != DM__GEN_CALL) {
     if (!dm__remote_reply(n, ctl->msg, ctl->msg_len))
       DM_DEBUG("tarearbol_cnode ignores a message that is not a call");
@@ -125,6 +129,8 @@ static void net_kernel_message(dm__proc *p, dm__node *n, const dm__ctrl *ctl) {
   int arity = 0, i = 0;
   (void)p;
   dm__gen_decode(ctl->msg, ctl->msg_len, &g);
+  if (g.kind == DM__GEN_SYSTEM)
+    dm__sys_refuse(n, &g);
   if (g.kind != DM__GEN_CALL)
     return;
   ei_x_buff *x = dm__reply_begin(n, &g);
@@ -152,8 +158,8 @@ static void service_exit(dm__proc *p, dm__node *n, const erlang_pid *from,
   DM_DEBUG("service got an exit signal from a process on %s", from->node);
 }
 
-static const dm__proc_ops service_ops = {node_service_message, service_exit};
-static const dm__proc_ops net_kernel_ops = {net_kernel_message, service_exit};
+static const dm__proc_ops service_ops = {node_service_message, service_exit, NULL};
+static const dm__proc_ops net_kernel_ops = {net_kernel_message, service_exit, NULL};
 static const char *const names[] = {"tarearbol_cnode", "net_kernel"};
 
 static void services_free(void *ud) {

@@ -12,11 +12,18 @@
          put/3, put_new/3, del/2, get/2, restart/1, state/1,
          synch_call/3, asynch_call/3, stats/1,
          info/1, node_stats/1,
-         connect/2, ping/2, remote_call/4, remote_call/5]).
+         connect/2, ping/2, remote_call/4, remote_call/5,
+         subscribe/2, subscribe/3, unsubscribe/1, unsubscribe/2]).
 
--export_type([manager/0]).
+-export_type([manager/0, event/0, events/0, subscribe_opts/0]).
 
 -type manager() :: {atom(), node()}.
+%% What a subscriber can hear of; see subscribe/3.
+-type event() :: crash | restart | escalation | state | late.
+-type events() :: all | [event() | {late, pos_integer()} | {late, pos_integer(), pos_integer()}].
+-type subscribe_opts() :: #{pid => pid(),
+                            late_ms => pos_integer(),
+                            late_interval_ms => pos_integer()}.
 -define(TIMEOUT, 5000).
 
 %% @doc Starts a C node under this application's supervisor and returns
@@ -117,6 +124,57 @@ remote_call(Node, Other, To, Request) -> remote_call(Node, Other, To, Request, ?
 remote_call(Node, Other, To, Request, Timeout) ->
     Outer = case Timeout of infinity -> infinity; _ -> Timeout + ?TIMEOUT end,
     call({tarearbol_cnode, Node}, {call, Other, To, Request, Timeout}, Outer).
+
+%% @doc Subscribes the calling process to Manager's events; see subscribe/3.
+-spec subscribe(manager(), events()) -> ok | {error, term()}.
+subscribe(M, Events) -> subscribe(M, Events, #{}).
+
+%% @doc Subscribes a process (`pid', default the caller) to Manager's
+%% events. Each arrives as a plain message
+%% `{tarearbol_cnode, {Name, Node}, Event, Map}':
+%% <ul>
+%% <li>`crash': a worker crashed, `#{id, pid, reason}';</li>
+%% <li>`restart': a crashed worker was started again, `#{id, pid}' (the new pid);</li>
+%% <li>`escalation': past the restart intensity, `#{workers, action =>
+%%     restart_all | down, max_restarts, max_seconds}';</li>
+%% <li>`state': the manager's state changed, `#{state => starting | started | down}';</li>
+%% <li>`late': performs started later than `late_ms' (default 100), `#{id,
+%%     late_us, count, threshold_ms, interval_ms}': the first at once, then at
+%%     most one per `late_interval_ms' (default 1000) summing up the rest
+%%     (`count' of them, the largest lateness `late_us', of worker `id');</li>
+%% <li>`dropped': `#{count}' events were dropped before this one, past the
+%%     subscriber's budget (a burst of 1000, then 1000 a second).</li>
+%% </ul>
+%% Events is `all' or a list of event names; `{late, Ms}' and `{late, Ms,
+%% IntervalMs}' set the lateness threshold and interval in the list itself.
+%% Subscribing again replaces the events. The subscriber is monitored by the
+%% node: when it dies it is dropped. A manager takes 64 subscribers.
+%% Errors: `{error, {bad_events, What}}', `{error, {bad_pid, What}}',
+%% `{error, too_many_subscribers}' and the node-level ones.
+-spec subscribe(manager(), events(), subscribe_opts()) -> ok | {error, term()}.
+subscribe(M, Events, Opts) when is_map(Opts) ->
+    call(M, {subscribe, maps:get(pid, Opts, self()), late_opts(Events, Opts)});
+subscribe(_M, _Events, Opts) ->
+    {error, {bad_opts, Opts}}.
+
+%% late_ms and late_interval_ms go into the list as {late, Ms, IntervalMs}.
+late_opts(Events, Opts) when is_map_key(late_ms, Opts); is_map_key(late_interval_ms, Opts) ->
+    Late = {late, maps:get(late_ms, Opts, 100), maps:get(late_interval_ms, Opts, 1000)},
+    case Events of
+        all -> [crash, restart, escalation, state, Late];
+        L when is_list(L) -> [case E of late -> Late; _ -> E end || E <- L];
+        Other -> Other
+    end;
+late_opts(Events, _Opts) ->
+    Events.
+
+%% @doc Unsubscribes the calling process; `ok' also when it was not subscribed.
+-spec unsubscribe(manager()) -> ok | {error, term()}.
+unsubscribe(M) -> unsubscribe(M, self()).
+
+%% @doc Unsubscribes Pid.
+-spec unsubscribe(manager(), pid()) -> ok | {error, term()}.
+unsubscribe(M, Pid) -> call(M, {unsubscribe, Pid}).
 
 -spec call({atom(), node()}, term()) -> term().
 call(To, Request) -> call(To, Request, ?TIMEOUT).

@@ -151,6 +151,7 @@ launching(info, {Port, {data, {eol, <<"READY ", Name/binary>>}}}, #data{port = P
     case net_kernel:connect_node(Node) of
         true ->
             ?LOG_INFO("C node ~s is up (OS pid ~p)", [Node, D#data.os_pid]),
+            tarearbol_cnode_telemetry:node_ready(Node, manager_names(D#data.opts)),
             {next_state, ready, D#data{node = Node, lines = []},
              [{reply, W, {ok, Node}} || W <- D#data.waiters]};
         _ ->
@@ -292,6 +293,12 @@ await_gone(OsPid, Deadline) ->
                 false -> receive after 10 -> await_gone(OsPid, Deadline) end
             end
     end.
+
+%% The registered names of the managers the node was started with.
+manager_names(Opts) ->
+    [list_to_atom(Name) || Spec <- maps:get(managers, Opts, []),
+                           [Name, _] <- [string:split(unicode:characters_to_list(Spec), "=")],
+                           Name =/= ""].
 
 opt(ready_timeout, #data{opts = O}) -> maps:get(ready_timeout, O, ?READY_TIMEOUT);
 opt(max_restarts, #data{opts = O}) -> maps:get(max_restarts, O, ?MAX_RESTARTS);

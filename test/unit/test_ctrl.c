@@ -245,6 +245,37 @@ static void gen_cast_and_plain_messages(void **state) {
   ei_x_free(&m);
 }
 
+/* sys.erl sends gen:call's envelope labelled `system`; a `system` tuple
+ * without a {Pid, Tag} is nothing the node answers. */
+static void system_messages_decode_as_calls_of_their_own_kind(void **state) {
+  (void)state;
+  ei_x_buff m;
+  dm__gen g;
+  ei_x_new_with_version(&m);
+  ei_x_encode_tuple_header(&m, 3);
+  ei_x_encode_atom(&m, "system");
+  ei_x_encode_tuple_header(&m, 2);
+  ei_x_encode_pid(&m, &pid_a);
+  ei_x_encode_ref(&m, &ref_r);
+  int req_at = m.index;
+  ei_x_encode_atom(&m, "get_state");
+  dm__gen_decode(m.buff, (size_t)m.index, &g);
+  assert_int_equal(g.kind, DM__GEN_SYSTEM);
+  assert_true(g.has_mref);
+  assert_int_equal(g.from.num, 11);
+  assert_ptr_equal(g.req, m.buff + req_at);
+  assert_int_equal(g.req_len, (size_t)(m.index - req_at));
+  m.index = 0;
+  ei_x_encode_version(&m);
+  ei_x_encode_tuple_header(&m, 3);
+  ei_x_encode_atom(&m, "system");
+  ei_x_encode_atom(&m, "garbage");
+  ei_x_encode_atom(&m, "x");
+  dm__gen_decode(m.buff, (size_t)m.index, &g);
+  assert_int_equal(g.kind, DM__GEN_OTHER);
+  ei_x_free(&m);
+}
+
 static void link_exit_unlink_id_monitor(void **state) {
   (void)state;
   ei_x_buff x;
@@ -484,6 +515,7 @@ int main(void) {
       cmocka_unit_test(a_tag_names_an_alias_only_in_the_forms_gen_reply_knows),
       cmocka_unit_test(alias_send_decodes_with_its_sender_alias_and_message),
       cmocka_unit_test(gen_cast_and_plain_messages),
+      cmocka_unit_test(system_messages_decode_as_calls_of_their_own_kind),
       cmocka_unit_test(link_exit_unlink_id_monitor),
       cmocka_unit_test(trace_token_and_payload_variants_fold),
       cmocka_unit_test(malformed_packets_are_refused),
