@@ -17,6 +17,7 @@
 -export_type([manager/0]).
 
 -type manager() :: {atom(), node()}.
+%% A manager: its registered name (`--manager Name=...') and its C node.
 -define(TIMEOUT, 5000).
 
 %% @doc Starts a C node under this application's supervisor and returns
@@ -112,6 +113,8 @@ ping(Node, Other) -> call({tarearbol_cnode, Node}, {ping, Other}, 15000).
 -spec remote_call(node(), node(), atom() | pid(), term()) -> {ok, term()} | {error, term()}.
 remote_call(Node, Other, To, Request) -> remote_call(Node, Other, To, Request, ?TIMEOUT).
 
+%% @doc As remote_call/4, with the callee's Timeout (ms or infinity); this
+%% call waits 5000 ms longer, so the C node's own answer comes first.
 -spec remote_call(node(), node(), atom() | pid(), term(), timeout()) ->
           {ok, term()} | {error, term()}.
 remote_call(Node, Other, To, Request, Timeout) ->
