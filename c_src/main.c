@@ -30,14 +30,14 @@ static const dm_behaviour *const builtins[] = {
 static void usage(FILE *f) {
   fprintf(f,
           "usage: tarearbol_cnode --sname NAME | --name NAME@HOST\n"
-          "         [--listen ADDR] [--log-level debug|info|warning|error]\n"
+          "         [--listen ADDR] [--log-level debug|info|warning|error|none]\n"
           "         [--net-ticktime SECONDS] [--max-packet BYTES]\n"
           "         [--handshake-timeout MS] [--max-pending-handshakes N]\n"
           "         [--max-outbuf BYTES]\n"
           "         [--read-coalescing BYTES] [--epmd-retry-s SECONDS]\n"
           "         [--manager NAME=BEHAVIOUR[,key=value...]]... [--threads N]\n"
           "         [--state-dir DIR] [--state-sync-ms MS]\n"
-          "         [--exit-with-stdin]\n"
+          "         [--exit-with-stdin] [--help]\n"
           "The cookie comes from $" COOKIE_ENV ", else ~/.erlang.cookie.\n");
 }
 
