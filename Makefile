@@ -2,7 +2,7 @@
 # `make test` and `make demo` install what is missing (Debian, as root or
 # through sudo), so a fresh machine needs nothing but make and this tree.
 
-DEB_PKGS := clang erlang-nox erlang-dev erlang-common-test erlang-eunit \
+DEB_PKGS := clang erlang-nox erlang-dev erlang-common-test erlang-eunit erlang-edoc \
             erlang-tools erlang-dialyzer rebar3 libuv1-dev libcmocka-dev \
             liblmdb-dev gcc make valgrind elixir
 REBAR ?= rebar3

@@ -27,6 +27,32 @@ defmodule Mix.Tasks.Compile.TarearbolCnode do
   end
 end
 
+defmodule Mix.Tasks.Compile.TarearbolCnodeDocs do
+  @shortdoc "Writes the Erlang modules' doc chunks next to the app's ebin"
+  @moduledoc """
+  #{@shortdoc}, where `h :tarearbol_cnode` in iex (and `h/1` in erl) finds
+  them: erl/doc_chunks.escript, as rebar3's compile post_hook runs it. It
+  runs after the Erlang compiler, as it reads what the beams export.
+  """
+  use Mix.Task.Compiler
+
+  @impl true
+  def run(_args) do
+    root = Path.dirname(Mix.Project.project_file())
+    script = Path.join([root, "erl", "doc_chunks.escript"])
+
+    case System.cmd("escript", [script, Mix.Project.app_path()], cd: root, stderr_to_stdout: true) do
+      {_, 0} ->
+        {:ok, []}
+
+      {out, status} ->
+        Mix.shell().error(out)
+        Mix.shell().error("erl/doc_chunks.escript exited with status #{status}")
+        {:error, []}
+    end
+  end
+end
+
 defmodule TarearbolCnode.MixProject do
   use Mix.Project
 
@@ -41,7 +67,7 @@ defmodule TarearbolCnode.MixProject do
       version: to_string(@app[:vsn]),
       description: to_string(@app[:description]),
       elixir: "~> 1.14",
-      compilers: [:tarearbol_cnode | Mix.compilers()],
+      compilers: [:tarearbol_cnode | Mix.compilers()] ++ [:tarearbol_cnode_docs],
       erlc_paths: ["erl/src"],
       erlc_options: [:debug_info, :warnings_as_errors, :warn_missing_spec],
       elixirc_paths: ["erl/lib"],

@@ -33,14 +33,14 @@ static const dm_behaviour *const builtins[] = {
 static void usage(FILE *f) {
   fprintf(f,
           "usage: tarearbol_cnode --sname NAME | --name NAME@HOST\n"
-          "         [--listen ADDR] [--log-level debug|info|warning|error]\n"
+          "         [--listen ADDR] [--log-level debug|info|warning|error|none]\n"
           "         [--net-ticktime SECONDS] [--max-packet BYTES]\n"
           "         [--handshake-timeout MS] [--max-pending-handshakes N]\n"
           "         [--max-outbuf BYTES]\n"
           "         [--read-coalescing BYTES] [--epmd-retry-s SECONDS]\n"
           "         [--manager NAME=BEHAVIOUR[,key=value...]]... [--threads N]\n"
           "         [--state-dir DIR] [--state-sync-ms MS]\n"
-          "         [--exit-with-stdin]\n"
+          "         [--exit-with-stdin] [--help]\n"
           "The cookie comes from $" COOKIE_ENV ", else ~/.erlang.cookie.\n");
 }
 
@@ -265,17 +265,23 @@ int main(int argc, char **argv) {
     r = dm__sched_init(&sched, &node, threads, builtins);
   sched.state_dir = state_dir;
   sched.sync_ms = sync_ms;
+  /* A manager that is refused has said why in one line, naming what to
+   * fix; nothing more is printed after it, since a generic "cannot start"
+   * or "stopped" would only bury that line. */
+  int said = 0;
   for (size_t i = 0; r == 0 && i < nmanagers; i++)
-    r = dm__sched_add_manager(&sched, managers[i]);
+    said = (r = dm__sched_add_manager(&sched, managers[i])) != 0;
   if (r == 0)
     r = dm__node_start(&node);
   if (r) {
-    DM_ERROR("cannot start: %s", dm_strerror(r));
+    if (!said)
+      DM_ERROR("cannot start: %s", dm_strerror(r));
     dm__node_stop(&node);
   }
   uv_run(&loop, UV_RUN_DEFAULT);
   dm__node_free(&node);
   uv_loop_close(&loop);
-  DM_INFO("stopped");
+  if (!r)
+    DM_INFO("stopped");
   return r || node.exit_status ? 1 : 0;
 }

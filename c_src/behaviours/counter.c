@@ -244,8 +244,13 @@ static int state_change(dm_ctx *ctx, const char *state) {
   return DM_CB_OK;
 }
 
+/* What specs and state_change read with dm_option. */
+static const char *const options[] = {"children", "specs_delay_ms", "starting_delay_ms",
+                                      NULL};
+
 const dm_behaviour dm__counter_behaviour = {
     .name = "counter",
+    .options = options,
     .children_specs = specs,
     .perform = perform,
     .call = call,
@@ -258,6 +263,7 @@ const dm_behaviour dm__counter_behaviour = {
  * workload: every init is one more pool round trip per worker at boot. */
 const dm_behaviour dm__counter_hooks_behaviour = {
     .name = "counter_hooks",
+    .options = options,
     .children_specs = specs,
     .perform = perform,
     .call = call,

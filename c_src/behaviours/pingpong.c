@@ -169,6 +169,8 @@ static int cast(dm_ctx *ctx, const dm_term *msg, const dm_term *id,
   return DM_CB_OK;
 }
 
+/* No .options: it reads none, so --manager refuses any key that is not
+ * the manager's. */
 const dm_behaviour dm__pingpong_behaviour = {
     .name = "pingpong",
     .children_specs = specs,

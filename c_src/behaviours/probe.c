@@ -179,6 +179,8 @@ static int call(dm_ctx *ctx, const dm_term *msg, const erlang_pid *from,
   return perform(ctx, id, payload, out);
 }
 
+/* No .options: it reads none, so --manager refuses any key that is not
+ * the manager's. */
 const dm_behaviour dm__probe_behaviour = {
     .name = "probe",
     .perform = perform,

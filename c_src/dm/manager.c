@@ -51,6 +51,87 @@ static int add_behaviour_option(dm__manager *m, const char *key, const char *val
   return 0;
 }
 
+/* The keys every manager takes, whatever its behaviour. */
+static const char *const manager_keys[] = {
+    "timeout", "lull",        "payload",      "instant_perform", "restart",
+    "pickup",  "threads",     "max_mailbox",  "max_restarts",    "max_seconds",
+    NULL};
+
+static int listed(const char *const *keys, const char *key) {
+  for (size_t i = 0; keys && keys[i]; i++)
+    if (strcmp(keys[i], key) == 0)
+      return 1;
+  return 0;
+}
+
+/* The edit distance of a and b, a transposition counting as one edit
+ * (optimal string alignment), or 99 for keys too long to bother with. */
+static unsigned edit_distance(const char *a, const char *b) {
+  enum { MAX = 32 };
+  size_t la = strlen(a), lb = strlen(b);
+  unsigned d[MAX + 1][MAX + 1];
+  if (la > MAX || lb > MAX)
+    return 99;
+  for (size_t i = 0; i <= la; i++)
+    d[i][0] = (unsigned)i;
+  for (size_t j = 0; j <= lb; j++)
+    d[0][j] = (unsigned)j;
+  for (size_t i = 1; i <= la; i++)
+    for (size_t j = 1; j <= lb; j++) {
+      unsigned best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+      if (d[i - 1][j] + 1 < best)
+        best = d[i - 1][j] + 1;
+      if (d[i][j - 1] + 1 < best)
+        best = d[i][j - 1] + 1;
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+          d[i - 2][j - 2] + 1 < best)
+        best = d[i - 2][j - 2] + 1;
+      d[i][j] = best;
+    }
+  return d[la][lb];
+}
+
+static void closest(const char *const *keys, const char *key, const char **best,
+                    unsigned *dist) {
+  for (size_t i = 0; keys && keys[i]; i++) {
+    unsigned e = edit_distance(keys[i], key);
+    if (e < *dist) {
+      *dist = e;
+      *best = keys[i];
+    }
+  }
+}
+
+static size_t append_keys(char *buf, size_t size, size_t at, const char *const *keys) {
+  for (size_t i = 0; keys && keys[i] && at < size; i++)
+    at += (size_t)snprintf(buf + at, size - at, "%s%s", i ? ", " : "", keys[i]);
+  return at;
+}
+
+/* One line naming the key, the closest known one when it is probably a
+ * typo, and every key the manager takes. */
+static void log_unknown_option(const dm__manager *m, const char *key) {
+  char msg[1024];
+  size_t at = 0, size = sizeof msg;
+  const char *best = NULL;
+  unsigned dist = 3; /* up to two edits is a typo; more is another word */
+  const char *const *own = m->b->options;
+  closest(manager_keys, key, &best, &dist);
+  closest(own, key, &best, &dist);
+  if (best && dist < strlen(key))
+    at += (size_t)snprintf(msg + at, size - at, " (did you mean '%s'?)", best);
+  if (at < size)
+    at += (size_t)snprintf(msg + at, size - at, "; behaviour %s takes %s", m->b->name,
+                           own && own[0] ? "" : "no options of its own");
+  at = append_keys(msg, size, at, own);
+  if (at < size)
+    at += (size_t)snprintf(msg + at, size - at, "; every manager takes ");
+  append_keys(msg, size, at, manager_keys);
+  DM_ERROR("--manager %s: unknown option '%s'%s", m->name, key, msg);
+}
+
+/* DM_EINVAL for a bad value, DM_ENOTFOUND for a key that is neither the
+ * manager's nor the behaviour's, DM_ENOMEM. */
 static int set_option(dm__manager *m, const char *key, const char *value) {
   unsigned long v;
   if (strcmp(key, "pickup") == 0) {
@@ -76,9 +157,10 @@ static int set_option(dm__manager *m, const char *key, const char *value) {
     return set_payload(m, value);
   if (dm__opts_default(key, value, &m->defaults) == 0)
     return 0;
-  if (!strcmp(key, "timeout") || !strcmp(key, "lull") ||
-      !strcmp(key, "instant_perform") || !strcmp(key, "restart"))
+  if (listed(manager_keys, key))
     return DM_EINVAL;
+  if (m->check_options && !listed(m->b->options, key))
+    return DM_ENOTFOUND;
   return add_behaviour_option(m, key, value);
 }
 
@@ -134,14 +216,21 @@ void dm__manager_free(dm__manager *m) {
   free_fields(m);
 }
 
+/* The behaviour a --manager spec names, or NULL with one line logged. */
 static const dm_behaviour *find_behaviour(dm__sched *s, const char *name,
-                                          const char *beh) {
+                                          const char *beh, int *has_options) {
   const dm_behaviour *b = dm__builtin_behaviour(s->builtins, beh);
-  if (!b)
-    b = dm__load_behaviour(beh);
+  *has_options = 1;
+  if (!b && dm__is_behaviour_path(beh))
+    return dm__load_behaviour(name, beh, has_options);
   if (!b) {
-    DM_ERROR("--manager %s: unknown behaviour '%s' (built in: counter, counter_hooks, pingpong, probe; or a path to a .so)",
-             name, beh);
+    char names[256] = "";
+    size_t at = 0;
+    for (size_t i = 0; s->builtins && s->builtins[i] && at < sizeof names; i++)
+      at += (size_t)snprintf(names + at, sizeof names - at, "%s%s", i ? ", " : "",
+                             s->builtins[i]->name);
+    DM_ERROR("--manager %s: unknown behaviour '%s' (built in: %s; or a path to a .so)",
+             name, beh, names);
     return NULL;
   }
   if (!b->perform) {
@@ -201,7 +290,8 @@ int dm__manager_new(dm__sched *s, const char *spec, dm__manager **out) {
     DM_ERROR("--manager %s: no behaviour named", copy);
     goto out;
   }
-  const dm_behaviour *b = find_behaviour(s, copy, beh);
+  int has_options;
+  const dm_behaviour *b = find_behaviour(s, copy, beh, &has_options);
   if (!b)
     goto out;
   if (dm__nametab_get(&n->names, copy)) {
@@ -210,8 +300,10 @@ int dm__manager_new(dm__sched *s, const char *spec, dm__manager **out) {
   }
   if (!(m = alloc_manager(s, copy, b))) {
     r = DM_ENOMEM;
+    DM_ERROR("--manager %s: %s", copy, dm_strerror(r));
     goto out;
   }
+  m->check_options = has_options;
   for (char *kv; (kv = strtok_r(NULL, ",", &save));) {
     char *e = strchr(kv, '=');
     if (!e) {
@@ -219,7 +311,12 @@ int dm__manager_new(dm__sched *s, const char *spec, dm__manager **out) {
       goto err;
     }
     *e = 0;
-    if ((r = set_option(m, kv, e + 1))) {
+    if ((r = set_option(m, kv, e + 1)) == DM_ENOTFOUND) {
+      log_unknown_option(m, kv);
+      r = DM_EINVAL;
+      goto err;
+    }
+    if (r) {
       DM_ERROR("--manager %s: bad value for %s: '%s'", copy, kv, e + 1);
       goto err;
     }
@@ -228,10 +325,10 @@ int dm__manager_new(dm__sched *s, const char *spec, dm__manager **out) {
   m->escalated_at = dm__calloc(m->max_restarts + 1, sizeof *m->escalated_at);
   if (!m->restarts_at || !m->escalated_at) {
     r = DM_ENOMEM;
-    goto err;
+    goto err_log;
   }
   if ((r = dm__pool_start(&m->pool, n->loop, m->threads, dm__job_done, m)))
-    goto err;
+    goto err_log;
   dm__pool_set_ahead(m->pool, dm__job_ahead);
   if ((r = dm__proc_spawn(n, &m->proc)) || (r = dm__proc_register(n, &m->proc, m->name)))
     goto err_pool;
@@ -239,7 +336,10 @@ int dm__manager_new(dm__sched *s, const char *spec, dm__manager **out) {
   if (s->state_dir && ((r = dm__durable_open(m, s->state_dir, s->sync_ms)) ||
                        (r = dm__durable_restore(m)))) {
     /* Refused (the node does not start): the manager is handed over all
-     * the same, to be stopped and freed with the others. */
+     * the same, to be stopped and freed with the others. The store has
+     * said why, but for memory. */
+    if (r == DM_ENOMEM)
+      DM_ERROR("--manager %s: cannot start: %s", copy, dm_strerror(r));
     dm__free(copy);
     *out = m;
     return r;
@@ -251,6 +351,8 @@ int dm__manager_new(dm__sched *s, const char *spec, dm__manager **out) {
 err_pool:
   dm__pidtab_del(&n->pids, m->proc.key);
   dm__pool_stop(m->pool);
+err_log:
+  DM_ERROR("--manager %s: cannot start: %s", copy, dm_strerror(r));
 err:
   free_fields(m);
 out:

@@ -213,6 +213,7 @@ struct dm__manager {
   char *name;
   char *struct_name; /* 'Elixir.<Name>.State' */
   const dm_behaviour *b;
+  int check_options; /* b->options can be read: unknown keys are refused */
   dm__kv *options;
   size_t noptions;
   dm__child_opts defaults;
@@ -602,9 +603,17 @@ void dm__api_replay(dm__manager *m, const char *msg, size_t len);
 /* The behaviour named name in builtins (NULL-terminated), or NULL. */
 const dm_behaviour *dm__builtin_behaviour(const dm_behaviour *const *builtins,
                                           const char *name);
-/* A behaviour from a shared object (path containing '/' or ending .so);
- * NULL with the reason logged. */
-const dm_behaviour *dm__load_behaviour(const char *path);
+/* 1 when a --manager BEHAVIOUR names a shared object (it contains '/' or
+ * ends in .so), 0 when it names a built-in one. */
+int dm__is_behaviour_path(const char *s);
+/* The behaviour of the shared object at path, for the manager named
+ * manager, or NULL with one line logged saying why. *has_options is 1 when
+ * the object has dm_behaviour's `options` (it exports DM_BEHAVIOUR_SYMBOL),
+ * 0 when its struct ends before them (DM_BEHAVIOUR_SYMBOL_V0): then
+ * `options` must not be read. The object stays loaded for the life of the
+ * process. */
+const dm_behaviour *dm__load_behaviour(const char *manager, const char *path,
+                                       int *has_options);
 
 /* ---- manager.c ---- */
 /* A manager from a --manager NAME=BEHAVIOUR[,key=value...] spec, booting.

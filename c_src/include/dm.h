@@ -143,11 +143,27 @@ typedef struct {
    * lull x timeout. Called on another pool thread while it still runs. */
   int (*handle_timeout)(dm_ctx *ctx, const dm_term *id,
                         const dm_term *payload);
+
+  /* The behaviour's own manager options: the keys of --manager
+   * NAME=BEHAVIOUR,key=value that it reads with dm_option, NULL-terminated
+   * (NULL: it takes none). At start the node refuses, by name, a key that
+   * is neither the manager's nor one of these, so that a misspelt option
+   * is an error instead of a default. Last in the struct: see
+   * DM_BEHAVIOUR_SYMBOL. */
+  const char *const *options;
 } dm_behaviour;
 
-/* A shared object loaded with --manager NAME=path.so exports this symbol:
- *   const dm_behaviour *dm_behaviour_get(void); */
-#define DM_BEHAVIOUR_SYMBOL "dm_behaviour_get"
+/* A shared object loaded with --manager NAME=path.so exports
+ *   const dm_behaviour *dm_behaviour_get(void);
+ * This header renames that function dm_behaviour_get_v1, so the exported
+ * symbol says which layout of dm_behaviour the object was built with. An
+ * object built against a dm.h older than `options` exports
+ * dm_behaviour_get (DM_BEHAVIOUR_SYMBOL_V0) and a struct that ends before
+ * `options`: the node still loads it, reads nothing past its end, and
+ * leaves its options unchecked. */
+#define dm_behaviour_get dm_behaviour_get_v1
+#define DM_BEHAVIOUR_SYMBOL "dm_behaviour_get_v1"
+#define DM_BEHAVIOUR_SYMBOL_V0 "dm_behaviour_get"
 typedef const dm_behaviour *(*dm_behaviour_get_fn)(void);
 
 #endif /* DM_H */

@@ -18,6 +18,7 @@
 -export_type([manager/0, event/0, events/0, subscribe_opts/0]).
 
 -type manager() :: {atom(), node()}.
+%% A manager: its registered name (`--manager Name=...') and its C node.
 %% What a subscriber can hear of; see subscribe/3.
 -type event() :: crash | restart | escalation | state | late.
 -type events() :: all | [event() | {late, pos_integer()} | {late, pos_integer(), pos_integer()}].
@@ -119,6 +120,8 @@ ping(Node, Other) -> call({tarearbol_cnode, Node}, {ping, Other}, 15000).
 -spec remote_call(node(), node(), atom() | pid(), term()) -> {ok, term()} | {error, term()}.
 remote_call(Node, Other, To, Request) -> remote_call(Node, Other, To, Request, ?TIMEOUT).
 
+%% @doc As remote_call/4, with the callee's Timeout (ms or infinity); this
+%% call waits 5000 ms longer, so the C node's own answer comes first.
 -spec remote_call(node(), node(), atom() | pid(), term(), timeout()) ->
           {ok, term()} | {error, term()}.
 remote_call(Node, Other, To, Request, Timeout) ->

@@ -61,6 +61,7 @@
                   max_backoff_ms => pos_integer(),
                   stop_timeout => non_neg_integer(),
                   start_distribution => boolean()}.
+%% The options of a node (see the module doc).
 -type state() :: launching | ready | backoff.
 -type info() :: #{state := state(),
                   node := node() | undefined,
@@ -69,6 +70,7 @@
                   restarts := non_neg_integer(),
                   max_restarts := non_neg_integer(),
                   restart_window_s := pos_integer()}.
+%% What info/1 returns.
 -export_type([opts/0, info/0]).
 
 -record(data, {opts :: opts(),
@@ -92,6 +94,9 @@
 -define(STOP_TIMEOUT, 5000).
 -define(KEPT_LINES, 20).
 
+%% @doc Starts a launcher, which starts the node in the background: it
+%% returns at once; await_ready/2 waits for the node. Fails only on bad
+%% options (`{no_binary, Path}', `not_distributed').
 -spec start_link(opts()) -> {ok, pid()} | {error, term()}.
 start_link(Opts) ->
     gen_statem:start_link(?MODULE, Opts, []).
@@ -120,9 +125,12 @@ os_pid(Launcher) -> gen_statem:call(Launcher, os_pid).
 -spec info(pid()) -> info().
 info(Launcher) -> gen_statem:call(Launcher, info).
 
+%% @doc gen_statem callback: one function per state.
 -spec callback_mode() -> gen_statem:callback_mode_result().
 callback_mode() -> state_functions.
 
+%% @doc gen_statem callback: checks the binary and distribution, then
+%% launches (without waiting for READY).
 -spec init(opts()) -> gen_statem:init_result(state()) | {stop, term()}.
 init(Opts) ->
     process_flag(trap_exit, true),
@@ -139,7 +147,8 @@ init(Opts) ->
             end
     end.
 
-%% The port is open; the node has not printed READY yet.
+%% @doc gen_statem state: the port is open; the node has not printed
+%% READY yet.
 -spec launching(gen_statem:event_type(), term(), #data{}) -> gen_statem:event_handler_result(state()).
 launching(internal, launch, D) ->
     case open(D) of
@@ -170,7 +179,7 @@ launching({call, From}, await_ready, D) ->
 launching(Type, Event, D) ->
     common(launching, Type, Event, D).
 
-%% The node is up and connected.
+%% @doc gen_statem state: the node is up and connected.
 -spec ready(gen_statem:event_type(), term(), #data{}) -> gen_statem:event_handler_result(state()).
 ready(info, {Port, {data, {_, Line}}}, #data{port = Port} = D) ->
     log_line(D, Line),
@@ -183,7 +192,8 @@ ready({call, From}, await_ready, D) ->
 ready(Type, Event, D) ->
     common(ready, Type, Event, D).
 
-%% The node died; it starts again when the state timeout fires.
+%% @doc gen_statem state: the node died; it starts again when the state
+%% timeout fires.
 -spec backoff(gen_statem:event_type(), term(), #data{}) -> gen_statem:event_handler_result(state()).
 backoff(state_timeout, relaunch, D) ->
     {next_state, launching, D, [{next_event, internal, launch}]};
@@ -215,6 +225,7 @@ common(_State, info, Msg, _D) ->
     ?LOG_DEBUG("unexpected message ~p", [Msg]),
     keep_state_and_data.
 
+%% @doc gen_statem callback: closes the port, which stops the node.
 -spec terminate(term(), state(), #data{}) -> ok.
 terminate(_Reason, _State, D) ->
     _ = close(D),

@@ -50,7 +50,8 @@ unique(Prefix) ->
 
 %% @doc Starts the binary and waits for READY. Opts: name (short name, made
 %% unique by default), args (extra argv), cookie, env (extra environment),
-%% dir (where the stderr log goes), nofile (its limit of open files).
+%% dir (where the stderr log goes), nofile (its limit of open files), cd
+%% (its working directory).
 -spec start(string() | undefined, map()) -> map().
 start(Name0, Opts) ->
     Name = case Name0 of undefined -> unique("cnode"); _ -> Name0 end,
@@ -68,7 +69,10 @@ start(Name0, Opts) ->
     Limit = case maps:get(nofile, Opts, undefined) of
                 undefined -> "";
                 NoFile -> "ulimit -n " ++ integer_to_list(NoFile) ++ " && "
-            end,
+            end ++ case maps:get(cd, Opts, undefined) of
+                       undefined -> "";
+                       Cd -> "cd '" ++ Cd ++ "' && "
+                   end,
     Owner = spawn_link(fun() -> owner(Self, Limit, Args, Env) end),
     receive
         {Owner, ready, Node, OsPid} ->

@@ -2,8 +2,9 @@
 %% project (through _checkouts and through a git dependency) and a
 %% throwaway mix project (through a path dependency) build it with their
 %% own tool, offline and with no extra environment, start a C node from
-%% their configuration (the application env `nodes') and call it; the
-%% mix project also runs a manager of its own through
+%% their configuration (the application env `nodes') and call it, and
+%% find its docs as h/2 and iex's h do (code:get_doc, Code.fetch_docs);
+%% the mix project also runs a manager of its own through
 %% TarearbolCnode.DynamicManager.
 -module(dependency_SUITE).
 -include_lib("common_test/include/ct.hrl").
@@ -81,6 +82,9 @@ mix_path_dependency_starts_a_node_from_its_config(Config) ->
           "    {:ok, _} = DepMix.Jobs.start_link([])\n"
           "    :ok = DepMix.Jobs.put(\"b\", payload: 1, timeout: 0)\n"
           "    %DepMix.Jobs.State{children: %{\"b\" => %Tarearbol.DynamicManager.Child{}}} = DepMix.Jobs.state()\n"
+          "    {:docs_v1, _, :erlang, _, %{\"en\" => _}, _, docs} = Code.fetch_docs(:tarearbol_cnode)\n"
+          "    {_, _, _, %{\"en\" => _}, _} = List.keyfind(docs, {:function, :put, 3}, 0)\n"
+          "    {:docs_v1, _, :elixir, _, %{\"en\" => _}, _, _} = Code.fetch_docs(TarearbolCnode.DynamicManager)\n"
           "    IO.puts(\"DEP OK #{node}\")\n"
           "  end\n"
           "end\n"),
@@ -112,6 +116,8 @@ rebar3_project(Config, Prefix, RebarConfig) ->
           "    #{node := Node} = tarearbol_cnode:info(Node),\n"
           "    ok = tarearbol_cnode:put({counters, Node}, <<\"a\">>, [{payload, 41}, {timeout, 0}]),\n"
           "    {ok, 41} = tarearbol_cnode:synch_call({counters, Node}, <<\"a\">>, get),\n"
+          "    {ok, {docs_v1, _, erlang, _, #{<<\"en\">> := _}, _, Docs}} = code:get_doc(tarearbol_cnode),\n"
+          "    {_, _, _, #{<<\"en\">> := _}, _} = lists:keyfind({function, put, 3}, 1, Docs),\n"
           "    io:format(\"DEP OK ~s~n\", [Node]),\n"
           "    halt(0).\n"),
     write(Dir, "config/sys.config",

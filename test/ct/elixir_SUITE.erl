@@ -1,7 +1,8 @@
 %% @doc An Elixir node uses the C node as a user would from iex
 %% (test/elixir/smoke.exs): put, synch_call, the Child map, the worker's
-%% pid, state, bad opts, del; then the same through a module that uses
-%% TarearbolCnode.DynamicManager, which starts its own node.
+%% pid, state, bad opts, del; the docs iex's h shows (Code.fetch_docs);
+%% then the same through a module that uses TarearbolCnode.DynamicManager,
+%% which starts its own node.
 -module(elixir_SUITE).
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
@@ -35,6 +36,7 @@ elixir_session_works(Config) ->
     ct:log("~s", [Out]),
     ?assertNotEqual(nomatch, string:find(Out, "SMOKE OK"), Out),
     ?assertNotEqual(nomatch, string:find(Out, "child:"), Out),
+    ?assertNotEqual(nomatch, string:find(Out, "SMOKE DOCS OK"), Out),
     ?assertNotEqual(nomatch, string:find(Out, "SMOKE DM OK"), Out),
     ?assertNotEqual(nomatch, string:find(Out, "exit=0"), Out),
     cnode_test:stop(C).

@@ -24,7 +24,19 @@ all() ->
      past_max_pending_handshakes_the_oldest_is_dropped,
      a_silent_handshake_times_out_and_is_counted,
      a_peer_lacking_a_mandatory_flag_is_refused_and_the_flag_logged,
-     out_of_file_descriptors_accepting_backs_off_and_resumes].
+     out_of_file_descriptors_accepting_backs_off_and_resumes
+     | mistakes()].
+
+%% A user's mistakes on the command line: each is refused at start, exit
+%% status 1, in one line that says what to fix, and nothing after it. No
+%% node is started for them.
+mistakes() ->
+    [a_misspelt_behaviour_option_is_refused_by_name,
+     an_option_of_a_behaviour_that_takes_none_is_refused,
+     a_shared_object_behaviour_declares_its_options_too,
+     a_failed_shared_object_load_prints_one_line,
+     a_shared_object_named_without_a_slash_suggests_dot_slash,
+     a_shared_object_built_against_the_old_header_still_loads].
 
 %% The open files the node may have in out_of_file_descriptors_...: about
 %% a dozen are its own (stdio, the loop, the listen and epmd sockets).
@@ -46,12 +58,22 @@ init_per_testcase(out_of_file_descriptors_accepting_backs_off_and_resumes, Confi
                                                      args => ["--handshake-timeout", "60000"],
                                                      nofile => ?NOFILE}),
     [{cnode, C}, {node, N} | Config];
-init_per_testcase(_Case, Config) ->
+init_per_testcase(Case, Config) ->
+    case lists:member(Case, mistakes()) of
+        true -> Config;
+        false -> init_noisy_case(Config)
+    end.
+
+init_noisy_case(Config) ->
     cnode_test:init_case(Config, ["--max-packet", "65536",
                                   "--handshake-timeout", "1000",
                                   "--net-ticktime", "4"]).
 
-end_per_testcase(_Case, Config) -> cnode_test:end_case(Config).
+end_per_testcase(Case, Config) ->
+    case lists:member(Case, mistakes()) of
+        true -> ok;
+        false -> cnode_test:end_case(Config)
+    end.
 
 port(N) ->
     [Alive, Host] = string:split(atom_to_list(N), "@"),
@@ -395,3 +417,136 @@ out_of_file_descriptors_accepting_backs_off_and_resumes(Config) ->
       end, 10000),
     ?assertEqual(1, occurrences(cnode_test:log(C), <<"accepting again">>)),
     assert_serving(N).
+
+%% ---------------------------------------------------------------------------
+%% Mistakes on the command line
+
+%% Every key a manager takes whatever its behaviour, as the refusal lists them.
+-define(MANAGER_KEYS, "every manager takes timeout, lull, payload, instant_perform, restart, "
+                      "pickup, threads, max_mailbox, max_restarts, max_seconds").
+
+a_misspelt_behaviour_option_is_refused_by_name(_Config) ->
+    assert_refused(["--manager", "c=counter,childern=5"],
+                   "--manager c: unknown option 'childern' (did you mean 'children'?); "
+                   "behaviour counter takes children, specs_delay_ms, starting_delay_ms; "
+                   ?MANAGER_KEYS),
+    %% A manager key misspelt is caught the same way.
+    assert_refused(["--manager", "c=counter,tmeout=5"],
+                   "--manager c: unknown option 'tmeout' (did you mean 'timeout'?); "
+                   "behaviour counter takes children, specs_delay_ms, starting_delay_ms; "
+                   ?MANAGER_KEYS).
+
+an_option_of_a_behaviour_that_takes_none_is_refused(_Config) ->
+    [assert_refused(["--manager", "m=" ++ B ++ ",children=5"],
+                    "--manager m: unknown option 'children'; behaviour " ++ B ++
+                    " takes no options of its own; " ?MANAGER_KEYS)
+     || B <- ["probe", "pingpong"]].
+
+a_shared_object_behaviour_declares_its_options_too(_Config) ->
+    assert_refused(["--manager", "t=" ++ tick_so() ++ ",every=5"],
+                   "--manager t: unknown option 'every'; behaviour tick takes no options "
+                   "of its own; " ?MANAGER_KEYS).
+
+%% One line, the loader's, and not a second "unknown behaviour" one.
+a_failed_shared_object_load_prints_one_line(_Config) ->
+    assert_refused(["--manager", "x=/nonexistent/lib.so"],
+                   "--manager x: cannot load behaviour /nonexistent/lib.so: /nonexistent/lib.so: "
+                   "cannot open shared object file: No such file or directory").
+
+%% dlopen looks up a name without a slash in the system's library
+%% directories, so mine.so in the current directory is not found; the line
+%% says what to write instead, and what it says works.
+a_shared_object_named_without_a_slash_suggests_dot_slash(Config) ->
+    Dir = filename:join(?config(priv_dir, Config), "here"),
+    ok = filelib:ensure_path(Dir),
+    {ok, _} = file:copy(tick_so(), filename:join(Dir, "mine.so")),
+    assert_refused(["--manager", "x=mine.so"], Dir,
+                   "--manager x: cannot load behaviour mine.so: mine.so: cannot open shared "
+                   "object file: No such file or directory (a name without a slash is looked "
+                   "up in the system's library directories: for a file here, give ./mine.so)"),
+    {ready, _} = run_until_ready(["--manager", "x=./mine.so"], Dir).
+
+%% An object built before dm_behaviour had `options` exports
+%% dm_behaviour_get and a shorter struct: it still loads and runs, its
+%% options go unchecked, and the node says so.
+a_shared_object_built_against_the_old_header_still_loads(Config) ->
+    Dir = ?config(priv_dir, Config),
+    Src = filename:join(Dir, "legacy.c"),
+    So = filename:join(Dir, "legacy.so"),
+    ok = file:write_file(Src, legacy_source()),
+    Ei = code:lib_dir(erl_interface),
+    Cc = "cc -std=c11 -Wall -Werror -fPIC -shared -I" ++ cnode_test:root() ++ "/c_src/include"
+         " -I" ++ Ei ++ "/include " ++ Src ++ " -o " ++ So ++ " 2>&1; echo rc=$?",
+    Out = os:cmd(Cc),
+    ?assertEqual("rc=0", string:trim(lists:last(string:split(string:trim(Out), "\n", all))), Out),
+    C = cnode_test:start(undefined, #{dir => Dir, args => ["--manager", "old=" ++ So ++ ",anything=1"]}),
+    N = cnode_test:node(C),
+    ok = gen_server:call({old, N}, {put, a, [{payload, 7}, {timeout, 0}]}),
+    ?assertEqual({ok, 7}, gen_server:call({old, N}, {synch_call, a, get})),
+    ?assertMatch(#{managers := [#{name := old, behaviour := legacy}]}, cnode_test:call(N, info)),
+    ?assertNotEqual(nomatch, binary:match(cnode_test:log(C),
+        <<"was built against an older dm.h (it exports dm_behaviour_get, not "
+          "dm_behaviour_get_v1): its options are not checked">>)),
+    cnode_test:stop(C).
+
+%% dm_behaviour as it was before `options`: a name and eight callbacks.
+legacy_source() ->
+    <<"#include \"dm.h\"\n"
+      "#undef dm_behaviour_get\n"
+      "static int answer(dm_ctx *c, const dm_term *msg, const erlang_pid *from,\n"
+      "                  const dm_term *id, const dm_term *p, ei_x_buff *out) {\n"
+      "  (void)c; (void)msg; (void)from; (void)id;\n"
+      "  ei_x_encode_tuple_header(out, 2);\n"
+      "  ei_x_encode_atom(out, \"ok\");\n"
+      "  return ei_x_append_buf(out, p->data, (int)p->len) < 0 ? DM_CB_CRASH : DM_CB_OK;\n"
+      "}\n"
+      "static int perform(dm_ctx *c, const dm_term *id, const dm_term *p, ei_x_buff *out) {\n"
+      "  return answer(c, NULL, NULL, id, p, out);\n"
+      "}\n"
+      "static const struct {\n"
+      "  const char *name;\n"
+      "  void *children_specs, *init;\n"
+      "  int (*perform)(dm_ctx *, const dm_term *, const dm_term *, ei_x_buff *);\n"
+      "  int (*call)(dm_ctx *, const dm_term *, const erlang_pid *, const dm_term *,\n"
+      "              const dm_term *, ei_x_buff *);\n"
+      "  void *cast, *terminate, *handle_state_change, *handle_timeout;\n"
+      "} old = {\"legacy\", NULL, NULL, perform, answer, NULL, NULL, NULL, NULL};\n"
+      "const void *dm_behaviour_get(void) { return &old; }\n">>.
+
+tick_so() -> filename:join([cnode_test:root(), "priv", "tick.so"]).
+
+assert_refused(Args, Want) -> assert_refused(Args, "/tmp", Want).
+
+%% The node exits 1 and prints exactly one line, Want after the log
+%% prefix: nothing before it, and nothing after it (no "cannot start", no
+%% "stopped", no sanitizer report) that could mislead.
+assert_refused(Args, Dir, Want) ->
+    {exit, Status, Lines} = run_until_ready(Args, Dir),
+    ?assertEqual(1, Status, Lines),
+    ?assertMatch([_], Lines, Lines),
+    [Line] = Lines,
+    ?assertMatch({match, _}, re:run(Line, "^\\d\\d:\\d\\d:\\d\\d\\.\\d{3} error [a-z_]+\\.c:\\d+: "), Line),
+    [_, Text] = binary:split(Line, <<": ">>),
+    ?assertEqual(list_to_binary(Want), Text).
+
+%% Runs the binary in Dir: {ready, Lines} once it prints READY (it is then
+%% stopped), or {exit, Status, Lines} with everything it printed, stdout
+%% and stderr in order.
+run_until_ready(Args, Dir) ->
+    Port = open_port({spawn_executable, cnode_test:bin()},
+                     [{args, ["--sname", cnode_test:unique("mistake"), "--exit-with-stdin" | Args]},
+                      {env, [{"TAREARBOL_CNODE_COOKIE", cnode_test:cookie()}]}, {cd, Dir},
+                      exit_status, stderr_to_stdout, binary, {line, 65536}]),
+    collect(Port, []).
+
+collect(Port, Acc) ->
+    receive
+        {Port, {data, {eol, <<"READY ", _/binary>> = L}}} ->
+            port_close(Port),
+            {ready, lists:reverse([L | Acc])};
+        {Port, {data, {_, L}}} -> collect(Port, [L | Acc]);
+        {Port, {exit_status, S}} -> {exit, S, lists:reverse(Acc)}
+    after 15000 ->
+        port_close(Port),
+        ct:fail({neither_ready_nor_exited, lists:reverse(Acc)})
+    end.

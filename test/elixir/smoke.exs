@@ -29,6 +29,17 @@ IO.inspect(Map.keys(state.children) |> Enum.sort(), label: "ids")
 %{} = GenServer.call(manager, {:get, "from_elixir"})
 IO.puts("SMOKE OK")
 
+# What `h :tarearbol_cnode.put` and `h TarearbolCnode.DynamicManager` in
+# iex read: the Erlang modules' doc chunks next to their ebin, and the
+# Elixir modules' docs in their beams.
+{:docs_v1, _, :erlang, _, %{"en" => _}, _, erl_docs} = Code.fetch_docs(:tarearbol_cnode)
+{_, _, _, %{"en" => put_doc}, _} = List.keyfind(erl_docs, {:function, :put, 3}, 0)
+true = inspect(put_doc) =~ "starts the worker Id"
+{:docs_v1, _, :elixir, _, %{"en" => dm_doc}, _, _} = Code.fetch_docs(TarearbolCnode.DynamicManager)
+true = dm_doc =~ "use TarearbolCnode.DynamicManager"
+{:docs_v1, _, :elixir, _, %{"en" => _}, _, _} = Code.fetch_docs(Tarearbol.DynamicManager.Child)
+IO.puts("SMOKE DOCS OK")
+
 # The same through TarearbolCnode.DynamicManager, as a Tarearbol app
 # writes it: its own C node, started through the launcher.
 [_, name] = System.argv()

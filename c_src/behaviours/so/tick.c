@@ -45,6 +45,12 @@ static int perform(dm_ctx *ctx, const dm_term *id, const dm_term *payload,
   return DM_CB_OK;
 }
 
+/* tick reads no options of its own, so it declares none (.options NULL):
+ * --manager ticks=priv/tick.so,every=5 is refused at start. A behaviour
+ * that reads dm_option(ctx, "every") lists it:
+ *   static const char *const options[] = {"every", NULL};
+ *   ... .options = options ... */
 static const dm_behaviour tick = {.name = "tick", .perform = perform};
 
+/* dm.h makes this dm_behaviour_get_v1, the symbol of its struct layout. */
 const dm_behaviour *dm_behaviour_get(void) { return &tick; }
