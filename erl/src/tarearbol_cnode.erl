@@ -19,12 +19,16 @@
 
 -type manager() :: {atom(), node()}.
 %% A manager: its registered name (`--manager Name=...') and its C node.
-%% What a subscriber can hear of; see subscribe/3.
 -type event() :: crash | restart | escalation | state | late.
+%% What a subscriber can hear of; see subscribe/3.
 -type events() :: all | [event() | {late, pos_integer()} | {late, pos_integer(), pos_integer()}].
+%% The events of a subscription: all of them, or a list, `late' with its
+%% threshold and interval in ms.
 -type subscribe_opts() :: #{pid => pid(),
                             late_ms => pos_integer(),
                             late_interval_ms => pos_integer()}.
+%% Who subscribes (default the caller) and the lateness threshold and
+%% interval for a plain `late'.
 -define(TIMEOUT, 5000).
 
 %% @doc Starts a C node under this application's supervisor and returns

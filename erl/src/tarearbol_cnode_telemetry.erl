@@ -16,6 +16,7 @@
 
 -define(SERVER, ?MODULE).
 
+%% @doc Starts the forwarder, registered under its module's name.
 -spec start_link() -> {ok, pid()} | ignore | {error, term()}.
 start_link() ->
     gen_server:start_link({local, ?SERVER}, ?MODULE, [], []).
@@ -43,10 +44,12 @@ available() ->
 forwarded() ->
     gen_server:call(?SERVER, forwarded).
 
+%% @doc gen_server callback: no manager forwarded yet.
 -spec init([]) -> {ok, #{tarearbol_cnode:manager() => reference()}}.
 init([]) ->
     {ok, #{}}.
 
+%% @doc gen_server callback: forward/1 and forwarded/0.
 -spec handle_call(term(), gen_server:from(), map()) -> {reply, term(), map()}.
 handle_call({forward, Manager}, _From, S) ->
     {Reply, S1} = subscribe(Manager, S),
@@ -56,6 +59,7 @@ handle_call(forwarded, _From, S) ->
 handle_call(_Other, _From, S) ->
     {reply, {error, unknown_request}, S}.
 
+%% @doc gen_server callback: a launcher's node_ready/2.
 -spec handle_cast(term(), map()) -> {noreply, map()}.
 handle_cast({node_ready, Node, Names}, S) ->
     {noreply, lists:foldl(fun(Name, Acc) -> element(2, subscribe({Name, Node}, Acc)) end,
@@ -63,6 +67,8 @@ handle_cast({node_ready, Node, Names}, S) ->
 handle_cast(_Other, S) ->
     {noreply, S}.
 
+%% @doc gen_server callback: an event, passed to telemetry:execute/3,
+%% or a forwarded manager gone.
 -spec handle_info(term(), map()) -> {noreply, map()}.
 handle_info({tarearbol_cnode, {Name, Node}, Event, Map}, S) when is_map(Map) ->
     Measurements = maps:merge(#{count => 1}, maps:filter(fun(_, V) -> is_integer(V) end, Map)),

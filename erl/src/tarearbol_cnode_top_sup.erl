@@ -7,10 +7,12 @@
 
 -export([start_link/0, init/1]).
 
+%% @doc Starts the top supervisor, registered as tarearbol_cnode_top_sup.
 -spec start_link() -> {ok, pid()} | ignore | {error, term()}.
 start_link() ->
     supervisor:start_link({local, ?MODULE}, ?MODULE, []).
 
+%% @doc supervisor callback: the forwarder, then tarearbol_cnode_sup.
 -spec init([]) -> {ok, {supervisor:sup_flags(), [supervisor:child_spec()]}}.
 init([]) ->
     {ok, {#{strategy => one_for_one, intensity => 5, period => 30},
