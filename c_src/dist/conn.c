@@ -217,10 +217,16 @@ int dm__conn_write(dm__conn *c, const char *data, size_t len) {
 
 static void flush(dm__conn *c);
 
+/* Queue buffers bigger than this go once written: they grew for one big
+ * packet. */
+#define KEEP_CAP (256 * 1024)
+
 static void on_written(uv_write_t *req, int status) {
   dm__conn *c = req->data;
   c->writing = 0;
   c->inflight.len = 0;
+  if (c->inflight.cap > KEEP_CAP)
+    dm__buf_free(&c->inflight); /* a big reply does not stay resident */
   if (c->closing)
     return;
   if (status < 0) {
@@ -238,6 +244,8 @@ static void flush(dm__conn *c) {
   int w = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
   if (w == (int)c->out.len) {
     c->out.len = 0;
+    if (c->out.cap > KEEP_CAP)
+      dm__buf_free(&c->out);
     return;
   }
   if (w < 0 && w != UV_EAGAIN) {

@@ -150,8 +150,13 @@ static int start(dm__manager *m, const char *id, size_t idlen, const char *opts,
     w->opts = dm__blob_ref(m->last_opts);
   } else {
     w->opts = dm__blob_new(opts, optslen);
-    dm__blob_unref(m->last_opts);
-    m->last_opts = dm__blob_ref(w->opts);
+    /* Shared while the next worker's opts are the same (children_specs,
+     * puts in a loop); big opts are not kept for that, so they go with
+     * their worker. */
+    if (optslen <= 4096) {
+      dm__blob_unref(m->last_opts);
+      m->last_opts = dm__blob_ref(w->opts);
+    }
   }
   if (payload) {
     w->payload = dm__blob_ref(payload);

@@ -63,6 +63,7 @@ static void on_prepare(uv_prepare_t *h) {
     if (n->hooks[i].ops->prepare)
       n->hooks[i].ops->prepare(n->hooks[i].ud);
   dm__conn_flush_all(&n->dist);
+  dm__node_pkt_trim(n);
 }
 
 static void on_stdin(uv_poll_t *h, int status, int events) {

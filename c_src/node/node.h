@@ -338,6 +338,9 @@ int dm__node_send_unlink_id_ack(dm__node *n, unsigned long long id,
 /* Answers a gen call to a missing process the way a BEAM node does: the
  * caller's monitor fires with noproc at once. */
 void dm__node_noproc(dm__node *n, const dm__ctrl *ctl);
+/* The packet buffer back to a small size after a big packet (out.c), so
+ * a 50 MiB reply does not stay resident. */
+void dm__node_pkt_trim(dm__node *n);
 
 /* Replies. A reply is encoded once, straight into the outgoing packet:
  * dm__reply_begin opens it (control, tag) and returns the buffer the body

@@ -1,6 +1,7 @@
 /* What the node sends: messages, exit signals, monitor exits and replies
  * to gen calls, each built once in the node's own packet buffer and
  * queued on the peer's connection. Loop thread only. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "dm.h"
@@ -12,6 +13,20 @@ static ei_x_buff *pkt(dm__node *n) {
   n->pkt.index = 0;
   n->pkt_body = 0; /* no reply open */
   return &n->pkt;
+}
+
+/* A packet buffer bigger than this after a packet shrinks back to it. */
+#define PKT_KEEP (64 * 1024)
+
+void dm__node_pkt_trim(dm__node *n) {
+  if (n->pkt.buffsz <= PKT_KEEP)
+    return;
+  char *p = realloc(n->pkt.buff, PKT_KEEP); /* ei allocates with malloc */
+  if (p) {
+    n->pkt.buff = p;
+    n->pkt.buffsz = PKT_KEEP;
+    n->pkt.index = 0;
+  }
 }
 
 static int send_pkt(dm__node *n, const char *to) {
