@@ -37,7 +37,7 @@ main(Args) ->
     Bin = filename:absname("priv/tarearbol_cnode"),
     %% BENCH_ONLY="w1 w3" runs some workloads; the JSON is written only
     %% when all of them ran.
-    All = ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8"],
+    All = ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w9"],
     Only = string:lexemes(os:getenv("BENCH_ONLY", lists:join(" ", All)), " "),
     Run = fun(W, F) -> case lists:member(W, Only) of true -> F(); false -> [] end end,
     W1 = Run("w1", fun() -> lists:append([w1(Bin, N) || N <- Sizes]) end),
@@ -48,7 +48,8 @@ main(Args) ->
     W6 = Run("w6", fun() -> w6(Bin, 100000) end),
     W7 = Run("w7", fun() -> w7(Bin, lists:max(Sizes)) end),
     W8 = Run("w8", fun() -> w8(Bin, lists:max(Sizes)) end),
-    Rows = W1 ++ W2 ++ W3 ++ W4 ++ W5 ++ W6 ++ W7 ++ W8,
+    W9 = Run("w9", fun() -> w9(Bin) end),
+    Rows = W1 ++ W2 ++ W3 ++ W4 ++ W5 ++ W6 ++ W7 ++ W8 ++ W9,
     W = lists:max([34 | [length(Name) || {Name, _, _} <- Rows]]),
     io:format("~n~-*s ~16s ~16s ~10s~n", [W, "workload / metric", "C node", "BEAM", "C vs BEAM"]),
     [io:format("~-*s ~16s ~16s ~10s~n", [W, Name, fmt(C), fmt(B), ratio(C, B)]) || {Name, C, B} <- Rows],
@@ -923,6 +924,63 @@ node_of(#{node := N}) -> N.
 stop(#{port := Port, os_pid := OsPid}) ->
     os:cmd("kill -TERM " ++ integer_to_list(OsPid)),
     receive {Port, {exit_status, _}} -> ok after 60000 -> ok end.
+
+%% ---- W9 ------------------------------------------------------------------
+
+%% Memory a node keeps after one big thing: a 50 MiB payload put, read
+%% (get and a call answering it) and deleted; state on 100k children,
+%% twice. RSS in MB before, and after each once the node is idle again
+%% (what stays beyond the steady state).
+w9(Bin) ->
+    C = start(Bin, "w9", ["--manager", "kv=counter,children=0,timeout=0", "--max-packet", "134217728"]),
+    N = node_of(C),
+    M = {kv, N},
+    started(M, now_ms() + 30000),
+    Mb = fun() -> rss_kb(C) / 1024 end,
+    Idle = Mb(),
+    Big = binary:copy(<<"x">>, 50 * 1024 * 1024),
+    ok = gen_server:call(M, {put, big, [{payload, Big}, {timeout, 0}]}, 60000),
+    _ = gen_server:call(M, {get, big}, 60000),
+    {ok, _} = gen_server:call(M, {synch_call, big, get}, 60000),
+    ok = gen_server:call(M, {del, big}, 60000),
+    AfterBig = settled(Mb),
+    [ok = gen_server:cast(M, {put, I, [{timeout, 0}]}) || I <- lists:seq(1, 99999)],
+    ok = gen_server:call(M, {put, 100000, [{timeout, 0}]}, 60000),
+    Children = settled(Mb),
+    {T, _} = timer:tc(fun() -> gen_server:call(M, state, 120000) end),
+    _ = gen_server:call(M, state, 120000),
+    AfterState = settled(Mb),
+    {Tp, Pages} = timer:tc(fun() -> dump_all(M, 0, 0) end),
+    100000 = Pages,
+    stop(C),
+    log("W9: idle ~.1f MB, after 50 MiB ~.1f, 100k children ~.1f, after state x2 ~.1f",
+        [Idle, AfterBig, Children, AfterState]),
+    [{"W9 RSS MB idle", Idle, undefined},
+     {"W9 RSS MB retained after a 50 MiB payload (put, get, call, del)", AfterBig - Idle, undefined},
+     {"W9 RSS MB with 100k children", Children, undefined},
+     {"W9 RSS MB retained after state on 100k, twice", AfterState - Children, undefined},
+     {"W9 state on 100k children, ms", T / 1000, undefined},
+     {"W9 dump of 100k children in pages of 10000, ms", Tp / 1000, undefined}].
+
+dump_all(M, Cursor, Acc) ->
+    case gen_server:call(M, {dump, Cursor, 10000}, 60000) of
+        {ok, Page, done} -> Acc + length(Page);
+        {ok, Page, Next} -> dump_all(M, Next, Acc + length(Page))
+    end.
+
+started(M, Deadline) ->
+    case catch maps:get(state, gen_server:call(M, state, 5000)) of
+        started -> ok;
+        _ ->
+            now_ms() < Deadline orelse error(boot_timeout),
+            timer:sleep(20),
+            started(M, Deadline)
+    end.
+
+%% RSS once the node has had a moment with nothing to do.
+settled(Mb) ->
+    timer:sleep(300),
+    Mb().
 
 %% SIGKILL, and the port's exit seen.
 kill9(#{port := Port, os_pid := Os}) ->
