@@ -1,5 +1,5 @@
 /* A manager's wire API: Tarearbol's requests (state, stats, restart, put,
- * put_new, del, get, synch_call, asynch_call), dump (pages of children
+ * put_new, del, get, synch_call, asynch_call), count, dump (pages of children
  * with their payloads), subscribe and unsubscribe (events.c) as a table of handlers, for
  * calls and for the casts that have a cast form. Each handler does its
  * work first, then encodes its answer once, into the reply packet. */
@@ -127,6 +127,13 @@ static void call_state(dm__manager *m, const dm__gen *g, const req_t *q) {
   ei_x_buff *x = dm__reply_begin(m->node, g);
   (void)q;
   dm__reply_end(m->node, g, x ? dm__enc_state(m, x) : DM_ENOMEM);
+}
+
+static void call_count(dm__manager *m, const dm__gen *g, const req_t *q) {
+  ei_x_buff *x = dm__reply_begin(m->node, g);
+  (void)q;
+  dm__reply_end(m->node, g,
+                x && ei_x_encode_ulonglong(x, m->count) == 0 ? 0 : DM_ENOMEM);
 }
 
 static void call_stats(dm__manager *m, const dm__gen *g, const req_t *q) {
@@ -293,6 +300,7 @@ static void call_asynch(dm__manager *m, const dm__gen *g, const req_t *q) {
  * starting (Tarearbol serialises these after children_specs). */
 static const handler handlers[] = {
     {"state", 0, 1, 0, call_state, NULL},
+    {"count", 0, 1, 0, call_count, NULL},
     {"stats", 0, 1, 0, call_stats, NULL},
     {"restart", 0, 1, 0, call_restart, cast_restart},
     {"put", 3, 0, 1, call_put, cast_put},

@@ -14,7 +14,7 @@
          info/1, node_stats/1,
          connect/2, ping/2, remote_call/4, remote_call/5,
          subscribe/2, subscribe/3, unsubscribe/1, unsubscribe/2,
-         dump/3]).
+         dump/3, count/1]).
 
 -export_type([manager/0, event/0, events/0, subscribe_opts/0]).
 
@@ -93,9 +93,20 @@ dump(M, Cursor, Limit) -> call(M, {dump, Cursor, Limit}).
 -spec restart(manager()) -> ok | {error, term()}.
 restart(M) -> call(M, restart).
 
-%% @doc The manager's State map: state, children, manager.
+%% @doc The manager's State map: state, children, manager. The call's
+%% timeout follows the manager's size (5 s, and 1 s more for each 50,000
+%% children: a million children are a reply of some 150 MB); count/1 and
+%% dump/3 are the cheap ways to look at a big manager.
 -spec state(manager()) -> map() | {error, term()}.
-state(M) -> call(M, state).
+state(M) ->
+    case count(M) of
+        N when is_integer(N) -> call(M, state, ?TIMEOUT + N div 50);
+        Error -> Error
+    end.
+
+%% @doc How many children the manager has.
+-spec count(manager()) -> non_neg_integer() | {error, term()}.
+count(M) -> call(M, count).
 
 %% @doc Calls the worker Id (or one picked when Id is nil).
 -spec synch_call(manager(), term(), term()) -> {ok, term()} | error | {error, term()}.

@@ -62,7 +62,9 @@ dump_pages_through_every_child_once_with_its_payload(_Config) ->
     ?assertEqual(Ids, lists:sort([I || {I, _, _} <- Mine])),
     ?assertEqual([], [I || {I, P, _} <- Mine, P =/= I * 10]),
     ?assertEqual([], [I || {I, _, O} <- Mine, O =/= [{payload, I * 10}, {timeout, 0}]]),
-    ?assertEqual(2502, length(All)).
+    ?assertEqual(2502, length(All)),
+    ?assertEqual(2502, tarearbol_cnode:count(M)),
+    ?assertMatch({error, {unknown_request, {count, x}}}, gen_server:call(M, {count, x})).
 
 walk(M, Cursor, Limit, Acc) ->
     case tarearbol_cnode:dump(M, Cursor, Limit) of
