@@ -189,7 +189,8 @@ void dm__conn_close(dm__conn *c, const char *why) {
   c->closed(d, c);
 }
 
-int dm__conn_write(dm__conn *c, const char *data, size_t len) {
+/* Room for len more bytes within max_outbuf, or the peer is dropped. */
+static int room(dm__conn *c, size_t len) {
   dm__dist *n = c->dist;
   if (c->closing)
     return DM_ECLOSED;
@@ -200,11 +201,11 @@ int dm__conn_write(dm__conn *c, const char *data, size_t len) {
     dm__conn_close(c, "output buffer full");
     return DM_ECLOSED;
   }
-  int r = dm__buf_append(&c->out, data, len);
-  if (r) {
-    dm__conn_close(c, "out of memory");
-    return r;
-  }
+  return 0;
+}
+
+static void queued(dm__conn *c, size_t len) {
+  dm__dist *n = c->dist;
   n->stats.bytes_out += len;
   c->last_write = uv_now(n->loop);
   if (!c->dirty) {
@@ -212,6 +213,32 @@ int dm__conn_write(dm__conn *c, const char *data, size_t len) {
     c->next_dirty = n->dirty;
     n->dirty = c;
   }
+}
+
+int dm__conn_write(dm__conn *c, const char *data, size_t len) {
+  int r = room(c, len);
+  if (r)
+    return r;
+  if ((r = dm__buf_append(&c->out, data, len))) {
+    dm__conn_close(c, "out of memory");
+    return r;
+  }
+  queued(c, len);
+  return 0;
+}
+
+int dm__conn_write_owned(dm__conn *c, char **data, size_t len, size_t cap) {
+  if (c->out.len)
+    return dm__conn_write(c, *data, len);
+  int r = room(c, len);
+  if (r)
+    return r;
+  dm__buf_free(&c->out);
+  c->out.data = *data;
+  c->out.len = len;
+  c->out.cap = cap;
+  *data = NULL;
+  queued(c, len);
   return 0;
 }
 

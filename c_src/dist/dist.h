@@ -357,6 +357,11 @@ int dm__conn_open(dm__dist *d, int fd, uint32_t peer, dm__conn_closed_fn closed,
                   dm__conn **out);
 /* Queues bytes; a peer whose queue passes max_outbuf is dropped. */
 int dm__conn_write(dm__conn *c, const char *data, size_t len);
+/* The same for a malloc'd buffer of cap bytes: when nothing is queued,
+ * the connection takes the buffer itself (*data becomes NULL, and the
+ * connection frees it) rather than copying it, so a 150 MB reply is not
+ * held twice. Otherwise it is copied and stays the caller's. */
+int dm__conn_write_owned(dm__conn *c, char **data, size_t len, size_t cap);
 void dm__conn_close(dm__conn *c, const char *why);
 /* Hands every queued byte to the kernel; once per loop iteration. */
 void dm__conn_flush_all(dm__dist *d);
@@ -385,6 +390,9 @@ int dm__dist_adopt(dm__dist *d, int fd, const char *peer, uint64_t flags);
 /* Queues a packet to the node named `to`. 0, or DM_ECLOSED when no
  * connection to it exists. */
 int dm__dist_send(dm__dist *d, const char *to, const char *pkt, size_t len);
+/* The same with dm__conn_write_owned: *pkt may be taken. */
+int dm__dist_send_owned(dm__dist *d, const char *to, char **pkt, size_t len,
+                        size_t cap);
 /* connect.c: the same, but without a connection one is made (as a BEAM
  * node's send does): the packet waits, bounded by max_outbuf, until the handshake
  * completes, and is dropped (counted) if it fails. 0, DM_ECLOSED (a name

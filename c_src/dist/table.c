@@ -136,6 +136,15 @@ int dm__dist_send(dm__dist *d, const char *to, const char *pkt, size_t len) {
   return dm__conn_write(c, pkt, len);
 }
 
+int dm__dist_send_owned(dm__dist *d, const char *to, char **pkt, size_t len,
+                        size_t cap) {
+  dm__conn *c = dm__dist_conn(d, to);
+  if (!c)
+    return DM_ECLOSED;
+  d->stats.packets_out++;
+  return dm__conn_write_owned(c, pkt, len, cap);
+}
+
 static void on_tick(uv_timer_t *t) {
   dm__dist *d = t->data;
   uint64_t now = uv_now(d->loop);

@@ -29,8 +29,22 @@ void dm__node_pkt_trim(dm__node *n) {
   }
 }
 
+/* A packet this big goes to its connection as it is, without a copy,
+ * when the connection has nothing queued; the node's buffer starts anew. */
+#define PKT_HAND_OVER (1024 * 1024)
+
 static int send_pkt(dm__node *n, const char *to) {
-  int r = dm__dist_send(&n->dist, to, n->pkt.buff, (size_t)n->pkt.index);
+  int r;
+  if (n->pkt.index >= PKT_HAND_OVER) {
+    r = dm__dist_send_owned(&n->dist, to, &n->pkt.buff, (size_t)n->pkt.index,
+                            (size_t)n->pkt.buffsz);
+    if (!n->pkt.buff) {
+      n->pkt.buffsz = 0;
+      n->pkt.index = 0;
+    }
+  } else {
+    r = dm__dist_send(&n->dist, to, n->pkt.buff, (size_t)n->pkt.index);
+  }
   if (r == DM_ECLOSED)
     n->stats.undeliverable++;
   return r;

@@ -9,6 +9,7 @@
 all() ->
     [every_api_function_against_a_real_node,
      dump_pages_through_every_child_once_with_its_payload,
+     big_replies_arrive_whole_one_after_another,
      dump_refuses_bad_cursors_and_limits_and_says_when_the_table_moved,
      node_errors_are_error_tuples,
      launcher_restarts_a_killed_node,
@@ -65,6 +66,27 @@ dump_pages_through_every_child_once_with_its_payload(_Config) ->
     ?assertEqual(2502, length(All)),
     ?assertEqual(2502, tarearbol_cnode:count(M)),
     ?assertMatch({error, {unknown_request, {count, x}}}, gen_server:call(M, {count, x})).
+
+%% Replies over a MiB go to the connection without a copy when nothing
+%% is queued before them, and are copied behind what is: both arrive
+%% whole, in order, from many callers at once.
+big_replies_arrive_whole_one_after_another(_Config) ->
+    {ok, N} = tarearbol_cnode:start_node(opts(#{})),
+    M = {counters, N},
+    cnode_test:wait_until(fun() -> maps:get(state, tarearbol_cnode:state(M)) =:= started end, 5000),
+    Bigs = [{I, crypto:strong_rand_bytes(3 * 1024 * 1024 + I)} || I <- lists:seq(1, 4)],
+    [ok = tarearbol_cnode:put(M, I, [{payload, B}, {timeout, 0}]) || {I, B} <- Bigs],
+    Self = self(),
+    Pids = [spawn_link(fun() ->
+                               R = [tarearbol_cnode:synch_call(M, I, get) || _ <- lists:seq(1, 3)],
+                               Self ! {self(), I, R}
+                       end) || {I, _} <- Bigs, _ <- lists:seq(1, 3)],
+    [receive {P, I, R} -> ?assertEqual(lists:duplicate(3, {ok, B}), R)
+     after 60000 -> error(timeout)
+     end || {P, {I, B}} <- lists:zip(Pids, [X || X <- Bigs, _ <- lists:seq(1, 3)])],
+    #{children := Cs} = tarearbol_cnode:state(M),
+    ?assertEqual(6, maps:size(Cs)),
+    ?assertEqual(pong, net_adm:ping(N)).
 
 walk(M, Cursor, Limit, Acc) ->
     case tarearbol_cnode:dump(M, Cursor, Limit) of
