@@ -14,13 +14,15 @@
          rebar3_checkout_dependency_starts_a_node_from_its_config/1,
          rebar3_git_dependency_builds_the_c_node_and_starts_it/1,
          mix_path_dependency_starts_a_node_from_its_config/1,
+         mix_git_dependency_builds_the_c_node_and_starts_it/1,
          priv_holds_only_what_a_release_ships/1]).
 
 all() ->
     [priv_holds_only_what_a_release_ships,
      rebar3_checkout_dependency_starts_a_node_from_its_config,
      rebar3_git_dependency_builds_the_c_node_and_starts_it,
-     mix_path_dependency_starts_a_node_from_its_config].
+     mix_path_dependency_starts_a_node_from_its_config,
+     mix_git_dependency_builds_the_c_node_and_starts_it].
 
 init_per_suite(Config) ->
     [{root, cnode_test:root()} | Config].
@@ -55,13 +57,23 @@ rebar3_git_dependency_builds_the_c_node_and_starts_it(Config) ->
     ?assert(filelib:is_regular(filename:join(Dir, "_build/default/lib/tarearbol_cnode/priv/tarearbol_cnode"))).
 
 mix_path_dependency_starts_a_node_from_its_config(Config) ->
-    Dir = filename:join(?config(priv_dir, Config), "dep_mix"),
-    Name = cnode_test:unique("depmix"),
+    mix_project(Config, "dep_mix", "path: \"" ++ ?config(root, Config) ++ "\"").
+
+%% Mix clones the checkout's HEAD and builds it, C node included, with
+%% nothing but the mix.exs at its root.
+mix_git_dependency_builds_the_c_node_and_starts_it(Config) ->
+    Root = ?config(root, Config),
+    Head = string:trim(os:cmd("git -C '" ++ Root ++ "' rev-parse HEAD")),
+    mix_project(Config, "dep_mix_git", "git: \"file://" ++ Root ++ "\", ref: \"" ++ Head ++ "\"").
+
+mix_project(Config, Prefix, Dep) ->
+    Dir = filename:join(?config(priv_dir, Config), Prefix),
+    Name = cnode_test:unique(Prefix),
     write(Dir, "mix.exs",
           "defmodule DepMix.MixProject do\n"
           "  use Mix.Project\n"
           "  def project, do: [app: :dep_mix, version: \"0.1.0\",\n"
-          "                    deps: [{:tarearbol_cnode, path: \"" ++ ?config(root, Config) ++ "\"}]]\n"
+          "                    deps: [{:tarearbol_cnode, " ++ Dep ++ "}]]\n"
           "  def application, do: [extra_applications: [:logger]]\n"
           "end\n"),
     write(Dir, "config/config.exs",
@@ -88,7 +100,7 @@ mix_path_dependency_starts_a_node_from_its_config(Config) ->
           "    IO.puts(\"DEP OK #{node}\")\n"
           "  end\n"
           "end\n"),
-    Out = sh(Dir, "mix compile && timeout 60 elixir --sname " ++ cnode_test:unique("mixrun")
+    Out = sh(Dir, "mix deps.get && mix compile && timeout 60 elixir --sname " ++ cnode_test:unique("mixrun")
                   ++ " --cookie " ++ cnode_test:unique("c") ++ " -S mix run -e DepMix.main"),
     assert_ran(Out, Name).
 
