@@ -83,9 +83,19 @@ static size_t children_bytes(const dm__manager *m) {
 }
 
 int dm__enc_dump(dm__manager *m, ei_x_buff *x, size_t slot, size_t limit) {
-  size_t end, count = 0;
-  for (end = slot; end < m->cap && count < limit; end++)
-    count += dm__children_at(m, end) != NULL;
+  size_t end, count = 0, bytes = 64;
+  for (end = slot; end < m->cap && count < limit; end++) {
+    const dm__worker *w = dm__children_at(m, end);
+    if (w) {
+      count++;
+      bytes += 2 + dm__worker_id_len(w) + dm__blob_size(w->opts) +
+               dm__blob_size(w->payload) + dm__blob_size(w->value);
+    }
+  }
+  /* ei grows a buffer by a few hundred bytes at a time: a page of 10000
+   * children would be copied thousands of times over. */
+  if (dm_x_reserve(x, bytes))
+    return DM_ENOMEM;
   ENC(ei_x_encode_tuple_header(x, 3));
   APPEND_CONST(x, DM__A_OK);
   if (count)

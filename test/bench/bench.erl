@@ -979,7 +979,7 @@ started(M, Deadline) ->
 
 %% RSS once the node has had a moment with nothing to do.
 settled(Mb) ->
-    timer:sleep(300),
+    timer:sleep(1500),
     Mb().
 
 %% SIGKILL, and the port's exit seen.
