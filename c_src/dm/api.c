@@ -1,6 +1,6 @@
 /* A manager's wire API: Tarearbol's requests (state, stats, restart, put,
- * put_new, del, get, synch_call, asynch_call), subscribe and unsubscribe
- * (events.c) as a table of handlers, for
+ * put_new, del, get, synch_call, asynch_call), dump (pages of children
+ * with their payloads), subscribe and unsubscribe (events.c) as a table of handlers, for
  * calls and for the casts that have a cast form. Each handler does its
  * work first, then encodes its answer once, into the reply packet. */
 #include <stdlib.h>
@@ -222,6 +222,47 @@ static void call_get(dm__manager *m, const dm__gen *g, const req_t *q) {
   dm__reply_end(m->node, g, x ? dm__enc_child(m->node, x, w) : DM_ENOMEM);
 }
 
+/* The most children one dump page holds. */
+#define DUMP_MAX 10000
+
+/* {dump, Cursor, Limit}: a page of the children with their payloads, for
+ * a cluster's handoffs and for listing big managers. Cursor is 0, or the
+ * Next of the page before, {Cap, Slot}: the table's size then and where
+ * to go on; {error, moved} when the table was resized since (the walk
+ * starts again from 0). */
+static void call_dump(dm__manager *m, const dm__gen *g, const req_t *q) {
+  int i = 0, arity, type, size;
+  unsigned long long cap = m->cap, slot = 0, limit = 0;
+  const char *c = q->el[1];
+  const char *what = NULL;
+  if (ei_get_type(c, &i, &type, &size) == 0 && type == ERL_SMALL_TUPLE_EXT) {
+    if (ei_decode_tuple_header(c, &i, &arity) < 0 || arity != 2 ||
+        ei_decode_ulonglong(c, &i, &cap) < 0 || ei_decode_ulonglong(c, &i, &slot) < 0 ||
+        (size_t)i != q->len[1] || slot > cap)
+      what = "bad_cursor";
+  } else if (ei_decode_ulonglong(c, &i, &slot) < 0 || slot != 0 || (size_t)i != q->len[1]) {
+    what = "bad_cursor";
+  }
+  i = 0;
+  if (!what && (ei_decode_ulonglong(q->el[2], &i, &limit) < 0 || (size_t)i != q->len[2] ||
+                limit < 1 || limit > DUMP_MAX))
+    what = "bad_limit";
+  if (what) {
+    ei_x_buff *x = dm__reply_begin(m->node, g);
+    const char *d = what[4] == 'c' ? q->el[1] : q->el[2];
+    size_t dl = what[4] == 'c' ? q->len[1] : q->len[2];
+    dm__reply_end(m->node, g, x ? enc_error_detail(x, what, d, dl) : DM_ENOMEM);
+    m->st.bad_requests++;
+    return;
+  }
+  if (cap != m->cap) {
+    reply_error(m, g, "moved");
+    return;
+  }
+  ei_x_buff *x = dm__reply_begin(m->node, g);
+  dm__reply_end(m->node, g, x ? dm__enc_dump(m, x, (size_t)slot, (size_t)limit) : DM_ENOMEM);
+}
+
 static void call_subscribe(dm__manager *m, const dm__gen *g, const req_t *q) {
   dm__ev_subscribe(m, g, q->el[1], q->len[1], q->el[2], q->len[2]);
 }
@@ -258,6 +299,7 @@ static const handler handlers[] = {
     {"put_new", 3, 0, 1, call_put, cast_put},
     {"del", 2, 0, 1, call_del, cast_del},
     {"get", 2, 0, 1, call_get, NULL},
+    {"dump", 3, 1, 1, call_dump, NULL},
     {"synch_call", 3, 0, 0, call_synch, NULL},
     {"asynch_call", 3, 0, 0, call_asynch, NULL},
     {"subscribe", 3, 1, 0, call_subscribe, NULL},

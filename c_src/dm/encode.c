@@ -82,6 +82,35 @@ static size_t children_bytes(const dm__manager *m) {
   return sum;
 }
 
+int dm__enc_dump(dm__manager *m, ei_x_buff *x, size_t slot, size_t limit) {
+  size_t end, count = 0;
+  for (end = slot; end < m->cap && count < limit; end++)
+    count += dm__children_at(m, end) != NULL;
+  ENC(ei_x_encode_tuple_header(x, 3));
+  APPEND_CONST(x, DM__A_OK);
+  if (count)
+    ENC(ei_x_encode_list_header(x, (long)count));
+  for (size_t i = slot; i < end; i++) {
+    const dm__worker *w = dm__children_at(m, i);
+    if (!w)
+      continue;
+    ENC(ei_x_encode_tuple_header(x, 4));
+    ENC(ei_x_append_buf(x, dm__worker_id(w), (int)dm__worker_id_len(w)));
+    ENC(ei_x_append_buf(x, dm__blob_data(w->opts), (int)dm__blob_size(w->opts)));
+    ENC(ei_x_append_buf(x, dm__blob_data(w->payload), (int)dm__blob_size(w->payload)));
+    ENC(ei_x_append_buf(x, dm__blob_data(w->value), (int)dm__blob_size(w->value)));
+  }
+  ENC(ei_x_encode_empty_list(x));
+  if (end >= m->cap) {
+    ENC(ei_x_encode_atom(x, "done"));
+  } else {
+    ENC(ei_x_encode_tuple_header(x, 2));
+    ENC(ei_x_encode_ulonglong(x, m->cap));
+    ENC(ei_x_encode_ulonglong(x, end));
+  }
+  return 0;
+}
+
 int dm__enc_state(dm__manager *m, ei_x_buff *x) {
   if (m->count > 64 && dm_x_reserve(x, children_bytes(m)))
     return DM_ENOMEM;

@@ -588,6 +588,10 @@ void dm__sys_worker(dm__worker *w, const dm__gen *g);
 /* ---- encode.c ---- */
 /* %Tarearbol.DynamicManager.Child{} of w. 0 or DM_ENOMEM. */
 int dm__enc_child(dm__node *n, ei_x_buff *x, const dm__worker *w);
+/* {ok, [{Id, Opts, Payload, Value}], Next}: the children of the table's
+ * slots from slot on, at most limit of them; Next is {Cap, Slot} to go
+ * on from, or done. */
+int dm__enc_dump(dm__manager *m, ei_x_buff *x, size_t slot, size_t limit);
 int dm__enc_state(dm__manager *m, ei_x_buff *x);
 int dm__enc_stats(dm__manager *m, ei_x_buff *x);
 /* info's managers: a list of maps. */

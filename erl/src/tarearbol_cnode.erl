@@ -13,7 +13,8 @@
          synch_call/3, asynch_call/3, stats/1,
          info/1, node_stats/1,
          connect/2, ping/2, remote_call/4, remote_call/5,
-         subscribe/2, subscribe/3, unsubscribe/1, unsubscribe/2]).
+         subscribe/2, subscribe/3, unsubscribe/1, unsubscribe/2,
+         dump/3]).
 
 -export_type([manager/0, event/0, events/0, subscribe_opts/0]).
 
@@ -77,6 +78,16 @@ del(M, Id) -> call(M, {del, Id}).
 %% @doc The worker's Child map, or `#{}' when there is none.
 -spec get(manager(), term()) -> map() | {error, term()}.
 get(M, Id) -> call(M, {get, Id}).
+
+%% @doc A page of the children with their payloads: `{ok, [{Id, Opts,
+%% Payload, Value}], Next}'. Cursor is 0 to start, then the Next of the
+%% page before, until Next is `done'; Limit is 1 to 10000. `{error, moved}'
+%% when the manager's table was resized during the walk: start again from
+%% 0. For handoffs, backups and listing managers too big for state/1.
+-spec dump(manager(), 0 | {non_neg_integer(), non_neg_integer()}, 1..10000) ->
+          {ok, [{term(), term(), term(), term()}], done | {non_neg_integer(), non_neg_integer()}}
+          | {error, term()}.
+dump(M, Cursor, Limit) -> call(M, {dump, Cursor, Limit}).
 
 %% @doc Back to a clean state from children_specs.
 -spec restart(manager()) -> ok | {error, term()}.

@@ -8,6 +8,8 @@
 
 all() ->
     [every_api_function_against_a_real_node,
+     dump_pages_through_every_child_once_with_its_payload,
+     dump_refuses_bad_cursors_and_limits_and_says_when_the_table_moved,
      node_errors_are_error_tuples,
      launcher_restarts_a_killed_node,
      missing_binary_is_a_clear_error,
@@ -43,6 +45,45 @@ every_api_function_against_a_real_node(_Config) ->
     ?assertMatch(#{performs := _, workers := 2}, tarearbol_cnode:stats(M)),
     ?assertMatch(#{node := N, managers := [#{name := counters}]}, tarearbol_cnode:info(N)),
     ?assertMatch(#{connections_accepted := _}, tarearbol_cnode:node_stats(N)).
+
+dump_pages_through_every_child_once_with_its_payload(_Config) ->
+    {ok, N} = tarearbol_cnode:start_node(opts(#{})),
+    M = {counters, N},
+    cnode_test:wait_until(fun() -> maps:get(state, tarearbol_cnode:state(M)) =:= started end, 5000),
+    Ids = lists:seq(1, 2500),
+    [ok = tarearbol_cnode:put(M, {id, I}, [{payload, I * 10}, {timeout, 0}]) || I <- Ids],
+    Pages = walk(M, 0, 333, []),
+    All = lists:append(Pages),
+    ?assert(length(Pages) >= 2500 div 333),
+    ?assert(lists:all(fun(P) -> length(P) =< 333 end, Pages)),
+    Mine = [{I, P, O} || {{id, I}, O, P, _V} <- All],
+    %% Every id once, with the payload and opts it was put with; the two
+    %% spec children are there too.
+    ?assertEqual(Ids, lists:sort([I || {I, _, _} <- Mine])),
+    ?assertEqual([], [I || {I, P, _} <- Mine, P =/= I * 10]),
+    ?assertEqual([], [I || {I, _, O} <- Mine, O =/= [{payload, I * 10}, {timeout, 0}]]),
+    ?assertEqual(2502, length(All)).
+
+walk(M, Cursor, Limit, Acc) ->
+    case tarearbol_cnode:dump(M, Cursor, Limit) of
+        {ok, Page, done} -> lists:reverse([Page | Acc]);
+        {ok, Page, Next} -> walk(M, Next, Limit, [Page | Acc])
+    end.
+
+dump_refuses_bad_cursors_and_limits_and_says_when_the_table_moved(_Config) ->
+    {ok, N} = tarearbol_cnode:start_node(opts(#{})),
+    M = {counters, N},
+    cnode_test:wait_until(fun() -> maps:get(state, tarearbol_cnode:state(M)) =:= started end, 5000),
+    [?assertMatch({error, {bad_cursor, C}}, tarearbol_cnode:dump(M, C, 10))
+     || C <- [1, -1, foo, {1}, {1, 2, 3}, {a, 0}, {4, 5}, <<"x">>, [0]]],
+    [?assertMatch({error, {bad_limit, L}}, tarearbol_cnode:dump(M, 0, L))
+     || L <- [0, -5, 10001, 1 bsl 70, x, 1.5]],
+    {ok, [_], Next} = tarearbol_cnode:dump(M, 0, 1),
+    %% Enough children to grow the table: the cursor of before is stale.
+    [ok = tarearbol_cnode:put(M, I, [{timeout, 0}]) || I <- lists:seq(1, 5000)],
+    ?assertEqual({error, moved}, tarearbol_cnode:dump(M, Next, 1)),
+    ?assertMatch({ok, [_ | _], _}, tarearbol_cnode:dump(M, 0, 10000)),
+    ?assertEqual(pong, net_adm:ping(N)).
 
 node_errors_are_error_tuples(_Config) ->
     {ok, N} = tarearbol_cnode:start_node(opts(#{})),
