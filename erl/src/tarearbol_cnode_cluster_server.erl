@@ -137,7 +137,10 @@ handle_call({route, Req, Hops}, From, #{view := View} = S) ->
     case id(Req) of
         {ok, Id} ->
             case tarearbol_cnode_cluster_place:owner(Id, maps:keys(View)) of
-                Me when Me =:= node(); Hops >= ?MAX_HOPS ->
+                Me when Me =:= node(), Hops < ?MAX_HOPS ->
+                    serve(Req, From, S, previous(Id, S)),
+                    {noreply, S};
+                _ when Hops >= ?MAX_HOPS ->
                     serve(Req, From, S),
                     {noreply, S};
                 Owner ->
@@ -233,8 +236,39 @@ id({synch_call, Id, _}) -> {ok, Id};
 id({asynch_call, Id, _}) -> {ok, Id};
 id(_) -> none.
 
-serve(Req, From, #{name := Name, tab := Tab, cnode := CNode}) ->
-    spawn_reply(From, fun() -> do(Req, {Name, CNode}, Tab) end).
+serve(Req, From, S) -> serve(Req, From, S, none).
+
+%% While the membership is not settled, a read of an id that this C node
+%% lacks may be of one still on its way here from the member that owned it
+%% before: that member is asked too (it serves it without redirecting).
+serve(Req, From, #{name := Name, tab := Tab, cnode := CNode}, Previous) ->
+    spawn_reply(From, fun() ->
+                              R = do(Req, {Name, CNode}, Tab),
+                              case Previous =/= none andalso missing(Req, R) of
+                                  true ->
+                                      try gen_server:call(Previous, {route, Req, ?MAX_HOPS}, ?CALL_TIMEOUT)
+                                      catch exit:_ -> R
+                                      end;
+                                  false -> R
+                              end
+                      end).
+
+missing({get, _}, R) -> R =:= #{};
+missing({synch_call, _, _}, R) -> R =:= error;
+missing({asynch_call, _, _}, R) -> R =:= error;
+missing(_, _) -> false.
+
+%% The member that owned Id before this one joined, when the view changed
+%% less than settle_ms ago.
+previous(Id, #{view := View, changed := Changed, settle_ms := Settle}) ->
+    case now_ms() - Changed < Settle of
+        true ->
+            case tarearbol_cnode_cluster_place:owner(Id, maps:keys(maps:remove(node(), View))) of
+                undefined -> none;
+                N -> maps:get(N, View)
+            end;
+        false -> none
+    end.
 
 spawn_reply(From, F) ->
     _ = spawn(fun() ->
