@@ -24,7 +24,9 @@ groups() ->
        a_member_with_another_configuration_is_refused,
        kill_9_of_a_c_node_every_id_answers_again_within_5_s_once,
        stopping_a_peer_its_ids_answer_on_the_survivors_within_5_s_once,
-       a_returning_peer_gets_a_third_back_while_calls_keep_working]}].
+       a_returning_peer_gets_a_third_back_while_calls_keep_working,
+       restart_empties_the_records_and_every_members_manager,
+       with_mnesia_down_on_the_owner_a_put_is_refused_and_no_worker_starts]}].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(tarearbol_cnode),
@@ -34,6 +36,16 @@ end_per_suite(_Config) ->
     application:stop(tarearbol_cnode).
 
 init_per_group(three_members, Config) ->
+    %% Peers that cases start for the cases after them, in a table whose
+    %% owner lives until end_per_group (init_per_group's process does not).
+    Self = self(),
+    Holder = spawn(fun() ->
+                           cluster_peers = ets:new(cluster_peers, [named_table, public]),
+                           Self ! {self(), table},
+                           receive stop -> ok end
+                   end),
+    receive {Holder, table} -> ok end,
+    ets:insert(cluster_peers, {holder, Holder}),
     Names = [cnode_test:unique("clp" ++ integer_to_list(I)) || I <- [1, 2, 3]],
     Peers = [start_member(N) || N <- Names],
     mesh([Node || {_, Node} <- Peers]),
@@ -42,6 +54,9 @@ init_per_group(three_members, Config) ->
 
 end_per_group(three_members, Config) ->
     [catch peer:stop(P) || {P, _} <- ?config(peers, Config)],
+    [catch peer:stop(P) || {returned, P} <- ets:tab2list(cluster_peers)],
+    [{_, Holder}] = ets:lookup(cluster_peers, holder),
+    Holder ! stop,
     ok.
 
 %% ---------------------------------------------------------------------------
@@ -298,9 +313,9 @@ a_returning_peer_gets_a_third_back_while_calls_keep_working(Config) ->
     cnode_test:wait_until(fun() -> Caller ! {count, self()}, receive {count, C, _} -> C > 200 end end, 10000),
     T0 = erlang:monotonic_time(millisecond),
     {P, _} = start_member(Name),
-    try returned(Caller, T0)
-    after peer:stop(P)
-    end.
+    %% The peer stays for the cases after this one; end_per_group stops it.
+    ets:insert(cluster_peers, {returned, P}),
+    returned(Caller, T0).
 
 returned(Caller, T0) ->
     await_members(3),
@@ -341,3 +356,26 @@ caller(Parent, Calls, Failures) ->
             end,
         caller(Parent, Calls + 1, Failures + F)
     end.
+
+restart_empties_the_records_and_every_members_manager(Config) ->
+    [{_, N} | _] = ?config(peers, Config),
+    Tab = tarearbol_cnode_cluster_store:table(?M),
+    ?assertEqual(ok, tarearbol_cnode_cluster:restart(?M)),
+    ?assertEqual(0, erpc:call(N, mnesia, table_info, [Tab, size])),
+    cnode_test:wait_until(fun() -> lists:all(fun(L) -> L =:= [] end, maps:values(children_by_cnode())) end, 5000),
+    ?assertMatch(#{children := C, state := started} when map_size(C) =:= 0, tarearbol_cnode_cluster:state(?M)),
+    ?assertEqual(error, tarearbol_cnode_cluster:synch_call(?M, 1, get)),
+    %% A put after the restart is served as before.
+    ?assertEqual(ok, tarearbol_cnode_cluster:put(?M, 1, [{payload, 5}, {timeout, 0}])),
+    ?assertEqual({ok, 5}, tarearbol_cnode_cluster:synch_call(?M, 1, get)).
+
+with_mnesia_down_on_the_owner_a_put_is_refused_and_no_worker_starts(_Config) ->
+    [Owner | _] = tarearbol_cnode_cluster:members(?M),
+    Id = hd([I || I <- lists:seq(100, 1000),
+                  tarearbol_cnode_cluster_place:owner(I, tarearbol_cnode_cluster:members(?M)) =:= Owner]),
+    stopped = erpc:call(Owner, mnesia, stop, []),
+    R = tarearbol_cnode_cluster:put(?M, Id, [{payload, 1}, {timeout, 0}]),
+    ct:pal("put with Mnesia stopped on the owner: ~p", [R]),
+    ?assertMatch({error, {mnesia, _}}, R),
+    ?assertMatch({error, {mnesia, _}}, tarearbol_cnode_cluster:del(?M, Id)),
+    ?assertEqual(#{}, tarearbol_cnode:get({?M, maps:get(Owner, cnodes())}, Id)).
