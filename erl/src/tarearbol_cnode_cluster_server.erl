@@ -62,10 +62,15 @@ init(#{name := Name, node := NodeOpts} = Opts) when is_atom(Name), is_map(NodeOp
                 ok ->
                     {Ref, Pids} = pg:monitor(?SCOPE, Name),
                     true = erlang:monitor_node(CNode, true),
+                    _ = mnesia:subscribe(system),
                     S = #{name => Name, tab => Tab, cnode => CNode, config => Config,
                           launcher => maps:get(name, NodeOpts),
                           handoff_ms => maps:get(handoff_ms, Opts, ?HANDOFF_MS),
                           settle_ms => maps:get(settle_ms, Opts, 10000),
+                          quorum => maps:get(quorum, Opts, 1),
+                          %% Seen in a minority since the last quorum; and
+                          %% Mnesia said the copies diverged meanwhile.
+                          was_minority => false, inconsistent => false,
                           pg => Ref, view => view(Pids), changed => now_ms(),
                           cnode_up => true, busy => false, pending => [],
                           counters => #{}},
@@ -89,7 +94,8 @@ config(Name, #{node := NodeOpts} = Opts) ->
     Prefix = atom_to_list(Name) ++ "=",
     Specs = [S || S0 <- maps:get(managers, NodeOpts, []),
                   S <- [unicode:characters_to_list(S0)], lists:prefix(Prefix, S)],
-    #{manager => Specs, handoff_ms => maps:get(handoff_ms, Opts, ?HANDOFF_MS)}.
+    #{manager => Specs, handoff_ms => maps:get(handoff_ms, Opts, ?HANDOFF_MS),
+      quorum => maps:get(quorum, Opts, 1)}.
 
 start_cnode(Name, NodeOpts) ->
     case tarearbol_cnode:start_node(NodeOpts) of
@@ -134,22 +140,12 @@ view(Pids) -> maps:from_list([{node(P), P} || P <- Pids]).
 %% tarearbol_cnode_cluster, and adopt from a member moving ids here.
 -spec handle_call(term(), gen_server:from(), map()) -> {reply, term(), map()} | {noreply, map()}.
 handle_call({route, Req, Hops}, From, #{view := View} = S) ->
-    case id(Req) of
-        {ok, Id} ->
-            case tarearbol_cnode_cluster_place:owner(Id, maps:keys(View)) of
-                Me when Me =:= node(), Hops < ?MAX_HOPS ->
-                    serve(Req, From, S, previous(Id, S)),
-                    {noreply, S};
-                _ when Hops >= ?MAX_HOPS ->
-                    serve(Req, From, S),
-                    {noreply, S};
-                Owner ->
-                    {reply, {'$redirect', maps:get(Owner, View)}, S}
-            end;
-        none ->
-            serve(Req, From, S),
-            {noreply, S}
+    case is_write(Req) andalso minority(S) of
+        true -> {reply, {error, minority}, S};
+        false -> route(Req, Hops, From, View, S)
     end;
+handle_call({local, clear}, _From, #{view := View, quorum := Q} = S) when map_size(View) < Q ->
+    {reply, {error, minority}, S};
 handle_call({local, Req}, From, S) ->
     serve({local, Req}, From, S),
     {noreply, S};
@@ -166,6 +162,26 @@ handle_call(info, _From, S) ->
 handle_call(Req, _From, S) ->
     {reply, {error, {unknown_request, Req}}, S}.
 
+is_write(Req) -> lists:member(element(1, Req), [put, put_new, del]).
+
+route(Req, Hops, From, View, S) ->
+    case id(Req) of
+        {ok, Id} ->
+            case tarearbol_cnode_cluster_place:owner(Id, maps:keys(View)) of
+                Me when Me =:= node(), Hops < ?MAX_HOPS ->
+                    serve(Req, From, S, previous(Id, S)),
+                    {noreply, S};
+                _ when Hops >= ?MAX_HOPS ->
+                    serve(Req, From, S),
+                    {noreply, S};
+                Owner ->
+                    {reply, {'$redirect', maps:get(Owner, View)}, S}
+            end;
+        none ->
+            serve(Req, From, S),
+            {noreply, S}
+    end.
+
 %% @doc gen_server callback: nothing is cast to a member.
 -spec handle_cast(term(), map()) -> {noreply, map()}.
 handle_cast(_Msg, S) ->
@@ -179,13 +195,27 @@ handle_info({Ref, join, _Group, Pids}, #{pg := Ref, view := View} = S) ->
     Joined = [node(P) || P <- Pids, node(P) =/= node()],
     ?LOG_INFO("cluster ~p: ~p joined; members ~p", [maps:get(name, S), Joined, maps:keys(New)]),
     S1 = S#{view := New, changed := now_ms()},
-    {noreply, case Joined of [] -> S1; _ -> task(rebalance, S1) end};
+    case healed(S1) of
+        true -> rejoin(S1);
+        false -> {noreply, case Joined of [] -> S1; _ -> task(rebalance, quorum(S1)) end}
+    end;
 handle_info({Ref, leave, _Group, Pids}, #{pg := Ref, view := View} = S) ->
     Left = [node(P) || P <- Pids, maps:get(node(P), View, undefined) =:= P],
     New = maps:without(Left, View),
     ?LOG_INFO("cluster ~p: ~p left; members ~p", [maps:get(name, S), Left, maps:keys(New)]),
-    S1 = S#{view := New, changed := now_ms()},
-    {noreply, case Left of [] -> S1; _ -> task({failover, Left}, S1) end};
+    S1 = quorum(S#{view := New, changed := now_ms()}),
+    %% A minority takes over nothing: the majority does.
+    {noreply, case Left =/= [] andalso not minority(S1) of
+                  true -> task({failover, Left}, S1);
+                  false -> S1
+              end};
+handle_info({mnesia_system_event, {inconsistent_database, Context, Node}}, S) ->
+    ?LOG_WARNING("cluster ~p: Mnesia copies diverged from ~p (~p)", [maps:get(name, S), Node, Context]),
+    S1 = S#{inconsistent := true},
+    case healed(S1) of
+        true -> rejoin(S1);
+        false -> {noreply, S1}
+    end;
 handle_info({nodedown, CNode}, #{cnode := CNode, launcher := L} = S) ->
     ?LOG_WARNING("cluster ~p: C node ~p down; waiting for its launcher", [maps:get(name, S), CNode]),
     Self = self(),
@@ -197,7 +227,11 @@ handle_info({cnode_ready, CNode, ok}, #{cnode := CNode} = S) ->
     {noreply, task(restore, S#{cnode_up := true})};
 handle_info({cnode_ready, CNode, {error, Reason}}, #{cnode := CNode} = S) ->
     {stop, {cnode, Reason}, S};
-handle_info(tick, #{cnode_up := Up, busy := Busy} = S) ->
+handle_info(tick, #{cnode_up := Up, busy := Busy, changed := Changed, settle_ms := Settle} = S0) ->
+    S = case not minority(S0) andalso now_ms() - Changed >= Settle of
+            true -> S0#{was_minority := false, inconsistent := false};
+            false -> S0
+        end,
     S1 = case Up andalso not Busy of
              true -> task(tick, S);
              false -> S
@@ -350,7 +384,7 @@ task(tick, S) -> S;
 task(T, #{pending := P} = S) -> S#{pending := P ++ [T]}.
 
 run(T, #{sync := Sync, view := View, changed := Changed, settle_ms := Settle} = S) ->
-    Sync ! {task, T, View, #{settled => now_ms() - Changed >= Settle}},
+    Sync ! {task, T, View, #{settled => now_ms() - Changed >= Settle, minority => minority(S)}},
     S#{busy := true}.
 
 report(Task, Report, S) ->
@@ -378,6 +412,34 @@ info(#{view := View, cnode := CNode, counters := Cs, busy := Busy, cnode_up := U
     #{members => lists:sort(maps:keys(View)), cnode => CNode, cnode_up => Up,
       busy => Busy, handoff_ms => H, table => Tab,
       copy_type => tarearbol_cnode_cluster_store:copy_type(), counters => Cs}.
+
+%% Net splits: a member that sees fewer than `quorum' members (itself
+%% included) is in a minority. It refuses writes, takes over no one's ids
+%% and hands off nothing (the majority does all three), and keeps serving
+%% reads of the workers it runs. Back with a quorum, if Mnesia saw the
+%% copies diverge, it reloads them from the majority: it stops Mnesia and
+%% exits, and its supervisor starts it again, which joins afresh.
+minority(#{view := View, quorum := Q}) -> map_size(View) < Q.
+
+quorum(S) ->
+    case minority(S) of
+        true -> S#{was_minority := true};
+        false -> S
+    end.
+
+healed(#{was_minority := true, inconsistent := Inc} = S) ->
+    not minority(S) andalso
+        (Inc orelse [N || N <- maps:keys(map_get(view, S)),
+                          not lists:member(N, mnesia:system_info(running_db_nodes))] =/= []);
+healed(_) ->
+    false.
+
+rejoin(S) ->
+    ?LOG_WARNING("cluster ~p: back with a quorum after a split; reloading the records from ~p",
+                 [maps:get(name, S), maps:keys(maps:remove(node(), map_get(view, S)))]),
+    _ = pg:leave(?SCOPE, maps:get(name, S), self()),
+    stopped = mnesia:stop(),
+    {stop, {shutdown, rejoin_after_split}, S}.
 
 tick_later(#{handoff_ms := H} = S) ->
     _ = erlang:send_after(H, self(), tick),

@@ -62,6 +62,8 @@ loop(#{server := Server} = Ctx) ->
             loop(Ctx)
     end.
 
+run(tick, _View, #{minority := true}, _Ctx) ->
+    #{};
 run(tick, View, #{settled := Settled}, Ctx) ->
     case dump_all(Ctx) of
         {ok, Local} ->

@@ -16,7 +16,8 @@
 all() ->
     [placement_moves_about_one_in_k_and_only_to_or_from_the_changed_member,
      placement_is_the_same_whatever_the_order_of_members,
-     {group, three_members}].
+     {group, three_members},
+     {group, net_split}].
 
 groups() ->
     [{three_members, [sequence],
@@ -26,7 +27,8 @@ groups() ->
        stopping_a_peer_its_ids_answer_on_the_survivors_within_5_s_once,
        a_returning_peer_gets_a_third_back_while_calls_keep_working,
        restart_empties_the_records_and_every_members_manager,
-       with_mnesia_down_on_the_owner_a_put_is_refused_and_no_worker_starts]}].
+       with_mnesia_down_on_the_owner_a_put_is_refused_and_no_worker_starts]},
+     {net_split, [], [a_minority_refuses_writes_the_majority_takes_over_and_the_heal_merges]}].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(tarearbol_cnode),
@@ -35,6 +37,8 @@ init_per_suite(Config) ->
 end_per_suite(_Config) ->
     application:stop(tarearbol_cnode).
 
+init_per_group(net_split, Config) ->
+    Config;
 init_per_group(three_members, Config) ->
     %% Peers that cases start for the cases after them, in a table whose
     %% owner lives until end_per_group (init_per_group's process does not).
@@ -52,6 +56,8 @@ init_per_group(three_members, Config) ->
     await_members(length(Peers)),
     [{peers, Peers} | Config].
 
+end_per_group(net_split, _Config) ->
+    ok;
 end_per_group(three_members, Config) ->
     [catch peer:stop(P) || {P, _} <- ?config(peers, Config)],
     [catch peer:stop(P) || {returned, P} <- ets:tab2list(cluster_peers)],
@@ -379,3 +385,85 @@ with_mnesia_down_on_the_owner_a_put_is_refused_and_no_worker_starts(_Config) ->
     ?assertMatch({error, {mnesia, _}}, R),
     ?assertMatch({error, {mnesia, _}}, tarearbol_cnode_cluster:del(?M, Id)),
     ?assertEqual(#{}, tarearbol_cnode:get({?M, maps:get(Owner, cnodes())}, Id)).
+
+%% ---------------------------------------------------------------------------
+%% Net split: peers that this node reaches over their stdio only, so that
+%% it bridges none of them; a split is made with cookies that do not match
+%% between the two sides, so that no one connects again until the heal.
+
+split_peer(Name) ->
+    {P, Node} = cnode_test:start_peer(Name, ["-pa", ebin(tarearbol_cnode), "-connect_all", "false"]),
+    {ok, _} = peer:call(P, application, ensure_all_started, [tarearbol_cnode]),
+    {P, Node}.
+
+pc(P, M, F, A) -> peer:call(P, M, F, A, 60000).
+
+set_cookies(P, Nodes, Cookie) ->
+    [true = pc(P, erlang, set_cookie, [N, Cookie]) || N <- Nodes],
+    ok.
+
+a_minority_refuses_writes_the_majority_takes_over_and_the_heal_merges(_Config) ->
+    Names = [cnode_test:unique("spl" ++ integer_to_list(I)) || I <- [1, 2, 3]],
+    Peers = [split_peer(N) || N <- Names],
+    [{PA, A}, {PB, B}, {PC, C}] = Peers,
+    try
+        [true = pc(P1, net_kernel, connect_node, [N2]) || {P1, N1} <- Peers, {_, N2} <- Peers, N1 =/= N2],
+        [{ok, _} = pc(P, tarearbol_cnode_cluster, start_member,
+                      [(member_opts(N))#{quorum => 2}]) || {{P, _}, N} <- lists:zip(Peers, Names)],
+        cnode_test:wait_until(fun() -> pc(PB, tarearbol_cnode_cluster, members, [?M]) =:= lists:sort([A, B, C]) end, 10000),
+        Ids = lists:seq(1, 300),
+        [ok = pc(PB, tarearbol_cnode_cluster, put, [?M, Id, [{payload, 0}, {timeout, 0}]]) || Id <- Ids],
+        OwnedByA = [Id || Id <- Ids, tarearbol_cnode_cluster_place:owner(Id, lists:sort([A, B, C])) =:= A],
+        ?assertNotEqual([], OwnedByA),
+        Reg = tarearbol_cnode_cluster_server:registered_name(?M),
+        MemberA = pc(PA, erlang, whereis, [Reg]),
+        %% The split: A alone, B and C together.
+        set_cookies(PA, [B, C], split_a),
+        set_cookies(PB, [A], split_bc),
+        set_cookies(PC, [A], split_bc),
+        [pc(PA, erlang, disconnect_node, [N]) || N <- [B, C]],
+        cnode_test:wait_until(fun() -> pc(PA, tarearbol_cnode_cluster, members, [?M]) =:= [A] end, 10000),
+        cnode_test:wait_until(fun() -> pc(PB, tarearbol_cnode_cluster, members, [?M]) =:= lists:sort([B, C]) end, 10000),
+        %% The minority refuses writes, and still answers for its workers.
+        ?assertEqual({error, minority}, pc(PA, tarearbol_cnode_cluster, put, [?M, split_a, [{timeout, 0}]])),
+        ?assertEqual({error, minority}, pc(PA, tarearbol_cnode_cluster, del, [?M, hd(OwnedByA)])),
+        ?assertEqual({ok, 0}, pc(PA, tarearbol_cnode_cluster, synch_call, [?M, hd(OwnedByA), get])),
+        %% The majority writes, and serves A's ids within 5 s.
+        ?assertEqual(ok, pc(PB, tarearbol_cnode_cluster, put, [?M, split_bc, [{payload, 3}, {timeout, 0}]])),
+        cnode_test:wait_until(fun() ->
+                                      lists:all(fun(Id) -> {ok, 0} =:= pc(PB, tarearbol_cnode_cluster, synch_call, [?M, Id, get]) end,
+                                                OwnedByA)
+                              end, ?FAILOVER_MS),
+        %% The heal: A reloads the records from B and C, and every id ends
+        %% on exactly one C node.
+        set_cookies(PA, [B, C], list_to_atom(cnode_test:cookie())),
+        set_cookies(PB, [A], list_to_atom(cnode_test:cookie())),
+        set_cookies(PC, [A], list_to_atom(cnode_test:cookie())),
+        true = pc(PA, net_kernel, connect_node, [B]),
+        true = pc(PA, net_kernel, connect_node, [C]),
+        Tab = tarearbol_cnode_cluster_store:table(?M),
+        All = lists:sort([split_bc | Ids]),
+        cnode_test:wait_until(
+          fun() ->
+                  Members = [pc(P, tarearbol_cnode_cluster, members, [?M]) || {P, _} <- Peers],
+                  Running = [begin
+                                 #{cnode := CN} = maps:get(N, pc(P, tarearbol_cnode_cluster, info, [?M])),
+                                 #{children := Ch} = pc(P, tarearbol_cnode, state, [{?M, CN}]),
+                                 maps:keys(Ch)
+                             end || {P, N} <- Peers],
+                  Rec = pc(PA, mnesia, dirty_read, [Tab, split_bc]),
+                  case Members =:= [lists:sort([A, B, C]) || _ <- Peers] andalso
+                      lists:sort(lists:append(Running)) =:= All andalso
+                      match =:= case Rec of [{tarearbol_cnode_cluster, split_bc, _, _}] -> match; _ -> no end of
+                      true -> true;
+                      false -> {false, Members, [length(R) || R <- Running], Rec,
+                                duplicates(lists:append(Running)), All -- lists:append(Running)}
+                  end
+          end, 30000, 200),
+        ?assertEqual({ok, 3}, pc(PA, tarearbol_cnode_cluster, synch_call, [?M, split_bc, get])),
+        %% A's member reloaded: a new process, which wrote nothing of its own.
+        ?assertNotEqual(MemberA, pc(PA, erlang, whereis, [Reg])),
+        ?assertEqual(length(All), pc(PA, mnesia, table_info, [Tab, size]))
+    after
+        [catch peer:stop(P) || {P, _} <- Peers]
+    end.
