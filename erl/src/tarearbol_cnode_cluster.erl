@@ -16,7 +16,8 @@
 %% Any BEAM node connected to the members and running this application
 %% can call the API; it need not be a member. Results are those of
 %% tarearbol_cnode, and also `{error, no_members}' (no member runs for
-%% Name) and `{error, {mnesia, Reason}}' (the write could not be made).
+%% Name), `{error, {mnesia, Reason}}' (the write could not be made) and
+%% `{error, minority}' (a write to a member cut off from a quorum).
 %%
 %% `handoff_ms' defaults to 5000: a failover or a C node crash brings a
 %% worker back with a payload at most that old, and each member reads all
@@ -35,13 +36,18 @@
 -type opts() :: #{name := atom(),
                   node := tarearbol_cnode_launcher:opts(),
                   handoff_ms => pos_integer(),
-                  settle_ms => pos_integer()}.
+                  settle_ms => pos_integer(),
+                  quorum => pos_integer()}.
 %% A member's options: `name', the cluster manager (the registered name of
 %% the manager on every C node, given in `node''s `managers' as
 %% `"Name=..."'); `node', the launcher options of the local C node;
 %% `handoff_ms' (5000), the handoff period; `settle_ms' (10000), how long
 %% the membership must be unchanged before a member also puts back ids it
-%% owns but its C node lacks (a move cut short by a crash).
+%% owns but its C node lacks (a move cut short by a crash); `quorum' (1),
+%% the members a member must see, itself included, to take writes (see
+%% tarearbol_cnode_cluster_server on net splits). `node''s manager spec,
+%% `handoff_ms' and `quorum' must be the same on every member: a member
+%% that differs is refused with `{config_mismatch, #{member, ours, theirs}}'.
 
 -define(TIMEOUT, 15000).
 -define(RETRIES, 3).
