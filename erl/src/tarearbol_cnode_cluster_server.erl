@@ -252,11 +252,40 @@ handle_info({'EXIT', _Pid, Reason}, S) ->
 handle_info(_Msg, S) ->
     {noreply, S}.
 
-%% @doc gen_server callback: leaves the group (pg would on exit anyway).
+%% @doc gen_server callback: a member stopped on purpose (shutdown,
+%% stop_member/1) hands its ids over: it writes their current payloads,
+%% leaves the group, so that the others take them over from Mnesia, and
+%% deletes them from its C node, which keeps running. A member that
+%% crashes leaves them running: once restarted it rejoins, and the moves
+%% of the others put each id back on one node.
 -spec terminate(term(), map()) -> ok.
-terminate(_Reason, #{name := Name}) ->
-    _ = pg:leave(?SCOPE, Name, self()),
+terminate(Reason, #{name := Name, sync := Sync} = S) ->
+    unlink(Sync),
+    exit(Sync, kill),
+    case graceful(Reason) andalso not minority(S) andalso maps:get(cnode_up, S) of
+        true -> leave(S);
+        false -> _ = pg:leave(?SCOPE, Name, self())
+    end,
     ok.
+
+graceful(normal) -> true;
+graceful(shutdown) -> true;
+graceful({shutdown, rejoin_after_split}) -> false;
+graceful({shutdown, _}) -> true;
+graceful(_) -> false.
+
+leave(#{name := Name, tab := Tab, cnode := CNode} = S) ->
+    Ctx = #{name => Name, tab => Tab, cnode => CNode, server => self()},
+    Handed = tarearbol_cnode_cluster_sync:hand_off_all(Ctx),
+    _ = pg:leave(?SCOPE, Name, self()),
+    case Handed of
+        {ok, Ids} ->
+            _ = tarearbol_cnode_cluster_sync:calls({Name, CNode}, [{del, Id} || Id <- Ids]),
+            ?LOG_INFO("cluster ~p: left, ~b ids handed over", [Name, length(Ids)]);
+        {error, Reason} ->
+            ?LOG_WARNING("cluster ~p: left without a handoff (~p); its ids run on ~p until it rejoins",
+                         [Name, Reason, maps:get(cnode, S)])
+    end.
 
 %% ---------------------------------------------------------------------------
 

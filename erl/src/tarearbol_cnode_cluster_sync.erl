@@ -28,7 +28,7 @@
 
 -include_lib("kernel/include/logger.hrl").
 
--export([start_link/1, put_from/3, calls/2]).
+-export([start_link/1, hand_off_all/1, put_from/3, calls/2]).
 
 -export_type([ctx/0]).
 
@@ -92,6 +92,23 @@ run({failover, Left}, View, _Opts, Ctx) ->
                  end);
 run(restore, View, _Opts, Ctx) ->
     restore(Ctx, fun(Id) -> mine(Id, View) end).
+
+%% @doc For a member that leaves on purpose: writes the current payload of
+%% every recorded worker of its C node to Mnesia and returns their ids,
+%% which the member deletes once it has left the group.
+-spec hand_off_all(ctx()) -> {ok, [term()]} | {error, term()}.
+hand_off_all(#{tab := Tab} = Ctx) ->
+    case dump_all(Ctx) of
+        {ok, Local} ->
+            Recorded = [{Id, P} || {Id, _, P, _} <- Local,
+                                   tarearbol_cnode_cluster_store:read(Tab, Id) =/= []],
+            Written = [tarearbol_cnode_cluster_store:handoff(Tab, B) || B <- chunks(Recorded, ?HANDOFF_BATCH)],
+            case [E || {error, _} = E <- Written] of
+                [] -> {ok, [Id || {Id, _} <- Recorded]};
+                [E | _] -> E
+            end;
+        {error, _} = E -> E
+    end.
 
 mine(Id, View) -> tarearbol_cnode_cluster_place:owner(Id, maps:keys(View)) =:= node().
 

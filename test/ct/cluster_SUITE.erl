@@ -26,6 +26,7 @@ groups() ->
        kill_9_of_a_c_node_every_id_answers_again_within_5_s_once,
        stopping_a_peer_its_ids_answer_on_the_survivors_within_5_s_once,
        a_returning_peer_gets_a_third_back_while_calls_keep_working,
+       a_member_stopped_on_purpose_hands_its_current_payloads_over,
        restart_empties_the_records_and_every_members_manager,
        with_mnesia_down_on_the_owner_a_put_is_refused_and_no_worker_starts]},
      {net_split, [], [a_minority_refuses_writes_the_majority_takes_over_and_the_heal_merges]}].
@@ -362,6 +363,38 @@ caller(Parent, Calls, Failures) ->
             end,
         caller(Parent, Calls + 1, Failures + F)
     end.
+
+a_member_stopped_on_purpose_hands_its_current_payloads_over(Config) ->
+    [_, _, {_, Leaver}] = ?config(peers, Config),
+    LeaverC = maps:get(Leaver, cnodes()),
+    Members = tarearbol_cnode_cluster:members(?M),
+    Owned = [Id || Id <- ids(), tarearbol_cnode_cluster_place:owner(Id, Members) =:= Leaver],
+    %% Payloads changed just now, before any handoff could have run.
+    Bumped = lists:sublist(Owned, 300),
+    [] = pmap(fun(Id) ->
+                      ok = tarearbol_cnode_cluster:asynch_call(?M, Id, {add, 7}),
+                      case tarearbol_cnode_cluster:synch_call(?M, Id, get) of
+                          {ok, P} when P >= 7 -> ok;
+                          Other -> {Id, Other}
+                      end
+              end, Bumped, 8),
+    ok = erpc:call(Leaver, tarearbol_cnode_cluster, stop_member, [?M], 30000),
+    {Failed, Wait} = await_answers(Owned, min_payload(Bumped), ?FAILOVER_MS),
+    ct:pal("after stop_member, its ~b ids answered on the others within ~b ms", [length(Owned), Wait]),
+    ?assertEqual([], lists:sublist(Failed, 10)),
+    %% Its C node runs on, without the cluster's ids.
+    ?assertMatch(#{children := C} when map_size(C) =:= 0, tarearbol_cnode:state({?M, LeaverC})),
+    assert_each_id_once(ids()),
+    %% Back as a member, it gets its share again.
+    Name = hd(string:split(atom_to_list(Leaver), "@")),
+    {ok, _} = erpc:call(Leaver, tarearbol_cnode_cluster, start_member, [member_opts(Name)], 60000),
+    await_members(3),
+    cnode_test:wait_until(fun() ->
+                                  Counts = [length(L) || L <- maps:values(children_by_cnode())],
+                                  lists:sum(Counts) =:= ?IDS andalso length(Counts) =:= 3 andalso
+                                      lists:all(fun(C) -> abs(C - ?IDS / 3) < ?IDS * 0.1 / 3 end, Counts)
+                          end, 30000, 100),
+    assert_each_id_once(ids()).
 
 restart_empties_the_records_and_every_members_manager(Config) ->
     [{_, N} | _] = ?config(peers, Config),
