@@ -129,6 +129,25 @@ duplicates(L) ->
 
 ids() -> lists:seq(1, ?IDS).
 
+%% Waits until the moves are over: every id runs on its owner's C node,
+%% K members; then each holds 1/K of the ids within 10%. Returns the counts.
+await_placed(K) ->
+    Counts = cnode_test:wait_until(
+               fun() ->
+                       By = children_by_cnode(),
+                       Members = lists:sort(maps:keys(By)),
+                       Placed = lists:all(fun({N, L}) ->
+                                                  lists:all(fun(Id) -> tarearbol_cnode_cluster_place:owner(Id, Members) =:= N end, L)
+                                          end, maps:to_list(By)),
+                       Counts = [length(L) || L <- maps:values(By)],
+                       case length(Members) =:= K andalso Placed andalso lists:sum(Counts) =:= ?IDS of
+                           true -> {true, Counts};
+                           false -> {false, Counts}
+                       end
+               end, 60000, 100),
+    [?assert(abs(C - ?IDS / K) < ?IDS * 0.1 / K, {share, C, Counts}) || C <- Counts],
+    Counts.
+
 %% Runs F on each element of L in N processes; the results that are not ok.
 pmap(F, L, N) ->
     Parts = split(L, N),
@@ -326,16 +345,7 @@ a_returning_peer_gets_a_third_back_while_calls_keep_working(Config) ->
 
 returned(Caller, T0) ->
     await_members(3),
-    Shares = cnode_test:wait_until(
-               fun() ->
-                       By = children_by_cnode(),
-                       Counts = [length(L) || L <- maps:values(By)],
-                       case map_size(By) =:= 3 andalso lists:sum(Counts) =:= ?IDS andalso
-                           lists:all(fun(C) -> abs(C - ?IDS / 3) < ?IDS * 0.1 / 3 end, Counts) of
-                           true -> {true, Counts};
-                           false -> {false, Counts}
-                       end
-               end, 60000, 100),
+    Shares = await_placed(3),
     T1 = erlang:monotonic_time(millisecond),
     Caller ! {stop, self()},
     {Calls, Failures} = receive {stopped, C, F} -> {C, F} after 20000 -> error(caller_stuck) end,
@@ -389,11 +399,7 @@ a_member_stopped_on_purpose_hands_its_current_payloads_over(Config) ->
     Name = hd(string:split(atom_to_list(Leaver), "@")),
     {ok, _} = erpc:call(Leaver, tarearbol_cnode_cluster, start_member, [member_opts(Name)], 60000),
     await_members(3),
-    cnode_test:wait_until(fun() ->
-                                  Counts = [length(L) || L <- maps:values(children_by_cnode())],
-                                  lists:sum(Counts) =:= ?IDS andalso length(Counts) =:= 3 andalso
-                                      lists:all(fun(C) -> abs(C - ?IDS / 3) < ?IDS * 0.1 / 3 end, Counts)
-                          end, 30000, 100),
+    _ = await_placed(3),
     assert_each_id_once(ids()).
 
 restart_empties_the_records_and_every_members_manager(Config) ->
