@@ -59,7 +59,7 @@ init(#{name := Name, node := NodeOpts} = Opts) when is_atom(Name), is_map(NodeOp
         {ok, CNode} ->
             case global:trans({{?MODULE, Name}, self()},
                               fun() -> join(Name, Tab, Config) end, [node() | nodes()]) of
-                ok ->
+                {ok, Others} ->
                     {Ref, Pids} = pg:monitor(?SCOPE, Name),
                     true = erlang:monitor_node(CNode, true),
                     _ = mnesia:subscribe(system),
@@ -76,7 +76,14 @@ init(#{name := Name, node := NodeOpts} = Opts) when is_atom(Name), is_map(NodeOp
                           counters => #{}},
                     Sync = tarearbol_cnode_cluster_sync:start_link(
                              #{name => Name, tab => Tab, cnode => CNode, server => self()}),
-                    {ok, tick_later(S#{sync => Sync})};
+                    %% The first member of a cluster whose records survived
+                    %% (disc_copies) puts them back; a joiner gets its ids
+                    %% from the members that run them.
+                    S1 = S#{sync => Sync},
+                    {ok, tick_later(case Others of
+                                        [] -> task(restore, S1);
+                                        _ -> S1
+                                    end)};
                 {error, Reason} ->
                     {stop, Reason};
                 aborted ->
@@ -120,7 +127,8 @@ join(Name, Tab, Config) ->
             case tarearbol_cnode_cluster_store:join(Tab, Others) of
                 ok ->
                     true = register(Reg, self()),
-                    ok = pg:join(?SCOPE, Name, self());
+                    ok = pg:join(?SCOPE, Name, self()),
+                    {ok, Others};
                 {error, _} = E -> E
             end;
         {error, _} = E -> E

@@ -39,6 +39,8 @@ table(Name) -> list_to_atom("tarearbol_cnode_cluster_" ++ atom_to_list(Name)).
 %% `ram_copies'.
 -spec copy_type() -> ram_copies | disc_copies.
 copy_type() ->
+    %% -mnesia dir reaches the env only once the application is loaded.
+    _ = application:load(mnesia),
     case application:get_env(mnesia, dir) of
         {ok, _} -> disc_copies;
         undefined -> ram_copies

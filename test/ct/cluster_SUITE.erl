@@ -17,7 +17,8 @@ all() ->
     [placement_moves_about_one_in_k_and_only_to_or_from_the_changed_member,
      placement_is_the_same_whatever_the_order_of_members,
      {group, three_members},
-     {group, net_split}].
+     {group, net_split},
+     a_member_with_a_mnesia_dir_keeps_disc_copies_and_restores_from_them].
 
 groups() ->
     [{three_members, [sequence],
@@ -505,4 +506,50 @@ a_minority_refuses_writes_the_majority_takes_over_and_the_heal_merges(_Config) -
         ?assertEqual(length(All), pc(PA, mnesia, table_info, [Tab, size]))
     after
         [catch peer:stop(P) || {P, _} <- Peers]
+    end.
+
+%% ---------------------------------------------------------------------------
+%% disc_copies
+
+a_member_with_a_mnesia_dir_keeps_disc_copies_and_restores_from_them(Config) ->
+    Dir = filename:join(?config(priv_dir, Config), cnode_test:unique("mnesia")),
+    Name = cnode_test:unique("cld"),
+    Opts = #{name => cld, handoff_ms => ?HANDOFF_MS,
+             node => #{name => Name ++ "_c", binary => cnode_test:bin(), threads => 1,
+                       managers => ["cld=counter"]}},
+    Start = fun() ->
+                    %% The same node name each time: the disc schema is that node's.
+                    {ok, P, N} = peer:start_link(#{name => Name, connection => standard_io,
+                                                   args => ["-setcookie", cnode_test:cookie(),
+                                                            "-pa", ebin(tarearbol_cnode),
+                                                            "-mnesia", "dir", "\"" ++ Dir ++ "\""]}),
+                    {ok, _} = peer:call(P, application, ensure_all_started, [tarearbol_cnode]),
+                    {ok, _} = peer:call(P, tarearbol_cnode_cluster, start_member, [Opts], 60000),
+                    {P, N}
+            end,
+    Tab = tarearbol_cnode_cluster_store:table(cld),
+    {P1, N1} = Start(),
+    try
+        ?assertEqual(ok, peer:call(P1, tarearbol_cnode_cluster, put, [cld, d1, [{payload, 4}, {timeout, 0}]])),
+        ?assertEqual([N1], peer:call(P1, mnesia, table_info, [Tab, disc_copies])),
+        ?assertEqual(disc_copies, peer:call(P1, mnesia, table_info, [schema, storage_type])),
+        #{N1 := #{copy_type := disc_copies}} = peer:call(P1, tarearbol_cnode_cluster, info, [cld]),
+        %% Mnesia's log holds a commit in memory for up to 2 s; a halt
+        %% right after the put would lose it (see README, Cluster mode).
+        ok = peer:call(P1, mnesia, sync_log, [])
+    after
+        peer:stop(P1)
+    end,
+    %% The same node again: the record is on disc and the worker comes back.
+    {P2, _} = Start(),
+    try
+        cnode_test:wait_until(fun() ->
+                                      case peer:call(P2, tarearbol_cnode_cluster, synch_call, [cld, d1, get]) of
+                                          {ok, 4} -> true;
+                                          Other -> {Other, peer:call(P2, mnesia, dirty_read, [Tab, d1]),
+                                                    peer:call(P2, tarearbol_cnode_cluster, info, [cld])}
+                                      end
+                              end, 10000)
+    after
+        peer:stop(P2)
     end.
