@@ -31,6 +31,7 @@
 
 -define(SCOPE, tarearbol_cnode_cluster).
 -define(HANDOFF_MS, 5000).
+-define(SETTLE_MS, 10000).
 -define(MAX_HOPS, 2).
 -define(CALL_TIMEOUT, 15000).
 -define(READY_TIMEOUT, 60000).
@@ -66,7 +67,7 @@ init(#{name := Name, node := NodeOpts} = Opts) when is_atom(Name), is_map(NodeOp
                     S = #{name => Name, tab => Tab, cnode => CNode, config => Config,
                           launcher => maps:get(name, NodeOpts),
                           handoff_ms => maps:get(handoff_ms, Opts, ?HANDOFF_MS),
-                          settle_ms => maps:get(settle_ms, Opts, 10000),
+                          settle_ms => maps:get(settle_ms, Opts, ?SETTLE_MS),
                           quorum => maps:get(quorum, Opts, 1),
                           %% Seen in a minority since the last quorum; and
                           %% Mnesia said the copies diverged meanwhile.
@@ -95,8 +96,8 @@ init(#{name := Name, node := NodeOpts} = Opts) when is_atom(Name), is_map(NodeOp
 init(Opts) ->
     {stop, {bad_opts, Opts}}.
 
-%% What every member must have the same: the manager's --manager spec and
-%% the handoff period.
+%% What every member must have the same: the manager's --manager spec,
+%% the handoff period and the quorum.
 config(Name, #{node := NodeOpts} = Opts) ->
     Prefix = atom_to_list(Name) ++ "=",
     Specs = [S || S0 <- maps:get(managers, NodeOpts, []),
