@@ -65,10 +65,10 @@ demo: deps
 # peers do their handshakes with test/ct/raw_dist.erl.
 BENCH_SIZES ?=
 bench: deps
-	$(MAKE) -C c_src all
+	$(MAKE) all
 	epmd -daemon
 	mkdir -p _build/bench
-	erlc -o _build/bench test/bench/bench.erl test/bench/beam_baseline.erl test/ct/raw_dist.erl
+	erlc -o _build/bench test/bench/bench.erl test/bench/beam_baseline.erl test/bench/cluster_bench.erl test/ct/raw_dist.erl
 	erl -noshell -sname bench_$$$$ -setcookie $(COOKIE) -pa _build/bench \
 	  -eval 'bench:main(string:lexemes("$(BENCH_SIZES)", " "))'
 

@@ -37,7 +37,7 @@ main(Args) ->
     Bin = filename:absname("priv/tarearbol_cnode"),
     %% BENCH_ONLY="w1 w3" runs some workloads; the JSON is written only
     %% when all of them ran.
-    All = ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w9"],
+    All = ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w9", "w10"],
     Only = string:lexemes(os:getenv("BENCH_ONLY", lists:join(" ", All)), " "),
     Run = fun(W, F) -> case lists:member(W, Only) of true -> F(); false -> [] end end,
     W1 = Run("w1", fun() -> lists:append([w1(Bin, N) || N <- Sizes]) end),
@@ -49,7 +49,9 @@ main(Args) ->
     W7 = Run("w7", fun() -> w7(Bin, lists:max(Sizes)) end),
     W8 = Run("w8", fun() -> w8(Bin, lists:max(Sizes)) end),
     W9 = Run("w9", fun() -> w9(Bin) end),
-    Rows = W1 ++ W2 ++ W3 ++ W4 ++ W5 ++ W6 ++ W7 ++ W8 ++ W9,
+    %% W10's members per size: see cluster_bench.erl for why not 300k.
+    W10 = Run("w10", fun() -> cluster_bench:run(Bin, list_to_integer(os:getenv("BENCH_CLUSTER", "20000"))) end),
+    Rows = W1 ++ W2 ++ W3 ++ W4 ++ W5 ++ W6 ++ W7 ++ W8 ++ W9 ++ W10,
     W = lists:max([34 | [length(Name) || {Name, _, _} <- Rows]]),
     io:format("~n~-*s ~16s ~16s ~10s~n", [W, "workload / metric", "C node", "BEAM", "C vs BEAM"]),
     [io:format("~-*s ~16s ~16s ~10s~n", [W, Name, fmt(C), fmt(B), ratio(C, B)]) || {Name, C, B} <- Rows],
