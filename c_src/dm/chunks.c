@@ -97,56 +97,69 @@ static char *put_entry(char *p, const dm__worker *w) {
   } while (0)
 
 /* Writes every chunk that holds a changed worker, or that a del marked,
- * into b; the workers of a chunk written are recorded.
- * Three walks over the workers in memory order: which chunks to write,
- * how long each is, then their entries, straight into room the batch
- * made for them all at once, so a checkpoint holds its bytes once and in
- * one piece. Out of memory, the chunks stay marked for the next one. */
+ * into b; the workers of a chunk written are recorded. After a look for
+ * a changed worker, two walks over the workers in memory order: which
+ * chunks to write and how long each is, then their entries, straight
+ * into room the batch made for them all at once, so a checkpoint holds
+ * its bytes once and in one piece. Out of memory, the chunks stay marked
+ * for the next one. */
 int dm__chunks_write(dm__manager *m, dm__chunks *d, dm__store_batch *b, size_t *changed,
                      size_t *written) {
   size_t n = 0, chunks = 0, total = 0;
-  int first = 0;
+  int first = 0, any = 0;
+  *changed = *written = 0;
+  for (size_t j = 0; j < NCHUNKS / 64 && !any; j++)
+    any = d->marked[j] != 0;
+  /* Anything to write at all: a look at the flags, up to the first. */
+  if (!any) {
+    const dm__slab *slab = &m->sched->workers;
+    char *base;
+    size_t cnt;
+    for (size_t k = 0; !any && (base = dm__slab_chunk(slab, k, &cnt)); k++)
+      for (size_t i = 0; i < cnt && !any; i++) {
+        const dm__worker *w = (const dm__worker *)(base + i * slab->size);
+        any = w->m == m && !(w->flags & DM__W_STOPPING) && (w->flags & DM__W_DIRTY);
+      }
+  }
+  if (!any)
+    return 0;
+  size_t *len = dm__calloc(NCHUNKS, sizeof *len);
+  char **at = dm__calloc(NCHUNKS, sizeof *at);
+  /* Each worker's chunk, in walk order, for the second walk. */
+  uint16_t *cof = m->count ? dm__malloc(m->count * sizeof *cof) : NULL;
+  size_t k = 0;
+  if (!len || !at || (!cof && m->count)) {
+    first = DM_ENOMEM; /* nothing added: all stay marked */
+    goto out;
+  }
+  /* The first walk: each worker's chunk, the changed ones marked, and how
+   * long every chunk would be (most are written: a few thousand changed
+   * workers mark almost all of the 4096). */
   EACH_WORKER(m, w, {
+    uint32_t c = chunk_of(w);
+    if (k < m->count)
+      cof[k++] = (uint16_t)c;
+    len[c] += entry_len(w);
     if (w->flags & DM__W_DIRTY) {
-      mark(d, chunk_of(w));
+      mark(d, c);
       n++;
     }
   });
   for (uint32_t c = 0; c < NCHUNKS; c++)
-    chunks += is_marked(d, c);
-  *changed = *written = 0;
-  if (!chunks)
-    return 0;
-  size_t *len = dm__calloc(NCHUNKS, sizeof *len);
-  char **at = dm__calloc(NCHUNKS, sizeof *at);
-  /* Each worker's chunk, in walk order, for the last walk. */
-  uint16_t *cof = m->count ? dm__malloc(m->count * sizeof *cof) : NULL;
-  size_t k = 0;
-  int r = len && at && (cof || !m->count) ? 0 : DM_ENOMEM;
-  if (!r) {
-    EACH_WORKER(m, w, {
-      uint32_t c = chunk_of(w);
-      if (k < m->count)
-        cof[k++] = (uint16_t)c;
-      if (is_marked(d, c))
-        len[c] += entry_len(w);
-    });
-    for (uint32_t c = 0; c < NCHUNKS; c++)
+    if (is_marked(d, c)) {
+      chunks++;
       total += len[c];
-    r = dm__store_batch_reserve(b, chunks, total + 4 * chunks);
-  }
-  if (r) {
-    first = r; /* nothing added: all stay marked */
+    }
+  if ((first = dm__store_batch_reserve(b, chunks, total + 4 * chunks)))
     goto out;
-  }
   /* Within the room reserved nothing fails but a chunk over 4 GiB, which
    * stays marked, its workers with it. */
   uint64_t done[NCHUNKS / 64] = {0};
   for (uint32_t c = 0; c < NCHUNKS; c++) {
     if (!is_marked(d, c))
       continue;
-    r = len[c] ? dm__store_batch_state_room(b, c, len[c], &at[c])
-               : dm__store_batch_state(b, c, NULL, 0);
+    int r = len[c] ? dm__store_batch_state_room(b, c, len[c], &at[c])
+                   : dm__store_batch_state(b, c, NULL, 0);
     if (r && !first)
       first = r;
     if (!r) {
