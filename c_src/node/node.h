@@ -197,8 +197,7 @@ struct dm__node {
   uv_timer_t remote_timer; /* the earliest of their deadlines */
 
   ei_x_buff pkt;   /* the packet being built; out.c's alone */
-  int pkt_big;         /* a packet over 64 KiB was built since the last trim */
-  uint64_t pkt_big_at; /* loop ms when a big packet was last seen */
+  uint64_t pkt_big_at; /* loop ms when a packet over 64 KiB was last built */
   size_t pkt_body; /* where an open reply's body starts in pkt */
   dm__node_stats stats;
   const char *version;

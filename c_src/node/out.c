@@ -7,16 +7,6 @@
 #include "dm.h"
 #include "node/node.h"
 
-/* The node's packet buffer, emptied for a new packet. Only this file
- * touches it. */
-static ei_x_buff *pkt(dm__node *n) {
-  if ((size_t)n->pkt.index > 64 * 1024)
-    n->pkt_big = 1; /* the packet before was big: see dm__node_pkt_trim */
-  n->pkt.index = 0;
-  n->pkt_body = 0; /* no reply open */
-  return &n->pkt;
-}
-
 /* A packet buffer bigger than this shrinks back to it once no packet
  * has needed more for TRIM_MS: the memory of one big reply goes back,
  * and a node that answers big replies all the time keeps its buffer
@@ -25,12 +15,21 @@ static ei_x_buff *pkt(dm__node *n) {
 #define PKT_KEEP (64 * 1024)
 #define TRIM_MS 1000
 
+/* The node's packet buffer, emptied for a new packet. Only this file
+ * touches it. */
+static ei_x_buff *pkt(dm__node *n) {
+  if ((size_t)n->pkt.index > PKT_KEEP)
+    n->pkt_big_at = uv_now(n->loop); /* the packet before was big */
+  n->pkt.index = 0;
+  n->pkt_body = 0; /* no reply open */
+  return &n->pkt;
+}
+
+
 void dm__node_pkt_trim(dm__node *n) {
   uint64_t now = uv_now(n->loop);
-  if ((size_t)n->pkt.index > PKT_KEEP || n->pkt_big) {
-    n->pkt_big = 0;
+  if ((size_t)n->pkt.index > PKT_KEEP)
     n->pkt_big_at = now; /* the last loop turn that needed a big buffer */
-  }
   if (n->pkt.buffsz <= PKT_KEEP || now - n->pkt_big_at < TRIM_MS)
     return;
   char *p = realloc(n->pkt.buff, PKT_KEEP); /* ei allocates with malloc */
