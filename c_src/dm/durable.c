@@ -476,29 +476,40 @@ void dm__durable_restored(dm__manager *m) {
 
 /* ---- stats, stop ----------------------------------------------------------------- */
 
+/* The keys of the store's stats, in the order dm__durable_enc_stats
+ * writes them: the map's size follows this table. */
+static const char *const stat_names[] = {
+    "store_commits",        "store_batches",       "store_records_put",
+    "store_records_deleted", "store_failures",     "store_retries",
+    "store_checkpoints",    "store_checkpointed",  "store_checkpoints_deferred",
+    "store_last_commit_us", "store_max_commit_us", "store_map_used",
+    "store_queued",         "store_journaled",     "store_journal_syncs",
+    "store_journal_resets", "store_replayed",      "store_apply_failures",
+};
+
 int dm__durable_enc_stats(dm__manager *m, ei_x_buff *x) {
   dm__durable *d = m->durable;
   dm__store_stats s;
   dm__store_get_stats(d->store, &s);
-  const struct {
-    const char *k;
-    uint64_t v;
-  } kv[] = {
-      {"store_commits", s.commits},          {"store_batches", s.batches},
-      {"store_records_put", s.records_put},  {"store_records_deleted", s.records_deleted},
-      {"store_failures", d->failures},       {"store_retries", d->retries},
-      {"store_checkpoints", d->checkpoints}, {"store_checkpointed", d->checkpointed},
-      {"store_checkpoints_deferred", d->checkpoints_deferred},
-      {"store_last_commit_us", s.last_commit_us}, {"store_max_commit_us", s.max_commit_us},
-      {"store_map_used", s.map_used},        {"store_queued", s.queued},
+  const uint64_t v[] = {
+      s.commits,        s.batches,       s.records_put,
+      s.records_deleted, d->failures,    d->retries,
+      d->checkpoints,   d->checkpointed, d->checkpoints_deferred,
+      s.last_commit_us, s.max_commit_us, s.map_used,
+      s.queued,         s.journaled,     s.journal_syncs,
+      s.journal_resets, s.replayed,      s.apply_failures,
   };
-  for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++)
-    if (ei_x_encode_atom(x, kv[i].k) < 0 || ei_x_encode_ulonglong(x, kv[i].v) < 0)
+  _Static_assert(sizeof v / sizeof v[0] == sizeof stat_names / sizeof stat_names[0],
+                 "a value for every stat");
+  for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+    if (ei_x_encode_atom(x, stat_names[i]) < 0 || ei_x_encode_ulonglong(x, v[i]) < 0)
       return DM_ENOMEM;
   return 0;
 }
 
-size_t dm__durable_nstats(const dm__manager *m) { return m->durable ? 13 : 0; }
+size_t dm__durable_nstats(const dm__manager *m) {
+  return m->durable ? sizeof stat_names / sizeof stat_names[0] : 0;
+}
 
 void dm__durable_stop(dm__manager *m) {
   dm__durable *d = m->durable;
