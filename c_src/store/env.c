@@ -357,3 +357,50 @@ const char *dm__store_env_reason(int rc, int *dm_err) {
     return "write_failed";
   }
 }
+
+/* jseq: the journal's last record that LMDB holds, 8 bytes big-endian in
+ * meta, written in the transaction that applies it. */
+static void be64(unsigned char p[8], uint64_t v) {
+  for (int i = 7; i >= 0; i--, v >>= 8)
+    p[i] = (unsigned char)v;
+}
+
+int dm__store_env_read_jseq(const dm__store_env *e, uint64_t *jseq, int *has,
+                            const char *path, char *err, size_t errlen) {
+  MDB_txn *t;
+  MDB_val k = str("jseq"), v;
+  *jseq = 0;
+  *has = 0;
+  int rc = mdb_txn_begin(e->env, NULL, MDB_RDONLY, &t);
+  if (!rc) {
+    rc = mdb_get(t, e->meta, &k, &v);
+    if (!rc && v.mv_size == 8) {
+      const unsigned char *p = v.mv_data;
+      for (int i = 0; i < 8; i++)
+        *jseq = *jseq << 8 | p[i];
+      *has = 1;
+    }
+    mdb_txn_abort(t);
+  }
+  if (rc == MDB_NOTFOUND)
+    return 0;
+  if (rc) {
+    snprintf(err, errlen, "store %s: cannot read it: %s", path,
+             mdb_strerror(rc));
+    return DM_EIO;
+  }
+  if (!*has) {
+    snprintf(err, errlen, "store %s is corrupt (its meta jseq is %zu bytes "
+             "long, not 8)" LEFT_ALONE, path, v.mv_size);
+    return DM_EIO;
+  }
+  return 0;
+}
+
+int dm__store_env_put_jseq(const dm__store_env *e, struct MDB_txn *t,
+                           uint64_t jseq) {
+  unsigned char p[8];
+  be64(p, jseq);
+  MDB_val k = str("jseq"), v = {8, p};
+  return mdb_put(t, e->meta, &k, &v, 0);
+}

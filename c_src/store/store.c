@@ -1,8 +1,9 @@
-/* The store object: opened on the loop thread, read once at boot, then fed
- * batches that its writer thread commits in groups, one durable write
- * transaction per group, handing each batch back to the loop in submission
- * order through an async handle. The loop owns the object and its stats;
- * the writer touches only the queues (under the lock) and the environment. */
+/* The store object: opened on the loop thread (its journal read back into
+ * LMDB), read once at boot, then fed batches that its writer thread
+ * (writer.c) makes durable, answering each on the loop in submission order
+ * through an async handle. The loop owns the object and its stats; the
+ * writer touches only the queues and counters under the lock, the journal
+ * and the environment. */
 #include "store/store.h"
 
 #include <errno.h>
@@ -16,259 +17,49 @@
 
 #include "dm.h"
 
-/* Most operations merged into one transaction. Batches queued behind one
- * another share a commit up to this, which bounds how long a group holds
- * the done of its first batch and what is redone when a failed group is
- * retried batch by batch. A bigger batch still gets a transaction of its
- * own (LMDB spills dirty pages to the file: 2M records commit in one). */
-#define MERGE_OPS (1u << 18)
-/* The most one transaction holds. LMDB keeps a transaction's dirty pages
- * in memory until it commits, and keeps them for reuse for as long as the
- * environment is open: a first load of a million children in one
- * transaction would leave some 150 MiB behind. Bigger batches commit in
- * several transactions of this size, each durable. */
-#define SLICE_OPS 8192u
-#define SLICE_BYTES ((size_t)2 << 20)
-
-typedef struct {
-  dm__store_batch *head, *tail;
-} queue;
-
-struct dm__store {
-  uv_async_t async;
-  char *path; /* DIR/NAME */
-  int lock_fd;
-  dm__store_env env;
-  pthread_t writer;
-
-  pthread_mutex_t mx; /* todo, fin and stopping */
-  pthread_cond_t cv;
-  queue todo; /* submitted, for the writer */
-  queue fin;  /* applied or failed, for the loop */
-  int stopping;
-  /* Held by a read transaction of the loop and by the writer resizing the
-   * map: LMDB may remap only when no transaction of the process is open. */
-  pthread_mutex_t map_mx;
-  uint64_t grown; /* writer: times the map doubled */
-  uint64_t released_at; /* writer: when the map's pages last went */
-
-  /* loop side */
-  queue ready; /* taken from fin, dones not yet run */
-  int stopped;
-  dm__store_stats stats;
-};
-
-static void push(queue *q, dm__store_batch *b) {
-  b->next = NULL;
-  if (q->tail)
-    q->tail->next = b;
-  else
-    q->head = b;
-  q->tail = b;
-}
-
-/* Appends the whole of from to q and empties from. */
-static void qsplice(queue *q, queue *from) {
-  if (!from->head)
-    return;
-  if (q->tail)
-    q->tail->next = from->head;
-  else
-    q->head = from->head;
-  q->tail = from->tail;
-  from->head = from->tail = NULL;
-}
-
-static uint64_t now_us(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
-/* ---- the writer thread ---------------------------------------------------*/
-
-/* LMDB reads the file through its map, and each page it reads stays in
- * the node's RSS, with its neighbours the kernel maps around a fault: a
- * checkpoint of a million children left 50 MiB of the file mapped. After
- * a commit of more than RELEASE_BYTES, or RELEASE_US after the last time,
- * the map's pages go back to the page cache (they stay cached, and come
- * back on the next read). */
-#define RELEASE_BYTES ((size_t)1 << 20)
-#define RELEASE_US 1000000u
-
-static void release(dm__store *s, size_t written) {
-  uint64_t now = now_us();
-  if (written < RELEASE_BYTES && now - s->released_at < RELEASE_US)
-    return;
-  s->released_at = now;
-  pthread_mutex_lock(&s->map_mx);
-  dm__store_env_release(&s->env);
-  pthread_mutex_unlock(&s->map_mx);
-}
-
-/* Applies the batches from `from` up to (not including) `to` and commits
- * them, in transactions of at most SLICE_OPS operations and SLICE_BYTES
- * bytes, doubling the map and trying the transaction again while the map
- * is full and may grow. 0 or LMDB's error; the transactions before a
- * failed one stay committed (every operation may be applied twice, so the
- * caller tries the batches again whole). */
-static int commit(dm__store *s, dm__store_batch *from, dm__store_batch *to,
-                  uint64_t *took) {
-  uint64_t t0 = now_us();
-  dm__store_batch *b = from;
-  size_t pos = 0, written = 0;
-  int rc = 0;
-  while (b != to) {
-    dm__store_batch *sb = b; /* where this transaction starts */
-    size_t spos = pos, ops = SLICE_OPS, bytes = SLICE_BYTES;
-    MDB_txn *t;
-    if ((rc = mdb_txn_begin(s->env.env, NULL, 0, &t)))
-      break;
-    while (b != to && ops && bytes && !rc) {
-      rc = dm__store_batch_apply(b, t, &s->env, &pos, &ops, &bytes);
-      written += SLICE_BYTES - bytes;
-      if (!rc && pos >= b->nops) {
-        b = b->next;
-        pos = 0;
-      }
-    }
-    if (rc)
-      mdb_txn_abort(t);
-    else
-      rc = mdb_txn_commit(t); /* it aborts the transaction itself on failure */
-    if (rc != MDB_MAP_FULL) {
-      if (rc)
-        break;
-      continue;
-    }
-    pthread_mutex_lock(&s->map_mx);
-    rc = dm__store_env_grow(&s->env);
-    pthread_mutex_unlock(&s->map_mx);
-    if (rc)
-      break;
-    s->grown++;
-    DM_INFO("store %s: map grown to %zu KiB", s->path, s->env.map_size >> 10);
-    b = sb;
-    pos = spos;
-  }
-  release(s, written);
-  *took = now_us() - t0;
-  return rc;
-}
-
-/* Commits [from, to) and writes the outcome into each of its batches; a
- * failure is logged when it is final. */
-static void settle(dm__store *s, dm__store_batch *from, dm__store_batch *to,
-                   size_t nbatches, int final) {
-  size_t ops = 0;
-  for (dm__store_batch *b = from; b != to; b = b->next)
-    ops += dm__store_batch_count(b);
-  uint64_t took = 0;
-  int rc = ops ? dm__store_env_refine(s->path, commit(s, from, to, &took)) : 0;
-  int err = 0;
-  const char *why = NULL;
-  if (rc) {
-    why = dm__store_env_reason(rc, &err);
-    if (final)
-      DM_WARN("store %s: a commit failed (%zu "
-              "batch(es), %zu operations, map %zu KiB of at most %zu KiB): %s",
-              s->path, nbatches, ops, s->env.map_size >> 10,
-              s->env.map_max >> 10, mdb_strerror(rc));
-  }
-  uint64_t used = dm__store_env_used(&s->env);
-  for (dm__store_batch *b = from; b != to; b = b->next) {
-    b->rc = err;
-    b->why = why;
-    b->lead = !rc && ops && b == from;
-    b->took_us = b->lead ? took : 0;
-    b->map_used = used;
-    b->map_size = s->env.map_size;
-    b->map_grown = s->grown;
-  }
-}
-
-/* A group of batches goes in one transaction; when it fails and holds more
- * than one, each is tried alone, so one batch too big for the map or the
- * disk does not fail the small ones queued with it. */
-static void apply_group(dm__store *s, dm__store_batch *g, size_t n) {
-  settle(s, g, NULL, n, n == 1);
-  if (!g->rc || n == 1)
-    return;
-  DM_INFO("store %s: a commit of %zu batches failed (%s); trying each alone",
-          s->path, n, g->why);
-  for (dm__store_batch *b = g; b; b = b->next)
-    settle(s, b, b->next, 1, 1);
-}
-
-static void *writer_main(void *arg) {
-  dm__store *s = arg;
-  pthread_mutex_lock(&s->mx);
-  for (;;) {
-    while (!s->todo.head && !s->stopping)
-      pthread_cond_wait(&s->cv, &s->mx);
-    if (!s->todo.head)
-      break; /* stopping, and everything queued is done */
-    /* What is queued goes as one group, within MERGE_OPS operations. */
-    dm__store_batch *g = s->todo.head, *last = g;
-    size_t ops = dm__store_batch_count(g), n = 1;
-    while (last->next && ops + dm__store_batch_count(last->next) <= MERGE_OPS) {
-      last = last->next;
-      ops += dm__store_batch_count(last);
-      n++;
-    }
-    s->todo.head = last->next;
-    if (!s->todo.head)
-      s->todo.tail = NULL;
-    last->next = NULL;
-    pthread_mutex_unlock(&s->mx);
-    apply_group(s, g, n);
-    pthread_mutex_lock(&s->mx);
-    queue done = {g, last};
-    qsplice(&s->fin, &done);
-    pthread_mutex_unlock(&s->mx);
-    uv_async_send(&s->async);
-    pthread_mutex_lock(&s->mx);
-  }
-  pthread_mutex_unlock(&s->mx);
-  return NULL;
-}
-
 /* ---- the loop side -------------------------------------------------------*/
 
-/* Runs the dones of what the writer finished, in order. A done may stop
+/* Runs the dones of what the writer answered, in order. A done may stop
  * the store: that call runs the rest, and this one finds nothing left. */
 static void deliver(dm__store *s) {
   pthread_mutex_lock(&s->mx);
-  qsplice(&s->ready, &s->fin);
+  if (s->fin.head) {
+    if (s->ready.tail)
+      s->ready.tail->next = s->fin.head;
+    else
+      s->ready.head = s->fin.head;
+    s->ready.tail = s->fin.tail;
+    s->fin.head = s->fin.tail = NULL;
+  }
   pthread_mutex_unlock(&s->mx);
-  dm__store_batch *b;
-  while ((b = s->ready.head)) {
-    s->ready.head = b->next;
+  dm__store_ack *a;
+  while ((a = s->ready.head)) {
+    s->ready.head = a->next;
     if (!s->ready.head)
       s->ready.tail = NULL;
     dm__store_stats *st = &s->stats;
     st->queued--;
-    if (b->rc) {
+    if (a->rc) {
       st->commit_failures++;
     } else {
       st->batches++;
-      st->records_put += b->nputs;
-      st->records_deleted += b->ndels;
-      st->states_put += b->nstates;
-      st->clears += b->clear ? 1 : 0;
+      st->records_put += a->nputs;
+      st->records_deleted += a->ndels;
+      st->states_put += a->nstates;
+      st->clears += a->clear ? 1 : 0;
+      st->journaled += a->journaled ? 1 : 0;
     }
-    if (b->lead) {
-      st->commits++;
-      st->last_commit_us = b->took_us;
-      if (b->took_us > st->max_commit_us)
-        st->max_commit_us = b->took_us;
+    if (a->batch) {
+      a->batch->next = NULL;
+      a->batch->inflight = 0;
     }
-    st->map_used = b->map_used;
-    st->map_size = b->map_size;
-    st->map_grown = b->map_grown;
-    b->next = NULL;
-    b->inflight = 0;
-    b->done(b->ud, b, b->rc, b->why);
+    dm__store_done_fn done = a->done;
+    void *ud = a->ud;
+    dm__store_batch *b = a->batch;
+    int rc = a->rc;
+    const char *why = a->why;
+    dm__free(a);
+    done(ud, b, rc, why);
   }
 }
 
@@ -310,6 +101,61 @@ static int make_dir(const char *p, char *err, size_t errlen) {
   return 0;
 }
 
+static int replayed(void *ud, dm__store_batch *b) {
+  dm__store_queue *q = ud;
+  b->next = NULL;
+  if (q->tail)
+    q->tail->next = b;
+  else
+    q->head = b;
+  q->tail = b;
+  return 0;
+}
+
+/* Opens the journal and applies what it holds that LMDB does not: the
+ * changes acknowledged before a crash and not committed to LMDB yet. A
+ * store whose meta names no jseq has never had a journal (or never put a
+ * record of it into LMDB), and may get a new one. The journal goes on
+ * after its last record: opening it writes nothing to it, so that a node
+ * refusing the store later (a record that does not decode) leaves it as
+ * it was. */
+static int open_journal(dm__store *s, size_t size, char *err, size_t errlen) {
+  uint64_t jseq;
+  int has, r;
+  if ((r = dm__store_env_read_jseq(&s->env, &jseq, &has, s->path, err, errlen)) ||
+      (r = dm__store_journal_open(&s->journal, s->path, size, !has, err, errlen)))
+    return r;
+  dm__store_queue q = {NULL, NULL};
+  r = dm__store_journal_replay(&s->journal, s->path, jseq, replayed, &q, err,
+                               errlen);
+  size_t n = 0;
+  for (dm__store_batch *b = q.head; b; b = b->next)
+    n++;
+  if (!r && n) {
+    int rc = dm__store_commit(s, q.head);
+    if (rc) {
+      snprintf(err, errlen,
+               "store %s: cannot apply the %zu changes its journal holds: %s; "
+               "the node starts once they fit (free room on its file "
+               "system)",
+               s->path, n, mdb_strerror(rc));
+      r = DM_EIO;
+    } else {
+      DM_INFO("store %s: %zu changes read back from its journal", s->path, n);
+    }
+  }
+  while (q.head) {
+    dm__store_batch *b = q.head;
+    q.head = b->next;
+    dm__store_batch_free(b);
+  }
+  if (r)
+    dm__store_journal_close(&s->journal);
+  s->replayed = n;
+  memset(&s->w, 0, sizeof s->w);
+  return r;
+}
+
 int dm__store_open_with(dm__store **out, uv_loop_t *loop, const char *dir,
                         const char *name, const dm__store_limits *lim,
                         char *err, size_t errlen) {
@@ -324,7 +170,7 @@ int dm__store_open_with(dm__store **out, uv_loop_t *loop, const char *dir,
   size_t map_max = lim && lim->map_max ? lim->map_max : DM__STORE_MAP_MAX;
   if (map_max < map_size)
     map_max = map_size;
-  int r = DM_ENOMEM, locked = 0, env_open = 0, sync_init = 0;
+  int r = DM_ENOMEM, locked = 0, env_open = 0, sync_init = 0, journal_open = 0;
   dm__store *s = dm__calloc(1, sizeof *s);
   size_t plen = strlen(dir) + 1 + strlen(name) + 1;
   if (!s || !(s->path = dm__malloc(plen))) {
@@ -346,12 +192,32 @@ int dm__store_open_with(dm__store **out, uv_loop_t *loop, const char *dir,
                               errlen)))
     goto fail;
   env_open = 1;
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
   pthread_mutex_init(&s->mx, NULL);
   pthread_mutex_init(&s->map_mx, NULL);
   pthread_cond_init(&s->cv, NULL);
+  pthread_cond_init(&s->acv, &ca);
+  pthread_cond_init(&s->applied_cv, NULL);
+  pthread_condattr_destroy(&ca);
   sync_init = 1;
-  if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
-    snprintf(err, errlen, "store %s: cannot start its writer thread", s->path);
+  s->apply_us = lim && lim->apply_us ? lim->apply_us : DM__STORE_APPLY_US;
+  if ((r = open_journal(s, lim ? lim->journal_size : 0, err, errlen)))
+    goto fail;
+  journal_open = 1;
+  if (pthread_create(&s->applier, NULL, dm__store_applier_main, s) != 0) {
+    snprintf(err, errlen, "store %s: cannot start its threads", s->path);
+    r = DM_EIO;
+    goto fail;
+  }
+  if (pthread_create(&s->writer, NULL, dm__store_writer_main, s) != 0) {
+    pthread_mutex_lock(&s->mx);
+    s->astop = 1;
+    pthread_cond_signal(&s->acv);
+    pthread_mutex_unlock(&s->mx);
+    pthread_join(s->applier, NULL);
+    snprintf(err, errlen, "store %s: cannot start its threads", s->path);
     r = DM_EIO;
     goto fail;
   }
@@ -363,6 +229,7 @@ int dm__store_open_with(dm__store **out, uv_loop_t *loop, const char *dir,
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mx);
     pthread_join(s->writer, NULL);
+    pthread_join(s->applier, NULL);
     snprintf(err, errlen, "store %s: cannot create its async handle", s->path);
     r = DM_EIO;
     goto fail;
@@ -373,7 +240,11 @@ int dm__store_open_with(dm__store **out, uv_loop_t *loop, const char *dir,
   *out = s;
   return 0;
 fail:
+  if (journal_open)
+    dm__store_journal_close(&s->journal);
   if (sync_init) {
+    pthread_cond_destroy(&s->applied_cv);
+    pthread_cond_destroy(&s->acv);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->map_mx);
     pthread_mutex_destroy(&s->mx);
@@ -479,6 +350,7 @@ int dm__store_load(dm__store *s,
                    int (*deleted)(void *ud, const char *id, size_t idlen),
                    void *ud) {
   readers rd = {child, deleted, NULL, ud};
+  dm__store_apply(s);
   return reading(s, read_children, &rd);
 }
 
@@ -518,7 +390,10 @@ int dm__store_load_state(dm__store *s,
                                       size_t reclen),
                          void *ud) {
   readers rd = {NULL, NULL, state, ud};
-  return state ? reading(s, read_state, &rd) : 0;
+  if (!state)
+    return 0;
+  dm__store_apply(s);
+  return reading(s, read_state, &rd);
 }
 
 int dm__store_submit(dm__store *s, dm__store_batch *b, dm__store_done_fn done,
@@ -527,21 +402,55 @@ int dm__store_submit(dm__store *s, dm__store_batch *b, dm__store_done_fn done,
     return DM_EINVAL;
   if (s->stopped)
     return DM_ECLOSED;
+  dm__store_ack *a = dm__calloc(1, sizeof *a);
+  if (!a)
+    return DM_ENOMEM;
+  a->done = done;
+  a->ud = ud;
+  b->ack = a;
   b->inflight = 1;
-  b->done = done;
-  b->ud = ud;
-  b->rc = 0;
-  b->why = NULL;
   s->stats.queued++;
   pthread_mutex_lock(&s->mx);
-  push(&s->todo, b);
+  b->next = NULL;
+  if (s->todo.tail)
+    s->todo.tail->next = b;
+  else
+    s->todo.head = b;
+  s->todo.tail = b;
   pthread_cond_signal(&s->cv);
+  pthread_mutex_unlock(&s->mx);
+  return 0;
+}
+
+int dm__store_apply(dm__store *s) {
+  if (s->stopped)
+    return DM_ECLOSED;
+  pthread_mutex_lock(&s->mx);
+  uint64_t asked = ++s->apply_asked;
+  pthread_cond_signal(&s->cv);
+  while (s->apply_done < asked)
+    pthread_cond_wait(&s->applied_cv, &s->mx);
   pthread_mutex_unlock(&s->mx);
   return 0;
 }
 
 void dm__store_get_stats(const dm__store *s, dm__store_stats *out) {
   *out = s->stats;
+  dm__store *w = (dm__store *)s; /* the lock, not the store, changes */
+  pthread_mutex_lock(&w->mx);
+  out->commits = s->w.commits;
+  out->last_commit_us = s->w.last_commit_us;
+  out->max_commit_us = s->w.max_commit_us;
+  if (s->w.map_size) {
+    out->map_used = s->w.map_used;
+    out->map_size = s->w.map_size;
+  }
+  out->map_grown = s->w.map_grown;
+  out->journal_syncs = s->w.journal_syncs;
+  out->journal_resets = s->w.journal_resets;
+  out->apply_failures = s->w.apply_failures;
+  pthread_mutex_unlock(&w->mx);
+  out->replayed = s->replayed;
 }
 
 void dm__store_stop(dm__store *s) {
@@ -554,7 +463,15 @@ void dm__store_stop(dm__store *s) {
   pthread_mutex_unlock(&s->mx);
   /* The writer commits everything queued before it returns. */
   pthread_join(s->writer, NULL);
+  pthread_join(s->applier, NULL);
   deliver(s);
+  while (s->unapplied.head) { /* LMDB refused them: the journal keeps them */
+    dm__store_batch *b = s->unapplied.head;
+    s->unapplied.head = b->next;
+    dm__store_batch_free(b);
+  }
+  s->unapplied.tail = NULL;
+  dm__store_journal_close(&s->journal);
   dm__store_env_close(&s->env);
   dm__store_lock_release(s->lock_fd);
   s->lock_fd = -1;
@@ -564,6 +481,8 @@ void dm__store_stop(dm__store *s) {
 void dm__store_free(dm__store *s) {
   if (!s)
     return;
+  pthread_cond_destroy(&s->applied_cv);
+  pthread_cond_destroy(&s->acv);
   pthread_cond_destroy(&s->cv);
   pthread_mutex_destroy(&s->map_mx);
   pthread_mutex_destroy(&s->mx);

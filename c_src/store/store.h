@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <uv.h>
 
 #include "base/base.h"
@@ -40,6 +41,8 @@ typedef struct dm__store_batch dm__store_batch;
 typedef struct {
   size_t map_size; /* bytes at open (at least twice the data found) */
   size_t map_max;  /* bytes the map may double up to */
+  size_t journal_size; /* bytes of a journal created at open */
+  uint64_t apply_us;   /* how long journaled batches may wait for LMDB */
 } dm__store_limits;
 
 /* Opens the store of manager name under dir, on the loop thread; it may
@@ -131,7 +134,9 @@ void dm__store_batch_free(dm__store_batch *b);
 /* ---- commits -------------------------------------------------------------*/
 
 /* On the loop thread, once per submitted batch, in submission order. rc 0:
- * the batch is committed and durable (why is NULL). Otherwise nothing of
+ * the batch is durable (why is NULL): in the journal or committed to LMDB,
+ * and b is NULL: the store frees the batch once LMDB has it. Otherwise
+ * nothing of
  * the batch was applied; rc is DM_ETOOBIG (why "map_full": the map is at
  * its maximum; "txn_full": too big for one transaction, which LMDB's
  * spilling of dirty pages makes rare: 2M records commit in one),
@@ -143,11 +148,14 @@ void dm__store_batch_free(dm__store_batch *b);
 typedef void (*dm__store_done_fn)(void *ud, dm__store_batch *b, int rc,
                                   const char *why);
 
-/* Loop thread: queues b for the writer thread, which applies it (with any
- * batches queued behind it, in order) in one write transaction and commits
- * it durably; done then runs on the loop thread. 0, or DM_EINVAL (b in
- * flight already, no done) or DM_ECLOSED (the store is stopping), and then
- * done never runs and b stays the caller's. */
+/* Loop thread: queues b for the writer thread. A batch of at most
+ * DM__STORE_JOURNAL_RECORD_MAX bytes goes into the journal with the others
+ * queued with it, one sync for them all, and into LMDB later, in one
+ * transaction with the batches journaled since (within apply_us); a bigger
+ * one is committed to LMDB at once, after them. done runs on the loop
+ * thread when the batch is durable. 0, or DM_EINVAL (b in flight already,
+ * no done), DM_ENOMEM or DM_ECLOSED (the store is stopping), and then done
+ * never runs and b stays the caller's. */
 int dm__store_submit(dm__store *s, dm__store_batch *b, dm__store_done_fn done,
                      void *ud);
 
@@ -167,7 +175,16 @@ typedef struct {
   uint64_t map_size;        /* bytes of the map now */
   uint64_t map_grown;       /* times the map doubled */
   uint64_t queued;          /* batches submitted whose done has not run */
+  uint64_t journaled;       /* batches made durable by the journal */
+  uint64_t journal_syncs;   /* journal writes, one sync each */
+  uint64_t journal_resets;  /* times the journal started over */
+  uint64_t replayed;        /* batches read back from the journal at open */
+  uint64_t apply_failures;  /* LMDB commits of journaled batches that failed */
 } dm__store_stats;
+
+/* Loop thread. Makes what the journal holds reach LMDB first, so that a
+ * load sees it: for tests and tools; the node loads only at boot. */
+int dm__store_apply(dm__store *s);
 
 /* Loop thread. */
 void dm__store_get_stats(const dm__store *s, dm__store_stats *out);
@@ -228,6 +245,13 @@ void dm__store_env_release(dm__store_env *e);
 void dm__store_sync_dir(const char *path);
 /* rc, or ENOSPC for an EIO when the file system of path is full. */
 int dm__store_env_refine(const char *path, int rc);
+/* The jseq LMDB's meta holds (*has 0 when there is none yet). 0, or a dm
+ * error with a message in err (meta's jseq is not 8 bytes: corrupt). */
+int dm__store_env_read_jseq(const dm__store_env *e, uint64_t *jseq, int *has,
+                            const char *path, char *err, size_t errlen);
+/* Records jseq in the write transaction t. 0 or LMDB's error. */
+int dm__store_env_put_jseq(const dm__store_env *e, struct MDB_txn *t,
+                           uint64_t jseq);
 /* The name (static) and dm error of an LMDB or errno result. */
 const char *dm__store_env_reason(int mdb_rc, int *dm_err);
 
@@ -260,15 +284,151 @@ struct dm__store_batch {
   int sorted;          /* order is filled in */
   /* From submit to done: the store's. */
   int inflight;
-  struct dm__store_batch *next;
+  struct dm__store_batch *next; /* in the writer's queues */
+  struct dm__store_ack *ack;    /* taken at submit, given back at done */
+  uint64_t jseq;                /* its record in the journal, or 0 */
+};
+
+/* What the loop hears of a batch: written by the writer, then the loop's. */
+typedef struct dm__store_ack {
+  struct dm__store_ack *next;
   dm__store_done_fn done;
   void *ud;
-  int rc; /* set by the writer */
+  dm__store_batch *batch; /* the caller's again: it failed */
+  int rc;
   const char *why;
-  int lead;         /* first batch of its commit: counts the commit */
-  uint64_t took_us; /* that commit's duration */
-  uint64_t map_used, map_size, map_grown; /* after it */
+  size_t nputs, ndels, nstates;
+  int clear, journaled;
+} dm__store_ack;
+
+/* journal.c: the journal in front of LMDB. */
+
+/* The journal's size when the store creates it. At some 100 bytes a put,
+ * 1 MiB holds some ten thousand puts: LMDB takes them within apply_us. */
+#define DM__STORE_JOURNAL_SIZE ((size_t)1 << 20)
+/* Batches bigger than this go to LMDB directly. */
+#define DM__STORE_JOURNAL_RECORD_MAX ((size_t)64 << 10)
+
+typedef struct {
+  int fd;
+  char *file;        /* path/journal */
+  uint64_t epoch;    /* of the header: records of another are not read */
+  uint64_t size;     /* of the file */
+  uint64_t off;      /* where the next record goes */
+  uint64_t seq;      /* the last record written durably */
+  uint64_t next_seq; /* the last one added to out, or 0 */
+  dm__buf out;       /* records added, not yet written */
+  uint64_t syncs, resets;
+} dm__store_journal;
+
+/* Opens path/journal, or creates it (size bytes, 0 for the default) when
+ * it is missing and may_create. A journal that is missing when it may not
+ * be, of another format, or whose header is damaged is refused: 0 or a dm
+ * error with a message in err. Close it with dm__store_journal_close. */
+int dm__store_journal_open(dm__store_journal *j, const char *path,
+                           size_t size, int may_create, char *err,
+                           size_t errlen);
+void dm__store_journal_close(dm__store_journal *j);
+/* Reads the records of the header's epoch, in order, up to the first that
+ * is not whole; gives fn each one past after (LMDB's jseq) as a new batch
+ * with its jseq, fn owning it. Records past after must follow it without a
+ * gap and decode, or the journal is corrupt. Leaves off past the last
+ * record and seq at the last one. 0, fn's non-zero value, or a dm error
+ * with a message in err. */
+int dm__store_journal_replay(dm__store_journal *j, const char *path,
+                             uint64_t after,
+                             int (*fn)(void *ud, dm__store_batch *b),
+                             void *ud, char *err, size_t errlen);
+/* Bytes b takes in the journal. */
+size_t dm__store_journal_need(const dm__store_batch *b);
+/* Whether need more bytes fit after what is added. */
+int dm__store_journal_room(const dm__store_journal *j, size_t need);
+/* Adds b's record to out, giving b the next seq. 0 or DM_ENOMEM. */
+int dm__store_journal_add(dm__store_journal *j, dm__store_batch *b);
+/* Writes out and syncs it. 0 or errno; on failure the records added are
+ * dropped and their seqs given again. */
+int dm__store_journal_write(dm__store_journal *j);
+/* Starts over: a new epoch in the header, synced. 0 or errno. */
+int dm__store_journal_reset(dm__store_journal *j);
+/* Whether more than half of the file holds records. */
+int dm__store_journal_half_full(const dm__store_journal *j);
+/* CRC-32C of n bytes, continuing crc (0 to start). */
+uint32_t dm__store_crc32c(uint32_t crc, const void *data, size_t n);
+
+/* store.c and writer.c: the store object. */
+
+/* How long journaled batches wait for LMDB by default: each LMDB commit
+ * costs two syncs, which the journal's callers do not wait for, and the
+ * fewer of them the better, while LMDB should not lag far behind. */
+#define DM__STORE_APPLY_US 20000u
+
+typedef struct {
+  dm__store_batch *head, *tail;
+} dm__store_queue;
+
+typedef struct {
+  dm__store_ack *head, *tail;
+} dm__store_acks;
+
+/* What the writer counts, under mx. */
+typedef struct {
+  uint64_t commits, last_commit_us, max_commit_us;
+  uint64_t map_used, map_size, map_grown;
+  uint64_t journal_syncs, journal_resets, apply_failures;
+} dm__store_wstats;
+
+struct dm__store {
+  uv_async_t async;
+  char *path; /* DIR/NAME */
+  int lock_fd;
+  dm__store_env env;
+  dm__store_journal journal; /* the writer's, after open */
+  uint64_t apply_us;
+  pthread_t writer;
+
+  pthread_mutex_t mx; /* todo, fin, stopping, apply_*, w */
+  pthread_cond_t cv;  /* the writer waits on it */
+  pthread_cond_t applied_cv; /* the applier's turns, apply_done */
+  pthread_cond_t acv;        /* the applier waits on it (monotonic) */
+  pthread_t applier;
+  dm__store_queue todo;      /* submitted, for the writer */
+  dm__store_acks fin;        /* answered, for the loop */
+  int stopping;
+  uint64_t apply_asked, apply_done;
+  dm__store_wstats w;
+  /* The writer and the applier: */
+  dm__store_queue unapplied; /* journaled, not yet in LMDB */
+  size_t unapplied_bytes;
+  uint64_t apply_at;       /* when they go to LMDB (or are tried again) */
+  int failed;              /* LMDB refused them: its error */
+  int urgent;              /* commit them now */
+  int applying;            /* the applier is committing a turn */
+  uint64_t applied_turns;  /* turns the applier finished */
+  dm__store_batch *direct; /* a big batch for the applier to commit */
+  int direct_rc;           /* and how it went */
+  int astop;               /* the applier stops */
+  /* Held by a read transaction of the loop and by the writer resizing the
+   * map: LMDB may remap only when no transaction of the process is open. */
+  pthread_mutex_t map_mx;
+
+  /* the thread committing to LMDB */
+  uint64_t grown;       /* times the map doubled */
+  uint64_t released_at; /* when the map's pages last went */
+
+  /* loop side */
+  dm__store_acks ready; /* taken from fin, dones not yet run */
+  int stopped;
+  uint64_t replayed;
+  dm__store_stats stats;
 };
+
+uint64_t dm__store_now_us(void);
+/* writer.c: commits the batches from `from` on to LMDB (any thread that
+ * owns the environment: the writer, or the loop before the writer
+ * starts). 0 or an errno or LMDB error. */
+int dm__store_commit(dm__store *s, dm__store_batch *from);
+void *dm__store_writer_main(void *arg);
+void *dm__store_applier_main(void *arg);
 
 /* Writes the operations of b from *pos on into the write transaction t
  * (writer thread), its clear first when *pos is 0, until b ends or the
