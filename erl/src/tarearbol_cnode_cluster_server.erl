@@ -422,7 +422,8 @@ task(tick, S) -> S;
 task(T, #{pending := P} = S) -> S#{pending := P ++ [T]}.
 
 run(T, #{sync := Sync, view := View, changed := Changed, settle_ms := Settle} = S) ->
-    Sync ! {task, T, View, #{settled => now_ms() - Changed >= Settle, minority => minority(S)}},
+    Sync ! {task, T, View, #{settled => now_ms() - Changed >= Settle, changed => Changed,
+                             minority => minority(S)}},
     S#{busy := true}.
 
 report(Task, Report, S) ->

@@ -9,31 +9,50 @@
 %% A member holds `ram_copies', or `disc_copies' when Mnesia has a
 %% directory configured on it (`-mnesia dir Dir', the application env
 %% `mnesia dir'); disc copies also turn the member's schema into a disc one.
-%% Every write is a `sync_transaction': it is on every live replica before
-%% the caller hears `ok', so a member that goes down right after an
-%% acknowledged put cannot take it with it.
+%% Every write of a record is a `sync_transaction': it is on every live
+%% replica before the caller hears `ok', so a member that goes down right
+%% after an acknowledged put cannot take it with it.
+%%
+%% The payloads handed off every `handoff_ms' go to a second table,
+%% `tarearbol_cnode_cluster_<Name>_handoff', in chunks: each member writes
+%% the payloads of the workers its C node runs as ?CHUNKS records keyed
+%% `{Member, N}', N the chunk an id hashes to, each with the time it was
+%% written and a binary of `[{Id, Payload}]'. A handoff of 300k workers
+%% so writes some thousand records, not 300k, and only the chunks that
+%% changed; a restore takes, for each id, the payload of the newest chunk
+%% that holds it (the clocks of the members are taken to agree within a
+%% handoff period).
 %%
 %% Each function returns `{error, {mnesia, Reason}}' when Mnesia is not
 %% running or the transaction aborts.
 -module(tarearbol_cnode_cluster_store).
 
--export([table/1, copy_type/0, join/2, put/3, put_new/3, undo/3, delete/2,
-         handoff/2, read/2, keys/1, clear/1]).
+-export([table/1, handoff_table/1, copy_type/0, join/2, put/3, put_new/3, undo/3,
+         delete/2, chunk/1, write_chunks/3, drop_chunks/2, payloads/1, handed_off/2,
+         gc_chunks/3, read/2, keys/1, clear/1]).
 
 -export_type([handoff/0, record/0]).
 
 -type handoff() :: none | {payload, term()}.
 %% The payload to start a worker from: none (its opts' own) or the last
-%% handed-off one.
+%% handed-off one (the chunks hold those; a record read for a restore or
+%% a move carries it here).
 -type record() :: {tarearbol_cnode_cluster, term(), list() | map(), handoff()}.
 %% One id's record.
 
 -define(REC, tarearbol_cnode_cluster).
+-define(HREC, tarearbol_cnode_cluster_handoff).
 -define(WAIT, 30000).
+-define(CHUNKS, 1024).
+-define(CHUNK_BATCH, 64).
 
 %% @doc The Mnesia table of the cluster manager Name.
 -spec table(atom()) -> atom().
 table(Name) -> list_to_atom("tarearbol_cnode_cluster_" ++ atom_to_list(Name)).
+
+%% @doc The Mnesia table of the handed-off payloads of the records of Tab.
+-spec handoff_table(atom()) -> atom().
+handoff_table(Tab) -> list_to_atom(atom_to_list(Tab) ++ "_handoff").
 
 %% @doc `disc_copies' when Mnesia has a directory configured here, else
 %% `ram_copies'.
@@ -56,11 +75,16 @@ join(Tab, Others) ->
         ok = started(),
         ok = connect(Others),
         ok = schema(Type),
+        HTab = handoff_table(Tab),
         ok = case Others of
-                 [] -> create(Tab, Type);
+                 [] -> create(Tab, Type, ?REC, [id, opts, handoff]);
                  _ -> copy(Tab, Type)
              end,
-        ok = mnesia:wait_for_tables([Tab], ?WAIT)
+        ok = case Others of
+                 [] -> create(HTab, Type, ?HREC, [key, time, blob]);
+                 _ -> copy(HTab, Type)
+             end,
+        ok = mnesia:wait_for_tables([Tab, HTab], ?WAIT)
     catch
         error:{badmatch, {error, {mnesia, _}} = E} -> E;
         error:{badmatch, Other} -> {error, {mnesia, Other}};
@@ -94,9 +118,9 @@ schema(disc_copies) ->
         {aborted, R} -> {error, {mnesia, R}}
     end.
 
-create(Tab, Type) ->
-    case mnesia:create_table(Tab, [{Type, [node()]}, {record_name, ?REC},
-                                   {attributes, [id, opts, handoff]}]) of
+create(Tab, Type, Rec, Attributes) ->
+    case mnesia:create_table(Tab, [{Type, [node()]}, {record_name, Rec},
+                                   {attributes, Attributes}]) of
         {atomic, ok} -> ok;
         {aborted, {already_exists, Tab}} -> copy(Tab, Type);
         {aborted, R} -> {error, {mnesia, R}}
@@ -152,22 +176,76 @@ delete(Tab, Id) ->
                 Old =/= []
         end).
 
-%% @doc Writes each `{Id, Payload}' as Id's handoff, in one transaction,
-%% where Id has a record (an id deleted meanwhile stays deleted). Returns
-%% the records as written.
--spec handoff(atom(), [{term(), term()}]) -> {ok, [record()]} | {error, {mnesia, term()}}.
-handoff(Tab, Payloads) ->
-    txn(fun() ->
-                lists:append(
-                  [case mnesia:read(Tab, Id, write) of
-                       [{?REC, _, _, {payload, P}} = R] when P =:= Payload -> [R];
-                       [{?REC, _, Opts, _}] ->
-                           R = {?REC, Id, Opts, {payload, Payload}},
-                           ok = mnesia:write(Tab, R, write),
-                           [R];
-                       [] -> []
-                   end || {Id, Payload} <- Payloads])
-        end).
+%% @doc The chunk Id's payload goes to.
+-spec chunk(term()) -> non_neg_integer().
+chunk(Id) -> erlang:phash2(Id, ?CHUNKS).
+
+%% @doc Writes this member's chunks `{N, Blob}' (Blob a term_to_binary of
+%% `[{Id, Payload}]'), stamped Time, in dirty writes on every replica,
+%% ?CHUNK_BATCH chunks at a time: a handoff is the last payload known, not
+%% an acknowledged change.
+-spec write_chunks(atom(), [{non_neg_integer(), binary()}], integer()) -> ok | {error, {mnesia, term()}}.
+write_chunks(HTab, Chunks, Time) ->
+    dirty_batches(fun({N, Blob}) -> mnesia:write(HTab, {?HREC, {node(), N}, Time, Blob}, write) end,
+                  Chunks).
+
+%% @doc Deletes this member's chunks Ns (they hold no worker any more).
+-spec drop_chunks(atom(), [non_neg_integer()]) -> ok | {error, {mnesia, term()}}.
+drop_chunks(HTab, Ns) ->
+    dirty_batches(fun(N) -> mnesia:delete(HTab, {node(), N}, write) end, Ns).
+
+dirty_batches(_F, []) -> ok;
+dirty_batches(F, L) ->
+    {B, Rest} = lists:split(min(?CHUNK_BATCH, length(L)), L),
+    try mnesia:sync_dirty(fun() -> lists:foreach(F, B) end) of
+        _ -> dirty_batches(F, Rest)
+    catch exit:{aborted, R} -> {error, {mnesia, R}};
+          exit:R -> {error, {mnesia, R}}
+    end.
+
+%% @doc The last handed-off payload of every id the chunks hold: the one
+%% of the newest chunk holding it.
+-spec payloads(atom()) -> #{term() => term()} | {error, {mnesia, term()}}.
+payloads(HTab) ->
+    try mnesia:dirty_match_object(HTab, {?HREC, '_', '_', '_'}) of
+        Recs ->
+            Newest = lists:foldl(
+                       fun({?HREC, _, T, Blob}, Acc) ->
+                               lists:foldl(fun({Id, P}, A) ->
+                                                   case A of
+                                                       #{Id := {T0, _}} when T0 >= T -> A;
+                                                       _ -> A#{Id => {T, P}}
+                                                   end
+                                           end, Acc, binary_to_term(Blob))
+                       end, #{}, Recs),
+            maps:map(fun(_, {_, P}) -> P end, Newest)
+    catch exit:{aborted, R} -> {error, {mnesia, R}}
+    end.
+
+%% @doc Id's last handed-off payload, from the chunks of every member that
+%% hold its chunk: `{ok, P}' or `none'.
+-spec handed_off(atom(), term()) -> {ok, term()} | none.
+handed_off(HTab, Id) ->
+    N = chunk(Id),
+    Found = lists:sort([{T, P} || {?HREC, _, T, Blob} <- mnesia:dirty_match_object(HTab, {?HREC, {'_', N}, '_', '_'}),
+                                  {I, P} <- binary_to_term(Blob), I =:= Id]),
+    case Found of
+        [] -> none;
+        _ -> {ok, element(2, lists:last(Found))}
+    end.
+
+%% @doc Deletes the chunks of the nodes that are not Members and that were
+%% written before Before: their ids run elsewhere now, and were handed
+%% off there since.
+-spec gc_chunks(atom(), [node()], integer()) -> ok | {error, {mnesia, term()}}.
+gc_chunks(HTab, Members, Before) ->
+    try mnesia:dirty_select(HTab, [{{?HREC, {'$1', '$2'}, '$3', '_'}, [{'<', '$3', Before}],
+                                    [{{'$1', '$2'}}]}]) of
+        Keys ->
+            Stale = [K || {Node, _} = K <- Keys, not lists:member(Node, Members)],
+            dirty_batches(fun(K) -> mnesia:delete(HTab, K, write) end, Stale)
+    catch exit:{aborted, R} -> {error, {mnesia, R}}
+    end.
 
 %% @doc Id's record from the local copy (`[]' when none), no transaction.
 -spec read(atom(), term()) -> [record()] | {error, {mnesia, term()}}.
@@ -183,12 +261,13 @@ keys(Tab) ->
     catch exit:{aborted, R} -> {error, {mnesia, R}}
     end.
 
-%% @doc Removes every record of Tab.
+%% @doc Removes every record of Tab, and every handed-off payload.
 -spec clear(atom()) -> ok | {error, {mnesia, term()}}.
 clear(Tab) ->
-    try mnesia:clear_table(Tab) of
-        {atomic, ok} -> ok;
-        {aborted, R} -> {error, {mnesia, R}}
+    try {mnesia:clear_table(Tab), mnesia:clear_table(handoff_table(Tab))} of
+        {{atomic, ok}, {atomic, ok}} -> ok;
+        {{aborted, R}, _} -> {error, {mnesia, R}};
+        {_, {aborted, R}} -> {error, {mnesia, R}}
     catch exit:R -> {error, {mnesia, R}}
     end.
 

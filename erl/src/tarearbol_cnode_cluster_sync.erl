@@ -8,10 +8,12 @@
 %%
 %% <ul>
 %% <li>`tick': reads every worker of the C node (`{dump, Cursor, Limit}'),
-%%   writes the payloads that changed since the last handoff to Mnesia, and
-%%   moves out what the member runs but no longer owns; when the membership
-%%   has been settled for a while, also puts back what it owns but its C
-%%   node lacks (an anti-entropy sweep that catches a move cut short).</li>
+%%   writes the chunks of payloads that changed since the last handoff to
+%%   Mnesia (tarearbol_cnode_cluster_store:write_chunks/3), and moves out
+%%   what the member runs but no longer owns; once the membership has been
+%%   settled for a while, and then every ?SWEEP_MS, also puts back what it
+%%   owns but its C node lacks (an anti-entropy sweep that catches a move
+%%   cut short), and drops the chunks of members long gone.</li>
 %% <li>`rebalance': after a join, the moves of a tick at once.</li>
 %% <li>`{failover, Left}': after members left, put_new the ids they owned
 %%   and this member owns now, from Mnesia (opts and last payload).</li>
@@ -19,9 +21,9 @@
 %%   owns that the node lacks.</li>
 %% </ul>
 %%
-%% A move, per batch of at most 500 ids bound for one member: write their
-%% current payloads to Mnesia, have the new owner put_new them, then
-%% delete them here. An id runs on both C nodes only between the new
+%% A move, per batch of at most 500 ids bound for one member: the new
+%% owner put_news them with the payloads just read (the tick's chunks hold
+%% them too), then they are deleted here. An id runs on both C nodes only between the new
 %% owner's put and this delete, one batch at most; the report carries the
 %% longest such window seen (`window_us').
 -module(tarearbol_cnode_cluster_sync).
@@ -39,8 +41,11 @@
 -define(PAGE, 5000).
 -define(DUMP_RETRIES, 5).
 -define(MOVE_BATCH, 500).
--define(HANDOFF_BATCH, 1000).
 -define(WINDOW, 256).
+-define(SWEEP_MS, 60000).
+%% Chunks of a node that is no member any more go once this old: its ids
+%% have run elsewhere, and been handed off there, for many periods.
+-define(GC_AFTER_MS, 120000).
 -define(CALL_TIMEOUT, 15000).
 -define(ADOPT_TIMEOUT, 60000).
 
@@ -52,46 +57,54 @@ start_link(Ctx) ->
 loop(#{server := Server} = Ctx) ->
     receive
         {task, Task, View, Opts} ->
-            Report = try run(Task, View, Opts, Ctx)
-                     catch C:E:St ->
-                             ?LOG_WARNING("cluster ~p: ~p failed: ~p:~p ~p",
-                                          [maps:get(name, Ctx), Task, C, E, St]),
-                             #{error => E}
-                     end,
+            {Report, Ctx1} = try run(Task, View, Opts, Ctx)
+                             catch C:E:St ->
+                                     ?LOG_WARNING("cluster ~p: ~p failed: ~p:~p ~p",
+                                                  [maps:get(name, Ctx), Task, C, E, St]),
+                                     {#{error => E}, Ctx}
+                             end,
             Server ! {sync_done, self(), Task, Report},
-            loop(Ctx)
+            loop(Ctx1)
     end.
 
-run(tick, _View, #{minority := true}, _Ctx) ->
-    #{};
-run(tick, View, #{settled := Settled}, Ctx) ->
+run(tick, _View, #{minority := true}, Ctx) ->
+    {#{}, Ctx};
+run(tick, View, #{settled := Settled} = Opts, Ctx) ->
     case dump_all(Ctx) of
         {ok, Local} ->
-            H = handoff(Ctx, Local),
+            {H, Ctx1} = handoff(Ctx, Local, false),
             M = move_out(Ctx, Local, View),
-            R = case Settled of
-                    true ->
-                        Have = maps:from_list([{Id, []} || {Id, _, _, _} <- Local]),
-                        restore(Ctx, fun(Id) -> not is_map_key(Id, Have) andalso mine(Id, View) end);
-                    false -> #{}
-                end,
-            maps:merge(maps:merge(H, M), R);
+            Now = erlang:monotonic_time(millisecond),
+            Swept = maps:get(swept, Ctx1, undefined),
+            case Settled andalso (Swept =:= undefined orelse Swept < maps:get(changed, Opts, Now)
+                                  orelse Now - Swept >= ?SWEEP_MS) of
+                true ->
+                    Have = maps:from_list([{Id, []} || {Id, _, _, _} <- Local]),
+                    R = restore(Ctx, fun(Id) -> not is_map_key(Id, Have) andalso mine(Id, View) end),
+                    _ = tarearbol_cnode_cluster_store:gc_chunks(
+                          htab(Ctx), maps:keys(View), erlang:system_time(millisecond) - ?GC_AFTER_MS),
+                    {maps:merge(maps:merge(H, M), R), Ctx1#{swept => Now}};
+                false ->
+                    {maps:merge(H, M), Ctx1}
+            end;
         {error, Reason} ->
-            #{error => Reason}
+            {#{error => Reason}, Ctx}
     end;
 run(rebalance, View, _Opts, Ctx) ->
     case dump_all(Ctx) of
-        {ok, Local} -> move_out(Ctx, Local, View);
-        {error, Reason} -> #{error => Reason}
+        {ok, Local} -> {move_out(Ctx, Local, View), Ctx};
+        {error, Reason} -> {#{error => Reason}, Ctx}
     end;
 run({failover, Left}, View, _Opts, Ctx) ->
     Before = lists:usort(maps:keys(View) ++ Left),
-    restore(Ctx, fun(Id) ->
-                         mine(Id, View) andalso
-                             lists:member(tarearbol_cnode_cluster_place:owner(Id, Before), Left)
-                 end);
+    {restore(Ctx, fun(Id) ->
+                          mine(Id, View) andalso
+                              lists:member(tarearbol_cnode_cluster_place:owner(Id, Before), Left)
+                  end), Ctx};
 run(restore, View, _Opts, Ctx) ->
-    restore(Ctx, fun(Id) -> mine(Id, View) end).
+    {restore(Ctx, fun(Id) -> mine(Id, View) end), Ctx}.
+
+htab(#{tab := Tab}) -> tarearbol_cnode_cluster_store:handoff_table(Tab).
 
 %% @doc For a member that leaves on purpose: writes the current payload of
 %% every recorded worker of its C node to Mnesia and returns their ids,
@@ -100,12 +113,10 @@ run(restore, View, _Opts, Ctx) ->
 hand_off_all(#{tab := Tab} = Ctx) ->
     case dump_all(Ctx) of
         {ok, Local} ->
-            Recorded = [{Id, P} || {Id, _, P, _} <- Local,
-                                   tarearbol_cnode_cluster_store:read(Tab, Id) =/= []],
-            Written = [tarearbol_cnode_cluster_store:handoff(Tab, B) || B <- chunks(Recorded, ?HANDOFF_BATCH)],
-            case [E || {error, _} = E <- Written] of
-                [] -> {ok, [Id || {Id, _} <- Recorded]};
-                [E | _] -> E
+            case handoff(Ctx, Local, true) of
+                {#{error := E}, _} -> {error, E};
+                _ -> {ok, [Id || {Id, _, _, _} <- Local,
+                                 tarearbol_cnode_cluster_store:read(Tab, Id) =/= []]}
             end;
         {error, _} = E -> E
     end.
@@ -125,20 +136,25 @@ dump(M, Cursor, Acc, Retries) ->
         Other -> {error, Other}
     end.
 
-%% Payloads that differ from the last handed-off one go to Mnesia.
-handoff(#{tab := Tab}, Local) ->
-    Changed = [{Id, P} || {Id, _, P, _} <- Local, changed(Tab, Id, P)],
-    Written = lists:sum([case tarearbol_cnode_cluster_store:handoff(Tab, B) of
-                             {ok, Rs} -> length(Rs);
-                             {error, _} -> 0
-                         end || B <- chunks(Changed, ?HANDOFF_BATCH)]),
-    #{handed_off => Written}.
-
-changed(Tab, Id, P) ->
-    case tarearbol_cnode_cluster_store:read(Tab, Id) of
-        [{_, _, _, {payload, Q}}] -> Q =/= P;
-        [_] -> true;
-        _ -> false
+%% The chunks whose payloads changed since the last handoff (all of them
+%% when Force) go to Mnesia, and the chunks that hold no worker any more
+%% go from it. Ctx keeps a digest of each chunk written.
+handoff(Ctx, Local, Force) ->
+    Sent = maps:get(sent, Ctx, #{}),
+    Groups = maps:groups_from_list(fun({Id, _}) -> tarearbol_cnode_cluster_store:chunk(Id) end,
+                                   [{Id, P} || {Id, _, P, _} <- Local]),
+    Blobs = maps:map(fun(_, L) -> term_to_binary(L) end, Groups),
+    Digests = maps:map(fun(_, B) -> erlang:md5(B) end, Blobs),
+    Changed = [{N, B} || {N, B} <- maps:to_list(Blobs),
+                         Force orelse maps:get(N, Sent, none) =/= maps:get(N, Digests)],
+    Gone = [N || N <- maps:keys(Sent), not is_map_key(N, Blobs)],
+    HTab = htab(Ctx),
+    case tarearbol_cnode_cluster_store:write_chunks(HTab, Changed, erlang:system_time(millisecond)) of
+        ok ->
+            _ = tarearbol_cnode_cluster_store:drop_chunks(HTab, Gone),
+            {#{handed_off => length(Changed)}, Ctx#{sent => Digests}};
+        {error, Reason} ->
+            {#{error => Reason}, Ctx}
     end.
 
 %% Ids this C node runs, that have a record and belong to another member,
@@ -156,23 +172,20 @@ move_out(#{tab := Tab} = Ctx, Local, View) ->
               end, #{moved => 0, window_us => 0}, ByOwner).
 
 move(#{tab := Tab, name := Name, cnode := CNode}, To, Batch, Acc) ->
-    case tarearbol_cnode_cluster_store:handoff(Tab, Batch) of
-        {ok, Recs} ->
-            T0 = erlang:monotonic_time(microsecond),
-            case adopt(To, Recs) of
-                ok ->
-                    %% Ids whose record went meanwhile (a del at the new owner) go too.
-                    _ = calls({Name, CNode}, [{del, Id} || {Id, _} <- Batch]),
-                    W = erlang:monotonic_time(microsecond) - T0,
-                    Acc#{moved := maps:get(moved, Acc) + length(Recs),
-                         window_us := max(W, maps:get(window_us, Acc))};
-                {error, Reason} ->
-                    ?LOG_WARNING("cluster ~p: ~p ids not moved to ~p: ~p",
-                                 [Name, length(Recs), node(To), Reason]),
-                    Acc
-            end;
+    %% An id whose record went meanwhile (a del) is not moved.
+    Recs = [{R, Id, Opts, {payload, P}} || {Id, P} <- Batch,
+                                          {R, _, Opts, _} <- tarearbol_cnode_cluster_store:read(Tab, Id)],
+    T0 = erlang:monotonic_time(microsecond),
+    case adopt(To, Recs) of
+        ok ->
+            %% Ids whose record went meanwhile (a del at the new owner) go too.
+            _ = calls({Name, CNode}, [{del, Id} || {Id, _} <- Batch]),
+            W = erlang:monotonic_time(microsecond) - T0,
+            Acc#{moved := maps:get(moved, Acc) + length(Recs),
+                 window_us := max(W, maps:get(window_us, Acc))};
         {error, Reason} ->
-            ?LOG_WARNING("cluster ~p: move held, Mnesia: ~p", [Name, Reason]),
+            ?LOG_WARNING("cluster ~p: ~p ids not moved to ~p: ~p",
+                         [Name, length(Recs), node(To), Reason]),
             Acc
     end.
 
@@ -181,15 +194,29 @@ adopt(To, Recs) ->
     catch exit:{Reason, _} -> {error, Reason}
     end.
 
-%% put_new, from Mnesia, of every id of the table that Filter takes.
-restore(#{tab := Tab, name := Name, cnode := CNode}, Filter) ->
+%% put_new, from Mnesia, of every id of the table that Filter takes, with
+%% its last handed-off payload.
+restore(#{tab := Tab, name := Name, cnode := CNode} = Ctx, Filter) ->
     case tarearbol_cnode_cluster_store:keys(Tab) of
         {error, Reason} ->
             #{error => Reason};
         Keys ->
-            Recs = lists:append([tarearbol_cnode_cluster_store:read(Tab, K) || K <- Keys, Filter(K)]),
-            Rs = put_from({Name, CNode}, put_new, [R || {_, _, _, _} = R <- Recs]),
-            #{restored => length([ok || ok <- Rs])}
+            case [K || K <- Keys, Filter(K)] of
+                [] ->
+                    #{restored => 0};
+                Ids ->
+                    Payloads = case tarearbol_cnode_cluster_store:payloads(htab(Ctx)) of
+                                   #{} = Ps -> Ps;
+                                   {error, _} -> #{}
+                               end,
+                    Recs = [case Payloads of
+                                #{Id := P} -> {R, Id, Opts, {payload, P}};
+                                _ -> Rec
+                            end || Id <- Ids,
+                                   {R, _, Opts, _} = Rec <- tarearbol_cnode_cluster_store:read(Tab, Id)],
+                    Rs = put_from({Name, CNode}, put_new, Recs),
+                    #{restored => length([ok || ok <- Rs])}
+            end
     end.
 
 %% @doc Puts (or put_news) each record's worker on the C node's manager M,

@@ -198,14 +198,12 @@ bump_handed_off(Node, Count) ->
     Owned = [Id || Id <- ids(), tarearbol_cnode_cluster_place:owner(Id, Members) =:= Node],
     Bumped = lists:sublist(Owned, Count),
     [] = pmap(fun(Id) -> tarearbol_cnode_cluster:asynch_call(?M, Id, {add, 7}) end, Bumped, 8),
-    Tab = tarearbol_cnode_cluster_store:table(?M),
+    HTab = tarearbol_cnode_cluster_store:handoff_table(tarearbol_cnode_cluster_store:table(?M)),
     cnode_test:wait_until(
       fun() ->
               lists:all(fun(Id) ->
-                                case erpc:call(Node, mnesia, dirty_read, [Tab, Id]) of
-                                    [{_, Id, _, {payload, 7}}] -> true;
-                                    _ -> false
-                                end
+                                erpc:call(Node, tarearbol_cnode_cluster_store, handed_off, [HTab, Id])
+                                    =:= {ok, 7}
                         end, Bumped)
       end, 10000),
     {Owned, Bumped}.
