@@ -28,7 +28,7 @@
 -module(tarearbol_cnode_cluster).
 
 -export([start_member/1, stop_member/1, child_spec/1, members/1, info/1,
-         put/3, put_new/3, del/2, get/2, restart/1, state/1,
+         put/3, put_many/2, put_new/3, del/2, get/2, restart/1, state/1,
          synch_call/3, asynch_call/3, stats/1]).
 
 -export_type([opts/0]).
@@ -51,6 +51,8 @@
 
 -define(TIMEOUT, 15000).
 -define(RETRIES, 3).
+-define(BULK, 1000).
+-define(BULK_TIMEOUT, 120000).
 
 %% @doc Starts the member of `name' on this node, under the application's
 %% cluster supervisor; returns once it has joined. A member already
@@ -93,6 +95,50 @@ info(Name) -> maps:from_list(multi(Name, info)).
 %% @doc (Re)starts the worker Id on its owner, once its record is written.
 -spec put(atom(), term(), list() | map()) -> ok | {error, term()}.
 put(Name, Id, Opts) -> route(Name, Id, {put, Id, Opts}).
+
+%% @doc Puts many workers at once: each owner gets its share in batches
+%% of ?BULK, each batch written to Mnesia in one sync transaction and then
+%% put on the owner's C node, the owners in parallel. One reply per pair,
+%% in order, as put/3 gives; an element that is not `{Id, Opts}' with Opts
+%% a list or a map is `{error, badarg}'. For loading many ids: puts one by
+%% one cost a transaction each.
+-spec put_many(atom(), [{term(), list() | map()}]) -> [ok | {error, term()}].
+put_many(Name, Pairs) when is_list(Pairs) ->
+    Indexed = lists:zip(lists:seq(1, length(Pairs)), Pairs),
+    {Good, Bad} = lists:partition(fun({_, {_, O}}) -> is_list(O) orelse is_map(O);
+                                     (_) -> false
+                                  end, Indexed),
+    Done = case members(Name) of
+               [] -> [{I, {error, no_members}} || {I, _} <- Good];
+               Nodes ->
+                   Groups = maps:groups_from_list(
+                              fun({_, {Id, _}}) -> tarearbol_cnode_cluster_place:owner(Id, Nodes) end,
+                              Good),
+                   Asked = [{B, gen_server:send_request(member(Name, Owner),
+                                                        {route, {put_many, [P || {_, P} <- B]}, 0})}
+                            || {Owner, L} <- maps:to_list(Groups), B <- batches(L, ?BULK)],
+                   lists:append([settle(Name, B, Ref) || {B, Ref} <- Asked])
+           end,
+    [R || {_, R} <- lists:sort(Done ++ [{I, {error, badarg}} || {I, _} <- Bad])].
+
+%% One batch's replies; ids its member did not own (views differ for a
+%% moment) or could not answer for go one by one.
+settle(Name, Batch, Ref) ->
+    Rs = case gen_server:receive_response(Ref, ?BULK_TIMEOUT) of
+             {reply, L} when is_list(L), length(L) =:= length(Batch) -> L;
+             {reply, Other} -> [Other || _ <- Batch];
+             timeout -> [{error, timeout} || _ <- Batch];
+             {error, {Reason, _}} -> [{error, Reason} || _ <- Batch]
+         end,
+    [{I, case R of
+             {error, E} when E =:= not_owner; E =:= noproc; E =:= nodedown; E =:= noconnection ->
+                 put(Name, Id, Opts);
+             _ -> R
+         end} || {{I, {Id, Opts}}, R} <- lists:zip(Batch, Rs)].
+
+batches([], _N) -> [];
+batches(L, N) when length(L) =< N -> [L];
+batches(L, N) -> {H, T} = lists:split(N, L), [H | batches(T, N)].
 
 %% @doc Starts the worker Id unless it is recorded.
 -spec put_new(atom(), term(), list() | map()) -> ok | {error, term()}.

@@ -148,6 +148,15 @@ view(Pids) -> maps:from_list([{node(P), P} || P <- Pids]).
 %% @doc gen_server callback: requests routed by id, the merge requests of
 %% tarearbol_cnode_cluster, and adopt from a member moving ids here.
 -spec handle_call(term(), gen_server:from(), map()) -> {reply, term(), map()} | {noreply, map()}.
+handle_call({route, {put_many, Pairs}, _Hops}, From, #{view := View, name := Name, cnode := CNode,
+                                                        tab := Tab} = S) when is_list(Pairs) ->
+    case minority(S) of
+        true -> {reply, [{error, minority} || _ <- Pairs], S};
+        false ->
+            Members = maps:keys(View),
+            spawn_reply(From, fun() -> put_many(Pairs, Members, {Name, CNode}, Tab) end),
+            {noreply, S}
+    end;
 handle_call({route, Req, Hops}, From, #{view := View} = S) ->
     case is_write(Req) andalso minority(S) of
         true -> {reply, {error, minority}, S};
@@ -392,6 +401,27 @@ do({local, stats}, M, _Tab) -> tarearbol_cnode:stats(M);
 do({local, restart}, M, _Tab) -> tarearbol_cnode:restart(M);
 do({local, clear}, _M, Tab) -> tarearbol_cnode_cluster_store:clear(Tab);
 do(Req, _M, _Tab) -> {error, {unknown_request, Req}}.
+
+%% The pairs this member owns in one sync transaction, then on the C node
+%% (256 in flight); a put the C node refuses gets its record back. The
+%% others are `{error, not_owner}', for the caller to route one by one.
+put_many(Pairs, Members, M, Tab) ->
+    Mine = [P || {Id, _} = P <- Pairs, tarearbol_cnode_cluster_place:owner(Id, Members) =:= node()],
+    Done = case Mine of
+               [] -> #{};
+               _ ->
+                   case tarearbol_cnode_cluster_store:put_many(Tab, Mine) of
+                       {ok, Olds} ->
+                           Rs = tarearbol_cnode_cluster_sync:calls(M, [{put, Id, O} || {Id, O} <- Mine]),
+                           maps:from_list(
+                             [{Id, case R of
+                                       ok -> ok;
+                                       _ -> _ = tarearbol_cnode_cluster_store:undo(Tab, Id, Old), R
+                                   end} || {{Id, _}, Old, R} <- lists:zip3(Mine, Olds, Rs)]);
+                       {error, _} = E -> maps:from_list([{Id, E} || {Id, _} <- Mine])
+                   end
+           end,
+    [maps:get(Id, Done, {error, not_owner}) || {Id, _} <- Pairs].
 
 %% The launcher brings the C node back; a launcher that has not seen the
 %% death yet still says ready, so the node itself must answer.

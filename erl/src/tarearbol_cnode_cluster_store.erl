@@ -27,7 +27,7 @@
 %% running or the transaction aborts.
 -module(tarearbol_cnode_cluster_store).
 
--export([table/1, handoff_table/1, copy_type/0, join/2, put/3, put_new/3, undo/3,
+-export([table/1, handoff_table/1, copy_type/0, join/2, put/3, put_many/2, put_new/3, undo/3,
          delete/2, chunk/1, write_chunks/3, drop_chunks/2, payloads/1, handed_off/2,
          gc_chunks/3, read/2, keys/1, clear/1]).
 
@@ -141,6 +141,18 @@ put(Tab, Id, Opts) ->
                 Old = mnesia:read(Tab, Id, write),
                 ok = mnesia:write(Tab, {?REC, Id, Opts, none}, write),
                 Old
+        end).
+
+%% @doc put/3 of many `{Id, Opts}' in one transaction: `{ok, Olds}', the
+%% records each replaced, in order.
+-spec put_many(atom(), [{term(), list() | map()}]) -> {ok, [[record()]]} | {error, {mnesia, term()}}.
+put_many(Tab, Pairs) ->
+    txn(fun() ->
+                [begin
+                     Old = mnesia:read(Tab, Id, write),
+                     ok = mnesia:write(Tab, {?REC, Id, Opts, none}, write),
+                     Old
+                 end || {Id, Opts} <- Pairs]
         end).
 
 %% @doc As put/3 unless Id has a record: `{ok, []}' when it wrote,

@@ -50,7 +50,7 @@ main(Args) ->
     W8 = Run("w8", fun() -> w8(Bin, lists:max(Sizes)) end),
     W9 = Run("w9", fun() -> w9(Bin) end),
     %% W10's members per size: see cluster_bench.erl for why not 300k.
-    W10 = Run("w10", fun() -> cluster_bench:run(Bin, list_to_integer(os:getenv("BENCH_CLUSTER", "20000"))) end),
+    W10 = Run("w10", fun() -> cluster_bench:run(Bin, list_to_integer(os:getenv("BENCH_CLUSTER", "300000"))) end),
     Rows = W1 ++ W2 ++ W3 ++ W4 ++ W5 ++ W6 ++ W7 ++ W8 ++ W9 ++ W10,
     W = lists:max([34 | [length(Name) || {Name, _, _} <- Rows]]),
     io:format("~n~-*s ~16s ~16s ~10s~n", [W, "workload / metric", "C node", "BEAM", "C vs BEAM"]),

@@ -5,18 +5,16 @@
 %% time for the ids to rebalance when a fourth peer joins. C only: a BEAM
 %% baseline cannot start a million workers (W1).
 %%
-%% make bench runs 3 x 20k (BENCH_CLUSTER sets the size per member), not
-%% the 3 x 300k of issue 13: at 20k the members' handoffs (every changed
-%% payload written to the replicated Mnesia table each 5 s, in sync
-%% transactions) already take about a third of a core per member on this
-%% 2-core machine, and puts through the API run at some 3k/s, so 300k per
-%% member would saturate it before the window starts.
+%% make bench runs 3 x 300k (BENCH_CLUSTER sets the size per member). The
+%% ids go in through put_many/2 (a transaction per 1000 ids of one owner):
+%% put/3, one transaction each, runs at some 3k/s here.
 -module(cluster_bench).
 -export([run/2]).
 
 -define(M, w10).
 -define(WINDOW_MS, 10000).
--define(CALLERS, 8).
+-define(CALLERS, 2).
+-define(BULK, 3000).
 -define(HANDOFF_MS, 5000).
 
 run(Bin, PerMember) ->
@@ -28,6 +26,9 @@ run(Bin, PerMember) ->
         mesh([N || {_, N} <- Peers]),
         await(fun() -> length(erpc:call(A, tarearbol_cnode_cluster, members, [?M])) =:= 3 end, 30000),
         {PutUs, ok} = timer:tc(fun() -> put_all(Peers, Total) end),
+        {SingleUs, ok} = timer:tc(fun() -> put_ids(A, lists:seq(Total, Total + 1999)) end),
+        ok = erpc:call(A, fun() -> [ok = tarearbol_cnode_cluster:del(?M, I)
+                                    || I <- lists:seq(Total, Total + 1999)], ok end, infinity),
         log("W10: ~p ids put in ~p ms", [Total, PutUs div 1000]),
         await(fun() -> total(A) =:= Total end, 120000),
         timer:sleep(3000),
@@ -49,11 +50,17 @@ run(Bin, PerMember) ->
         await(fun() -> balanced(S, Total) end, 300000),
         Rebalance = now_ms() - T1,
         log("W10: rebalance after a join: ~p ms", [Rebalance]),
+        %% The last batches' window: the moves are over once no member is
+        %% busy with one.
+        await(fun() -> idle(S) end, 120000),
         Dups = total(S) - Total,
+        Window = lists:max([maps:get(max_window_us, Cs, 0)
+                            || #{counters := Cs} <- maps:values(erpc:call(S, tarearbol_cnode_cluster, info, [?M]))]),
         [stop_peer(P) || P <- [Joiner | Survivors]],
         _ = Rest, _ = JNode,
         L = "W10 3 x " ++ integer_to_list(PerMember div 1000) ++ "k ",
-        [{L ++ "ids put through the API, per s (8 callers per member)", Total / (PutUs / 1.0e6), undefined},
+        [{L ++ "ids put through put_many, per s", Total / (PutUs / 1.0e6), undefined},
+         {L ++ "ids put one by one through put, per s (1 caller)", 2000 / (SingleUs / 1.0e6), undefined},
          {L ++ "C node cpu cores per member", maps:get(cnode_cores, Cost), undefined},
          {L ++ "C node cpu us/perform", maps:get(cnode_us, Cost), undefined},
          {L ++ "C node bytes/worker", maps:get(cnode_bytes, Cost), undefined},
@@ -62,7 +69,8 @@ run(Bin, PerMember) ->
          {L ++ "performs/s, all members", maps:get(performs, Cost), undefined},
          {L ++ "ms to fail over a stopped member's ids", Failover, undefined},
          {L ++ "ms to rebalance after a join (each within 10% of a third)", Rebalance, undefined},
-         {L ++ "ids on two C nodes after the rebalance", Dups, undefined}]
+         {L ++ "ids on two C nodes once the moves are over", Dups, undefined},
+         {L ++ "longest window of an id on two C nodes, ms", Window / 1000, undefined}]
     catch C:R:St ->
         log("W10 failed: ~p", [{C, R, St}]),
         [catch stop_peer(P) || P <- Peers],
@@ -91,7 +99,8 @@ mesh(Nodes) ->
     [erpc:call(A, net_kernel, connect_node, [B]) || A <- Nodes, B <- Nodes, A =/= B],
     ok.
 
-%% The ids, put from every member at once, ?CALLERS callers each.
+%% The ids, put from every member at once, ?CALLERS callers each, with
+%% put_many/2 in lists of ?BULK.
 put_all(Peers, Total) ->
     Parts = length(Peers) * ?CALLERS,
     Self = self(),
@@ -99,17 +108,30 @@ put_all(Peers, Total) ->
                 {_, Node} = lists:nth(K rem length(Peers) + 1, Peers),
                 spawn_link(fun() ->
                                    Ids = lists:seq(K, Total - 1, Parts),
-                                   ok = erpc:call(Node, fun() -> put_ids(Ids) end, infinity),
+                                   ok = erpc:call(Node, fun() -> put_many(Ids) end, infinity),
                                    Self ! {self(), done}
                            end)
             end || K <- lists:seq(0, Parts - 1)],
     [receive {P, done} -> ok end || P <- Pids],
     ok.
 
-put_ids([]) -> ok;
-put_ids([I | Is]) ->
-    ok = tarearbol_cnode_cluster:put(?M, I, [{payload, 0}, {timeout, 1000}]),
-    put_ids(Is).
+put_many([]) -> ok;
+put_many(Ids) ->
+    {B, Rest} = lists:split(min(?BULK, length(Ids)), Ids),
+    [ok] = lists:usort(tarearbol_cnode_cluster:put_many(?M, [{I, [{payload, 0}, {timeout, 1000}]} || I <- B])),
+    put_many(Rest).
+
+%% Puts one by one, from one caller on Node.
+put_ids(Node, Ids) ->
+    erpc:call(Node, fun() ->
+                            [ok = tarearbol_cnode_cluster:put(?M, I, [{payload, 0}, {timeout, 1000}]) || I <- Ids],
+                            ok
+                    end, infinity).
+
+%% No member has a move or a restore running.
+idle(Via) ->
+    lists:all(fun(#{busy := B}) -> not B; (_) -> false end,
+              maps:values(erpc:call(Via, tarearbol_cnode_cluster, info, [?M], 30000))).
 
 %% The workers of every member's C node, asked of the C nodes.
 counts(Via) ->

@@ -29,6 +29,7 @@ groups() ->
        a_returning_peer_gets_a_third_back_while_calls_keep_working,
        a_member_stopped_on_purpose_hands_its_current_payloads_over,
        restart_empties_the_records_and_every_members_manager,
+       put_many_puts_each_id_once_on_its_owner_and_refuses_bad_pairs,
        with_mnesia_down_on_the_owner_a_put_is_refused_and_no_worker_starts]},
      {net_split, [], [a_minority_refuses_writes_the_majority_takes_over_and_the_heal_merges]}].
 
@@ -412,6 +413,29 @@ restart_empties_the_records_and_every_members_manager(Config) ->
     %% A put after the restart is served as before.
     ?assertEqual(ok, tarearbol_cnode_cluster:put(?M, 1, [{payload, 5}, {timeout, 0}])),
     ?assertEqual({ok, 5}, tarearbol_cnode_cluster:synch_call(?M, 1, get)).
+
+%% A bulk load: batches per owner, one transaction each. A pair that is
+%% not one, and a put the C node refuses, get their error and leave no
+%% record; everything else is recorded on every member and runs once.
+put_many_puts_each_id_once_on_its_owner_and_refuses_bad_pairs(Config) ->
+    ok = tarearbol_cnode_cluster:restart(?M),
+    Ids = lists:seq(1, 3000),
+    Pairs = [{Id, [{payload, Id}, {timeout, 0}]} || Id <- Ids],
+    Bad = [not_a_pair, {3001, not_opts}, {3002, [{timeout, -1}]}],
+    Rs = tarearbol_cnode_cluster:put_many(?M, lists:sublist(Pairs, 1500) ++ Bad ++ lists:nthtail(1500, Pairs)),
+    {Oks, Errors} = lists:split(1500, Rs),
+    ?assertEqual([ok], lists:usort(Oks ++ lists:nthtail(3, Errors))),
+    ct:pal("bad pairs: ~p", [lists:sublist(Errors, 3)]),
+    ?assertMatch([{error, badarg}, {error, badarg}, {error, _}], lists:sublist(Errors, 3)),
+    Tab = tarearbol_cnode_cluster_store:table(?M),
+    [begin
+         ?assertEqual(3000, erpc:call(N, mnesia, table_info, [Tab, size])),
+         ?assertEqual([], erpc:call(N, mnesia, dirty_read, [Tab, 3002]))
+     end || {_, N} <- ?config(peers, Config)],
+    _ = assert_each_id_once(Ids),
+    ?assertEqual({ok, 2999}, tarearbol_cnode_cluster:synch_call(?M, 2999, get)),
+    ?assertEqual([], tarearbol_cnode_cluster:put_many(?M, [])),
+    ok = tarearbol_cnode_cluster:restart(?M).
 
 with_mnesia_down_on_the_owner_a_put_is_refused_and_no_worker_starts(_Config) ->
     [Owner | _] = tarearbol_cnode_cluster:members(?M),
