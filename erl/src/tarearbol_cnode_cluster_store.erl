@@ -33,10 +33,11 @@
 
 -export_type([handoff/0, record/0]).
 
--type handoff() :: none | {payload, term()}.
-%% The payload to start a worker from: none (its opts' own) or the last
-%% handed-off one (the chunks hold those; a record read for a restore or
-%% a move carries it here).
+-type handoff() :: none | {put_at, integer()} | {payload, term()}.
+%% In a record: when it was put (system time, ms): a handed-off payload
+%% older than that is not the worker's any more. In a record read for a
+%% restore or a move: the payload to start the worker from, or none (its
+%% opts' own).
 -type record() :: {tarearbol_cnode_cluster, term(), list() | map(), handoff()}.
 %% One id's record.
 
@@ -139,7 +140,7 @@ copy(Tab, Type) ->
 put(Tab, Id, Opts) ->
     txn(fun() ->
                 Old = mnesia:read(Tab, Id, write),
-                ok = mnesia:write(Tab, {?REC, Id, Opts, none}, write),
+                ok = mnesia:write(Tab, {?REC, Id, Opts, {put_at, now_ms()}}, write),
                 Old
         end).
 
@@ -150,7 +151,7 @@ put_many(Tab, Pairs) ->
     txn(fun() ->
                 [begin
                      Old = mnesia:read(Tab, Id, write),
-                     ok = mnesia:write(Tab, {?REC, Id, Opts, none}, write),
+                     ok = mnesia:write(Tab, {?REC, Id, Opts, {put_at, now_ms()}}, write),
                      Old
                  end || {Id, Opts} <- Pairs]
         end).
@@ -161,7 +162,7 @@ put_many(Tab, Pairs) ->
 put_new(Tab, Id, Opts) ->
     txn(fun() ->
                 case mnesia:read(Tab, Id, write) of
-                    [] -> ok = mnesia:write(Tab, {?REC, Id, Opts, none}, write), [];
+                    [] -> ok = mnesia:write(Tab, {?REC, Id, Opts, {put_at, now_ms()}}, write), [];
                     Old -> Old
                 end
         end).
@@ -215,9 +216,9 @@ dirty_batches(F, L) ->
           exit:R -> {error, {mnesia, R}}
     end.
 
-%% @doc The last handed-off payload of every id the chunks hold: the one
-%% of the newest chunk holding it.
--spec payloads(atom()) -> #{term() => term()} | {error, {mnesia, term()}}.
+%% @doc The last handed-off payload of every id the chunks hold, with the
+%% time of the newest chunk holding it.
+-spec payloads(atom()) -> #{term() => {integer(), term()}} | {error, {mnesia, term()}}.
 payloads(HTab) ->
     try mnesia:dirty_match_object(HTab, {?HREC, '_', '_', '_'}) of
         Recs ->
@@ -230,7 +231,7 @@ payloads(HTab) ->
                                                    end
                                            end, Acc, binary_to_term(Blob))
                        end, #{}, Recs),
-            maps:map(fun(_, {_, P}) -> P end, Newest)
+            Newest
     catch exit:{aborted, R} -> {error, {mnesia, R}}
     end.
 
@@ -282,6 +283,8 @@ clear(Tab) ->
         {_, {aborted, R}} -> {error, {mnesia, R}}
     catch exit:R -> {error, {mnesia, R}}
     end.
+
+now_ms() -> erlang:system_time(millisecond).
 
 txn(F) ->
     try mnesia:sync_transaction(F) of

@@ -209,15 +209,20 @@ restore(#{tab := Tab, name := Name, cnode := CNode} = Ctx, Filter) ->
                                    #{} = Ps -> Ps;
                                    {error, _} -> #{}
                                end,
-                    Recs = [case Payloads of
-                                #{Id := P} -> {R, Id, Opts, {payload, P}};
-                                _ -> Rec
-                            end || Id <- Ids,
-                                   {R, _, Opts, _} = Rec <- tarearbol_cnode_cluster_store:read(Tab, Id)],
+                    Recs = [{R, Id, Opts, start_from(maps:get(Id, Payloads, none), H)}
+                            || Id <- Ids,
+                               {R, _, Opts, H} <- tarearbol_cnode_cluster_store:read(Tab, Id)],
                     Rs = put_from({Name, CNode}, put_new, Recs),
                     #{restored => length([ok || ok <- Rs])}
             end
     end.
+
+%% The payload a restored worker starts from: the last handed-off one
+%% unless the id was put again since.
+start_from({T, P}, {put_at, At}) when T > At -> {payload, P};
+start_from({_, P}, {payload, _}) -> {payload, P};
+start_from(none, {payload, _} = H) -> H;
+start_from(_, _) -> none.
 
 %% @doc Puts (or put_news) each record's worker on the C node's manager M,
 %% with its last handed-off payload; the replies in order.
@@ -226,6 +231,7 @@ put_from(M, How, Recs) ->
     calls(M, [{How, Id, with_payload(Opts, H)} || {_, Id, Opts, H} <- Recs]).
 
 with_payload(Opts, none) -> Opts;
+with_payload(Opts, {put_at, _}) -> Opts;
 with_payload(Opts, {payload, P}) when is_map(Opts) -> Opts#{payload => P};
 with_payload(Opts, {payload, P}) when is_list(Opts) -> [{payload, P} | proplists:delete(payload, Opts)].
 
