@@ -40,7 +40,7 @@ main(Args) ->
     All = ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w9", "w10"],
     Only = string:lexemes(os:getenv("BENCH_ONLY", lists:join(" ", All)), " "),
     Run = fun(W, F) -> case lists:member(W, Only) of true -> F(); false -> [] end end,
-    W1 = Run("w1", fun() -> lists:append([w1(Bin, N) || N <- Sizes]) end),
+    W1 = Run("w1", fun() -> lists:append([w1(Bin, N) || N <- Sizes]) ++ w1_10m(Bin) end),
     W2 = Run("w2", fun() -> w2(Bin) end),
     W3 = Run("w3", fun() -> w3(Bin, 100000) end),
     W4 = Run("w4", fun() -> w4(Bin, lists:max(Sizes)) end),
@@ -87,18 +87,7 @@ w1(Bin, N) ->
     %% threads=1: counter's callbacks take well under a microsecond, so one
     %% pool thread keeps up with a million a second, and on two cores the
     %% loop thread keeps a core of its own (README, "Tuning").
-    C = start(Bin, "w1", ["--manager", "counters=counter,children=" ++ integer_to_list(N) ++
-                          ",timeout=1000,threads=1"]),
-    wait_started(C, N, 600000),
-    timer:sleep(3000),
-    {S0, Cpu0, T0} = {stats(C), cpu(C), now_ms()},
-    timer:sleep(?WINDOW_MS),
-    {S1, Cpu1, T1} = {stats(C), cpu(C), now_ms()},
-    Secs = (T1 - T0) / 1000,
-    CRss = (rss_kb(C) - RssEmpty) * 1024 / N,
-    CRate = (maps:get(performs, S1) - maps:get(performs, S0)) / Secs,
-    CCpu = (Cpu1 - Cpu0) / 100 / Secs,
-    stop(C),
+    #{rss := CRss, rate := CRate, cpu := CCpu, s0 := S0, s1 := S1} = c_w1(Bin, N, 1000, RssEmpty),
     %% BEAM: one gen_server per worker on a peer node, given a bounded
     %% time: a BEAM node with hundreds of thousands of busy processes can
     %% leave even its control connection unanswered for minutes.
@@ -119,6 +108,49 @@ w1(Bin, N) ->
      {L ++ "lateness p50 us", window_pct(S0, S1, 0.50), undefined},
      {L ++ "lateness p99 us", window_pct(S0, S1, 0.99), undefined},
      {L ++ "lateness max us", window_pct(S0, S1, 1.0), undefined}].
+
+%% The C node's side of W1: N counters at Timeout ms; bytes per worker
+%% beyond an empty node's RSS, performs/s and cores over a window, the
+%% stats at both ends of it, and the ms from the start to `started'.
+c_w1(Bin, N, Timeout, RssEmpty) ->
+    B0 = now_ms(),
+    C = start(Bin, "w1", ["--manager", "counters=counter,children=" ++ integer_to_list(N) ++
+                          ",timeout=" ++ integer_to_list(Timeout) ++ ",threads=1"]),
+    wait_started(C, N, 600000),
+    Boot = now_ms() - B0,
+    timer:sleep(3000),
+    {S0, Cpu0, T0} = {stats(C), cpu(C), now_ms()},
+    timer:sleep(?WINDOW_MS),
+    {S1, Cpu1, T1} = {stats(C), cpu(C), now_ms()},
+    Secs = (T1 - T0) / 1000,
+    R = #{rss => (rss_kb(C) - RssEmpty) * 1024 / N,
+          rate => (maps:get(performs, S1) - maps:get(performs, S0)) / Secs,
+          cpu => (Cpu1 - Cpu0) / 100 / Secs, s0 => S0, s1 => S1, boot_ms => Boot},
+    stop(C),
+    R.
+
+%% W1 at 10M workers, 10 s apart (1M performs/s), C only: the BEAM
+%% baseline cannot start 1M. BENCH_W1_10M=0 leaves it out.
+w1_10m(Bin) ->
+    case os:getenv("BENCH_W1_10M", "1") of
+        "0" -> [];
+        _ ->
+            N = 10000000,
+            Empty = start(Bin, "w1e", ["--manager", "counters=counter,children=0"]),
+            wait_started(Empty, 0, 60000),
+            RssEmpty = rss_kb(Empty),
+            stop(Empty),
+            #{rss := Rss, rate := Rate, cpu := Cpu, s0 := S0, s1 := S1, boot_ms := Boot} =
+                c_w1(Bin, N, 10000, RssEmpty),
+            L = "W1 10M (10 s) ",
+            [{L ++ "ms to started", Boot, undefined},
+             {L ++ "bytes/worker", Rss, undefined},
+             {L ++ "performs/s", Rate, undefined},
+             {L ++ "achieved (of expected)", Rate / (N / 10), undefined},
+             {L ++ "cpu cores", Cpu, undefined},
+             {L ++ "cpu us/perform", Cpu * 1.0e6 / max(Rate, 1), undefined},
+             {L ++ "lateness p99 us", window_pct(S0, S1, 0.99), undefined}]
+    end.
 
 beam_w1(N, Parent) ->
     {P, Os} = beam_peer("w1b"),
