@@ -102,13 +102,7 @@ static int make_dir(const char *p, char *err, size_t errlen) {
 }
 
 static int replayed(void *ud, dm__store_batch *b) {
-  dm__store_queue *q = ud;
-  b->next = NULL;
-  if (q->tail)
-    q->tail->next = b;
-  else
-    q->head = b;
-  q->tail = b;
+  dm__store_push(ud, b);
   return 0;
 }
 
@@ -411,12 +405,7 @@ int dm__store_submit(dm__store *s, dm__store_batch *b, dm__store_done_fn done,
   b->inflight = 1;
   s->stats.queued++;
   pthread_mutex_lock(&s->mx);
-  b->next = NULL;
-  if (s->todo.tail)
-    s->todo.tail->next = b;
-  else
-    s->todo.head = b;
-  s->todo.tail = b;
+  dm__store_push(&s->todo, b);
   pthread_cond_signal(&s->cv);
   pthread_mutex_unlock(&s->mx);
   return 0;

@@ -423,6 +423,8 @@ struct dm__store {
 };
 
 uint64_t dm__store_now_us(void);
+/* Appends b to q (writer.c). */
+void dm__store_push(dm__store_queue *q, dm__store_batch *b);
 /* writer.c: commits the batches from `from` on to LMDB (any thread that
  * owns the environment: the writer, or the loop before the writer
  * starts). 0 or an errno or LMDB error. */

@@ -35,7 +35,7 @@ uint64_t dm__store_now_us(void) {
   return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
-static void push(dm__store_queue *q, dm__store_batch *b) {
+void dm__store_push(dm__store_queue *q, dm__store_batch *b) {
   b->next = NULL;
   if (q->tail)
     q->tail->next = b;
@@ -267,7 +267,7 @@ static void answer(dm__store *s, dm__store_batch *b, int rc,
       s->apply_at = dm__store_now_us() + s->apply_us;
       pthread_cond_signal(&s->acv);
     }
-    push(&s->unapplied, b);
+    dm__store_push(&s->unapplied, b);
     s->unapplied_bytes += b->bytes.len;
   } else {
     dm__store_batch_free(b);
@@ -317,7 +317,7 @@ static void take(dm__store *s, dm__store_batch *g, dm__store_acks *out) {
     b->next = NULL;
     b->jseq = 0;
     if (!dm__store_batch_count(b)) {
-      push(&pend, b); /* answered with the batches before it */
+      dm__store_push(&pend, b); /* answered with the batches before it */
       continue;
     }
     size_t need = dm__store_journal_need(b);
@@ -344,7 +344,7 @@ static void take(dm__store *s, dm__store_batch *g, dm__store_acks *out) {
     }
     if (small && dm__store_journal_room(&s->journal, need) &&
         !dm__store_journal_add(&s->journal, b)) {
-      push(&pend, b);
+      dm__store_push(&pend, b);
       continue;
     }
     /* Big, or the journal cannot take it: the applier commits it after
