@@ -66,7 +66,7 @@ static void crc_init(void) {
 
 uint32_t dm__store_crc32c(uint32_t crc, const void *data, size_t n) {
   if (!crc_table[1])
-    crc_init(); /* the same table from any thread: a benign first race */
+    crc_init(); /* journal_open fills it before any thread of the store runs */
   const unsigned char *p = data;
   crc = ~crc;
   while (n--)
@@ -162,6 +162,8 @@ int dm__store_journal_open(dm__store_journal *j, const char *path,
                            size_t errlen) {
   memset(j, 0, sizeof *j);
   j->fd = -1;
+  if (!crc_table[1])
+    crc_init();
   j->size = size ? size : DM__STORE_JOURNAL_SIZE;
   j->off = HEAD;
   size_t n = strlen(path) + sizeof "/journal";

@@ -137,17 +137,10 @@ int dm__store_commit(dm__store *s, dm__store_batch *from) {
 
 /* ---- the applier thread ------------------------------------------------*/
 
+/* Waits on cv (a CLOCK_MONOTONIC one) until at, in dm__store_now_us's
+ * microseconds. */
 static void timed_wait(pthread_cond_t *cv, pthread_mutex_t *mx, uint64_t at) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  uint64_t now = (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-  uint64_t d = at > now ? at - now : 0;
-  ts.tv_sec += (time_t)(d / 1000000);
-  ts.tv_nsec += (long)(d % 1000000) * 1000;
-  if (ts.tv_nsec >= 1000000000L) {
-    ts.tv_sec++;
-    ts.tv_nsec -= 1000000000L;
-  }
+  struct timespec ts = {(time_t)(at / 1000000), (long)(at % 1000000) * 1000};
   pthread_cond_timedwait(cv, mx, &ts);
 }
 

@@ -116,7 +116,7 @@ put_many(Name, Pairs) when is_list(Pairs) ->
                               Good),
                    Asked = [{B, gen_server:send_request(member(Name, Owner),
                                                         {route, {put_many, [P || {_, P} <- B]}, 0})}
-                            || {Owner, L} <- maps:to_list(Groups), B <- batches(L, ?BULK)],
+                            || {Owner, L} <- maps:to_list(Groups), B <- tarearbol_cnode_cluster_sync:chunks(L, ?BULK)],
                    lists:append([settle(Name, B, Ref) || {B, Ref} <- Asked])
            end,
     [R || {_, R} <- lists:sort(Done ++ [{I, {error, badarg}} || {I, _} <- Bad])].
@@ -135,10 +135,6 @@ settle(Name, Batch, Ref) ->
                  put(Name, Id, Opts);
              _ -> R
          end} || {{I, {Id, Opts}}, R} <- lists:zip(Batch, Rs)].
-
-batches([], _N) -> [];
-batches(L, N) when length(L) =< N -> [L];
-batches(L, N) -> {H, T} = lists:split(N, L), [H | batches(T, N)].
 
 %% @doc Starts the worker Id unless it is recorded.
 -spec put_new(atom(), term(), list() | map()) -> ok | {error, term()}.

@@ -30,7 +30,7 @@
 
 -include_lib("kernel/include/logger.hrl").
 
--export([start_link/1, hand_off_all/1, put_from/3, calls/2]).
+-export([start_link/1, hand_off_all/1, put_from/3, calls/2, chunks/2]).
 
 -export_type([ctx/0]).
 
@@ -253,6 +253,8 @@ call(M, Req) ->
     catch exit:{Reason, _} -> {error, Reason}
     end.
 
+%% @doc L cut into lists of N elements, the last one shorter.
+-spec chunks(list(), pos_integer()) -> [list()].
 chunks([], _N) -> [];
 chunks(L, N) when length(L) =< N -> [L];
 chunks(L, N) -> {H, T} = lists:split(N, L), [H | chunks(T, N)].

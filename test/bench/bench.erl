@@ -80,10 +80,7 @@ ratio(_, _) -> "-".
 %% ---- W1 ------------------------------------------------------------------
 
 w1(Bin, N) ->
-    Empty = start(Bin, "w1e", ["--manager", "counters=counter,children=0"]),
-    wait_started(Empty, 0, 60000),
-    RssEmpty = rss_kb(Empty),
-    stop(Empty),
+    RssEmpty = rss_empty(Bin),
     %% threads=1: counter's callbacks take well under a microsecond, so one
     %% pool thread keeps up with a million a second, and on two cores the
     %% loop thread keeps a core of its own (README, "Tuning").
@@ -108,6 +105,14 @@ w1(Bin, N) ->
      {L ++ "lateness p50 us", window_pct(S0, S1, 0.50), undefined},
      {L ++ "lateness p99 us", window_pct(S0, S1, 0.99), undefined},
      {L ++ "lateness max us", window_pct(S0, S1, 1.0), undefined}].
+
+%% The RSS of a node with an empty manager, in KiB.
+rss_empty(Bin) ->
+    Empty = start(Bin, "w1e", ["--manager", "counters=counter,children=0"]),
+    wait_started(Empty, 0, 60000),
+    Rss = rss_kb(Empty),
+    stop(Empty),
+    Rss.
 
 %% The C node's side of W1: N counters at Timeout ms; bytes per worker
 %% beyond an empty node's RSS, performs/s and cores over a window, the
@@ -136,10 +141,7 @@ w1_10m(Bin) ->
         "0" -> [];
         _ ->
             N = 10000000,
-            Empty = start(Bin, "w1e", ["--manager", "counters=counter,children=0"]),
-            wait_started(Empty, 0, 60000),
-            RssEmpty = rss_kb(Empty),
-            stop(Empty),
+            RssEmpty = rss_empty(Bin),
             #{rss := Rss, rate := Rate, cpu := Cpu, s0 := S0, s1 := S1, boot_ms := Boot} =
                 c_w1(Bin, N, 10000, RssEmpty),
             L = "W1 10M (10 s) ",
