@@ -32,6 +32,10 @@ void *dm__realloc(void *p, size_t n) {
   return should_fail() ? NULL : realloc(p, n ? n : 1);
 }
 
+void *dm__aligned_alloc(size_t align, size_t n) {
+  return should_fail() ? NULL : aligned_alloc(align, n ? n : align);
+}
+
 void dm__free(void *p) { free(p); }
 
 char *dm__strdup(const char *s) {

@@ -15,6 +15,9 @@
 void *dm__malloc(size_t n);
 void *dm__calloc(size_t count, size_t n);
 void *dm__realloc(void *p, size_t n);
+/* n bytes starting on a multiple of align (a power of two; n a multiple
+ * of it), freed with dm__free. */
+void *dm__aligned_alloc(size_t align, size_t n);
 void dm__free(void *p);
 /* A copy of s through the wrapper, or NULL. */
 char *dm__strdup(const char *s);

@@ -99,7 +99,7 @@ int dm__sched_init(dm__sched *s, dm__node *n, unsigned threads,
   s->kind_worker = (uint8_t)kw;
   int r = dm__wheel_init(&s->wheel, 4096, uv_hrtime() / 1000);
   s->wheel.ahead = dm__worker_ahead;
-  if (r || (r = dm__slab_init(&s->workers, sizeof(dm__worker), 1 << 20)))
+  if (r || (r = dm__slab_init(&s->workers, sizeof(dm__worker), 2 << 20)))
     return r;
   if ((r = dm__node_add_hooks(n, &hooks, s)))
     return r;
