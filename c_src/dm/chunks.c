@@ -49,15 +49,15 @@ static char *put_varint(char *p, uint32_t v) {
 }
 
 static size_t entry_len(const dm__worker *w) {
-  uint32_t il = (uint32_t)dm__worker_id_len(w), pl = (uint32_t)dm__blob_size(w->payload);
-  uint32_t vl = w->value ? dm__blob_len(w->value) : 0;
+  uint32_t il = (uint32_t)dm__worker_id_len(w), pl = (uint32_t)dm__cell_size(&w->payload);
+  uint32_t vl = dm__cell_is_nil(&w->value) ? 0 : (uint32_t)dm__cell_size(&w->value);
   return 4 + varint_len(il) + varint_len(pl) + varint_len(vl) + (size_t)il + pl + vl;
 }
 
 /* Writes w's entry at p (entry_len(w) bytes) and returns its end. */
 static char *put_entry(char *p, const dm__worker *w) {
-  uint32_t il = (uint32_t)dm__worker_id_len(w), pl = (uint32_t)dm__blob_size(w->payload);
-  uint32_t vl = w->value ? dm__blob_len(w->value) : 0;
+  uint32_t il = (uint32_t)dm__worker_id_len(w), pl = (uint32_t)dm__cell_size(&w->payload);
+  uint32_t vl = dm__cell_is_nil(&w->value) ? 0 : (uint32_t)dm__cell_size(&w->value);
   *p++ = (char)(w->gen >> 24);
   *p++ = (char)(w->gen >> 16);
   *p++ = (char)(w->gen >> 8);
@@ -66,9 +66,9 @@ static char *put_entry(char *p, const dm__worker *w) {
   p = put_varint(p, pl);
   p = put_varint(p, vl);
   memcpy(p, dm__worker_id(w), il);
-  memcpy(p + il, dm__blob_data(w->payload), pl);
+  memcpy(p + il, dm__cell_data(&w->payload), pl);
   if (vl)
-    memcpy(p + il + pl, dm__blob_data(w->value), vl);
+    memcpy(p + il + pl, dm__cell_data(&w->value), vl);
   return p + il + pl + vl;
 }
 
@@ -87,8 +87,8 @@ static char *put_entry(char *p, const dm__worker *w) {
         if (i_ + AHEAD < n_) {                                                 \
           const dm__worker *a_ =                                               \
               (const dm__worker *)(base_ + (i_ + AHEAD) * slab_->size);      \
-          if (a_->m == (m))                                                    \
-            __builtin_prefetch(a_->payload);                                   \
+          if (a_->m == (m) && dm__cell_blob(&a_->payload))                    \
+            __builtin_prefetch(dm__cell_blob(&a_->payload));                   \
         }                                                                      \
         if (w->m != (m) || (w->flags & DM__W_STOPPING))                        \
           continue;                                                            \
@@ -235,16 +235,14 @@ int dm__chunks_restore(dm__manager *m, uint32_t key, const char *rec, size_t len
       (*stale)++;
       continue;
     }
-    dm__blob *np = dm__blob_new(p, pl);
-    dm__blob *nv = vl ? dm__blob_new(v, vl) : NULL;
-    if (!np || (vl && !nv)) {
-      dm__blob_unref(np);
-      dm__blob_unref(nv);
+    dm__cell np = DM__CELL_NIL, nv = DM__CELL_NIL;
+    if (dm__cell_set(&np, p, pl) || (vl && dm__cell_set(&nv, v, vl))) {
+      dm__cell_clear(&np);
       DM_ERROR("manager %s: out of memory restoring a payload", m->name);
       return DM_ENOMEM;
     }
-    dm__blob_unref(w->payload);
-    dm__blob_unref(w->value);
+    dm__cell_clear(&w->payload);
+    dm__cell_clear(&w->value);
     w->payload = np;
     w->value = nv;
     (*applied)++;

@@ -6,19 +6,21 @@
 
 #include "dm/mgr.h"
 
-/* Payload and value become the same term: one blob for both. A periodic
- * worker does this on every perform, so when the worker is the blob's only
- * owner and it is large enough, the bytes are rewritten in place and
- * nothing is allocated. */
+/* Payload and value become the same term: one cell's word or one blob
+ * for both. A periodic worker does this on every perform, so when the
+ * worker is the blob's only owner and it is large enough, the bytes are
+ * rewritten in place and nothing is allocated. */
 static void set_both(dm__worker *w, const char *data, size_t len) {
-  dm__blob *b = w->payload;
-  if (b && b == w->value && dm__blob_refs(b) == 2 && dm__blob_fits(b, len)) {
+  dm__blob *b = dm__cell_blob(&w->payload);
+  if (len > DM__CELL_INLINE && b && b == dm__cell_blob(&w->value) &&
+      dm__blob_refs(b) == 2 && dm__blob_fits(b, len)) {
     dm__blob_rewrite(b, data, len);
     return;
   }
-  dm__worker_set_blob(&w->payload, data, len);
-  dm__blob_unref(w->value);
-  w->value = dm__blob_ref(w->payload);
+  if (dm__cell_set(&w->payload, data, len) == 0)
+    dm__cell_copy(&w->value, &w->payload);
+  else
+    DM_ERROR("out of memory storing a term; keeping the old one");
 }
 
 /* {replace, Id, P} with a new id: this worker goes, a new one is put there
@@ -49,7 +51,7 @@ static int apply(dm__worker *w, const dm__response *rs) {
     dm__worker_stop(w, DM__A_NORMAL, DM__ALEN(DM__A_NORMAL));
     return 1;
   case DM__R_OK:
-    dm__worker_set_blob(&w->payload, rs->term, rs->term_len);
+    dm__worker_set_cell(&w->payload, rs->term, rs->term_len);
     return 0;
   case DM__R_TIMEOUT:
     w->timeout_ms = rs->timeout_ms;
@@ -62,7 +64,7 @@ static int apply(dm__worker *w, const dm__response *rs) {
     dm__buf canon = DM__BUF_INIT;
     int stopped = 0;
     if (dm__canon(rs->id, rs->id_len, &canon) != 0) {
-      dm__worker_set_blob(&w->value, rs->term, rs->term_len);
+      dm__worker_set_cell(&w->value, rs->term, rs->term_len);
     } else if (canon.len == dm__worker_id_len(w) &&
                memcmp(canon.data, dm__worker_id(w), canon.len) == 0) {
       set_both(w, rs->term, rs->term_len);
@@ -76,7 +78,7 @@ static int apply(dm__worker *w, const dm__response *rs) {
   default:
     /* nil as a value leaves the stored one alone, as in Tarearbol. */
     if (!dm__term_is_atom(rs->term, rs->term_len, "nil"))
-      dm__worker_set_blob(&w->value, rs->term, rs->term_len);
+      dm__worker_set_cell(&w->value, rs->term, rs->term_len);
     return 0;
   }
 }
@@ -144,7 +146,7 @@ void dm__worker_completed(dm__wjob *j, dm__outcome *oc) {
     if (crashed)
       break;
     if (valid)
-      dm__worker_set_blob(&w->payload, out, len);
+      dm__worker_set_cell(&w->payload, out, len);
     /* The first perform keeps the time chosen at start, so a slow init
      * does not bunch up what the boot spread out. */
     if (w->due)

@@ -100,8 +100,8 @@ static int encode(dm__durable *d, const dm__worker *w) {
     return DM_EINVAL;
   if (dm__buf_append(&d->rec, head, 2) ||
       dm__buf_append(&d->rec, dm__blob_data(w->opts), dm__blob_size(w->opts)) ||
-      dm__buf_append(&d->rec, dm__blob_data(w->payload), dm__blob_size(w->payload)) ||
-      dm__buf_append(&d->rec, dm__blob_data(w->value), dm__blob_size(w->value)) ||
+      dm__buf_append(&d->rec, dm__cell_data(&w->payload), dm__cell_size(&w->payload)) ||
+      dm__buf_append(&d->rec, dm__cell_data(&w->value), dm__cell_size(&w->value)) ||
       dm__buf_append(&d->rec, flag, spec ? 6 : 7) ||
       dm__buf_append(&d->rec, gen, (size_t)gl))
     return DM_ENOMEM;
@@ -362,13 +362,15 @@ static int restore_child(void *ud, const char *id, size_t idlen, const char *rec
   i = (int)g;
   if (ei_decode_ulong(rec, &i, &gen) < 0 || gen > UINT32_MAX)
     goto bad;
-  dm__blob *payload = dm__blob_new(rec + p, v - p);
-  dm__blob *value = dm__term_is_atom(rec + v, f - v, "nil") ? NULL : dm__blob_new(rec + v, f - v);
+  dm__cell payload = DM__CELL_NIL, value = DM__CELL_NIL;
   dm__worker *w = NULL;
-  int r = payload ? dm__worker_resume(m, id, idlen, rec + o, p - o, payload, value, &w)
-                  : DM_ENOMEM;
-  dm__blob_unref(payload);
-  dm__blob_unref(value);
+  int r = dm__cell_set(&payload, rec + p, v - p);
+  if (!r && !dm__term_is_atom(rec + v, f - v, "nil"))
+    r = dm__cell_set(&value, rec + v, f - v);
+  if (!r)
+    r = dm__worker_resume(m, id, idlen, rec + o, p - o, &payload, &value, &w);
+  dm__cell_clear(&payload);
+  dm__cell_clear(&value);
   if (r == DM_EINVAL) /* its opts are not opts */
     goto bad;
   if (r) {

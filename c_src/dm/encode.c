@@ -46,7 +46,7 @@ int dm__enc_child(dm__node *n, ei_x_buff *x, const dm__worker *w) {
     ENC(ei_x_append_buf(x, pb, (int)(15 + nl)));
   }
   APPEND_CONST(x, KEY_VALUE);
-  ENC(ei_x_append_buf(x, dm__blob_data(w->value), (int)dm__blob_size(w->value)));
+  ENC(ei_x_append_buf(x, dm__cell_data(&w->value), (int)dm__cell_size(&w->value)));
   APPEND_CONST(x, KEY_BUSY);
   if (w->busy_ms) {
     /* start_ms and start_wall_us were read together at start. */
@@ -76,7 +76,7 @@ static size_t children_bytes(const dm__manager *m) {
   for (size_t i = 0; i < m->cap; i++) {
     const dm__worker *w = dm__children_at(m, i);
     if (w)
-      sum += per + dm__worker_id_len(w) + dm__blob_size(w->value) +
+      sum += per + dm__worker_id_len(w) + dm__cell_size(&w->value) +
              dm__blob_size(w->opts) + (w->busy_ms ? DATETIME_BYTES : 0);
   }
   return sum;
@@ -89,7 +89,7 @@ int dm__enc_dump(dm__manager *m, ei_x_buff *x, size_t slot, size_t limit) {
     if (w) {
       count++;
       bytes += 2 + dm__worker_id_len(w) + dm__blob_size(w->opts) +
-               dm__blob_size(w->payload) + dm__blob_size(w->value);
+               dm__cell_size(&w->payload) + dm__cell_size(&w->value);
     }
   }
   /* ei grows a buffer by a few hundred bytes at a time: a page of 10000
@@ -107,8 +107,8 @@ int dm__enc_dump(dm__manager *m, ei_x_buff *x, size_t slot, size_t limit) {
     ENC(ei_x_encode_tuple_header(x, 4));
     ENC(ei_x_append_buf(x, dm__worker_id(w), (int)dm__worker_id_len(w)));
     ENC(ei_x_append_buf(x, dm__blob_data(w->opts), (int)dm__blob_size(w->opts)));
-    ENC(ei_x_append_buf(x, dm__blob_data(w->payload), (int)dm__blob_size(w->payload)));
-    ENC(ei_x_append_buf(x, dm__blob_data(w->value), (int)dm__blob_size(w->value)));
+    ENC(ei_x_append_buf(x, dm__cell_data(&w->payload), (int)dm__cell_size(&w->payload)));
+    ENC(ei_x_append_buf(x, dm__cell_data(&w->value), (int)dm__cell_size(&w->value)));
   }
   ENC(ei_x_encode_empty_list(x));
   if (end >= m->cap) {

@@ -49,8 +49,8 @@ dm__wjob *dm__job_new(dm__manager *m, dm__worker *w, int kind, dm__job_done_fn d
   if (w) {
     j->id.data = dm__worker_id(w);
     j->id.len = dm__worker_id_len(w);
-    j->payload.data = dm__blob_data(w->payload);
-    j->payload.len = dm__blob_size(w->payload);
+    j->payload.data = dm__cell_data(&w->payload);
+    j->payload.len = dm__cell_size(&w->payload);
     if (j->payload.len <= sizeof j->payload_copy) {
       memcpy(j->payload_copy, j->payload.data, j->payload.len);
       j->payload.data = j->payload_copy;

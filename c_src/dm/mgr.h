@@ -141,8 +141,8 @@ struct dm__worker {
     char inl[DM__ID_INLINE + 1]; /* length, then the bytes */
   } id;
   dm__blob *opts;      /* as given; restarts start from these */
-  dm__blob *payload;
-  dm__blob *value;     /* NULL: nil */
+  dm__cell payload;    /* nil when none was given */
+  dm__cell value;      /* nil until a response sets one */
   union {
     struct dm__mailbox *mbox; /* out of line: NULL while nothing waits */
     dm__blob *stop_reason;    /* once DM__W_STOPPING: the mailbox is gone */
@@ -380,8 +380,8 @@ void dm__worker_arm(dm__worker *w, uint64_t due_us);
 void dm__worker_disarm(dm__worker *w);
 /* The loop's cached time in µs. */
 uint64_t dm__worker_now_us(const dm__worker *w);
-/* Stores a term in a blob slot; on failure the old one stays (logged). */
-void dm__worker_set_blob(dm__blob **slot, const char *data, size_t len);
+/* Stores a term in a cell; on failure the old one stays (logged). */
+void dm__worker_set_cell(dm__cell *c, const char *data, size_t len);
 
 /* ---- worker.c: a worker's life ---- */
 /* Stores w's id, inline when short. 0 or DM_ENOMEM. */
@@ -395,8 +395,8 @@ int dm__worker_start(dm__manager *m, const char *id, size_t idlen,
  * run again. For workers restarted together and workers restored from
  * the store. */
 int dm__worker_resume(dm__manager *m, const char *id, size_t idlen,
-                      const char *opts, size_t optslen, dm__blob *payload,
-                      dm__blob *value, dm__worker **out);
+                      const char *opts, size_t optslen, const dm__cell *payload,
+                      const dm__cell *value, dm__worker **out);
 /* put and put_new: a worker for id (any encoding) with opts, replacing
  * the one there unless only_new. 0, DM_EBADTERM (bad id), DM_EINVAL (bad
  * opts, described in detail when given) or DM_ENOMEM. */

@@ -21,14 +21,9 @@ void dm__worker_arm(dm__worker *w, uint64_t due_us) {
 
 void dm__worker_disarm(dm__worker *w) { dm__wheel_del(wheel_of(w), &w->timer); }
 
-void dm__worker_set_blob(dm__blob **slot, const char *data, size_t len) {
-  dm__blob *b = dm__blob_new(data, len);
-  if (!b) {
+void dm__worker_set_cell(dm__cell *c, const char *data, size_t len) {
+  if (dm__cell_set(c, data, len))
     DM_ERROR("out of memory storing a term; keeping the old one");
-    return;
-  }
-  dm__blob_unref(*slot);
-  *slot = b;
 }
 
 int dm__worker_run(dm__worker *w, int kind, const char *msg, size_t len,

@@ -28,7 +28,8 @@ void dm__sup_reset(dm__manager *m) { m->nrestarts = m->nescalated = 0; }
  * an escalation drops no child. */
 static void restart_all(dm__manager *m) {
   typedef struct {
-    dm__blob *id, *opts, *payload, *value;
+    dm__blob *id, *opts;
+    dm__cell payload, value;
     int spec;
     uint32_t gen;
   } saved;
@@ -47,8 +48,8 @@ static void restart_all(dm__manager *m) {
     sv->gen = w->gen;
     sv->id = dm__blob_new(dm__worker_id(w), dm__worker_id_len(w));
     sv->opts = dm__blob_ref(w->opts);
-    sv->payload = dm__blob_ref(w->payload);
-    sv->value = dm__blob_ref(w->value);
+    dm__cell_copy(&sv->payload, &w->payload);
+    dm__cell_copy(&sv->value, &w->value);
   }
   dm__workers_stop_all(m, DM__A_SHUTDOWN, DM__ALEN(DM__A_SHUTDOWN));
   m->spread = 1;
@@ -57,7 +58,7 @@ static void restart_all(dm__manager *m) {
     dm__worker *w = NULL;
     if (sv->id && dm__worker_resume(m, dm__blob_data(sv->id), dm__blob_len(sv->id),
                                     dm__blob_data(sv->opts), dm__blob_len(sv->opts),
-                                    sv->payload, sv->value, &w) == 0) {
+                                    &sv->payload, &sv->value, &w) == 0) {
       m->st.restarts++;
       if (sv->spec)
         w->flags |= DM__W_SPEC;
@@ -67,8 +68,8 @@ static void restart_all(dm__manager *m) {
       DM_ERROR("manager %s: a worker could not be restarted (out of memory)", m->name);
     dm__blob_unref(sv->id);
     dm__blob_unref(sv->opts);
-    dm__blob_unref(sv->payload);
-    dm__blob_unref(sv->value);
+    dm__cell_clear(&sv->payload);
+    dm__cell_clear(&sv->value);
   }
   m->spread = 0;
   dm__free(all);

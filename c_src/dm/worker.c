@@ -55,8 +55,8 @@ void dm__worker_free(dm__worker *w) {
   dm__proc_release(w->m->node, &w->proc);
   dm__worker_release_id(w);
   dm__blob_unref(w->opts);
-  dm__blob_unref(w->payload);
-  dm__blob_unref(w->value);
+  dm__cell_clear(&w->payload);
+  dm__cell_clear(&w->value);
   dm__slab *slab = &w->m->sched->workers;
   w->m = NULL; /* a free slot, to a walk over the slab */
   dm__slab_free(slab, w);
@@ -122,7 +122,7 @@ void dm__worker_cancelled(dm__wjob *j) {
 /* A new worker for id with opts; with `payload` (and `value`, NULL for
  * nil) it resumes from those and init does not run again. */
 static int start(dm__manager *m, const char *id, size_t idlen, const char *opts,
-                 size_t optslen, dm__blob *payload, dm__blob *value,
+                 size_t optslen, const dm__cell *payload, const dm__cell *value,
                  dm__worker **out) {
   dm__node *n = m->node;
   dm__child_opts o = m->defaults;
@@ -158,14 +158,15 @@ static int start(dm__manager *m, const char *id, size_t idlen, const char *opts,
       m->last_opts = dm__blob_ref(w->opts);
     }
   }
-  if (payload) {
-    w->payload = dm__blob_ref(payload);
-    w->value = value ? dm__blob_ref(value) : NULL;
-  } else {
-    w->payload = o.payload ? dm__blob_new(o.payload, o.payload_len) : NULL;
-  }
-  if (!w->opts || (!payload && o.payload && !w->payload))
+  if (!w->opts)
     goto err;
+  if (payload) {
+    dm__cell_copy(&w->payload, payload);
+    if (value)
+      dm__cell_copy(&w->value, value);
+  } else if (o.payload && dm__cell_set(&w->payload, o.payload, o.payload_len)) {
+    goto err;
+  }
   w->hash = dm__id_hash(m, id, idlen);
   w->timeout_ms = o.timeout_ms;
   w->lull = o.lull;
@@ -194,14 +195,15 @@ int dm__worker_start(dm__manager *m, const char *id, size_t idlen,
 }
 
 int dm__worker_resume(dm__manager *m, const char *id, size_t idlen,
-                      const char *opts, size_t optslen, dm__blob *payload,
-                      dm__blob *value, dm__worker **out) {
-  static const char nil[] = DM__A_NIL;
-  dm__blob *p = payload ? dm__blob_ref(payload) : dm__blob_new(nil, DM__ALEN(nil));
-  if (!p)
+                      const char *opts, size_t optslen, const dm__cell *payload,
+                      const dm__cell *value, dm__worker **out) {
+  dm__cell p = DM__CELL_NIL;
+  if (payload)
+    dm__cell_copy(&p, payload);
+  else if (dm__cell_set(&p, DM__A_NIL, DM__ALEN(DM__A_NIL)))
     return DM_ENOMEM;
-  int r = start(m, id, idlen, opts, optslen, p, value, out);
-  dm__blob_unref(p);
+  int r = start(m, id, idlen, opts, optslen, &p, value, out);
+  dm__cell_clear(&p);
   return r;
 }
 
@@ -239,7 +241,7 @@ out:
 
 /* {payload, P}: the payload is replaced and init runs again on it. */
 static void replace_payload(dm__worker *w, const char *p, size_t len) {
-  dm__worker_set_blob(&w->payload, p, len);
+  dm__worker_set_cell(&w->payload, p, len);
   dm__durable_dirty(w);
   if (w->m->b->init)
     dm__worker_run(w, DM__JOB_INIT, NULL, 0, NULL, 0);
@@ -272,8 +274,9 @@ void dm__worker_drain(dm__worker *w) {
 
 void dm__worker_ahead(const dm__timer *t) {
   const dm__worker *w = of_timer((dm__timer *)t);
-  if (w->payload)
-    __builtin_prefetch(w->payload, 1);
+  const dm__blob *b = dm__cell_blob(&w->payload);
+  if (b)
+    __builtin_prefetch(b, 1);
 }
 
 /* Slower than lull x timeout: the behaviour hears of it, once per job, on
@@ -287,7 +290,7 @@ static void lull_fired(dm__worker *w) {
   if (!m->b->handle_timeout)
     return;
   dm__wjob *j = dm__job_new(m, NULL, DM__JOB_TIMEOUT, NULL);
-  size_t il = dm__worker_id_len(w), pl = dm__blob_size(w->payload);
+  size_t il = dm__worker_id_len(w), pl = dm__cell_size(&w->payload);
   if (!j)
     return;
   j->owned = dm__malloc(il + pl);
@@ -296,7 +299,7 @@ static void lull_fired(dm__worker *w) {
     return;
   }
   memcpy(j->owned, dm__worker_id(w), il);
-  memcpy(j->owned + il, dm__blob_data(w->payload), pl);
+  memcpy(j->owned + il, dm__cell_data(&w->payload), pl);
   j->id.data = j->owned;
   j->id.len = il;
   j->payload.data = j->owned + il;

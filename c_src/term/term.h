@@ -106,4 +106,47 @@ int dm__blob_fits(const dm__blob *b, size_t len);
 /* Overwrites b's bytes; only for a blob no one else is reading. */
 void dm__blob_rewrite(dm__blob *b, const char *data, size_t len);
 
+/* ---- cell ----------------------------------------------------------------*/
+/* A cell holds one term the way a worker keeps its payload and value:
+ * as a blob (NULL: nil), or, when the term is at most DM__CELL_INLINE
+ * bytes (small integers, short atoms), in the cell's own word, which
+ * costs no allocation and no cache miss on every perform. Blobs are
+ * malloc'd, so their address is even: an odd word is an inline term, its
+ * low byte 1 | len << 1 and the bytes after it the term. Only where that
+ * low byte comes first in memory (little-endian); elsewhere nothing is
+ * inline. Loop thread only, as blobs are. */
+typedef union {
+  dm__blob *b;
+  uintptr_t word;
+  unsigned char in[sizeof(uintptr_t)];
+} dm__cell;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define DM__CELL_INLINE (sizeof(uintptr_t) - 1)
+#else
+#define DM__CELL_INLINE 0
+#endif
+#define DM__CELL_NIL ((dm__cell){.b = NULL})
+
+static inline int dm__cell_is_inline(const dm__cell *c) { return (c->word & 1) != 0; }
+/* True for the empty cell, nil (not for a cell holding the atom nil). */
+static inline int dm__cell_is_nil(const dm__cell *c) { return c->word == 0; }
+static inline const char *dm__cell_data(const dm__cell *c) {
+  return dm__cell_is_inline(c) ? (const char *)c->in + 1 : dm__blob_data(c->b);
+}
+/* The term's length; nil's encoding for the empty cell. */
+static inline size_t dm__cell_size(const dm__cell *c) {
+  return dm__cell_is_inline(c) ? (size_t)(c->in[0] >> 1) : dm__blob_size(c->b);
+}
+/* The blob, or NULL when the term is inline or nil. */
+static inline dm__blob *dm__cell_blob(const dm__cell *c) {
+  return dm__cell_is_inline(c) ? NULL : c->b;
+}
+/* Stores a copy of the term; the old one is dropped. On failure (0 or
+ * DM_ENOMEM) the cell keeps its old term. */
+int dm__cell_set(dm__cell *c, const char *data, size_t len);
+/* dst holds src's term too: the word is copied, a blob shared. */
+void dm__cell_copy(dm__cell *dst, const dm__cell *src);
+/* Drops the term: the cell is nil. */
+void dm__cell_clear(dm__cell *c);
+
 #endif

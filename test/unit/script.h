@@ -195,8 +195,8 @@ static inline int cast(dm__worker *w, const char *req) {
   return dm__worker_deliver(w, DM__JOB_CAST, r.b, r.len, NULL, 0);
 }
 
-#define assert_blob(blob, text)                                                \
-  assert_term_equal(dm__blob_data(blob), dm__blob_size(blob), T(text))
+#define assert_cell(cell, text)                                                \
+  assert_term_equal(dm__cell_data(&(cell)), dm__cell_size(&(cell)), T(text))
 
 /* The i-th callback run since the fixture booted was of kind, for the
  * worker id, with msg (the request or the reason), when these are given. */

@@ -42,7 +42,7 @@ static void a_crash_restarts_a_permanent_worker_with_its_original_opts(void **st
   script.perform = T("{{timeout, 900}, 2}");
   perform_now(w);
   pool_run_all(f.m->pool);
-  assert_blob(w->payload, "2");
+  assert_cell(w->payload, "2");
   assert_int_equal(w->timeout_ms, 900);
   script.nlog = 0;
   crash(&f, "a", "boom");
@@ -52,8 +52,8 @@ static void a_crash_restarts_a_permanent_worker_with_its_original_opts(void **st
   assert_non_null(again);
   assert_true(again->proc.key != key);
   assert_null(dm__pidtab_get(&f.b.n.pids, key));
-  assert_blob(again->payload, "1");
-  assert_blob(again->value, "nil");
+  assert_cell(again->payload, "1");
+  assert_cell(again->value, "nil");
   assert_int_equal(again->timeout_ms, 400);
   assert_true(dm__timer_armed(&again->timer));
   assert_logged(1, DM__JOB_TERMINATE, "a", "boom");
@@ -133,9 +133,9 @@ static void more_than_max_restarts_in_max_seconds_restart_every_worker(void **st
   assert_non_null(b);
   assert_non_null(c);
   assert_true(b->proc.key != bkey);
-  assert_blob(b->payload, "11");
+  assert_cell(b->payload, "11");
   assert_int_equal(b->timeout_ms, 700);
-  assert_blob(a->payload, "1");
+  assert_cell(a->payload, "1");
   assert_true(dm__timer_armed(&b->timer));
   /* The perform that crashed, then terminate for each of the three; no
    * boot, no children_specs. */

@@ -28,8 +28,8 @@ static void a_started_worker_is_in_the_children_table_and_armed(void **state) {
   assert_true(dm__timer_armed(&w->timer));
   assert_true(w->due != 0);
   assert_int_equal(w->timeout_ms, 250);
-  assert_blob(w->payload, "1");
-  assert_blob(w->value, "nil");
+  assert_cell(w->payload, "1");
+  assert_cell(w->value, "nil");
   /* No init: nothing runs before the first period is up. */
   assert_int_equal(dm__pool_depth(f.m->pool), 0);
   fixture_free(&f);
@@ -87,8 +87,8 @@ static void ok_sets_the_payload_and_keeps_the_value(void **state) {
   script.perform = T("{ok, 7}");
   perform_now(w);
   pool_run_all(f.m->pool);
-  assert_blob(w->payload, "7");
-  assert_blob(w->value, "tick");
+  assert_cell(w->payload, "7");
+  assert_cell(w->value, "tick");
   fixture_free(&f);
 }
 
@@ -101,8 +101,8 @@ static void replace_sets_payload_and_value(void **state) {
   script.perform = T("{replace, {p, 8}}");
   perform_now(w);
   pool_run_all(f.m->pool);
-  assert_blob(w->payload, "{p, 8}");
-  assert_blob(w->value, "{p, 8}");
+  assert_cell(w->payload, "{p, 8}");
+  assert_cell(w->value, "{p, 8}");
   assert_ptr_equal(find(f.m, "a"), w);
   fixture_free(&f);
 }
@@ -123,8 +123,8 @@ static void replace_with_a_new_id_moves_the_worker_with_its_opts(void **state) {
   dm__worker *moved = find(f.m, "b");
   assert_non_null(moved);
   assert_int_equal(f.m->count, 1);
-  assert_blob(moved->payload, "9");
-  assert_blob(moved->value, "9");
+  assert_cell(moved->payload, "9");
+  assert_cell(moved->value, "9");
   assert_term_equal(dm__blob_data(moved->opts), dm__blob_size(moved->opts), opts);
   assert_int_equal(moved->timeout_ms, 300);
   assert_true(dm__timer_armed(&moved->timer));
@@ -134,7 +134,7 @@ static void replace_with_a_new_id_moves_the_worker_with_its_opts(void **state) {
   perform_now(moved);
   pool_run_all(f.m->pool);
   assert_ptr_equal(find(f.m, "b"), moved);
-  assert_blob(moved->payload, "10");
+  assert_cell(moved->payload, "10");
   fixture_free(&f);
 }
 
@@ -147,8 +147,8 @@ static void any_other_response_sets_the_value_and_keeps_the_payload(void **state
   script.perform = T("{ok, 2, extra}");
   perform_now(w);
   pool_run_all(f.m->pool);
-  assert_blob(w->payload, "1");
-  assert_blob(w->value, "{ok, 2, extra}");
+  assert_cell(w->payload, "1");
+  assert_cell(w->value, "{ok, 2, extra}");
   fixture_free(&f);
 }
 
@@ -164,11 +164,11 @@ static void a_caller_gets_the_unwrapped_response_and_it_applies(void **state) {
   pool_run_all(f.m->pool);
   assert_int_equal(f.b.n.stats.undeliverable, 1);
   assert_sent(&f.b.n, SENT_REPLY, 1, "5");
-  assert_blob(w->payload, "5");
+  assert_cell(w->payload, "5");
   assert_int_equal(call(w, 2, "{replace, 6}"), 0);
   pool_run_all(f.m->pool);
   assert_sent(&f.b.n, SENT_REPLY, 2, "6");
-  assert_blob(w->value, "6");
+  assert_cell(w->value, "6");
   assert_int_equal(f.m->st.calls, 2);
   fixture_free(&f);
 }
@@ -280,14 +280,14 @@ static void a_payload_message_while_busy_waits_in_order(void **state) {
   dm__worker_message(w, &ctl);
   assert_int_equal(call(w, 2, "after"), 0);
   assert_int_equal(dm__mailbox_count(w->mbox), 3);
-  assert_blob(w->payload, "1");
+  assert_cell(w->payload, "1");
   pool_run_all(f.m->pool);
   assert_int_equal(script.nlog, 3);
   assert_logged(1, DM__JOB_CALL, "a", "before");
   assert_term_equal(script.log[1].payload.b, script.log[1].payload.len, T("1"));
   assert_logged(2, DM__JOB_CALL, "a", "after");
   assert_term_equal(script.log[2].payload.b, script.log[2].payload.len, T("42"));
-  assert_blob(w->payload, "42");
+  assert_cell(w->payload, "42");
   fixture_free(&f);
 }
 
