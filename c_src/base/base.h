@@ -126,6 +126,15 @@ int dm__slab_init(dm__slab *s, size_t size, size_t chunk_bytes);
 void *dm__slab_alloc(dm__slab *s);
 /* Returns a slot from this slab. */
 void dm__slab_free(dm__slab *s, void *p);
+/* Gives chunks back once the slab is less than a quarter full: the live
+ * slots of every chunk past the first few are moved into the free slots
+ * of those, and the emptied chunks are freed. live tells a slot in use
+ * from a free one; move copies a slot to another and makes the old one
+ * read as free to live, or refuses (nonzero) and leaves both as they
+ * were, when something holds its address. A chunk with a refused slot
+ * stays. Returns how many chunks were freed. */
+size_t dm__slab_shrink(dm__slab *s, int (*live)(const void *slot, void *ud),
+                       int (*move)(void *from, void *to, void *ud), void *ud);
 /* Frees every chunk; slots still out are gone with them. */
 void dm__slab_destroy(dm__slab *s);
 /* Chunk k's first slot and, in *n, how many of its slots were ever handed

@@ -77,10 +77,76 @@ void *dm__slab_alloc(dm__slab *s) {
   return p;
 }
 
-void dm__slab_free(dm__slab *s, void *p) {
+static void push_free(dm__slab *s, void *p) {
   memcpy(p, &s->free, sizeof(void *));
   s->free = p;
+}
+
+static void *pop_free(dm__slab *s) {
+  void *p = s->free;
+  if (p)
+    memcpy(&s->free, p, sizeof(void *));
+  return p;
+}
+
+void dm__slab_free(dm__slab *s, void *p) {
+  push_free(s, p);
   s->live--;
+}
+
+/* Chunk k's slots handed out at least once: all but the newest's tail. */
+static size_t used_in(const dm__slab *s, size_t k) {
+  return k + 1 == s->nchunks ? s->next : s->per_chunk;
+}
+
+size_t dm__slab_shrink(dm__slab *s, int (*live)(const void *slot, void *ud),
+                       int (*move)(void *from, void *to, void *ud), void *ud) {
+  if (s->nchunks < 2 || s->live * 4 > s->nchunks * s->per_chunk)
+    return 0;
+  /* The first chunks hold every live slot with a chunk to spare, so the
+   * free list, rebuilt from their free slots alone, never runs dry. */
+  size_t keep = s->live / s->per_chunk + 1, kept = keep, freed = 0;
+  s->free = NULL;
+  for (size_t k = 0; k < keep; k++)
+    for (size_t i = used_in(s, k); i-- > 0;) {
+      char *p = s->chunks[k] + i * s->size;
+      if (!live(p, ud))
+        push_free(s, p);
+    }
+  for (size_t k = keep; k < s->nchunks; k++) {
+    char *c = s->chunks[k];
+    size_t n = used_in(s, k);
+    int stays = 0;
+    for (size_t i = 0; i < n; i++) {
+      char *p = c + i * s->size, *to;
+      if (!live(p, ud))
+        continue;
+      if (!(to = pop_free(s))) {
+        stays = 1;
+      } else if (move(p, to, ud)) {
+        push_free(s, to);
+        stays = 1;
+      }
+    }
+    if (!stays) {
+      dm__free(c);
+      freed++;
+      continue;
+    }
+    /* Its free slots join the list; a tail never handed out is zeroed,
+     * as alloc would, so that walks see those slots as free. */
+    for (size_t i = s->per_chunk; i-- > 0;) {
+      char *p = c + i * s->size;
+      if (i >= n)
+        memset(p, 0, s->size);
+      if (i >= n || !live(p, ud))
+        push_free(s, p);
+    }
+    s->chunks[kept++] = c;
+  }
+  s->nchunks = kept;
+  s->next = s->per_chunk;
+  return freed;
 }
 
 void dm__slab_destroy(dm__slab *s) {

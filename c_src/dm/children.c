@@ -90,6 +90,21 @@ dm__worker *dm__children_get(const dm__manager *m, const char *id, size_t len,
   return NULL;
 }
 
+void dm__children_moved(dm__manager *m, const dm__worker *from, dm__worker *to) {
+  check_addr(m, to);
+  size_t mask = m->cap - 1;
+  for (size_t s = (size_t)to->hash & mask; m->slots[s]; s = (s + 1) & mask)
+    if (dm__children_at(m, s) == from) {
+      m->slots[s] = slot_value(m, to);
+      return;
+    }
+}
+
+void dm__children_shrink(dm__manager *m) {
+  if (m->cap > 64 && m->count < m->cap / 8)
+    (void)grow_to(m, dm__grow_cap(0, m->count * 2, 64));
+}
+
 void dm__children_del(dm__manager *m, dm__worker *w) {
   if (!m->cap)
     return;

@@ -146,7 +146,7 @@ int dm__enc_state(dm__manager *m, ei_x_buff *x) {
 
 int dm__enc_stats(dm__manager *m, ei_x_buff *x) {
   dm__mstats *s = &m->st;
-  long count = 11 + (long)dm__durable_nstats(m)
+  long count = 13 + (long)dm__durable_nstats(m)
 #define DM__ONE(n) +1
       DM__MSTATS_MAP(DM__ONE)
 #undef DM__ONE
@@ -167,6 +167,10 @@ int dm__enc_stats(dm__manager *m, ei_x_buff *x) {
   ENC(ei_x_encode_ulonglong(x, dm__pool_wakes(m->pool)));
   ENC(ei_x_encode_atom(x, "threads"));
   ENC(ei_x_encode_ulong(x, m->threads));
+  ENC(ei_x_encode_atom(x, "compactions"));
+  ENC(ei_x_encode_ulonglong(x, m->sched->compactions));
+  ENC(ei_x_encode_atom(x, "slab_chunks"));
+  ENC(ei_x_encode_ulonglong(x, m->sched->workers.nchunks));
   ENC(ei_x_encode_atom(x, "subscribers"));
   ENC(ei_x_encode_ulonglong(x, dm__ev_count(m)));
   ENC(ei_x_encode_atom(x, "lateness_samples"));

@@ -281,7 +281,16 @@ struct dm__sched {
   uint32_t sync_ms;      /* --state-sync-ms */
   const dm_behaviour *const *builtins; /* compiled in, NULL-terminated */
   uint8_t kind_manager, kind_worker; /* process kinds registered with the node */
+  uint64_t compacted_ms; /* the last look at the tables' size (compact.c) */
+  uint64_t compact_wait_ms; /* until the next look; 0: the shortest */
+  uint64_t compact_jitter_ms; /* and this much more */
+  uint64_t compactions;  /* times they were made smaller */
 };
+
+/* ---- compact.c: memory back after many workers went ---- */
+/* Shrinks the slab and the tables when they are mostly empty; looks at
+ * most once a second (now_ms, monotonic). Prepare phase only. */
+void dm__sched_compact(dm__sched *s, uint64_t now_ms);
 
 /* Jobs kept for reuse, with their buffers: a steady stream of performs
  * allocates nothing. */
@@ -351,6 +360,11 @@ static inline dm__worker *dm__children_at(const dm__manager *m, size_t i) {
 dm__worker *dm__children_get(const dm__manager *m, const char *id, size_t len,
                              uint32_t hash);
 void dm__children_del(dm__manager *m, dm__worker *w);
+/* Worker from was copied to `to`: its slot refers to `to` from now on. */
+void dm__children_moved(dm__manager *m, const dm__worker *from, dm__worker *to);
+/* A table at most an eighth full is rehashed to half full at most; on
+ * failure it stays as it is. */
+void dm__children_shrink(dm__manager *m);
 uint32_t dm__id_hash(const dm__manager *m, const char *id, size_t len);
 
 /* ---- lateness.c: the histogram of how late performs start ---- */

@@ -48,6 +48,8 @@ static void prepare(void *ud) {
     dm__pool_flush(s->managers[i]->pool);
   for (size_t i = 0; i < s->nmanagers; i++)
     dm__durable_flush(s->managers[i]);
+  if (!s->node->stopping)
+    dm__sched_compact(s, uv_hrtime() / 1000000);
   if (ticking)
     uv_timer_start(&s->wheel_timer, on_wheel, (in + 999) / 1000, 0);
   else if (s->timer_open)

@@ -109,6 +109,22 @@ void *dm__pidtab_del(dm__pidtab *t, uint32_t key) {
   return val;
 }
 
+int dm__pidtab_replace(dm__pidtab *t, uint32_t key, void *val) {
+  if (!t->cap || key == 0)
+    return DM_EINVAL;
+  for (size_t s = slot_of(key, t->cap); t->keys[s]; s = (s + 1) & (t->cap - 1))
+    if (t->keys[s] == key) {
+      t->vals[s] = val;
+      return 0;
+    }
+  return DM_EINVAL;
+}
+
+void dm__pidtab_shrink(dm__pidtab *t) {
+  if (t->cap > 64 && t->count < t->cap / 8)
+    (void)grow_to(t, dm__grow_cap(0, t->count * 2, 64));
+}
+
 void dm__nametab_init(dm__nametab *t) { memset(t, 0, sizeof *t); }
 
 void dm__nametab_free(dm__nametab *t) {

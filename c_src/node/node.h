@@ -35,6 +35,12 @@ int dm__pidtab_put(dm__pidtab *t, uint32_t key, void *val);
 void *dm__pidtab_get(const dm__pidtab *t, uint32_t key);
 /* Removes and returns the value, or NULL when absent. */
 void *dm__pidtab_del(dm__pidtab *t, uint32_t key);
+/* The value of a key already there becomes val; allocates nothing. 0, or
+ * DM_EINVAL when the key is absent. */
+int dm__pidtab_replace(dm__pidtab *t, uint32_t key, void *val);
+/* A table at most an eighth full is rehashed to a quarter of its size at
+ * most (half full); on failure it stays as it is. */
+void dm__pidtab_shrink(dm__pidtab *t);
 
 /* Registered names; a handful per node, so a short array. */
 typedef struct {

@@ -53,6 +53,12 @@ void dm__wheel_del(dm__wheel *w, dm__timer *t);
  * (0: no limit) and resumes there on the next call. Returns how many fired. */
 size_t dm__wheel_advance(dm__wheel *w, uint64_t now_us, size_t max_fire,
                          void (*fire)(dm__timer *t, void *ud), void *ud);
+/* The timer from was copied to `to` (its owner moved): the wheel refers
+ * to `to` from now on. Nothing when it is not armed. */
+void dm__wheel_moved(dm__wheel *w, const dm__timer *from, dm__timer *to);
+/* Slot arrays much larger than their timers are made smaller; empty ones
+ * are freed. For after many timers went. */
+void dm__wheel_shrink(dm__wheel *w);
 /* Microseconds until the earliest non-empty slot, at most cap. */
 uint64_t dm__wheel_next_in(const dm__wheel *w, uint64_t now_us, uint64_t cap);
 

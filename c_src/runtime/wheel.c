@@ -77,6 +77,35 @@ void dm__wheel_del(dm__wheel *w, dm__timer *t) {
   w->count--;
 }
 
+void dm__wheel_moved(dm__wheel *w, const dm__timer *from, dm__timer *to) {
+  if (to->slot == DM__TIMER_OFF)
+    return;
+  if (to->slot == w->walk_slot && to->pos < w->walk.n && w->walk.v[to->pos] == from)
+    w->walk.v[to->pos] = to;
+  else
+    w->slots[to->slot].v[to->pos] = to;
+}
+
+void dm__wheel_shrink(dm__wheel *w) {
+  enum { MIN = 16 };
+  for (size_t i = 0; i < w->nslots; i++) {
+    dm__wheel_slot *s = &w->slots[i];
+    if (s->n == 0) {
+      dm__free(s->v);
+      memset(s, 0, sizeof *s);
+    } else if (s->cap > MIN && s->n < s->cap / 4) {
+      uint32_t cap = s->n * 2 > MIN ? s->n * 2 : MIN;
+      dm__timer **v = dm__realloc(s->v, (size_t)cap * sizeof *v);
+      if (v) { /* else it keeps its room */
+        s->v = v;
+        s->cap = cap;
+      }
+    }
+  }
+  dm__free(w->spare.v);
+  memset(&w->spare, 0, sizeof w->spare);
+}
+
 int dm__wheel_add(dm__wheel *w, dm__timer *t, uint64_t due_us) {
   dm__wheel_del(w, t);
   uint64_t ms = due_us / 1000;

@@ -43,6 +43,7 @@ all() ->
      bad_opts_are_refused_with_detail,
      bad_requests_are_refused,
      manager_stats_report_counters_and_lateness,
+     deleting_most_workers_gives_memory_back_and_the_rest_work_on,
      bad_manager_specs_exit_nonzero,
      state_is_starting_until_children_specs_are_put,
      puts_and_dels_while_starting_apply_after_children_specs_in_order,
@@ -436,6 +437,53 @@ bad_manager_specs_exit_nonzero(_Config) ->
                              {"m=counter,threads=0", "bad value for threads"},
                              {"m=counter,oops", "key=value"},
                              {"m=/nonexistent/lib.so", "cannot load behaviour"}]].
+
+%% Once 90% of the workers are deleted, the survivors move out of the
+%% slab chunks that emptied, and the tables shrink (stats counts it). The
+%% moves keep everything that finds a worker: its id in the table, its
+%% pid (calls, monitors), its timer (performs go on), its payload. Workers
+%% perform meanwhile, so some are busy when the move comes.
+deleting_most_workers_gives_memory_back_and_the_rest_work_on(Config) ->
+    C = cnode_test:start(undefined, #{dir => ?config(priv_dir, Config),
+                                      args => ["--manager", "churn=counter,children=100000,timeout=1000"]}),
+    N = cnode_test:node(C),
+    M = {churn, N},
+    cnode_test:wait_started(M, 30000),
+    Id = fun(K) -> <<"c", (integer_to_binary(K))/binary>> end,
+    #{pid := Kept} = gen_server:call(M, {get, Id(100000)}),
+    #{pid := Gone} = gen_server:call(M, {get, Id(5001)}),
+    KeptRef = erlang:monitor(process, Kept),
+    GoneRef = erlang:monitor(process, Gone),
+    #{compactions := 0, slab_chunks := Chunks} = gen_server:call(M, stats),
+    %% Every tenth stays, so that every chunk holds survivors to move.
+    [ok = gen_server:cast(M, {del, Id(K)}) || K <- lists:seq(1, 100000), K rem 10 =/= 0],
+    ?assertEqual(10000, gen_server:call(M, count, 10000)),
+    %% A chunk where a worker is busy at that moment waits for the next
+    %% look, a second later.
+    cnode_test:wait_until(fun() -> maps:get(slab_chunks, gen_server:call(M, stats)) =< Chunks div 2 end,
+                          20000),
+    ?assert(maps:get(compactions, gen_server:call(M, stats)) >= 1),
+    %% Every survivor answers by id, with a payload that still grows.
+    Payload = fun(K) -> {ok, P} = gen_server:call(M, {synch_call, Id(K), get}), P end,
+    Before = [{K, Payload(K)} || K <- lists:seq(10, 100000, 10)],
+    [?assert(is_integer(P)) || {_, P} <- Before],
+    cnode_test:wait_until(fun() -> lists:all(fun({K, P}) -> Payload(K) > P end, Before) end, 10000),
+    ?assertEqual(lists:seq(10, 100000, 10),
+                 lists:sort([binary_to_integer(I, 10) || <<"c", I/binary>> <- maps:keys(maps:get(children, gen_server:call(M, state)))])),
+    %% Its pid reaches it, and its monitor fires when it goes.
+    ?assert(is_integer(gen_server:call(Kept, get))),
+    ?assertEqual(Id(100000), gen_server:call(Kept, id)),
+    ok = gen_server:call(M, {del, Id(100000)}),
+    receive {'DOWN', KeptRef, process, Kept, R} -> ?assertEqual(shutdown, R)
+    after 5000 -> ct:fail(no_down_for_a_moved_worker)
+    end,
+    %% A worker deleted before the move is still gone, its monitor fired.
+    receive {'DOWN', GoneRef, process, Gone, _} -> ok after 5000 -> ct:fail(no_down) end,
+    %% New workers fill the room that is left.
+    [ok = gen_server:call(M, {put, {new, K}, [{payload, 0}, {timeout, 20}]}) || K <- lists:seq(1, 3000)],
+    ?assertEqual(12999, gen_server:call(M, count)),
+    ?assertMatch(#{pid := _}, gen_server:call(M, {get, {new, 3000}})),
+    cnode_test:stop(C).
 
 state_is_starting_until_children_specs_are_put(Config) ->
     C = cnode_test:start(undefined, #{dir => ?config(priv_dir, Config),

@@ -111,9 +111,45 @@ static void nametab_register_lookup_unregister(void **state) {
   dm__nametab_free(&t);
 }
 
+/* replace allocates nothing and refuses an absent key; shrink keeps every
+ * entry and gives the room of a table that emptied back. */
+static void pidtab_replace_and_shrink(void **state) {
+  (void)state;
+  dm__pidtab t;
+  int x;
+  dm__pidtab_init(&t);
+  assert_int_equal(dm__pidtab_replace(&t, 3, &x), DM_EINVAL);
+  const uint32_t n = 100000;
+  for (uint32_t k = 1; k <= n; k++)
+    assert_int_equal(dm__pidtab_put(&t, k, (void *)(uintptr_t)k), 0);
+  dm__alloc_fail_after(0);
+  assert_int_equal(dm__pidtab_replace(&t, 77, &x), 0);
+  dm__alloc_fail_after(-1);
+  assert_ptr_equal(dm__pidtab_get(&t, 77), &x);
+  assert_int_equal(dm__pidtab_replace(&t, n + 1, &x), DM_EINVAL);
+  size_t cap = t.cap;
+  dm__pidtab_shrink(&t); /* full: nothing to do */
+  assert_int_equal(t.cap, cap);
+  for (uint32_t k = 1; k <= n; k++)
+    if (k % 20)
+      assert_non_null(dm__pidtab_del(&t, k));
+  /* Out of memory, it stays as it is. */
+  dm__alloc_fail_after(0);
+  dm__pidtab_shrink(&t);
+  dm__alloc_fail_after(-1);
+  assert_int_equal(t.cap, cap);
+  dm__pidtab_shrink(&t);
+  assert_true(t.cap <= cap / 8);
+  assert_int_equal(t.count, n / 20);
+  for (uint32_t k = 20; k <= n; k += 20)
+    assert_ptr_equal(dm__pidtab_get(&t, k), (void *)(uintptr_t)k);
+  dm__pidtab_free(&t);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(pidtab_put_get_del),
+      cmocka_unit_test(pidtab_replace_and_shrink),
       cmocka_unit_test(pidtab_many_keys_survive_growth_and_deletes),
       cmocka_unit_test(pidtab_reserve_keeps_entries_and_makes_room),
       cmocka_unit_test(pidtab_out_of_memory_is_an_error),

@@ -64,11 +64,131 @@ static void out_of_memory_is_null(void **state) {
   assert_int_equal(dm__slab_init(&s, 0, 64), DM_EINVAL);
 }
 
+/* A slot of the shrink tests: live while tag is non-zero; tag 2 refuses
+ * to move (its address is held). */
+typedef struct {
+  void *link;
+  int tag;
+  int value;
+} obj;
+
+static int obj_live(const void *slot, void *ud) {
+  (void)ud;
+  return ((const obj *)slot)->tag != 0;
+}
+
+static int obj_move(void *from, void *to, void *ud) {
+  obj *a = from;
+  if (a->tag == 2)
+    return 1;
+  memcpy(to, from, sizeof *a);
+  a->tag = 0;
+  (*(int *)ud)++;
+  return 0;
+}
+
+/* 90% of 100k slots freed at random: the survivors move into the first
+ * chunks, keep their values, and the other chunks go. Allocation goes on
+ * from the free slots left. */
+static void shrink_moves_survivors_and_frees_chunks(void **state) {
+  (void)state;
+  dm__slab s;
+  enum { N = 100000 };
+  obj **p = malloc(N * sizeof *p);
+  assert_int_equal(dm__slab_init(&s, sizeof(obj), 1 << 16), 0);
+  for (int i = 0; i < N; i++) {
+    p[i] = dm__slab_alloc(&s);
+    p[i]->tag = 1;
+    p[i]->value = i;
+  }
+  size_t before = s.nchunks;
+  int moved = 0;
+  /* Nothing to give back while more than a quarter is in use. */
+  assert_int_equal(dm__slab_shrink(&s, obj_live, obj_move, &moved), 0);
+  srand(7);
+  char *gone = calloc(N, 1);
+  for (int left = N; left > N / 10;) {
+    int i = rand() % N;
+    if (gone[i])
+      continue;
+    gone[i] = 1;
+    p[i]->tag = 0;
+    dm__slab_free(&s, p[i]);
+    left--;
+  }
+  size_t freed = dm__slab_shrink(&s, obj_live, obj_move, &moved);
+  assert_true(freed > 0);
+  assert_int_equal(s.nchunks, before - freed);
+  assert_true(s.nchunks <= (N / 10) / s.per_chunk + 1);
+  assert_true(moved > 0);
+  /* Every survivor is still there once, with its value. */
+  char *seen = calloc(N, 1);
+  size_t n, count = 0;
+  char *base;
+  for (size_t k = 0; (base = dm__slab_chunk(&s, k, &n)); k++)
+    for (size_t i = 0; i < n; i++) {
+      obj *o = (obj *)(base + i * s.size);
+      if (!o->tag)
+        continue;
+      assert_false(gone[o->value]);
+      assert_false(seen[o->value]);
+      seen[o->value] = 1;
+      count++;
+    }
+  assert_int_equal(count, N / 10);
+  assert_int_equal(s.live, N / 10);
+  /* The kept chunks' free slots serve the next allocations. */
+  for (int i = 0; i < 1000; i++)
+    assert_non_null(dm__slab_alloc(&s));
+  assert_int_equal(s.nchunks, before - freed);
+  free(seen);
+  free(gone);
+  free(p);
+  dm__slab_destroy(&s);
+}
+
+/* A slot that refuses to move keeps its chunk, whose free slots (its
+ * never-used tail among them, zeroed) serve later allocations. */
+static void a_slot_that_stays_keeps_its_chunk(void **state) {
+  (void)state;
+  dm__slab s;
+  assert_int_equal(dm__slab_init(&s, sizeof(obj), 64 * sizeof(obj)), 0);
+  enum { N = 64 * 8 + 10 };
+  obj *p[N];
+  for (int i = 0; i < N; i++) {
+    p[i] = dm__slab_alloc(&s);
+    p[i]->tag = 1;
+    p[i]->value = i;
+  }
+  for (int i = 1; i < N; i++)
+    if (i != N - 1) {
+      p[i]->tag = 0;
+      dm__slab_free(&s, p[i]);
+    }
+  p[N - 1]->tag = 2; /* in the newest chunk, held */
+  int moved = 0;
+  assert_int_equal(dm__slab_shrink(&s, obj_live, obj_move, &moved), 7);
+  assert_int_equal(s.nchunks, 2);
+  assert_int_equal(moved, 0);
+  assert_int_equal(p[0]->tag, 1);
+  assert_int_equal(p[N - 1]->tag, 2);
+  for (int i = 0; i < 2 * 64 - 2; i++) {
+    obj *o = dm__slab_alloc(&s);
+    assert_non_null(o);
+    assert_int_equal(o->tag, 0);
+    o->tag = 1;
+  }
+  assert_int_equal(s.nchunks, 2);
+  dm__slab_destroy(&s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(slots_are_zeroed_and_reused),
       cmocka_unit_test(many_chunks),
       cmocka_unit_test(out_of_memory_is_null),
+      cmocka_unit_test(shrink_moves_survivors_and_frees_chunks),
+      cmocka_unit_test(a_slot_that_stays_keeps_its_chunk),
   };
   return cmocka_run_group_tests_name("slab", tests, NULL, NULL);
 }

@@ -267,6 +267,44 @@ static void next_in_points_at_the_earliest_slot(void **state) {
   dm__wheel_free(&w);
 }
 
+/* A timer copied elsewhere (its owner moved) fires there, whether it
+ * waits in its slot or in a walk that max_fire stopped; shrinking the
+ * slots loses none. */
+static void moved_timers_fire_at_their_new_place(void **state) {
+  (void)state;
+  dm__wheel w;
+  enum { N = 200 };
+  item *a = calloc(N, sizeof *a), *b = calloc(N, sizeof *b);
+  setup(&w, 0);
+  for (int i = 0; i < N; i++) {
+    dm__timer_init(&a[i].t);
+    dm__wheel_add(&w, &a[i].t, (i < N / 2 ? 5 : 9) * MS);
+  }
+  now = 5 * MS;
+  assert_int_equal(dm__wheel_advance(&w, now, 10, fire, NULL), 10);
+  for (int i = 0; i < N; i++) {
+    b[i] = a[i];
+    b[i].fired = 0; /* what fires from now on is counted at b */
+    dm__wheel_moved(&w, &a[i].t, &b[i].t);
+    a[i].t.slot = DM__TIMER_OFF; /* the old copy is garbage from now on */
+  }
+  dm__wheel_shrink(&w);
+  size_t total = 10;
+  while (total < N / 2)
+    total += dm__wheel_advance(&w, now, 10, fire, NULL);
+  assert_int_equal(advance_to(&w, 9 * MS), N / 2);
+  int at_b = 0;
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(a[i].fired + b[i].fired, 1);
+    at_b += b[i].fired;
+  }
+  assert_int_equal(at_b, N - 10);
+  assert_int_equal(w.count, 0);
+  free(a);
+  free(b);
+  dm__wheel_free(&w);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(add_del_and_armed),
@@ -280,6 +318,7 @@ int main(void) {
       cmocka_unit_test(a_million_timers_fire_exactly_once),
       cmocka_unit_test(rearm_one_revolution_ahead_from_inside_fire),
       cmocka_unit_test(next_in_points_at_the_earliest_slot),
+      cmocka_unit_test(moved_timers_fire_at_their_new_place),
   };
   return cmocka_run_group_tests_name("wheel", tests, NULL, NULL);
 }

@@ -1,0 +1,102 @@
+/* Memory back after many workers went: once workers fill less than a
+ * quarter of the slab, the survivors move into its first chunks and the
+ * others are freed, and the children, pid and timer tables shrink to
+ * what is left in them. Loop thread, in the prepare phase: no walk over
+ * a table is under way then. */
+#include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
+#include "base/base.h"
+#include "dm/mgr.h"
+
+/* One look a second at most: a burst of dels is over before its memory
+ * moves. A look that could give nothing back doubles the wait, up to a
+ * minute. Each wait is drawn up to a second longer: a worker busy at one
+ * look holds its chunk, and with a fixed wait the same workers, ticking
+ * at a period that divides it, would be busy at every look. */
+#define COMPACT_EVERY_MS 1000
+#define COMPACT_MAX_WAIT_MS 60000
+#define COMPACT_JITTER_MS 1000
+
+static uint64_t jitter(uint64_t now_ms) {
+  uint64_t x = now_ms * 0x9E3779B97F4A7C15ull;
+  return (x >> 40) % COMPACT_JITTER_MS;
+}
+
+static int live(const void *slot, void *ud) {
+  (void)ud;
+  return ((const dm__worker *)slot)->m != NULL;
+}
+
+/* A worker with a callback in flight stays where it is: its job holds
+ * its address. So does a stopping one, whose terminate runs. Every other
+ * holder of a worker's address is a table, told here. */
+static int move(void *from, void *to, void *ud) {
+  dm__sched *s = ud;
+  dm__worker *a = from, *b = to;
+  if (a->flags & (DM__W_BUSY | DM__W_STOPPING))
+    return 1;
+  memcpy(b, a, s->workers.size);
+  dm__children_moved(b->m, a, b);
+  if (b->proc.key)
+    (void)dm__pidtab_replace(&s->node->pids, b->proc.key, &b->proc);
+  dm__wheel_moved(&s->wheel, &a->timer, &b->timer);
+  a->m = NULL;
+  return 0;
+}
+
+static int tables_oversized(const dm__sched *s) {
+  const dm__slab *sl = &s->workers;
+  if (sl->nchunks >= 2 && sl->live * 4 <= sl->nchunks * sl->per_chunk)
+    return 1;
+  if (s->node->pids.cap > 64 && s->node->pids.count < s->node->pids.cap / 8)
+    return 1;
+  for (size_t i = 0; i < s->nmanagers; i++) {
+    const dm__manager *m = s->managers[i];
+    if (m->cap > 64 && m->count < m->cap / 8)
+      return 1;
+  }
+  return 0;
+}
+
+/* Slots of the tables, all together: what a shrink makes smaller. */
+static size_t table_slots(const dm__sched *s) {
+  size_t n = s->node->pids.cap;
+  for (size_t i = 0; i < s->nmanagers; i++)
+    n += s->managers[i]->cap;
+  return n;
+}
+
+void dm__sched_compact(dm__sched *s, uint64_t now_ms) {
+  uint64_t wait = s->compact_wait_ms ? s->compact_wait_ms : COMPACT_EVERY_MS;
+  if (now_ms - s->compacted_ms < wait + s->compact_jitter_ms)
+    return;
+  s->compacted_ms = now_ms;
+  s->compact_jitter_ms = jitter(now_ms);
+  if (!tables_oversized(s)) {
+    s->compact_wait_ms = COMPACT_EVERY_MS;
+    return;
+  }
+  size_t before = s->workers.nchunks, slots = table_slots(s);
+  size_t freed = dm__slab_shrink(&s->workers, live, move, s);
+  for (size_t i = 0; i < s->nmanagers; i++)
+    dm__children_shrink(s->managers[i]);
+  dm__pidtab_shrink(&s->node->pids);
+  if (!freed && table_slots(s) == slots) {
+    wait *= 2;
+    s->compact_wait_ms = wait < COMPACT_MAX_WAIT_MS ? wait : COMPACT_MAX_WAIT_MS;
+    return;
+  }
+  s->compact_wait_ms = COMPACT_EVERY_MS;
+  dm__wheel_shrink(&s->wheel);
+#ifdef __GLIBC__
+  /* Payloads and ids freed with their workers sit in malloc's free lists:
+   * the whole pages among them go back to the system. */
+  malloc_trim(0);
+#endif
+  s->compactions++;
+  DM_INFO("%zu workers: %zu of %zu slab chunks freed, tables shrunk", s->workers.live,
+          freed, before);
+}
