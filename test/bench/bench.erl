@@ -48,7 +48,7 @@ main(Args) ->
     W6 = Run("w6", fun() -> w6(Bin, 100000) end),
     W7 = Run("w7", fun() -> w7(Bin, lists:max(Sizes)) end),
     W8 = Run("w8", fun() -> w8(Bin, lists:max(Sizes)) end),
-    W9 = Run("w9", fun() -> w9(Bin) end),
+    W9 = Run("w9", fun() -> w9(Bin) ++ w9_1m(Bin) end),
     %% W10's members per size: see cluster_bench.erl for why not 300k.
     W10 = Run("w10", fun() -> cluster_bench:run(Bin, list_to_integer(os:getenv("BENCH_CLUSTER", "300000"))) end),
     Rows = W1 ++ W2 ++ W3 ++ W4 ++ W5 ++ W6 ++ W7 ++ W8 ++ W9 ++ W10,
@@ -997,6 +997,56 @@ w9(Bin) ->
      {"W9 RSS MB retained after state on 100k, twice", AfterState - Children, undefined},
      {"W9 state on 100k children, ms", T / 1000, undefined},
      {"W9 dump of 100k children in pages of 10000, ms", Tp / 1000, undefined}].
+
+%% A manager of 1M counters (1 Hz): state, count and a paged dump of it,
+%% timed, and the RSS kept after the state reply; then 90% of it deleted,
+%% against a node that only ever had the 100k that are left (both beyond
+%% an empty node).
+w9_1m(Bin) ->
+    N = 1000000,
+    RssEmpty = rss_empty(Bin),
+    C = start(Bin, "w9m", ["--manager", "counters=counter,children=" ++ integer_to_list(N) ++ ",timeout=1000"]),
+    wait_started(C, N, 600000),
+    M = {counters, node_of(C)},
+    Mb = fun() -> (rss_kb(C) - RssEmpty) / 1024 end,
+    Full = settled(Mb),
+    {Ts, #{children := Ch}} = timer:tc(fun() -> gen_server:call(M, state, infinity) end),
+    N = map_size(Ch),
+    AfterState = settled(Mb),
+    {Tc, N} = timer:tc(fun() -> gen_server:call(M, count, 60000) end),
+    {Tp, N} = timer:tc(fun() -> dump_all(M, 0, 0) end),
+    [ok = gen_server:cast(M, {del, <<"c", (integer_to_binary(K))/binary>>})
+     || K <- lists:seq(1, N), K rem 10 =/= 0],
+    Left = N div 10,
+    Left = gen_server:call(M, count, 60000),
+    %% Compaction takes a few looks, a second or two apart (a chunk with a
+    %% busy worker waits for the next): until the RSS stops falling.
+    AfterDel = falling(C, Mb, Mb(), now_ms() + 60000),
+    #{slab_chunks := Chunks, compactions := Compactions} = stats(C),
+    stop(C),
+    C1 = start(Bin, "w9k", ["--manager", "counters=counter,children=" ++ integer_to_list(Left) ++ ",timeout=1000"]),
+    wait_started(C1, Left, 60000),
+    Fresh = settled(fun() -> (rss_kb(C1) - RssEmpty) / 1024 end),
+    stop(C1),
+    log("W9 1M: state ~p ms, count ~p ms, dump ~p ms; RSS ~.1f MB, after state ~.1f, "
+        "after 90% deleted ~.1f (~p compactions, ~p slab chunks left), a fresh 100k ~.1f",
+        [Ts div 1000, Tc div 1000, Tp div 1000, Full, AfterState, AfterDel, Compactions, Chunks, Fresh]),
+    [{"W9 state on 1M children, ms", Ts / 1000, undefined},
+     {"W9 count on 1M children, ms", Tc / 1000, undefined},
+     {"W9 dump of 1M children in pages of 10000, ms", Tp / 1000, undefined},
+     {"W9 RSS MB retained after state on 1M", AfterState - Full, undefined},
+     {"W9 RSS MB of 1M workers", Full, undefined},
+     {"W9 RSS MB after 90% of 1M deleted", AfterDel, undefined},
+     {"W9 RSS MB of a fresh 100k workers", Fresh, undefined},
+     {"W9 RSS after 90% deleted, of a fresh 100k's (<= 2.0)", AfterDel / Fresh, undefined}].
+
+falling(C, Mb, Last, Deadline) ->
+    timer:sleep(2000),
+    Now = Mb(),
+    case maps:get(compactions, stats(C)) >= 1 andalso Last - Now < 0.5 orelse now_ms() > Deadline of
+        true -> Now;
+        false -> falling(C, Mb, Now, Deadline)
+    end.
 
 dump_all(M, Cursor, Acc) ->
     case gen_server:call(M, {dump, Cursor, 10000}, 60000) of
