@@ -1,7 +1,7 @@
 /* Memory back after many workers went: once workers fill less than a
  * quarter of the slab, the survivors move into its first chunks and the
  * others are freed, and the children, pid and timer tables shrink to
- * what is left in them. Loop thread, in the prepare phase: no walk over
+ * what is left in them. And after a burst: the jobs it left for reuse. Loop thread, in the prepare phase: no walk over
  * a table is under way then. */
 #include <string.h>
 #ifdef __GLIBC__
@@ -12,17 +12,18 @@
 #include "dm/mgr.h"
 
 /* One look a second at most: a burst of dels is over before its memory
- * moves. A look that could give nothing back doubles the wait, up to a
- * minute. Each wait is drawn up to a second longer: a worker busy at one
- * look holds its chunk, and with a fixed wait the same workers, ticking
- * at a period that divides it, would be busy at every look. */
+ * moves. A worker busy at a look holds its chunk, whose other workers
+ * moved out: the next look comes soon, to move the few left. A look that
+ * could give nothing back doubles the wait, up to a minute. Each wait is
+ * drawn up to twice as long: with a fixed wait, workers ticking at a
+ * period that divides it would be busy at every look. */
 #define COMPACT_EVERY_MS 1000
+#define COMPACT_RETRY_MS 100
 #define COMPACT_MAX_WAIT_MS 60000
-#define COMPACT_JITTER_MS 1000
 
-static uint64_t jitter(uint64_t now_ms) {
+static uint64_t jitter(uint64_t now_ms, uint64_t wait) {
   uint64_t x = now_ms * 0x9E3779B97F4A7C15ull;
-  return (x >> 40) % COMPACT_JITTER_MS;
+  return (x >> 40) % (wait + 1);
 }
 
 static int live(const void *slot, void *ud) {
@@ -39,6 +40,7 @@ static int move(void *from, void *to, void *ud) {
   if (a->flags & (DM__W_BUSY | DM__W_STOPPING))
     return 1;
   memcpy(b, a, s->workers.size);
+  s->compact_moves++;
   dm__children_moved(b->m, a, b);
   if (b->proc.key)
     (void)dm__pidtab_replace(&s->node->pids, b->proc.key, &b->proc);
@@ -69,28 +71,57 @@ static size_t table_slots(const dm__sched *s) {
   return n;
 }
 
+static void wait_next(dm__sched *s, uint64_t now_ms, uint64_t wait) {
+  s->compact_wait_ms = wait < COMPACT_MAX_WAIT_MS ? wait : COMPACT_MAX_WAIT_MS;
+  s->compact_jitter_ms = jitter(now_ms, s->compact_wait_ms);
+}
+
+/* What a burst leaves behind: a stall (a big reply, a slow disk) is
+ * followed by a million overdue performs at once. Their jobs, kept for
+ * reuse with their buffers, and the wheel's slot arrays, grown while the
+ * re-armed timers crowded into a few slots, would hold tens of MB for
+ * good. Once a second both go back to what is in use. */
+static void trim_burst(dm__sched *s, uint64_t now_ms) {
+  enum { LOTS = 1024 }; /* about a MiB: a job and its buffers are about a KiB */
+  if (now_ms - s->jobs_trimmed_ms < COMPACT_EVERY_MS)
+    return;
+  s->jobs_trimmed_ms = now_ms;
+  size_t n = 0;
+  for (size_t i = 0; i < s->nmanagers; i++)
+    n += dm__jobs_trim(s->managers[i]);
+  n += dm__wheel_shrink(&s->wheel);
+#ifdef __GLIBC__
+  if (n >= LOTS)
+    malloc_trim(0);
+#endif
+}
+
 void dm__sched_compact(dm__sched *s, uint64_t now_ms) {
-  uint64_t wait = s->compact_wait_ms ? s->compact_wait_ms : COMPACT_EVERY_MS;
-  if (now_ms - s->compacted_ms < wait + s->compact_jitter_ms)
+  trim_burst(s, now_ms);
+  if (!s->compact_wait_ms)
+    s->compact_wait_ms = COMPACT_EVERY_MS;
+  if (now_ms - s->compacted_ms < s->compact_wait_ms + s->compact_jitter_ms)
     return;
   s->compacted_ms = now_ms;
-  s->compact_jitter_ms = jitter(now_ms);
   if (!tables_oversized(s)) {
-    s->compact_wait_ms = COMPACT_EVERY_MS;
+    wait_next(s, now_ms, COMPACT_EVERY_MS);
     return;
   }
   size_t before = s->workers.nchunks, slots = table_slots(s);
+  uint64_t moves = s->compact_moves;
   size_t freed = dm__slab_shrink(&s->workers, live, move, s);
   for (size_t i = 0; i < s->nmanagers; i++)
     dm__children_shrink(s->managers[i]);
   dm__pidtab_shrink(&s->node->pids);
-  if (!freed && table_slots(s) == slots) {
-    wait *= 2;
-    s->compact_wait_ms = wait < COMPACT_MAX_WAIT_MS ? wait : COMPACT_MAX_WAIT_MS;
+  if (!freed && moves == s->compact_moves && table_slots(s) == slots) {
+    wait_next(s, now_ms, s->compact_wait_ms * 2);
     return;
   }
-  s->compact_wait_ms = COMPACT_EVERY_MS;
-  dm__wheel_shrink(&s->wheel);
+  /* Chunks past what the workers need stayed for a busy worker. */
+  const dm__slab *sl = &s->workers;
+  int stayed = sl->nchunks > sl->live / sl->per_chunk + 1;
+  wait_next(s, now_ms, stayed ? COMPACT_RETRY_MS : COMPACT_EVERY_MS);
+  (void)dm__wheel_shrink(&s->wheel);
 #ifdef __GLIBC__
   /* Payloads and ids freed with their workers sit in malloc's free lists:
    * the whole pages among them go back to the system. */

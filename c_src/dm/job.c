@@ -14,7 +14,8 @@ dm__wjob *dm__job_new(dm__manager *m, dm__worker *w, int kind, dm__job_done_fn d
   dm__wjob *j = m->free_jobs;
   if (j) {
     m->free_jobs = (dm__wjob *)j->base.next;
-    m->nfree_jobs--;
+    if (--m->nfree_jobs < m->free_jobs_low)
+      m->free_jobs_low = m->nfree_jobs;
   } else {
     j = dm__calloc(1, sizeof *j);
     if (!j)
@@ -62,6 +63,12 @@ dm__wjob *dm__job_new(dm__manager *m, dm__worker *w, int kind, dm__job_done_fn d
   return j;
 }
 
+static void destroy(dm__wjob *j) {
+  ei_x_free(&j->out);
+  ei_x_free(&j->sends);
+  dm__free(j);
+}
+
 void dm__job_free(dm__wjob *j) {
   dm__manager *m = j->m;
   dm__free(j->owned);
@@ -77,9 +84,23 @@ void dm__job_free(dm__wjob *j) {
     m->nfree_jobs++;
     return;
   }
-  ei_x_free(&j->out);
-  ei_x_free(&j->sends);
-  dm__free(j);
+  destroy(j);
+}
+
+size_t dm__jobs_trim(dm__manager *m) {
+  /* A few stay whatever happens: a manager that performs now and then
+   * should not allocate for each. */
+  enum { FLOOR = 64 };
+  size_t idle = m->free_jobs_low, n = 0;
+  while (idle > n && m->nfree_jobs > FLOOR) {
+    dm__wjob *j = m->free_jobs;
+    m->free_jobs = (dm__wjob *)j->base.next;
+    m->nfree_jobs--;
+    destroy(j);
+    n++;
+  }
+  m->free_jobs_low = m->nfree_jobs;
+  return n;
 }
 
 /* The pool's look-ahead over finished jobs: the worker each one returns

@@ -247,6 +247,7 @@ struct dm__manager {
   uint32_t nrestarts, nescalated;
   dm__wjob *free_jobs;
   size_t nfree_jobs;
+  size_t free_jobs_low; /* the fewest kept since the last dm__jobs_trim */
   /* handle_state_change runs one at a time, in order: a pool of several
    * threads could otherwise run `started` before `starting`. */
   int sc_running;
@@ -285,6 +286,8 @@ struct dm__sched {
   uint64_t compact_wait_ms; /* until the next look; 0: the shortest */
   uint64_t compact_jitter_ms; /* and this much more */
   uint64_t compactions;  /* times they were made smaller */
+  uint64_t compact_moves; /* workers moved to another slot */
+  uint64_t jobs_trimmed_ms; /* the last dm__jobs_trim of every manager */
 };
 
 /* ---- compact.c: memory back after many workers went ---- */
@@ -379,6 +382,9 @@ uint64_t dm__lateness_bucket_top(size_t b);
  * done when finished. NULL when out of memory. */
 dm__wjob *dm__job_new(dm__manager *m, dm__worker *w, int kind, dm__job_done_fn done);
 void dm__job_free(dm__wjob *j);
+/* Frees the jobs kept for reuse that none needed since the last call (a
+ * burst's, after a stall): called once a second. Returns how many. */
+size_t dm__jobs_trim(dm__manager *m);
 void dm__job_submit(dm__wjob *j);
 /* The pools' completion function (see dm__pool_start). */
 void dm__job_done(dm__job *j, void *ud);

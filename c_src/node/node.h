@@ -204,6 +204,7 @@ struct dm__node {
 
   ei_x_buff pkt;   /* the packet being built; out.c's alone */
   uint64_t pkt_big_at; /* loop ms when a packet over 64 KiB was last built */
+  int pkt_heap_dirty;  /* a big packet was built since the heap was trimmed */
   size_t pkt_body; /* where an open reply's body starts in pkt */
   dm__node_stats stats;
   const char *version;

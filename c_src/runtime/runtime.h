@@ -57,8 +57,9 @@ size_t dm__wheel_advance(dm__wheel *w, uint64_t now_us, size_t max_fire,
  * to `to` from now on. Nothing when it is not armed. */
 void dm__wheel_moved(dm__wheel *w, const dm__timer *from, dm__timer *to);
 /* Slot arrays much larger than their timers are made smaller; empty ones
- * are freed. For after many timers went. */
-void dm__wheel_shrink(dm__wheel *w);
+ * are freed. For after many timers went, or crowded into few slots.
+ * Returns the KiB given back, roughly. */
+size_t dm__wheel_shrink(dm__wheel *w);
 /* Microseconds until the earliest non-empty slot, at most cap. */
 uint64_t dm__wheel_next_in(const dm__wheel *w, uint64_t now_us, uint64_t cap);
 

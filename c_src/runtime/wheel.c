@@ -86,24 +86,31 @@ void dm__wheel_moved(dm__wheel *w, const dm__timer *from, dm__timer *to) {
     w->slots[to->slot].v[to->pos] = to;
 }
 
-void dm__wheel_shrink(dm__wheel *w) {
+size_t dm__wheel_shrink(dm__wheel *w) {
   enum { MIN = 16 };
+  size_t freed = 0; /* slots' worth */
   for (size_t i = 0; i < w->nslots; i++) {
     dm__wheel_slot *s = &w->slots[i];
-    if (s->n == 0) {
+    if (s->n == 0 && s->cap > MIN) {
+      freed += s->cap;
       dm__free(s->v);
       memset(s, 0, sizeof *s);
     } else if (s->cap > MIN && s->n < s->cap / 4) {
       uint32_t cap = s->n * 2 > MIN ? s->n * 2 : MIN;
       dm__timer **v = dm__realloc(s->v, (size_t)cap * sizeof *v);
       if (v) { /* else it keeps its room */
+        freed += s->cap - cap;
         s->v = v;
         s->cap = cap;
       }
     }
   }
-  dm__free(w->spare.v);
-  memset(&w->spare, 0, sizeof w->spare);
+  if (w->spare.cap > MIN) {
+    freed += w->spare.cap;
+    dm__free(w->spare.v);
+    memset(&w->spare, 0, sizeof w->spare);
+  }
+  return freed * sizeof(dm__timer *) / 1024;
 }
 
 int dm__wheel_add(dm__wheel *w, dm__timer *t, uint64_t due_us) {
