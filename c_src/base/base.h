@@ -133,6 +133,11 @@ void dm__slab_free(dm__slab *s, void *p);
  * read as free to live, or refuses (nonzero) and leaves both as they
  * were, when something holds its address. A chunk with a refused slot
  * stays. Returns how many chunks were freed. */
+/* True when dm__slab_shrink would look: two chunks or more, at most a
+ * quarter of their slots in use. */
+static inline int dm__slab_sparse(const dm__slab *s) {
+  return s->nchunks >= 2 && s->live * 4 <= s->nchunks * s->per_chunk;
+}
 size_t dm__slab_shrink(dm__slab *s, int (*live)(const void *slot, void *ud),
                        int (*move)(void *from, void *to, void *ud), void *ud);
 /* Frees every chunk; slots still out are gone with them. */

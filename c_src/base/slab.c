@@ -101,7 +101,7 @@ static size_t used_in(const dm__slab *s, size_t k) {
 
 size_t dm__slab_shrink(dm__slab *s, int (*live)(const void *slot, void *ud),
                        int (*move)(void *from, void *to, void *ud), void *ud) {
-  if (s->nchunks < 2 || s->live * 4 > s->nchunks * s->per_chunk)
+  if (!dm__slab_sparse(s))
     return 0;
   /* The first chunks hold every live slot with a chunk to spare, so the
    * free list, rebuilt from their free slots alone, never runs dry. */

@@ -101,7 +101,7 @@ void dm__children_moved(dm__manager *m, const dm__worker *from, dm__worker *to) 
 }
 
 void dm__children_shrink(dm__manager *m) {
-  if (m->cap > 64 && m->count < m->cap / 8)
+  if (dm__children_sparse(m))
     (void)grow_to(m, dm__grow_cap(0, m->count * 2, 64));
 }
 

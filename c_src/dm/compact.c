@@ -1,8 +1,9 @@
 /* Memory back after many workers went: once workers fill less than a
  * quarter of the slab, the survivors move into its first chunks and the
- * others are freed, and the children, pid and timer tables shrink to
- * what is left in them. And after a burst: the jobs it left for reuse. Loop thread, in the prepare phase: no walk over
- * a table is under way then. */
+ * others are freed, and the children and pid tables shrink to what is
+ * left in them. And after a burst: the jobs and timer arrays it left.
+ * Loop thread, in the prepare phase: no walk over a table is under way
+ * then. */
 #include <string.h>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -50,16 +51,11 @@ static int move(void *from, void *to, void *ud) {
 }
 
 static int tables_oversized(const dm__sched *s) {
-  const dm__slab *sl = &s->workers;
-  if (sl->nchunks >= 2 && sl->live * 4 <= sl->nchunks * sl->per_chunk)
+  if (dm__slab_sparse(&s->workers) || dm__pidtab_sparse(&s->node->pids))
     return 1;
-  if (s->node->pids.cap > 64 && s->node->pids.count < s->node->pids.cap / 8)
-    return 1;
-  for (size_t i = 0; i < s->nmanagers; i++) {
-    const dm__manager *m = s->managers[i];
-    if (m->cap > 64 && m->count < m->cap / 8)
+  for (size_t i = 0; i < s->nmanagers; i++)
+    if (dm__children_sparse(s->managers[i]))
       return 1;
-  }
   return 0;
 }
 
@@ -121,7 +117,6 @@ void dm__sched_compact(dm__sched *s, uint64_t now_ms) {
   const dm__slab *sl = &s->workers;
   int stayed = sl->nchunks > sl->live / sl->per_chunk + 1;
   wait_next(s, now_ms, stayed ? COMPACT_RETRY_MS : COMPACT_EVERY_MS);
-  (void)dm__wheel_shrink(&s->wheel);
 #ifdef __GLIBC__
   /* Payloads and ids freed with their workers sit in malloc's free lists:
    * the whole pages among them go back to the system. */

@@ -17,10 +17,8 @@ static void set_both(dm__worker *w, const char *data, size_t len) {
     dm__blob_rewrite(b, data, len);
     return;
   }
-  if (dm__cell_set(&w->payload, data, len) == 0)
+  if (dm__worker_set_cell(&w->payload, data, len) == 0)
     dm__cell_copy(&w->value, &w->payload);
-  else
-    DM_ERROR("out of memory storing a term; keeping the old one");
 }
 
 /* {replace, Id, P} with a new id: this worker goes, a new one is put there

@@ -365,8 +365,11 @@ dm__worker *dm__children_get(const dm__manager *m, const char *id, size_t len,
 void dm__children_del(dm__manager *m, dm__worker *w);
 /* Worker from was copied to `to`: its slot refers to `to` from now on. */
 void dm__children_moved(dm__manager *m, const dm__worker *from, dm__worker *to);
-/* A table at most an eighth full is rehashed to half full at most; on
- * failure it stays as it is. */
+/* True for a table at most an eighth full: dm__children_shrink rehashes
+ * it to half full at most; on failure it stays as it is. */
+static inline int dm__children_sparse(const dm__manager *m) {
+  return m->cap > 64 && m->count < m->cap / 8;
+}
 void dm__children_shrink(dm__manager *m);
 uint32_t dm__id_hash(const dm__manager *m, const char *id, size_t len);
 
@@ -400,8 +403,9 @@ void dm__worker_arm(dm__worker *w, uint64_t due_us);
 void dm__worker_disarm(dm__worker *w);
 /* The loop's cached time in µs. */
 uint64_t dm__worker_now_us(const dm__worker *w);
-/* Stores a term in a cell; on failure the old one stays (logged). */
-void dm__worker_set_cell(dm__cell *c, const char *data, size_t len);
+/* Stores a term in a cell; on failure the old one stays (logged). 0 or
+ * DM_ENOMEM. */
+int dm__worker_set_cell(dm__cell *c, const char *data, size_t len);
 
 /* ---- worker.c: a worker's life ---- */
 /* Stores w's id, inline when short. 0 or DM_ENOMEM. */

@@ -21,9 +21,11 @@ void dm__worker_arm(dm__worker *w, uint64_t due_us) {
 
 void dm__worker_disarm(dm__worker *w) { dm__wheel_del(wheel_of(w), &w->timer); }
 
-void dm__worker_set_cell(dm__cell *c, const char *data, size_t len) {
-  if (dm__cell_set(c, data, len))
+int dm__worker_set_cell(dm__cell *c, const char *data, size_t len) {
+  int r = dm__cell_set(c, data, len);
+  if (r)
     DM_ERROR("out of memory storing a term; keeping the old one");
+  return r;
 }
 
 int dm__worker_run(dm__worker *w, int kind, const char *msg, size_t len,

@@ -121,7 +121,7 @@ int dm__pidtab_replace(dm__pidtab *t, uint32_t key, void *val) {
 }
 
 void dm__pidtab_shrink(dm__pidtab *t) {
-  if (t->cap > 64 && t->count < t->cap / 8)
+  if (dm__pidtab_sparse(t))
     (void)grow_to(t, dm__grow_cap(0, t->count * 2, 64));
 }
 

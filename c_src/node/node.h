@@ -38,8 +38,11 @@ void *dm__pidtab_del(dm__pidtab *t, uint32_t key);
 /* The value of a key already there becomes val; allocates nothing. 0, or
  * DM_EINVAL when the key is absent. */
 int dm__pidtab_replace(dm__pidtab *t, uint32_t key, void *val);
-/* A table at most an eighth full is rehashed to a quarter of its size at
- * most (half full); on failure it stays as it is. */
+/* True for a table at most an eighth full: dm__pidtab_shrink rehashes it
+ * to half full at most; on failure it stays as it is. */
+static inline int dm__pidtab_sparse(const dm__pidtab *t) {
+  return t->cap > 64 && t->count < t->cap / 8;
+}
 void dm__pidtab_shrink(dm__pidtab *t);
 
 /* Registered names; a handful per node, so a short array. */
@@ -204,7 +207,6 @@ struct dm__node {
 
   ei_x_buff pkt;   /* the packet being built; out.c's alone */
   uint64_t pkt_big_at; /* loop ms when a packet over 64 KiB was last built */
-  int pkt_heap_dirty;  /* a big packet was built since the heap was trimmed */
   size_t pkt_body; /* where an open reply's body starts in pkt */
   dm__node_stats stats;
   const char *version;

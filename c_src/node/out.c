@@ -3,9 +3,6 @@
  * queued on the peer's connection. Loop thread only. */
 #include <stdlib.h>
 #include <string.h>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 
 #include "dm.h"
 #include "node/node.h"
@@ -21,10 +18,8 @@
 /* The node's packet buffer, emptied for a new packet. Only this file
  * touches it. */
 static ei_x_buff *pkt(dm__node *n) {
-  if ((size_t)n->pkt.index > PKT_KEEP) {
+  if ((size_t)n->pkt.index > PKT_KEEP)
     n->pkt_big_at = uv_now(n->loop); /* the packet before was big */
-    n->pkt_heap_dirty = 1;
-  }
   n->pkt.index = 0;
   n->pkt_body = 0; /* no reply open */
   return &n->pkt;
@@ -33,27 +28,16 @@ static ei_x_buff *pkt(dm__node *n) {
 
 void dm__node_pkt_trim(dm__node *n) {
   uint64_t now = uv_now(n->loop);
-  if ((size_t)n->pkt.index > PKT_KEEP) {
+  if ((size_t)n->pkt.index > PKT_KEEP)
     n->pkt_big_at = now; /* the last loop turn that needed a big buffer */
-    n->pkt_heap_dirty = 1;
-  }
-  if (now - n->pkt_big_at < TRIM_MS)
+  if (n->pkt.buffsz <= PKT_KEEP || now - n->pkt_big_at < TRIM_MS)
     return;
-  if (n->pkt.buffsz > PKT_KEEP) {
-    char *p = realloc(n->pkt.buff, PKT_KEEP); /* ei allocates with malloc */
-    if (p) {
-      n->pkt.buff = p;
-      n->pkt.buffsz = PKT_KEEP;
-      n->pkt.index = 0;
-    }
+  char *p = realloc(n->pkt.buff, PKT_KEEP); /* ei allocates with malloc */
+  if (p) {
+    n->pkt.buff = p;
+    n->pkt.buffsz = PKT_KEEP;
+    n->pkt.index = 0;
   }
-#ifdef __GLIBC__
-  /* A buffer grown in place at the heap's top (realloc does that) and
-   * freed under later allocations stays resident: its pages go back. */
-  if (n->pkt_heap_dirty)
-    malloc_trim(0);
-#endif
-  n->pkt_heap_dirty = 0;
 }
 
 /* A packet this big goes to its connection as it is, without a copy,
