@@ -4,7 +4,7 @@
 
 DEB_PKGS := clang erlang-nox erlang-dev erlang-common-test erlang-eunit erlang-edoc \
             erlang-tools erlang-dialyzer rebar3 libuv1-dev libcmocka-dev \
-            liblmdb-dev gcc make valgrind elixir
+            liblmdb-dev libssl-dev openssl gcc make valgrind elixir
 REBAR ?= rebar3
 COOKIE ?= tarearbol_test
 CT_NODE ?= tarearbol_ct

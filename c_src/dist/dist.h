@@ -194,6 +194,79 @@ int dm__enc_call(ei_x_buff *x, const erlang_pid *from, const char *to_name,
 int dm__enc_unlink_id_ack(ei_x_buff *x, unsigned long long id,
                           const erlang_pid *from, const erlang_pid *to);
 
+/* ---- tls -------------------------------------------------------------------*/
+/* TLS for distribution connections (OpenSSL), interoperable with OTP's
+ * inet_tls_dist: the TLS handshake comes first on the socket, then the
+ * distribution handshake inside it (with 4-byte lengths from its first
+ * message), then the connection. tlsctx.c holds the node's credentials
+ * and policy, tls.c one session. Loop thread only. */
+
+struct ssl_ctx_st; /* OpenSSL's SSL_CTX */
+
+/* What --tls-cert, --tls-key, --tls-ca, --tls-verify and --tls-only say.
+ * TLS is on when cert is set. */
+typedef struct {
+  const char *cert; /* PEM: the node's certificate (chain) */
+  const char *key;  /* PEM: its private key */
+  const char *ca;   /* PEM: the CAs whose certificates peers must show */
+  int verify;       /* 1 (peer): peers must show a certificate the CA
+                       signed, for their host; 0 (none): anything goes */
+  int only;         /* 1: refuse plain TCP peers; 0: take both */
+} dm__tls_config;
+
+typedef struct {
+  struct ssl_ctx_st *ssl;
+  int verify, only; /* as configured */
+} dm__tls_ctx;
+
+/* Reads the files and sets the policy. 0, or DM_EINVAL with a one-line
+ * reason in err naming the option and file at fault. The caller frees
+ * *out with dm__tls_ctx_free. */
+int dm__tls_ctx_new(const dm__tls_config *cfg, dm__tls_ctx **out, char *err,
+                    size_t errlen);
+void dm__tls_ctx_free(dm__tls_ctx *t);
+
+typedef struct dm__tls dm__tls;
+
+/* A session of the accepting (server 1) or the initiating side; the
+ * initiating side names the peer's host, which its certificate must be
+ * for when the context verifies. 0, DM_ENOMEM or DM_EINVAL (a host that
+ * cannot be checked). The caller frees *out with dm__tls_free. */
+int dm__tls_new(const dm__tls_ctx *ctx, int server, const char *host, dm__tls **out);
+void dm__tls_free(dm__tls *t);
+/* Ciphertext from the socket. 0 or DM_ENOMEM. */
+int dm__tls_feed(dm__tls *t, const void *data, size_t len);
+/* Ciphertext fed and not consumed yet. */
+size_t dm__tls_buffered(const dm__tls *t);
+/* Goes on with the TLS handshake: 1 done, 0 waiting for the peer, or
+ * DM_ETLS (dm__tls_why says why). Output may be waiting after any of
+ * them, a refusal's alert included. */
+int dm__tls_handshake(dm__tls *t);
+int dm__tls_up(const dm__tls *t);
+/* Up to len bytes of plaintext: how many, 0 when none is there yet,
+ * DM_ECLOSED (close_notify) or DM_ETLS. May leave output waiting (a
+ * renegotiation, a key update). */
+long dm__tls_read(dm__tls *t, void *buf, size_t len);
+/* Encrypts what it can of len bytes; *taken says how much. 0 (all taken,
+ * or the rest must wait for the peer's input: a renegotiation under way)
+ * or DM_ETLS. A write that stopped short goes on with the same bytes. */
+int dm__tls_write(dm__tls *t, const void *data, size_t len, size_t *taken);
+/* Ciphertext waiting to be sent, and at most max of it appended to b.
+ * dm__tls_take: 0, DM_ENOMEM or DM_EIO. */
+size_t dm__tls_pending(const dm__tls *t);
+int dm__tls_take(dm__tls *t, dm__buf *b, size_t max);
+/* Queues close_notify (then dm__tls_take it). */
+void dm__tls_close_notify(dm__tls *t);
+/* The accepting side, once the peer has named itself: its certificate
+ * must be for host (a DNS name or an IP address). 0 or DM_ETLS. */
+int dm__tls_check_host(dm__tls *t, const char *host);
+/* The last failure, and whether it was a certificate's (untrusted,
+ * expired, for another name, or none shown). */
+const char *dm__tls_why(const dm__tls *t);
+int dm__tls_cert_failed(const dm__tls *t);
+/* "TLSv1.3" and the like. */
+const char *dm__tls_version(const dm__tls *t);
+
 /* ---- conn and dist ---------------------------------------------------------*/
 /* One connection after the handshake (conn.c), and the table of them with
  * interned peer names, ticks, the listen socket and epmd (table.c,

@@ -23,7 +23,8 @@
   X(EXISTS, "already exists")                                                  \
   X(IO, "input/output error")                                                  \
   X(EI, "erl_interface call failed")                                           \
-  X(CLOSED, "connection closed")
+  X(CLOSED, "connection closed")                                               \
+  X(TLS, "TLS failure")
 
 typedef enum {
   DM_OK = 0,
