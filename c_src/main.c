@@ -40,6 +40,8 @@ static void usage(FILE *f) {
           "         [--read-coalescing BYTES] [--epmd-retry-s SECONDS]\n"
           "         [--manager NAME=BEHAVIOUR[,key=value...]]... [--threads N]\n"
           "         [--state-dir DIR] [--state-sync-ms MS]\n"
+          "         [--tls-cert FILE --tls-key FILE --tls-ca FILE\n"
+          "          [--tls-verify peer|none] [--tls-only[=true|false]]]\n"
           "         [--exit-with-stdin] [--help]\n"
           "The cookie comes from $" COOKIE_ENV ", else ~/.erlang.cookie.\n");
 }
@@ -114,6 +116,11 @@ int main(int argc, char **argv) {
       {"state-dir", required_argument, NULL, 'D'},
       {"state-sync-ms", required_argument, NULL, 'S'},
       {"exit-with-stdin", no_argument, NULL, 'E'},
+      {"tls-cert", required_argument, NULL, 'c'},
+      {"tls-key", required_argument, NULL, 'k'},
+      {"tls-ca", required_argument, NULL, 'a'},
+      {"tls-verify", required_argument, NULL, 'V'},
+      {"tls-only", optional_argument, NULL, 'O'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0}};
   dm__config cfg;
@@ -126,6 +133,10 @@ int main(int argc, char **argv) {
   unsigned threads = ncpu > 0 ? (unsigned)ncpu : 2;
   const char *state_dir = NULL;
   unsigned sync_ms = 1000;
+  /* TLS: verify peers and refuse plain TCP unless told otherwise. */
+  dm__tls_config tls = {NULL, NULL, NULL, 1, 1};
+  const char *tls_without_cert = NULL; /* a TLS option given without --tls-cert */
+  dm__tls_ctx *tls_ctx = NULL;
   dm__config_defaults(&cfg);
 #if defined(__GLIBC__)
   /* A fixed threshold: glibc otherwise raises it to the size of the
@@ -222,6 +233,33 @@ int main(int argc, char **argv) {
     case 'E':
       cfg.exit_with_stdin = 1;
       break;
+    case 'c':
+      tls.cert = optarg;
+      break;
+    case 'k':
+      tls.key = optarg;
+      tls_without_cert = "--tls-key";
+      break;
+    case 'a':
+      tls.ca = optarg;
+      tls_without_cert = "--tls-ca";
+      break;
+    case 'V':
+      if (strcmp(optarg, "peer") != 0 && strcmp(optarg, "none") != 0) {
+        fprintf(stderr, "tarearbol_cnode: --tls-verify wants peer or none, got '%s'\n", optarg);
+        return 2;
+      }
+      tls.verify = strcmp(optarg, "peer") == 0;
+      tls_without_cert = "--tls-verify";
+      break;
+    case 'O':
+      if (optarg && strcmp(optarg, "true") != 0 && strcmp(optarg, "false") != 0) {
+        fprintf(stderr, "tarearbol_cnode: --tls-only takes =true or =false, got '%s'\n", optarg);
+        return 2;
+      }
+      tls.only = !optarg || strcmp(optarg, "true") == 0;
+      tls_without_cert = "--tls-only";
+      break;
     case 'h':
       usage(stdout);
       return 0;
@@ -241,6 +279,11 @@ int main(int argc, char **argv) {
   }
   if (read_cookie(cookie, sizeof cookie))
     return 2;
+  if (tls_without_cert && !tls.cert) {
+    fprintf(stderr, "tarearbol_cnode: %s is a TLS option, and TLS is on only with "
+                    "--tls-cert, --tls-key and --tls-ca\n", tls_without_cert);
+    return 2;
+  }
 
   /* A peer that vanishes mid-write must give EPIPE, not kill the node. */
   signal(SIGPIPE, SIG_IGN);
@@ -248,6 +291,17 @@ int main(int argc, char **argv) {
   if (ei_init() != 0) {
     fprintf(stderr, "tarearbol_cnode: ei_init failed\n");
     return 1;
+  }
+  if (tls.cert) {
+    /* The files are read now, so that a mistake in one is the only line
+     * printed, and the node never starts without the TLS it was asked
+     * for. */
+    char err[512];
+    if (dm__tls_ctx_new(&tls, &tls_ctx, err, sizeof err)) {
+      DM_ERROR("%s", err);
+      return 1;
+    }
+    cfg.tls = tls_ctx;
   }
   uv_loop_t loop;
   if (uv_loop_init(&loop) != 0)
@@ -281,6 +335,7 @@ int main(int argc, char **argv) {
   uv_run(&loop, UV_RUN_DEFAULT);
   dm__node_free(&node);
   uv_loop_close(&loop);
+  dm__tls_ctx_free(tls_ctx);
   if (!r)
     DM_INFO("stopped");
   return r || node.exit_status ? 1 : 0;

@@ -2,7 +2,11 @@
  * status and challenge out, challenge_reply in, challenge_ack out. A peer
  * already connected is asked whether the old connection goes ("alive");
  * a peer this node is connecting to at the same time is settled as BEAM
- * settles it, by comparing the two names. */
+ * settles it, by comparing the two names. With TLS all of it runs inside
+ * the session, and a verified peer's certificate must be for the host it
+ * names. */
+#include <arpa/inet.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -30,8 +34,7 @@ static void status(dm__hs *h, const char *s) {
 /* A refusal goes out best-effort, without waiting for the socket. */
 static int refuse(dm__hs *h, const char *st, const char *why) {
   status(h, st);
-  (void)send(h->fd, h->out, h->outlen, MSG_NOSIGNAL | MSG_DONTWAIT);
-  h->outlen = 0;
+  dm__hs_send_now(h);
   dm__hs_fail(h, 0, why);
   return -1;
 }
@@ -54,8 +57,7 @@ static int simultaneous(dm__hs *h, dm__hs *mine) {
   dm__dist *d = h->dist;
   if (strcmp(d->ec.thisnodename, h->peer) > 0 && !mine->waiting) {
     status(h, "nok");
-    (void)send(h->fd, h->out, h->outlen, MSG_NOSIGNAL | MSG_DONTWAIT);
-    h->outlen = 0;
+    dm__hs_send_now(h);
     DM_DEBUG("simultaneous connect with %s: ours goes on", h->peer);
     dm__hs_drop(h);
     return -1;
@@ -95,6 +97,15 @@ static int on_name(dm__hs *h, const unsigned char *m, size_t len) {
   }
   if (strcmp(h->peer, d->ec.thisnodename) == 0)
     return refuse(h, "not_allowed", "refused: the peer claims this node's own name");
+  /* A certificate proves a host, and the name claims one: with
+   * verification on they must agree, or any holder of a certificate the
+   * CA signed could speak as any node. */
+  if (h->tls && d->tls->verify &&
+      dm__tls_check_host(h->tls, strchr(h->peer, '@') + 1) != 0) {
+    status(h, "not_allowed");
+    dm__hs_tls_fail(h);
+    return -1;
+  }
   if (dm__dist_conn(d, h->peer)) {
     /* Connected already: the peer says whether that connection is
      * stale (it restarted) and goes. */
@@ -173,9 +184,19 @@ int dm__hs_begin(dm__dist *d, int fd) {
     d->stats.handshakes_failed++;
     return DM_ENOMEM;
   }
+  struct sockaddr_in a;
+  socklen_t alen = sizeof a;
+  char ip[INET_ADDRSTRLEN];
+  if (getpeername(fd, (struct sockaddr *)&a, &alen) == 0 && a.sin_family == AF_INET &&
+      inet_ntop(AF_INET, &a.sin_addr, ip, sizeof ip))
+    snprintf(h->from, sizeof h->from, "%s:%u", ip, (unsigned)ntohs(a.sin_port));
   if (dm__hs_watch(h, fd)) {
     dm__hs_fail(h, 0, "cannot watch the socket");
     return DM_EIO;
+  }
+  if (d->tls && dm__tls_new(d->tls, 1, NULL, &h->tls)) {
+    dm__hs_fail(h, 0, "out of memory for its TLS session");
+    return DM_ENOMEM;
   }
   h->state = A_NAME;
   h->on_msg = on_msg;

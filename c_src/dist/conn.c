@@ -1,7 +1,8 @@
 /* A connection: one peer after the handshake, framed, non-blocking reads
- * and writes on the loop thread. Output produced during one loop iteration
- * is written with one system call per peer just before the loop blocks.
- * Packets go to the table's ops, the close to the table's `closed`. */
+ * and writes on the loop thread, in plain TCP or through its TLS session.
+ * Output produced during one loop iteration is written with one system
+ * call per peer just before the loop blocks. Packets go to the table's
+ * ops, the close to the table's `closed`. */
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -85,6 +86,37 @@ int dm__conn_lowat_release(dm__conn *c, uint64_t now) {
   return c->lowat > 1;
 }
 
+static void mark_dirty(dm__conn *c);
+
+/* TLS: the plaintext the session holds, through the frame reader. The
+ * read buffer is free again once the ciphertext is fed, so it takes the
+ * plaintext. 0 or what the feed returned; DM_ECLOSED, DM_ETLS. */
+static int tls_pump(dm__conn *c) {
+  int r = 0;
+  for (;;) {
+    long n = dm__tls_read(c->tls, c->rbuf, READ_BUF_SIZE);
+    if (n <= 0) {
+      r = (int)n;
+      break;
+    }
+    if ((r = dm__frame_feed(&c->fr, c->rbuf, (size_t)n, on_packet, c)))
+      break;
+  }
+  /* Reading can make the session answer (a renegotiation, a key update),
+   * and a write it held back can go on. */
+  if (!c->closing && (dm__tls_pending(c->tls) || c->tls_stalled))
+    mark_dirty(c);
+  return r;
+}
+
+void dm__conn_pump(dm__conn *c) {
+  if (!c->tls || c->closing)
+    return;
+  int r = tls_pump(c);
+  if (r && r != DM_ECLOSED)
+    dm__conn_close(c, r == DM_ETLS ? dm__tls_why(c->tls) : dm_strerror(r));
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   dm__conn *c = s->data;
   dm__dist *n = c->dist;
@@ -100,7 +132,23 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   n->stats.reads++;
   c->last_read = uv_now(n->loop);
   c->rd_msgs = 0;
-  int r = dm__frame_feed(&c->fr, buf->base, (size_t)nread, on_packet, c);
+  int r;
+  if (c->tls) {
+    r = dm__tls_feed(c->tls, buf->base, (size_t)nread);
+    if (r == 0)
+      r = tls_pump(c);
+    if (r == DM_ECLOSED && !c->closing) {
+      dm__conn_close(c, "the peer ended the TLS session");
+      return;
+    }
+    if (r == DM_ETLS) {
+      DM_WARN("peer %s: TLS: %s", peer_name(c), dm__tls_why(c->tls));
+      dm__conn_close(c, dm__tls_why(c->tls));
+      return;
+    }
+  } else {
+    r = dm__frame_feed(&c->fr, buf->base, (size_t)nread, on_packet, c);
+  }
   if (r == 0 && !c->closing)
     coalesce(c, (size_t)nread);
   if (r == DM_ETOOBIG) {
@@ -117,11 +165,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 static void on_closed(uv_handle_t *h);
 
 int dm__conn_open(dm__dist *d, int fd, uint32_t peer, dm__conn_closed_fn closed,
-                  dm__conn **out) {
+                  dm__tls *tls, dm__conn **out) {
   int r = DM_ENOMEM, ur;
   dm__conn *c = dm__calloc(1, sizeof *c);
   if (!c)
     goto err_fd;
+  c->tls = tls;
   c->rbuf = dm__malloc(READ_BUF_SIZE);
   if (!c->rbuf)
     goto err_conn;
@@ -155,6 +204,7 @@ err_rbuf:
 err_conn:
   dm__free(c);
 err_fd:
+  dm__tls_free(tls);
   close(fd);
   return r;
 }
@@ -163,7 +213,9 @@ static void on_closed(uv_handle_t *h) {
   dm__conn *c = h->data;
   dm__frame_free(&c->fr);
   dm__buf_free(&c->out);
+  dm__buf_free(&c->wire);
   dm__buf_free(&c->inflight);
+  dm__tls_free(c->tls);
   dm__free(c->rbuf);
   dm__free(c);
 }
@@ -183,6 +235,17 @@ void dm__conn_close(dm__conn *c, const char *why) {
       }
   }
   uv_read_stop((uv_stream_t *)&c->tcp);
+  if (c->tls && !c->writing && c->wire.len == 0) {
+    /* A clean end says so (close_notify), best-effort: a peer that
+     * cannot take it now is gone anyway. */
+    dm__buf bye = DM__BUF_INIT;
+    dm__tls_close_notify(c->tls);
+    if (dm__tls_take(c->tls, &bye, 256) == 0 && bye.len) {
+      uv_buf_t b = uv_buf_init(bye.data, (unsigned)bye.len);
+      (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    }
+    dm__buf_free(&bye);
+  }
   uv_close((uv_handle_t *)&c->tcp, on_closed);
   /* The table forgets it now (the memory goes in on_closed), so the peer
    * is gone before its links fire. */
@@ -194,25 +257,30 @@ static int room(dm__conn *c, size_t len) {
   dm__dist *n = c->dist;
   if (c->closing)
     return DM_ECLOSED;
-  if (c->out.len + c->inflight.len + len > n->cfg.max_outbuf) {
+  size_t queued = c->out.len - c->out_off + c->wire.len + c->inflight.len;
+  if (queued + len > n->cfg.max_outbuf) {
     n->stats.outbuf_overflows++;
-    DM_WARN("peer %s does not read: %zu bytes queued, dropping it",
-            peer_name(c), c->out.len + c->inflight.len);
+    DM_WARN("peer %s does not read: %zu bytes queued, dropping it", peer_name(c), queued);
     dm__conn_close(c, "output buffer full");
     return DM_ECLOSED;
   }
   return 0;
 }
 
-static void queued(dm__conn *c, size_t len) {
+static void mark_dirty(dm__conn *c) {
   dm__dist *n = c->dist;
-  n->stats.bytes_out += len;
-  c->last_write = uv_now(n->loop);
   if (!c->dirty) {
     c->dirty = 1;
     c->next_dirty = n->dirty;
     n->dirty = c;
   }
+}
+
+static void queued(dm__conn *c, size_t len) {
+  dm__dist *n = c->dist;
+  n->stats.bytes_out += len;
+  c->last_write = uv_now(n->loop);
+  mark_dirty(c);
 }
 
 int dm__conn_write(dm__conn *c, const char *data, size_t len) {
@@ -228,7 +296,7 @@ int dm__conn_write(dm__conn *c, const char *data, size_t len) {
 }
 
 int dm__conn_write_owned(dm__conn *c, char **data, size_t len, size_t cap) {
-  if (c->out.len)
+  if (c->out.len || c->out_off)
     return dm__conn_write(c, *data, len);
   int r = room(c, len);
   if (r)
@@ -248,6 +316,10 @@ static void flush(dm__conn *c);
  * packet. */
 #define KEEP_CAP (256 * 1024)
 
+static int has_output(const dm__conn *c) {
+  return c->out.len > 0 || (c->tls && (c->wire.len > 0 || dm__tls_pending(c->tls) > 0));
+}
+
 static void on_written(uv_write_t *req, int status) {
   dm__conn *c = req->data;
   c->writing = 0;
@@ -260,35 +332,77 @@ static void on_written(uv_write_t *req, int status) {
     dm__conn_close(c, uv_strerror(status));
     return;
   }
-  if (c->out.len)
+  if (has_output(c))
     flush(c);
 }
 
-static void flush(dm__conn *c) {
-  if (c->writing || c->closing || c->out.len == 0)
-    return;
-  uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
-  int w = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-  if (w == (int)c->out.len) {
-    c->out.len = 0;
+/* TLS: at most this much plaintext is encrypted ahead of the socket, so
+ * that a 150 MB reply is not held twice, once as ciphertext. */
+#define SEAL_CHUNK (256 * 1024)
+
+/* TLS: the next part of `out` encrypted into `wire`. 0, or an error (the
+ * connection is closed). */
+static int seal(dm__conn *c) {
+  size_t todo = c->out.len - c->out_off, taken = 0;
+  if (todo > SEAL_CHUNK)
+    todo = SEAL_CHUNK;
+  c->tls_stalled = 0;
+  if (todo && dm__tls_write(c->tls, c->out.data + c->out_off, todo, &taken)) {
+    dm__conn_close(c, dm__tls_why(c->tls));
+    return DM_ETLS;
+  }
+  c->tls_stalled = taken < todo; /* goes on once the peer has answered */
+  c->out_off += taken;
+  if (c->out_off == c->out.len) {
+    c->out.len = c->out_off = 0;
     if (c->out.cap > KEEP_CAP)
       dm__buf_free(&c->out);
-    return;
+  }
+  if (dm__tls_take(c->tls, &c->wire, SIZE_MAX)) {
+    dm__conn_close(c, "out of memory");
+    return DM_ENOMEM;
+  }
+  return 0;
+}
+
+static void flush(dm__conn *c) {
+  dm__buf *src;
+  int w;
+  for (;;) {
+    if (c->writing || c->closing || !has_output(c))
+      return;
+    if (c->tls && seal(c))
+      return;
+    /* What goes on the wire: the queue itself, or its ciphertext. */
+    src = c->tls ? &c->wire : &c->out;
+    if (src->len == 0)
+      return;
+    uv_buf_t b = uv_buf_init(src->data, (unsigned)src->len);
+    w = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (w != (int)src->len)
+      break;
+    src->len = 0;
+    if (src->cap > KEEP_CAP)
+      dm__buf_free(src);
+    if (!c->tls || !c->out.len || c->tls_stalled)
+      return;
+    /* TLS: the next chunk of a big packet. */
   }
   if (w < 0 && w != UV_EAGAIN) {
     dm__conn_close(c, uv_strerror(w));
     return;
   }
   if (w > 0)
-    dm__buf_consume(&c->out, (size_t)w);
-  /* The rest goes in the background; `out` keeps collecting meanwhile. */
+    dm__buf_consume(src, (size_t)w);
+  /* The rest goes in the background; the queue keeps collecting
+   * meanwhile. */
   dm__buf tmp = c->inflight;
-  c->inflight = c->out;
-  c->out = tmp;
-  c->out.len = 0;
+  c->inflight = *src;
+  *src = tmp;
+  src->len = 0;
   c->writing = 1;
   c->wreq.data = c;
-  b = uv_buf_init(c->inflight.data, (unsigned)c->inflight.len);
+  uv_buf_t b = uv_buf_init(c->inflight.data, (unsigned)c->inflight.len);
   int r = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_written);
   if (r) {
     c->writing = 0;

@@ -1,7 +1,8 @@
 /* The initiating side of the handshake: the peer's host resolved (off the
  * loop, by libuv's resolver threads), its port asked of the epmd there
- * (PORT_PLEASE2), the TCP connect, then send_name out, status in,
- * challenge in, challenge_reply out, challenge_ack in. Every step is
+ * (PORT_PLEASE2), the TCP connect, with TLS the TLS handshake (the
+ * peer's certificate verified for its host), then send_name out, status
+ * in, challenge in, challenge_reply out, challenge_ack in. Every step is
  * non-blocking and the whole is bounded by the handshake deadline. */
 #include <errno.h>
 #include <netdb.h>
@@ -14,7 +15,7 @@
 #include "dist/dist.h"
 #include "dm.h"
 
-enum { C_RESOLVE, C_EPMD, C_EPMD_ASKED, C_CONNECT, C_STATUS, C_CHALLENGE, C_ACK, C_WAIT };
+enum { C_RESOLVE, C_EPMD, C_EPMD_ASKED, C_CONNECT, C_TLS, C_STATUS, C_CHALLENGE, C_ACK, C_WAIT };
 
 #define PORT_PLEASE2_REQ 122
 #define PORT2_RESP 119
@@ -70,9 +71,33 @@ static void start_connect(dm__hs *h, uint16_t port) {
   dm__hs_want(h, UV_WRITABLE);
 }
 
+static int send_name(dm__hs *h) {
+  unsigned char m[DM__HS_MAX_MSG];
+  dm__hs_queue(h, m, dm__hs_enc_name(h->dist, m, 0, 0));
+  h->state = C_STATUS;
+  return dm__hs_flush(h);
+}
+
+/* The TLS session is up: the distribution handshake starts inside it. */
+static int tls_up(dm__hs *h) { return send_name(h); }
+
+/* The TLS handshake first, as a client of the peer's host. */
+static int start_tls(dm__hs *h) {
+  char host[MAXNODELEN + 1];
+  snprintf(host, sizeof host, "%s", strchr(h->peer, '@') + 1);
+  int r = dm__tls_new(h->dist->tls, 0, host, &h->tls);
+  if (r) {
+    dm__hs_fail(h, 0, r == DM_ENOMEM ? "out of memory for its TLS session"
+                                     : "its host cannot be checked against a certificate");
+    return -1;
+  }
+  h->on_tls_up = tls_up;
+  h->state = C_TLS;
+  return dm__hs_tls_step(h);
+}
+
 static int on_writable(dm__hs *h) {
   char why[128];
-  unsigned char m[DM__HS_MAX_MSG];
   if (h->state != C_CONNECT)
     return 0;
   int err = socket_error(h->fd);
@@ -85,9 +110,7 @@ static int on_writable(dm__hs *h) {
   int one = 1;
   setsockopt(h->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   setsockopt(h->fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-  dm__hs_queue(h, m, dm__hs_enc_name(h->dist, m, 0, 0));
-  h->state = C_STATUS;
-  return dm__hs_flush(h);
+  return h->dist->tls ? start_tls(h) : send_name(h);
 }
 
 /* 's' Status: ok and ok_simultaneous go on; nok means the peer connects
@@ -166,7 +189,10 @@ static int on_ack(dm__hs *h, const unsigned char *m, size_t len) {
     dm__hs_fail(h, 0, "wrong cookie (the peer's digest does not match)");
     return -1;
   }
-  dm__hs_complete(h);
+  /* Complete once nothing of this side is left unsent (with TLS, its
+   * session may still have bytes for the socket). */
+  h->complete_after_write = 1;
+  dm__hs_flush(h);
   return -1;
 }
 

@@ -289,6 +289,9 @@ typedef struct {
   size_t read_coalescing;  /* highest SO_RCVLOWAT asked for; 0: never */
   int exit_with_stdin;     /* stop when standard input closes (port owner gone) */
   unsigned epmd_retry_s;   /* the first registration waits this long for epmd */
+  /* TLS for every connection, or NULL for plain TCP. The caller's: it
+   * outlives the table (freed after dm__dist_free). */
+  dm__tls_ctx *tls;
 } dm__config;
 
 void dm__config_defaults(dm__config *cfg);
@@ -319,7 +322,12 @@ typedef struct {
  * gauge. Packets for a node being connected to wait (connect_queued) and
  * are dropped when the connection fails or their queue is full
  * (connect_dropped). accept_backoffs counts the pauses in accepting for
- * want of a file descriptor. */
+ * want of a file descriptor. With TLS: tls_handshakes counts the TLS
+ * sessions set up, and the refused ones are counted by why: a plain TCP
+ * peer (tls_plain_refused), a certificate untrusted, expired, for another
+ * name or missing (tls_cert_refused), any other TLS failure, the peer's
+ * alerts included (tls_failed), and a TLS handshake that stalled until
+ * the deadline (tls_timed_out). */
 #define DM__DIST_STATS_MAP(X)                                                  \
   X(connections_accepted)                                                      \
   X(connections_initiated)                                                     \
@@ -344,7 +352,12 @@ typedef struct {
   X(peers_timed_out)                                                           \
   X(outbuf_overflows)                                                          \
   X(epmd_registrations)                                                        \
-  X(accept_backoffs)
+  X(accept_backoffs)                                                           \
+  X(tls_handshakes)                                                            \
+  X(tls_plain_refused)                                                         \
+  X(tls_cert_refused)                                                          \
+  X(tls_failed)                                                                \
+  X(tls_timed_out)
 
 typedef struct {
 #define DM__STATS_FIELD(name) uint64_t name;
@@ -358,15 +371,19 @@ typedef void (*dm__conn_closed_fn)(dm__dist *d, dm__conn *c);
 struct dm__conn {
   uv_tcp_t tcp;
   dm__dist *dist;
+  dm__tls *tls; /* NULL on plain TCP */
   dm__conn_closed_fn closed;
   uint32_t peer;  /* interned node name of the peer */
   uint64_t flags; /* the distribution flags the peer advertised */
   size_t index;   /* position in dist->conns */
   dm__frame_reader fr;
   dm__buf out;      /* queued, not yet handed to the kernel */
+  size_t out_off;   /* TLS: bytes of out already encrypted */
+  dm__buf wire;     /* TLS: ciphertext of out, not yet handed to the kernel */
   dm__buf inflight; /* owned by the uv_write in progress */
   uv_write_t wreq;
   int writing, closing, dirty;
+  int tls_stalled; /* TLS: a write waits for the peer (a renegotiation) */
   uint64_t last_read, last_write; /* loop time, ms */
   dm__conn *next_dirty;
   char *rbuf;
@@ -403,6 +420,7 @@ struct dm__dist {
   size_t nhs_accepting;      /* of them, accepted ones (the bounded ones) */
   uint16_t epmd_port;        /* $ERL_EPMD_PORT or 4369 */
   uv_timer_t hs_timer; /* the oldest pending handshake's deadline */
+  dm__tls_ctx *tls;    /* cfg.tls */
   /* Where the handshake's challenges come from: getrandom, set by
    * dm__dist_init. Only a fuzz target replaces it, with a fixed one, so
    * that its inputs can carry a correct digest. 0 or a negative error. */
@@ -425,9 +443,13 @@ struct dm__dist {
 
 /* conn.c: one connection. It reports packets to d->ops and its close to
  * `closed`; it never looks at the table. */
-/* Serves fd (owned from now on, closed on failure). 0 or an error. */
+/* Serves fd (owned from now on, closed on failure), over the TLS session
+ * tls unless NULL (owned too). 0 or an error. */
 int dm__conn_open(dm__dist *d, int fd, uint32_t peer, dm__conn_closed_fn closed,
-                  dm__conn **out);
+                  dm__tls *tls, dm__conn **out);
+/* TLS: serves what the session holds already (plaintext that came with
+ * the end of the handshake), as if it had just been read. */
+void dm__conn_pump(dm__conn *c);
 /* Queues bytes; a peer whose queue passes max_outbuf is dropped. */
 int dm__conn_write(dm__conn *c, const char *data, size_t len);
 /* The same for a malloc'd buffer of cap bytes: when nothing is queued,
@@ -458,8 +480,10 @@ int dm__dist_intern(dm__dist *d, const char *name);
 /* The connection to a node, or NULL. */
 dm__conn *dm__dist_conn(dm__dist *d, const char *nodename);
 /* Serves a socket whose handshake with the peer named `peer`, which
- * advertised `flags`, completed. */
-int dm__dist_adopt(dm__dist *d, int fd, const char *peer, uint64_t flags);
+ * advertised `flags`, completed; tls is its session, or NULL (either is
+ * owned from now on). */
+int dm__dist_adopt(dm__dist *d, int fd, const char *peer, uint64_t flags,
+                   dm__tls *tls);
 /* Queues a packet to the node named `to`. 0, or DM_ECLOSED when no
  * connection to it exists. */
 int dm__dist_send(dm__dist *d, const char *to, const char *pkt, size_t len);
@@ -485,7 +509,7 @@ int dm__dist_connect(dm__dist *d, const char *name);
  * the order of their deadlines. */
 
 /* A handshake message: a send_name with the longest name, its length
- * prefix aside. */
+ * prefix aside (2 bytes on plain TCP, 4 inside TLS). */
 #define DM__HS_NAME_HEAD 15
 #define DM__HS_MAX_MSG (DM__HS_NAME_HEAD + MAXNODELEN)
 
@@ -511,7 +535,7 @@ struct dm__hs {
   int complete_after_write; /* the last message of this side is queued */
   int waiting; /* connect: told nok, waits for the peer's own connection */
   size_t have; /* bytes of the message being read, its length included */
-  unsigned char in[2 + DM__HS_MAX_MSG];
+  unsigned char in[4 + DM__HS_MAX_MSG];
   unsigned char out[64 + MAXNODELEN];
   size_t outlen, outoff;
   char peer[MAXNODELEN + 1];
@@ -520,6 +544,16 @@ struct dm__hs {
   size_t epmd_have;
   dm__buf queued; /* connect: packets waiting for the connection */
   size_t nqueued;
+  /* TLS: the session (the connection's once complete), the ciphertext not
+   * yet sent and how much of it was, whether the first byte was looked at
+   * (accept: a plain peer is told apart by it), and what this side does
+   * once the session is up (connect: send_name). */
+  dm__tls *tls;
+  dm__buf cout;
+  size_t coff;
+  int sniffed;
+  int (*on_tls_up)(dm__hs *h);
+  char from[48]; /* accept: the peer's address and port, for the log */
 };
 
 /* handshake.c */
@@ -541,11 +575,19 @@ void dm__hs_on_closed(uv_handle_t *handle);
 /* Watches fd for the handshake (readable/writable as it needs). */
 int dm__hs_watch(dm__hs *h, int fd);
 void dm__hs_want(dm__hs *h, int events);
-/* Queues one message with its 2-byte length / hands what is queued to
- * the kernel. flush returns 0, or -1 when h is gone (failed, or complete
- * after its last message). */
+/* Queues one message with its length (2 bytes, 4 inside TLS) / hands
+ * what is queued to the kernel (through TLS: encrypted). flush returns 0,
+ * or -1 when h is gone (failed, or complete after its last message).
+ * send_now sends what it can without waiting: a refusal's last words. */
 void dm__hs_queue(dm__hs *h, const void *msg, size_t len);
 int dm__hs_flush(dm__hs *h);
+void dm__hs_send_now(dm__hs *h);
+/* TLS: goes on with the session (its handshake, then the messages in
+ * it), as after the socket turned readable. 0, or -1 when h is gone. */
+int dm__hs_tls_step(dm__hs *h);
+/* TLS: the session failed (dm__tls_why says why): counted by why, its
+ * alert sent, and h fails. */
+void dm__hs_tls_fail(dm__hs *h);
 /* The handshake completed: the table serves the socket, queued packets
  * go out on it, and ops->connected hears of it. */
 void dm__hs_complete(dm__hs *h);

@@ -1,11 +1,10 @@
 /* The handshake, what both sides share: the list of pending handshakes
- * with their deadline, the socket I/O of 2-byte-framed messages, the
- * flags, the digest and the completion that hands a socket to the table.
- * The accepting side is accept.c, the initiating side connect.c. */
-#include <errno.h>
+ * with their deadline, the flags, the digest and the completion that
+ * hands a socket (and its TLS session) to the table. Its messages on the
+ * socket are hswire.c; the accepting side is accept.c, the initiating
+ * side connect.c. */
 #include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "dist/dist.h"
@@ -158,6 +157,8 @@ void dm__hs_unref(dm__hs *h) {
   if (h->epmd_fd >= 0)
     close(h->epmd_fd);
   dm__buf_free(&h->queued);
+  dm__buf_free(&h->cout);
+  dm__tls_free(h->tls);
   dm__free(h);
 }
 
@@ -206,6 +207,10 @@ void dm__hs_fail(dm__hs *h, int timed_out, const char *why) {
     d->stats.handshakes_timed_out++;
   else
     d->stats.handshakes_failed++;
+  if (timed_out && h->tls && !dm__tls_up(h->tls)) {
+    d->stats.tls_timed_out++;
+    why = "timed out in the TLS handshake (--handshake-timeout)";
+  }
   d->stats.connect_dropped += h->nqueued;
   if (h->role == DM__HS_CONNECT) {
     int peer = dm__dist_intern(d, h->peer);
@@ -217,7 +222,8 @@ void dm__hs_fail(dm__hs *h, int timed_out, const char *why) {
       d->ops->connected(d->ud, (uint32_t)peer, 0);
     return;
   }
-  DM_WARN("handshake%s%s failed: %s", h->peer[0] ? " from " : "", h->peer, why);
+  DM_WARN("handshake from %s failed: %s", h->peer[0] ? h->peer : h->from[0] ? h->from : "a peer",
+          why);
   dm__hs_drop(h);
 }
 
@@ -227,7 +233,9 @@ void dm__hs_complete(dm__hs *h) {
   uint64_t flags = h->peer_flags;
   char peer[sizeof h->peer];
   dm__buf queued = h->queued;
+  dm__tls *tls = h->tls;
   memcpy(peer, h->peer, sizeof peer);
+  h->tls = NULL;
   d->stats.handshakes_completed++;
   if (role == DM__HS_ACCEPT)
     d->stats.connections_accepted++;
@@ -238,19 +246,26 @@ void dm__hs_complete(dm__hs *h) {
   h->nqueued = 0;
   /* The poll lets go of the socket before the connection takes it. */
   dm__hs_drop(h);
-  DM_INFO("connection %s %s", role == DM__HS_ACCEPT ? "from" : "to", peer);
+  DM_INFO("connection %s %s%s%s", role == DM__HS_ACCEPT ? "from" : "to", peer,
+          tls ? " over " : "", tls ? dm__tls_version(tls) : "");
   int idx = dm__dist_intern(d, peer);
-  if (idx >= 0 && dm__dist_adopt(d, fd, peer, flags) == 0) {
+  if (idx >= 0 && dm__dist_adopt(d, fd, peer, flags, tls) == 0) {
     dm__conn *c = dm__dist_conn(d, peer);
     if (c && queued.len)
       dm__conn_write(c, queued.data, queued.len);
     dm__buf_free(&queued);
     if (d->ops->connected)
       d->ops->connected(d->ud, (uint32_t)idx, 1);
+    /* What came with the end of the TLS handshake is in the session, not
+     * in the socket: it would wait for the peer's next bytes. */
+    if (tls && (c = dm__dist_conn(d, peer)))
+      dm__conn_pump(c);
     return;
   }
-  if (idx < 0)
+  if (idx < 0) {
     close(fd);
+    dm__tls_free(tls);
+  }
   dm__buf_free(&queued);
 }
 
@@ -283,114 +298,6 @@ void dm__hs_take_queue(dm__hs *to, dm__hs *from) {
   }
   dm__buf_free(&from->queued);
   from->nqueued = 0;
-}
-
-/* ---- socket I/O -------------------------------------------------------------- */
-
-static void on_poll(uv_poll_t *p, int status, int events);
-
-int dm__hs_watch(dm__hs *h, int fd) {
-  h->fd = fd;
-  if (uv_poll_init(h->dist->loop, &h->poll, fd))
-    return -1;
-  h->poll.data = h;
-  h->polling = 1;
-  h->events = 0;
-  return 0;
-}
-
-void dm__hs_want(dm__hs *h, int events) {
-  if (events != h->events) {
-    h->events = events;
-    uv_poll_start(&h->poll, events, on_poll);
-  }
-}
-
-int dm__hs_flush(dm__hs *h) {
-  while (h->outoff < h->outlen) {
-    ssize_t n = send(h->fd, h->out + h->outoff, h->outlen - h->outoff, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      dm__hs_want(h, h->complete_after_write ? UV_WRITABLE : UV_READABLE | UV_WRITABLE);
-      return 0;
-    }
-    if (n < 0) {
-      dm__hs_fail(h, 0, strerror(errno));
-      return -1;
-    }
-    h->outoff += (size_t)n;
-  }
-  h->outoff = h->outlen = 0;
-  if (h->complete_after_write) {
-    dm__hs_complete(h);
-    return -1;
-  }
-  dm__hs_want(h, UV_READABLE);
-  return 0;
-}
-
-void dm__hs_queue(dm__hs *h, const void *msg, size_t len) {
-  if (h->outlen + 2 + len > sizeof h->out)
-    return; /* cannot happen: the largest message is a send_name */
-  unsigned char *p = put_be(h->out + h->outlen, len, 2);
-  memcpy(p, msg, len);
-  h->outlen += 2 + len;
-}
-
-static size_t get16(const unsigned char *p) { return (size_t)p[0] << 8 | p[1]; }
-
-/* Reads no more than the message in progress needs: what follows the
- * handshake is the connection's. 0, or -1 when h is gone or stops
- * reading. */
-static int on_readable(dm__hs *h) {
-  for (;;) {
-    size_t need = h->have < 2 ? 2 - h->have : 2 + get16(h->in) - h->have;
-    ssize_t n = recv(h->fd, h->in + h->have, need, 0);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-      return 0;
-    if (n <= 0) {
-      dm__hs_fail(h, 0, n == 0 ? (h->role == DM__HS_CONNECT && h->challenge
-                                      ? "the peer closed the connection (wrong cookie?)"
-                                      : "the peer closed the connection")
-                               : strerror(errno));
-      return -1;
-    }
-    h->have += (size_t)n;
-    if (h->have < 2)
-      continue;
-    size_t len = get16(h->in);
-    if (len == 0 || len > DM__HS_MAX_MSG) {
-      dm__hs_fail(h, 0, "bad message length (not a node?)");
-      return -1;
-    }
-    if (h->have < 2 + len)
-      continue;
-    h->have = 0;
-    int r = h->on_msg(h, h->in + 2, len);
-    if (r || h->gone || h->complete_after_write)
-      return -1;
-  }
-}
-
-static void on_poll(uv_poll_t *p, int status, int events) {
-  dm__hs *h = p->data;
-  if (h->gone)
-    return;
-  if (status < 0) {
-    dm__hs_fail(h, 0, uv_strerror(status));
-    return;
-  }
-  if (events & UV_WRITABLE) {
-    if (h->on_writable && h->on_writable(h))
-      return;
-    if (!h->gone && h->outlen && dm__hs_flush(h))
-      return;
-  }
-  if ((events & UV_READABLE) && !h->gone && !h->complete_after_write && !h->waiting)
-    on_readable(h);
 }
 
 static void on_deadline(uv_timer_t *t) {

@@ -107,18 +107,20 @@ static void on_conn_closed(dm__dist *d, dm__conn *c) {
   }
 }
 
-int dm__dist_adopt(dm__dist *d, int fd, const char *peer, uint64_t flags) {
+int dm__dist_adopt(dm__dist *d, int fd, const char *peer, uint64_t flags,
+                   dm__tls *tls) {
   dm__conn *c;
   int idx = dm__dist_intern(d, peer);
   if (idx < 0 || dm__array_grow((void **)&d->conns, &d->capconns, d->nconns + 1,
                                 sizeof *d->conns, 8)) {
     close(fd);
+    dm__tls_free(tls);
     return DM_ENOMEM;
   }
   /* Two handshakes from one name that crossed: the later one serves. */
   if (d->conn_of[idx])
     dm__conn_close(d->conn_of[idx], "replaced by a newer connection from the same node");
-  int r = dm__conn_open(d, fd, (uint32_t)idx, on_conn_closed, &c);
+  int r = dm__conn_open(d, fd, (uint32_t)idx, on_conn_closed, tls, &c);
   if (r)
     return r;
   c->flags = flags;
@@ -206,6 +208,7 @@ int dm__dist_init(dm__dist *d, uv_loop_t *loop, const dm__config *cfg,
   long epmd_port = ep && *ep ? strtol(ep, NULL, 10) : 4369;
   d->epmd_port = (uint16_t)(epmd_port > 0 && epmd_port < 65536 ? epmd_port : 4369);
   d->challenge = random_challenge;
+  d->tls = cfg->tls;
   if (d->cfg.read_coalescing && !lowat_wakes_poll()) {
     DM_INFO("kernel before Linux 4.18: read coalescing is off");
     d->cfg.read_coalescing = 0;

@@ -40,6 +40,12 @@
 %% <li>`start_distribution' (false, or the application env of that name):
 %%   start distribution (and epmd) when this node is not distributed;
 %%   otherwise init fails with `not_distributed'.</li>
+%% <li>`tls': TLS for the node's distribution, a map of `cert', `key' and
+%%   `ca' (PEM files, as `--tls-cert', `--tls-key', `--tls-ca'), `verify'
+%%   (`peer', the default, or `none') and `only' (`true', the default:
+%%   plain TCP peers are refused). This node must then run TLS
+%%   distribution itself (`-proto_dist inet_tls') to reach it. A bad
+%%   setting fails init with `{bad_tls_option, Key, Value}'.</li>
 %% </ul>
 -module(tarearbol_cnode_launcher).
 -behaviour(gen_statem).
@@ -60,8 +66,15 @@
                   backoff_ms => pos_integer(),
                   max_backoff_ms => pos_integer(),
                   stop_timeout => non_neg_integer(),
-                  start_distribution => boolean()}.
+                  start_distribution => boolean(),
+                  tls => tls_opts()}.
 %% The options of a node (see the module doc).
+-type tls_opts() :: #{cert := file:filename(),
+                      key := file:filename(),
+                      ca := file:filename(),
+                      verify => peer | none,
+                      only => boolean()}.
+%% TLS settings (see the module doc).
 -type state() :: launching | ready | backoff.
 -type info() :: #{state := state(),
                   node := node() | undefined,
@@ -71,7 +84,7 @@
                   max_restarts := non_neg_integer(),
                   restart_window_s := pos_integer()}.
 %% What info/1 returns.
--export_type([opts/0, info/0]).
+-export_type([opts/0, tls_opts/0, info/0]).
 
 -record(data, {opts :: opts(),
                bin :: file:filename(),
@@ -135,10 +148,12 @@ callback_mode() -> state_functions.
 init(Opts) ->
     process_flag(trap_exit, true),
     Bin = maps:get(binary, Opts, filename:join(code:priv_dir(tarearbol_cnode), "tarearbol_cnode")),
-    case filelib:is_regular(Bin) of
-        false ->
+    case {filelib:is_regular(Bin), tls_args(maps:get(tls, Opts, undefined))} of
+        {false, _} ->
             {stop, {no_binary, Bin}};
-        true ->
+        {_, {error, Bad}} ->
+            {stop, Bad};
+        {true, {ok, _}} ->
             case ensure_distributed(Opts) of
                 ok ->
                     {ok, launching, #data{opts = Opts, bin = Bin}, [{next_event, internal, launch}]};
@@ -265,8 +280,9 @@ open(#data{bin = Bin, opts = Opts} = D) ->
                   undefined -> [];
                   T -> ["--threads", integer_to_list(T)]
               end,
+    {ok, Tls} = tls_args(maps:get(tls, Opts, undefined)),
     Args = ["--sname", maps:get(name, Opts), "--exit-with-stdin"]
-        ++ Managers ++ Threads ++ maps:get(args, Opts, []),
+        ++ Managers ++ Threads ++ Tls ++ maps:get(args, Opts, []),
     try open_port({spawn_executable, Bin},
                   [{args, Args},
                    {env, [{"TAREARBOL_CNODE_COOKIE", atom_to_list(erlang:get_cookie())}]},
@@ -317,6 +333,30 @@ opt(restart_window_s, #data{opts = O}) -> maps:get(restart_window_s, O, ?RESTART
 opt(backoff_ms, #data{opts = O}) -> maps:get(backoff_ms, O, ?BACKOFF);
 opt(max_backoff_ms, #data{opts = O}) -> maps:get(max_backoff_ms, O, ?MAX_BACKOFF);
 opt(stop_timeout, #data{opts = O}) -> maps:get(stop_timeout, O, ?STOP_TIMEOUT).
+
+%% The node's TLS argv, or why the settings are refused.
+tls_args(undefined) ->
+    {ok, []};
+tls_args(Tls) when is_map(Tls) ->
+    Files = [{cert, "--tls-cert"}, {key, "--tls-key"}, {ca, "--tls-ca"}],
+    Missing = [K || {K, _} <- Files, not maps:is_key(K, Tls)],
+    BadFile = [{K, V} || {K, _} <- Files, V <- [maps:get(K, Tls, "")],
+                         not (is_list(V) orelse is_binary(V))],
+    Verify = maps:get(verify, Tls, peer),
+    Only = maps:get(only, Tls, true),
+    Unknown = maps:keys(Tls) -- [cert, key, ca, verify, only],
+    if
+        Missing =/= [] -> {error, {bad_tls_option, hd(Missing), missing}};
+        BadFile =/= [] -> {error, {bad_tls_option, element(1, hd(BadFile)), element(2, hd(BadFile))}};
+        Verify =/= peer, Verify =/= none -> {error, {bad_tls_option, verify, Verify}};
+        not is_boolean(Only) -> {error, {bad_tls_option, only, Only}};
+        Unknown =/= [] -> {error, {bad_tls_option, hd(Unknown), maps:get(hd(Unknown), Tls)}};
+        true ->
+            {ok, lists:append([[Flag, unicode:characters_to_list(maps:get(K, Tls))] || {K, Flag} <- Files])
+                 ++ ["--tls-verify", atom_to_list(Verify), "--tls-only=" ++ atom_to_list(Only)]}
+    end;
+tls_args(Other) ->
+    {error, {bad_tls_option, tls, Other}}.
 
 %% Distribution is this node's business: the launcher starts it only when
 %% asked to, through the option or the application env.

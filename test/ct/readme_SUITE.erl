@@ -12,6 +12,11 @@
 %% the section's nodes. Shown output is a pattern: `...' stands for any
 %% term (and, last in a map, for the other keys), a pid for any pid, `%'
 %% starts a comment, and `** exception Class: Reason' for a raise.
+%%
+%% Other command lines (openssl, printf, a `cat > F <<END' here-document)
+%% run in the section's directory, where its nodes run too. An erl shell
+%% started with `-proto_dist inet_tls' cannot be this node: it is a TLS
+%% peer, and the section's erlang blocks run on it.
 -module(readme_SUITE).
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
@@ -43,7 +48,7 @@ the_readme_still_has_its_examples(Config) ->
     Titles = [T || {T, _} <- Sections],
     ct:log("sections with erl sessions: ~p", [Titles]),
     [?assert(lists:member(T, Titles), {missing_section, T, Titles})
-     || T <- ["Running a node by hand", "Managers", "Hidden node, and rpc",
+     || T <- ["Running a node by hand", "Managers", "Hidden node, and rpc", "TLS distribution",
               "From an Erlang application", "Write your own behaviour in 30 lines"]],
     ?assertMatch([_, _, _, _, _ | _], Titles),
     %% The first two commands stay at the very top.
@@ -56,7 +61,7 @@ the_readme_still_has_its_examples(Config) ->
 %% table (rows starting with an option) and --help must say the same.
 every_option_the_node_takes_is_in_the_options_table_and_its_usage(Config) ->
     {ok, Main} = file:read_file(filename:join([cnode_test:root(), "c_src", "main.c"])),
-    {match, Taken0} = re:run(Main, "\\{\"([a-z-]+)\", (?:required|no)_argument",
+    {match, Taken0} = re:run(Main, "\\{\"([a-z-]+)\", (?:required|no|optional)_argument",
                              [global, {capture, all_but_first, list}]),
     Taken = lists:usort(lists:append(Taken0)),
     ?assert(length(Taken) >= 17, Taken),
@@ -80,7 +85,10 @@ every_erlang_example_of_the_readme_runs_as_written(Config) ->
 %% ---------------------------------------------------------------------------
 %% A section: its nodes, its session, its cleanup.
 
--record(session, {dir, names, cookie, nodes = [], bindings, files = #{}, steps = 0}).
+%% peer: the TLS shell, when the section starts one; tls_waits: the
+%% managers of TLS nodes, whose start only that shell can see.
+-record(session, {dir, names, cookie, nodes = [], bindings, files = #{}, steps = 0,
+                  peer, tls_waits = []}).
 
 run_section({Title, Blocks}, Config) ->
     ct:log("== ~s", [Title]),
@@ -94,7 +102,8 @@ run_section({Title, Blocks}, Config) ->
               "a" => Self, host => Host},
     S0 = #session{dir = Dir, names = Names, bindings = erl_eval:new_bindings()},
     try lists:foldl(fun block/2, S0, Blocks) of
-        #session{nodes = Nodes, steps = Steps} ->
+        #session{nodes = Nodes, steps = Steps, peer = Peer} ->
+            Peer =:= undefined orelse peer:stop(Peer),
             [cnode_test:stop(C) || C <- Nodes],
             _ = application:stop(tarearbol_cnode),
             Steps
@@ -114,14 +123,29 @@ block({erlang, Text}, S) ->
 
 commands(Text) ->
     Joined = re:replace(Text, "\\\\\n\\s*", "", [global, {return, list}]),
-    [string:trim(L) || L <- string:split(Joined, "\n", all),
-                       string:trim(L) =/= "", hd(string:trim(L)) =/= $#].
+    here_docs([string:trim(L) || L <- string:split(Joined, "\n", all),
+                                 string:trim(L) =/= "", hd(string:trim(L)) =/= $#]).
+
+%% `cmd <<END', its lines and `END' are one command.
+here_docs([]) -> [];
+here_docs([L | Rest]) ->
+    case re:run(L, "<<([A-Z]+)$", [{capture, all_but_first, list}]) of
+        {match, [End]} ->
+            {Body, [End | Rest1]} = lists:splitwith(fun(X) -> X =/= End end, Rest),
+            [lists:flatten(lists:join("\n", [L | Body] ++ [End])) | here_docs(Rest1)];
+        nomatch ->
+            [L | here_docs(Rest)]
+    end.
 
 command("make all", S) -> S;      % done by make test before this suite
 command("epmd -daemon", S) -> S;  % likewise
 command("erl " ++ Args, S) ->
-    ["-sname", "a", "-setcookie", Cookie] = string:lexemes(Args, " "),
-    S#session{cookie = list_to_atom(Cookie)};
+    case string:lexemes(Args, " ") of
+        ["-sname", "a", "-setcookie", Cookie] ->
+            S#session{cookie = list_to_atom(Cookie)};
+        ["-sname", "a", "-setcookie", Cookie, "-proto_dist", "inet_tls", "-ssl_dist_optfile", Opt] ->
+            tls_shell(Cookie, in_dir(Opt, S#session.dir), S)
+    end;
 command("cc " ++ _ = Cmd, #session{dir = Dir, files = Files} = S) ->
     [Src] = [W || W <- string:lexemes(Cmd, " "), filename:extension(W) =:= ".c"],
     ok = file:write_file(filename:join(Dir, Src), maps:get(c, Files)),
@@ -137,13 +161,33 @@ command("TAREARBOL_CNODE_COOKIE=" ++ Rest = Cmd, #session{names = Names} = S) ->
                                                     cookie => Cookie, args => Args}),
     N = cnode_test:node(C),
     %% A user reads READY, then types: by then children_specs is in.
-    [begin
-         erlang:set_cookie(N, list_to_atom(Cookie)),
-         cnode_test:wait_started({list_to_atom(M), N}, 10000)
-     end || M <- managers(Args)],
-    S#session{nodes = S#session.nodes ++ [C]};
-command(Other, _S) ->
-    ct:fail({readme_command_not_understood, Other}).
+    Managers = [{list_to_atom(M), N} || M <- managers(Args)],
+    case lists:member("--tls-cert", Args) of
+        true ->
+            S#session{nodes = S#session.nodes ++ [C], tls_waits = S#session.tls_waits ++ Managers};
+        false ->
+            erlang:set_cookie(N, list_to_atom(Cookie)),
+            [cnode_test:wait_started(M, 10000) || M <- Managers],
+            S#session{nodes = S#session.nodes ++ [C]}
+    end;
+command(Cmd, S) ->
+    [Prog | _] = string:lexemes(Cmd, " "),
+    lists:member(Prog, ["openssl", "printf", "cat"]) orelse ct:fail({readme_command_not_understood, Cmd}),
+    Out = os:cmd("cd '" ++ S#session.dir ++ "' && " ++ Cmd ++ "\necho rc=$?"),
+    ct:log("$ ~s~n~s", [Cmd, Out]),
+    ?assertNotEqual(nomatch, string:find(Out, "rc=0"), {Cmd, Out}),
+    S.
+
+%% The shell of a TLS section: a peer with TLS distribution, which then
+%% sees the section's TLS nodes start.
+tls_shell(Cookie, Opt, S) ->
+    Ebin = filename:dirname(code:which(tarearbol_cnode)),
+    {P, _} = cnode_test:start_peer("readme_tls", ["-setcookie", Cookie, "-proto_dist", "inet_tls",
+                                                  "-ssl_dist_optfile", Opt, "-pa", Ebin]),
+    [peer:call(P, cnode_test, wait_started, [M, 10000], 15000) || M <- S#session.tls_waits],
+    S#session{peer = P, tls_waits = []}.
+
+in_dir(Path, Dir) -> re:replace(Path, "\\$PWD", Dir, [global, {return, list}]).
 
 take_sname(["--sname", Name | Rest], Acc) -> {Name, lists:reverse(Acc, Rest)};
 take_sname([A | Rest], Acc) -> take_sname(Rest, [A | Acc]).
@@ -186,7 +230,7 @@ step({Input0, Shown}, #session{bindings = B, names = Names} = S) ->
      || S#session.cookie =/= undefined, C <- S#session.nodes],
     {ok, Tokens, _} = erl_scan:string(Input),
     {ok, Exprs} = erl_parse:parse_exprs(Tokens),
-    Result = try erl_eval:exprs(Exprs, B) of
+    Result = try eval(Exprs, B, S#session.peer) of
                  {value, V, B1} -> {value, V, B1}
              catch
                  Class:Reason -> {raised, Class, Reason}
@@ -195,6 +239,10 @@ step({Input0, Shown}, #session{bindings = B, names = Names} = S) ->
     check(Result, rename(Shown, Names), Input),
     B2 = case Result of {value, _, NewB} -> NewB; _ -> B end,
     S#session{bindings = B2, steps = S#session.steps + 1}.
+
+%% In this node's shell, or on the section's TLS shell.
+eval(Exprs, B, undefined) -> erl_eval:exprs(Exprs, B);
+eval(Exprs, B, Peer) -> peer:call(Peer, erl_eval, exprs, [Exprs, B], 30000).
 
 check({value, V, _}, "** exception" ++ _ = Shown, Input) ->
     ct:fail({did_not_raise, Input, {shown, Shown}, {got, V}});

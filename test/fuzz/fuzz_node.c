@@ -140,7 +140,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   fcntl(sv[1], F_SETFL, fcntl(sv[1], F_GETFL) | O_NONBLOCK);
   /* The peer takes aliases, as every OTP 24+ node does: replies to
    * alias-tagged calls go out as ALIAS_SEND. */
-  if (dm__dist_adopt(&node.dist, sv[0], PEER, DM__DFLAG_ALIAS) != 0) {
+  if (dm__dist_adopt(&node.dist, sv[0], PEER, DM__DFLAG_ALIAS, NULL) != 0) {
     close(sv[1]);
     return 0;
   }

@@ -73,7 +73,7 @@ static inline void bare_node_free(bare_node *b) {
 static inline int bare_node_peer(bare_node *b, const char *name, uint64_t flags) {
   int sv[2];
   assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-  assert_int_equal(dm__dist_adopt(&b->n.dist, sv[0], name, flags), 0);
+  assert_int_equal(dm__dist_adopt(&b->n.dist, sv[0], name, flags, NULL), 0);
   return sv[1];
 }
 
