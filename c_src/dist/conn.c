@@ -149,7 +149,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   } else {
     r = dm__frame_feed(&c->fr, buf->base, (size_t)nread, on_packet, c);
   }
-  if (r == 0 && !c->closing)
+  /* Not under TLS: a record cut in two waits in the session, where the
+   * frame reader cannot see how much of it is missing, and a mark above
+   * that would hold it until the quiet timer (p99 of W2 over TLS at 8
+   * callers: 3.7 ms with it, 0.6 ms without). */
+  if (r == 0 && !c->closing && !c->tls)
     coalesce(c, (size_t)nread);
   if (r == DM_ETOOBIG) {
     n->stats.oversized_packets++;

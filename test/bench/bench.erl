@@ -6,7 +6,9 @@
 %%   W1 scale   N workers ticking at 1 Hz: RSS per worker beyond an empty
 %%              node, CPU (cores), performs/s, tick lateness (C node)
 %%   W2 calls   1, 8, 64 callers doing {get, Id} for ?CALL_SECS s: calls/s,
-%%              p50/p99 latency, server CPU per call
+%%              p50/p99 latency, server CPU per call; then the same over
+%%              TLS distribution (the callers on a BEAM node with
+%%              -proto_dist inet_tls, certificates made with openssl)
 %%   W3 churn   100k puts then 100k dels of distinct ids, as calls from 8
 %%              callers and as casts: per second until the state has them
 %%   W4 boot    children_specs of 1M children to `started`
@@ -26,6 +28,8 @@
 %%              `started` with them all
 -module(bench).
 -export([main/1]).
+%% Run on the TLS caller peer of W2 over TLS.
+-export([tls_calls/2]).
 
 -define(WINDOW_MS, 10000).
 -define(CALL_SECS, 5).
@@ -41,7 +45,7 @@ main(Args) ->
     Only = string:lexemes(os:getenv("BENCH_ONLY", lists:join(" ", All)), " "),
     Run = fun(W, F) -> case lists:member(W, Only) of true -> F(); false -> [] end end,
     W1 = Run("w1", fun() -> lists:append([w1(Bin, N) || N <- Sizes]) ++ w1_10m(Bin) end),
-    W2 = Run("w2", fun() -> w2(Bin) end),
+    W2 = Run("w2", fun() -> w2(Bin) ++ w2_tls(Bin) end),
     W3 = Run("w3", fun() -> w3(Bin, 100000) end),
     W4 = Run("w4", fun() -> w4(Bin, lists:max(Sizes)) end),
     W5 = Run("w5", fun() -> w5(Bin) end),
@@ -238,12 +242,20 @@ w2(Bin) ->
     Rows.
 
 calls(Callers, Server, Os) ->
+    calls(fun() -> tls_calls(Callers, Server) end, Os).
+
+%% Latencies of Callers callers calling Server for ?CALL_SECS s, from
+%% this node (on W2 over TLS, the caller peer).
+tls_calls(Callers, Server) ->
     Self = self(),
-    Cpu0 = cpu(Os),
     Deadline = now_ms() + ?CALL_SECS * 1000,
     Pids = [spawn_link(fun() -> Self ! {lat, self(), caller(Server, K, Deadline, [])} end)
             || K <- lists:seq(1, Callers)],
-    Lats = lists:append([receive {lat, Pid, L} -> L end || Pid <- Pids]),
+    lists:append([receive {lat, Pid, L} -> L end || Pid <- Pids]).
+
+calls(Run, Os) ->
+    Cpu0 = cpu(Os),
+    Lats = Run(),
     Cpu = cpu(Os) - Cpu0,
     Sorted = lists:sort(Lats),
     N = length(Sorted),
@@ -259,6 +271,66 @@ caller(Server, K, Deadline, Acc) ->
             _ = gen_server:call(Server, {get, Id}, 10000),
             caller(Server, K, Deadline, [erlang:monotonic_time(microsecond) - T0 | Acc])
     end.
+
+%% W2 over TLS: the C node with --tls-cert, a BEAM echo server and the
+%% callers on BEAM nodes with TLS distribution (TLS 1.3 offered, as OTP
+%% 26 does; 1.2 is OTP 25's default), all with one certificate of a CA
+%% made here. Server CPU is the C node's or the echo node's, as in W2.
+w2_tls(Bin) ->
+    with_temp_dir("w2tls", fun(Dir) ->
+        Opt = make_tls(Dir),
+        Tls = ["-proto_dist", "inet_tls", "-ssl_dist_optfile", Opt],
+        C = start(Bin, "w2t", ["--manager", "counters=counter,children=1000,timeout=0",
+                               "--tls-cert", filename:join(Dir, "node.pem"),
+                               "--tls-key", filename:join(Dir, "node.key"),
+                               "--tls-ca", filename:join(Dir, "ca.pem")]),
+        {P, Os} = beam_peer("w2tb", Tls),
+        ok = peer:call(P, beam_baseline, start_echo, [1000]),
+        BNode = peer_node(P),
+        {Q, QOs} = beam_peer("w2tc", Tls),
+        CM = {counters, node_of(C)},
+        true = peer:call(Q, net_kernel, connect_node, [node_of(C)]),
+        until(fun() -> maps:get(state, peer:call(Q, gen_server, call, [CM, state])) =:= started end),
+        Rows = lists:append(
+          [begin
+               Run = fun(Server) -> fun() -> peer:call(Q, ?MODULE, tls_calls, [Callers, Server],
+                                                         ?CALL_SECS * 1000 + 30000) end end,
+               {CRate, _, CP99, CCpu} = calls(Run(CM), C),
+               {BRate, _, BP99, BCpu} = calls(Run({bench_echo, BNode}), #{os_pid => Os}),
+               L = "W2 TLS " ++ integer_to_list(Callers) ++ " callers ",
+               [{L ++ "calls/s", CRate, BRate},
+                {L ++ "p99 us", CP99, BP99},
+                {L ++ "server cpu us/call", CCpu, BCpu}]
+           end || Callers <- [1, 8, 64]]),
+        stop(C),
+        stop_peer(Q, QOs),
+        stop_peer(P, Os),
+        Rows
+    end).
+
+%% A CA and a certificate it signs for this host (localhost, the short
+%% host name, 127.0.0.1) in Dir, and an optfile for BEAM nodes that
+%% verify both ways. Returns the optfile's path.
+make_tls(Dir) ->
+    [_, Host] = string:split(atom_to_list(node()), "@"),
+    Ossl = fun(Args) ->
+                   Out = os:cmd("cd " ++ Dir ++ " && openssl " ++ Args ++ " 2>&1; echo rc=$?"),
+                   string:find(Out, "rc=0") =/= nomatch orelse error({openssl, Args, Out})
+           end,
+    EC = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes ",
+    Ossl("req -x509 " ++ EC ++ "-keyout ca.key -out ca.pem -days 30 -subj /CN=bench-ca"),
+    Ossl("req -new " ++ EC ++ "-keyout node.key -out node.csr -subj /CN=node"),
+    ok = file:write_file(filename:join(Dir, "node.ext"),
+                         "subjectAltName=DNS:localhost,DNS:" ++ Host ++ ",IP:127.0.0.1\n"),
+    Ossl("x509 -req -in node.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 30 "
+         "-extfile node.ext -out node.pem"),
+    F = fun(N) -> filename:join(Dir, N) end,
+    Side = [{certfile, F("node.pem")}, {keyfile, F("node.key")}, {cacertfile, F("ca.pem")},
+            {verify, verify_peer}, {versions, ['tlsv1.3', 'tlsv1.2']}],
+    Opt = F("dist.conf"),
+    ok = file:write_file(Opt, io_lib:format("~p.~n", [[{server, [{fail_if_no_peer_cert, true} | Side]},
+                                                       {client, Side}]])),
+    Opt.
 
 %% ---- W3 ------------------------------------------------------------------
 
