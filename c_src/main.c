@@ -138,6 +138,9 @@ int main(int argc, char **argv) {
   const char *tls_without_cert = NULL; /* a TLS option given without --tls-cert */
   dm__tls_ctx *tls_ctx = NULL;
   dm__config_defaults(&cfg);
+  /* Before OpenSSL allocates anything: its allocations then fail like the
+   * node's own, through the one wrapper. */
+  (void)dm__tls_use_node_alloc();
 #if defined(__GLIBC__)
   /* A fixed threshold: glibc otherwise raises it to the size of the
    * largest block freed (up to 32 MiB), after which the batches of a

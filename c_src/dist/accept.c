@@ -16,13 +16,6 @@
 
 enum { A_NAME, A_ALIVE, A_REPLY, A_ACK };
 
-static uint64_t get_be(const unsigned char *p, int n) {
-  uint64_t v = 0;
-  for (int i = 0; i < n; i++)
-    v = v << 8 | p[i];
-  return v;
-}
-
 static void status(dm__hs *h, const char *s) {
   unsigned char m[24];
   size_t n = strlen(s);
@@ -81,8 +74,8 @@ static int on_name(dm__hs *h, const unsigned char *m, size_t len) {
     dm__hs_fail(h, 0, "not a send_name (not a node?)");
     return -1;
   }
-  uint64_t flags = get_be(m + 1, 8);
-  size_t nlen = get_be(m + 13, 2);
+  uint64_t flags = dm__get_be(m + 1, 8);
+  size_t nlen = dm__get_be(m + 13, 2);
   if (nlen == 0 || nlen > MAXNODELEN || DM__HS_NAME_HEAD + nlen != len ||
       memchr(m + DM__HS_NAME_HEAD, 0, nlen) || !memchr(m + DM__HS_NAME_HEAD, '@', nlen)) {
     dm__hs_fail(h, 0, "malformed send_name");
@@ -147,7 +140,7 @@ static int on_reply(dm__hs *h, const unsigned char *m, size_t len) {
     return -1;
   }
   ack[0] = 'a';
-  dm__hs_digest(h->dist, (uint32_t)get_be(m + 1, 4), ack + 1);
+  dm__hs_digest(h->dist, (uint32_t)dm__get_be(m + 1, 4), ack + 1);
   dm__hs_queue(h, ack, sizeof ack);
   h->state = A_ACK;
   h->complete_after_write = 1;

@@ -22,13 +22,6 @@ enum { C_RESOLVE, C_EPMD, C_EPMD_ASKED, C_CONNECT, C_TLS, C_STATUS, C_CHALLENGE,
 /* The oldest distribution version with the OTP 23 handshake. */
 #define DIST_VSN_6 6
 
-static uint64_t get_be(const unsigned char *p, int n) {
-  uint64_t v = 0;
-  for (int i = 0; i < n; i++)
-    v = v << 8 | p[i];
-  return v;
-}
-
 static int nonblocking_connect(const struct sockaddr_in *addr, int *out) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0)
@@ -154,13 +147,13 @@ static int on_challenge(dm__hs *h, const unsigned char *m, size_t len) {
     dm__hs_fail(h, 0, "not a challenge");
     return -1;
   }
-  size_t nlen = get_be(m + 17, 2);
+  size_t nlen = dm__get_be(m + 17, 2);
   if (DM__HS_NAME_HEAD + 4 + nlen != len || nlen != strlen(h->peer) ||
       memcmp(m + 19, h->peer, nlen) != 0) {
     dm__hs_fail(h, 0, "the challenge names another node");
     return -1;
   }
-  h->peer_flags = get_be(m + 1, 8);
+  h->peer_flags = dm__get_be(m + 1, 8);
   if (dm__hs_check_flags(h->peer_flags, missing, sizeof missing)) {
     snprintf(why, sizeof why, "refused: the peer lacks mandatory flags %s", missing);
     dm__hs_fail(h, 0, why);
@@ -173,7 +166,7 @@ static int on_challenge(dm__hs *h, const unsigned char *m, size_t len) {
   reply[0] = 'r';
   for (int i = 0; i < 4; i++)
     reply[1 + i] = (unsigned char)(h->challenge >> (24 - 8 * i));
-  dm__hs_digest(h->dist, (uint32_t)get_be(m + 9, 4), reply + 5);
+  dm__hs_digest(h->dist, (uint32_t)dm__get_be(m + 9, 4), reply + 5);
   dm__hs_queue(h, reply, sizeof reply);
   h->state = C_ACK;
   return dm__hs_flush(h);
@@ -234,12 +227,12 @@ static void epmd_answered(dm__hs *h, int closed) {
   if (h->epmd_have >= 2 && r[0] == PORT2_RESP && r[1] != 0) {
     snprintf(why, sizeof why, "no such node: epmd at its host does not know %s", h->peer);
   } else if (h->epmd_have >= 10 && r[0] == PORT2_RESP) {
-    if (get_be(r + 6, 2) < DIST_VSN_6) {
+    if (dm__get_be(r + 6, 2) < DIST_VSN_6) {
       dm__hs_fail(h, 0, "the peer is older than OTP 23 (no 'N' handshake)");
       return;
     }
     end_epmd(h);
-    start_connect(h, (uint16_t)get_be(r + 2, 2));
+    start_connect(h, (uint16_t)dm__get_be(r + 2, 2));
     return;
   } else if (h->epmd_have && r[0] != PORT2_RESP) {
     snprintf(why, sizeof why, "epmd at %s's host answered garbage", h->peer);

@@ -215,9 +215,14 @@ typedef struct {
 } dm__tls_config;
 
 typedef struct {
-  struct ssl_ctx_st *ssl;
-  int verify, only; /* as configured */
+  struct ssl_ctx_st *ssl; /* OpenSSL's context: credentials and policy */
+  int verify, only;       /* as configured */
 } dm__tls_ctx;
+
+/* Routes OpenSSL's allocations through dm__malloc and its kin. Only
+ * before OpenSSL has allocated anything (first thing in main): 0, or
+ * DM_EINVAL when it is too late. */
+int dm__tls_use_node_alloc(void);
 
 /* Reads the files and sets the policy. 0, or DM_EINVAL with a one-line
  * reason in err naming the option and file at fault. The caller frees
@@ -257,6 +262,10 @@ size_t dm__tls_pending(const dm__tls *t);
 int dm__tls_take(dm__tls *t, dm__buf *b, size_t max);
 /* Queues close_notify (then dm__tls_take it). */
 void dm__tls_close_notify(dm__tls *t);
+/* The distribution handshake is over: the peer may renegotiate from now
+ * on (TLS 1.2; at most once a minute, keeping its certificate, or the
+ * next read or write fails with DM_ETLS). */
+void dm__tls_settle(dm__tls *t);
 /* The accepting side, once the peer has named itself: its certificate
  * must be for host (a DNS name or an IP address). 0 or DM_ETLS. */
 int dm__tls_check_host(dm__tls *t, const char *host);
@@ -514,6 +523,19 @@ int dm__dist_connect(dm__dist *d, const char *name);
 #define DM__HS_MAX_MSG (DM__HS_NAME_HEAD + MAXNODELEN)
 
 enum { DM__HS_ACCEPT, DM__HS_CONNECT };
+
+/* n bytes big-endian, as every handshake field is. put returns the end. */
+static inline unsigned char *dm__put_be(unsigned char *p, uint64_t v, int n) {
+  for (int i = n - 1; i >= 0; i--, v >>= 8)
+    p[i] = (unsigned char)v;
+  return p + n;
+}
+static inline uint64_t dm__get_be(const unsigned char *p, int n) {
+  uint64_t v = 0;
+  for (int i = 0; i < n; i++)
+    v = v << 8 | p[i];
+  return v;
+}
 
 struct dm__hs {
   uv_poll_t poll;      /* the node's socket, once there is one */

@@ -78,23 +78,17 @@ int dm__hs_check_flags(uint64_t flags, char *names, size_t size) {
   return missing ? -1 : 0;
 }
 
-static unsigned char *put_be(unsigned char *p, uint64_t v, int n) {
-  for (int i = n - 1; i >= 0; i--, v >>= 8)
-    p[i] = (unsigned char)v;
-  return p + n;
-}
-
 size_t dm__hs_enc_name(dm__dist *d, unsigned char *out, int with_challenge,
                        uint32_t challenge) {
   const char *me = d->ec.thisnodename;
   size_t mlen = strlen(me);
   unsigned char *p = out;
   *p++ = 'N';
-  p = put_be(p, OUR_FLAGS, 8);
+  p = dm__put_be(p, OUR_FLAGS, 8);
   if (with_challenge)
-    p = put_be(p, challenge, 4);
-  p = put_be(p, d->ec.creation, 4);
-  p = put_be(p, mlen, 2);
+    p = dm__put_be(p, challenge, 4);
+  p = dm__put_be(p, d->ec.creation, 4);
+  p = dm__put_be(p, mlen, 2);
   memcpy(p, me, mlen);
   return (size_t)(p - out) + mlen;
 }
@@ -207,7 +201,9 @@ void dm__hs_fail(dm__hs *h, int timed_out, const char *why) {
     d->stats.handshakes_timed_out++;
   else
     d->stats.handshakes_failed++;
-  if (timed_out && h->tls && !dm__tls_up(h->tls)) {
+  /* A peer that never sent a byte has not started TLS at all. */
+  if (timed_out && h->tls && !dm__tls_up(h->tls) &&
+      (h->sniffed || h->role == DM__HS_CONNECT)) {
     d->stats.tls_timed_out++;
     why = "timed out in the TLS handshake (--handshake-timeout)";
   }
@@ -237,6 +233,10 @@ void dm__hs_complete(dm__hs *h) {
   memcpy(peer, h->peer, sizeof peer);
   h->tls = NULL;
   d->stats.handshakes_completed++;
+  if (tls) {
+    d->stats.tls_handshakes++;
+    dm__tls_settle(tls);
+  }
   if (role == DM__HS_ACCEPT)
     d->stats.connections_accepted++;
   else

@@ -13,12 +13,6 @@
 #include "dist/dist.h"
 #include "dm.h"
 
-static unsigned char *put_be(unsigned char *p, uint64_t v, int n) {
-  for (int i = n - 1; i >= 0; i--, v >>= 8)
-    p[i] = (unsigned char)v;
-  return p + n;
-}
-
 static void on_poll(uv_poll_t *p, int status, int events);
 
 int dm__hs_watch(dm__hs *h, int fd) {
@@ -56,6 +50,11 @@ static int send_from(dm__hs *h, const char *buf, size_t len, size_t *off) {
   return 0;
 }
 
+/* TLS: this much ciphertext at most waits to be sent during the
+ * handshake (its flights are a few KiB); a peer that makes the session
+ * say more without reading it is not shaking hands. */
+#define TLS_HS_MAX_UNSENT (64 * 1024)
+
 /* TLS: the queued messages encrypted (once the session is up) and
  * added to the ciphertext to send. 0, or -1 when h failed. */
 static int seal(dm__hs *h) {
@@ -75,16 +74,23 @@ static int seal(dm__hs *h) {
     dm__hs_fail(h, 0, "out of memory");
     return -1;
   }
+  if (h->cout.len - h->coff > TLS_HS_MAX_UNSENT) {
+    h->dist->stats.tls_failed++;
+    dm__hs_fail(h, 0, "TLS: the peer does not read what its session makes this node send");
+    return -1;
+  }
   return 0;
 }
 
 int dm__hs_flush(dm__hs *h) {
-  int full;
+  int full, held = 0;
   if (h->tls) {
     if (seal(h))
       return -1;
     full = send_from(h, h->cout.data, h->cout.len, &h->coff);
-    full = full ? full : h->outlen > 0; /* plaintext waits for the session */
+    /* Plaintext the session cannot take before the peer speaks again:
+     * what the socket brings unblocks it, not its turning writable. */
+    held = h->outlen > 0;
   } else {
     full = send_from(h, (const char *)h->out, h->outlen, &h->outoff);
     if (!full)
@@ -94,6 +100,10 @@ int dm__hs_flush(dm__hs *h) {
     return -1;
   if (full) {
     dm__hs_want(h, h->complete_after_write ? UV_WRITABLE : UV_READABLE | UV_WRITABLE);
+    return 0;
+  }
+  if (held) {
+    dm__hs_want(h, UV_READABLE);
     return 0;
   }
   if (h->complete_after_write) {
@@ -123,16 +133,9 @@ void dm__hs_queue(dm__hs *h, const void *msg, size_t len) {
   int hl = h->tls ? 4 : 2;
   if (h->outlen + (size_t)hl + len > sizeof h->out)
     return; /* cannot happen: the largest message is a send_name */
-  unsigned char *p = put_be(h->out + h->outlen, len, hl);
+  unsigned char *p = dm__put_be(h->out + h->outlen, len, hl);
   memcpy(p, msg, len);
   h->outlen += (size_t)hl + len;
-}
-
-static size_t get_len(const unsigned char *p, int n) {
-  size_t v = 0;
-  for (int i = 0; i < n; i++)
-    v = v << 8 | p[i];
-  return v;
 }
 
 /* The message in h->in is whole once it holds its length (hl bytes) and
@@ -140,7 +143,7 @@ static size_t get_len(const unsigned char *p, int n) {
 static int message_whole(dm__hs *h, int hl) {
   if (h->have < (size_t)hl)
     return 0;
-  size_t len = get_len(h->in, hl);
+  size_t len = (size_t)dm__get_be(h->in, hl);
   if (len == 0 || len > DM__HS_MAX_MSG) {
     dm__hs_fail(h, 0, "bad message length (not a node?)");
     return -1;
@@ -152,7 +155,7 @@ static int message_whole(dm__hs *h, int hl) {
  * handshake is the connection's. */
 static size_t message_need(const dm__hs *h, int hl) {
   return h->have < (size_t)hl ? (size_t)hl - h->have
-                              : (size_t)hl + get_len(h->in, hl) - h->have;
+                              : (size_t)hl + (size_t)dm__get_be(h->in, hl) - h->have;
 }
 
 /* Hands the whole message to its side. 0, or -1 when h is gone or stops
@@ -221,7 +224,6 @@ int dm__hs_tls_step(dm__hs *h) {
     }
     if (r == 0)
       return dm__hs_flush(h); /* this side's flight, then wait */
-    h->dist->stats.tls_handshakes++;
     DM_DEBUG("%s with %s set up", dm__tls_version(h->tls), h->peer[0] ? h->peer : h->from);
     if (h->on_tls_up && h->on_tls_up(h))
       return -1;
@@ -289,6 +291,10 @@ static int tls_readable(dm__hs *h) {
     if (r <= 0)
       return r;
   }
+  /* Once the session is up, one buffer at a time: what follows the
+   * distribution handshake is the connection's to read, not this
+   * session's to hold. */
+  int once = dm__tls_up(h->tls);
   for (;;) {
     ssize_t n = recv(h->fd, buf, sizeof buf, 0);
     if (n < 0 && errno == EINTR)
@@ -308,7 +314,7 @@ static int tls_readable(dm__hs *h) {
       dm__hs_fail(h, 0, "TLS: more bytes than a handshake has (not a TLS peer?)");
       return -1;
     }
-    if ((size_t)n < sizeof buf)
+    if ((size_t)n < sizeof buf || once)
       break;
   }
   return dm__hs_tls_step(h);

@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -17,11 +18,46 @@
 
 struct dm__tls {
   SSL *ssl;
-  BIO *in, *out; /* ciphertext from the peer, and to it */
-  int up;        /* the TLS handshake is done */
-  int cert;      /* the last failure was about a certificate */
-  char why[200]; /* the last failure, for the log */
+  BIO *in, *out;   /* ciphertext from the peer, and to it */
+  int up;          /* the TLS handshake is done */
+  int cert;        /* the last failure was about a certificate */
+  char why[200];   /* the last failure, for the log */
+  X509 *peer_cert; /* the peer's certificate at the first handshake, or NULL */
+  uint64_t reneg_ms; /* monotonic ms of the last renegotiation, 0: none */
+  const char *abuse; /* set by on_info: why the session must end */
 };
+
+/* An OTP 25 peer renegotiates a TLS 1.2 connection after 2^28 records:
+ * hours apart even at a million records a second. More often than this
+ * is a peer spending this node's CPU on handshakes. */
+#define RENEG_MIN_MS 60000
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Renegotiations of a settled session (TLS 1.2 only: 1.3 has none, and
+ * its post-handshake messages also start "handshakes" here): at most one
+ * a minute, and the peer keeps the certificate it was verified with. */
+static void on_info(const SSL *ssl, int where, int ret) {
+  dm__tls *t = SSL_get_app_data(ssl);
+  (void)ret;
+  if (!t || !t->up || SSL_version(ssl) >= TLS1_3_VERSION)
+    return;
+  if (where & SSL_CB_HANDSHAKE_START) {
+    uint64_t now = now_ms();
+    if (t->reneg_ms && now - t->reneg_ms < RENEG_MIN_MS)
+      t->abuse = "the peer renegotiates more than once a minute";
+    t->reneg_ms = now ? now : 1;
+  }
+  if (where & SSL_CB_HANDSHAKE_DONE) {
+    X509 *c = SSL_get0_peer_certificate(ssl);
+    if (t->peer_cert ? !c || X509_cmp(c, t->peer_cert) != 0 : c != NULL)
+      t->abuse = "the peer changed its certificate in a renegotiation";
+  }
+}
 
 static int is_ip(const char *host) {
   unsigned char a[16];
@@ -43,6 +79,11 @@ int dm__tls_new(const dm__tls_ctx *ctx, int server, const char *host, dm__tls **
    * socket says when the stream ends. */
   BIO_set_mem_eof_return(t->in, -1);
   SSL_set_bio(t->ssl, t->in, t->out); /* the session owns them now */
+  SSL_set_app_data(t->ssl, t);
+  SSL_set_info_callback(t->ssl, on_info);
+  /* No renegotiation until the distribution handshake is over: the peer
+   * has not proven the cookie yet. dm__tls_settle allows it. */
+  SSL_set_options(t->ssl, SSL_OP_NO_RENEGOTIATION);
   if (server) {
     SSL_set_accept_state(t->ssl);
   } else {
@@ -78,14 +119,22 @@ void dm__tls_free(dm__tls *t) {
   if (!t)
     return;
   SSL_free(t->ssl); /* and both BIOs */
+  X509_free(t->peer_cert);
   dm__free(t);
+}
+
+void dm__tls_settle(dm__tls *t) {
+  SSL_clear_options(t->ssl, SSL_OP_NO_RENEGOTIATION);
 }
 
 /* Why the last call failed, from the verification result or OpenSSL's
  * error queue (which it empties). */
 static int failed(dm__tls *t, int r) {
   int e = SSL_get_error(t->ssl, r);
-  long vr = SSL_get_verify_result(t->ssl);
+  /* OpenSSL checks a server's chain and keeps the result even when told
+   * not to verify: only a verifying side was refused a certificate. */
+  long vr = (SSL_get_verify_mode(t->ssl) & SSL_VERIFY_PEER) ? SSL_get_verify_result(t->ssl)
+                                                            : X509_V_OK;
   unsigned long q = ERR_peek_last_error();
   int reason = q ? ERR_GET_REASON(q) : 0;
   t->cert = 0;
@@ -98,8 +147,10 @@ static int failed(dm__tls *t, int r) {
     snprintf(t->why, sizeof t->why, "certificate refused: the peer presented none");
   } else if (q) {
     const char *s = ERR_reason_error_string(q);
+    int alert = ERR_GET_LIB(q) == ERR_LIB_SSL && reason >= SSL_AD_REASON_OFFSET &&
+                reason < SSL_AD_REASON_OFFSET + 256;
     snprintf(t->why, sizeof t->why, "%s%s", s ? s : "OpenSSL error",
-             reason >= SSL_AD_REASON_OFFSET ? " (an alert from the peer)" : "");
+             alert ? " (an alert from the peer)" : "");
   } else if (e == SSL_ERROR_SYSCALL || e == SSL_ERROR_ZERO_RETURN) {
     snprintf(t->why, sizeof t->why, "the peer ended the TLS session");
   } else {
@@ -137,9 +188,19 @@ int dm__tls_handshake(dm__tls *t) {
   int r = SSL_do_handshake(t->ssl);
   if (r == 1) {
     t->up = 1;
+    t->peer_cert = SSL_get1_peer_certificate(t->ssl);
     return 1;
   }
   return waits(t, r) ? 0 : failed(t, r);
+}
+
+/* A session the peer abused (see on_info): DM_ETLS and why, else 0. */
+static int abused(dm__tls *t) {
+  if (!t->abuse)
+    return 0;
+  t->cert = 0;
+  snprintf(t->why, sizeof t->why, "%s", t->abuse);
+  return DM_ETLS;
 }
 
 int dm__tls_up(const dm__tls *t) { return t->up; }
@@ -150,6 +211,8 @@ long dm__tls_read(dm__tls *t, void *buf, size_t len) {
     return 0;
   ERR_clear_error();
   int r = SSL_read_ex(t->ssl, buf, len, &n);
+  if (abused(t))
+    return DM_ETLS;
   if (r == 1)
     return (long)n;
   if (waits(t, r))
@@ -167,6 +230,8 @@ int dm__tls_write(dm__tls *t, const void *data, size_t len, size_t *taken) {
     size_t n = 0;
     ERR_clear_error();
     int r = SSL_write_ex(t->ssl, (const char *)data + *taken, len - *taken, &n);
+    if (abused(t))
+      return DM_ETLS;
     if (r != 1)
       return waits(t, r) ? 0 : failed(t, r);
     *taken += n;

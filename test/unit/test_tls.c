@@ -2,10 +2,12 @@
  * memory: they agree (TLS 1.3 and 1.2) and carry bytes both ways, however
  * the ciphertext is cut; a certificate that is untrusted, expired, for
  * another name or missing is refused as a certificate; verification off
- * lets them through; garbage instead of a ClientHello fails cleanly;
- * close_notify reads as a close; and a context refuses files that are
- * missing, not PEM, or a key that is not the certificate's, naming the
- * option. */
+ * lets them through, and then no failure is blamed on a certificate;
+ * garbage instead of a ClientHello fails cleanly; close_notify reads as a
+ * close; a peer may renegotiate only once the session is settled, once a
+ * minute, keeping its certificate; running out of memory anywhere in
+ * OpenSSL fails cleanly; and a context refuses files that are missing,
+ * not PEM, or a key that is not the certificate's, naming the option. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -358,6 +360,206 @@ static void a_context_refuses_bad_files_naming_the_option(void **state) {
   assert_non_null(strstr(err, "--tls-key"));
 }
 
+/* A peer of our own on OpenSSL directly, for what dm__tls never does
+ * itself (renegotiate, change certificates): a client of cc. */
+typedef struct {
+  SSL *ssl;
+  BIO *in, *out;
+} raw;
+
+static raw raw_client(dm__tls_ctx *cc, int max_version) {
+  raw r;
+  r.ssl = SSL_new(cc->ssl);
+  r.in = BIO_new(BIO_s_mem());
+  r.out = BIO_new(BIO_s_mem());
+  assert_non_null(r.ssl);
+  BIO_set_mem_eof_return(r.in, -1);
+  SSL_set_bio(r.ssl, r.in, r.out);
+  SSL_set_connect_state(r.ssl);
+  SSL_set_max_proto_version(r.ssl, max_version);
+  return r;
+}
+
+/* Everything r has to send, to t; and the other way. */
+static void raw_to(raw *r, dm__tls *t) {
+  char buf[16384];
+  int n;
+  while ((n = BIO_read(r->out, buf, sizeof buf)) > 0)
+    assert_int_equal(dm__tls_feed(t, buf, (size_t)n), 0);
+}
+
+static void to_raw(dm__tls *t, raw *r) {
+  dm__buf b = DM__BUF_INIT;
+  assert_int_equal(dm__tls_take(t, &b, SIZE_MAX), 0);
+  if (b.len)
+    assert_int_equal(BIO_write(r->in, b.data, (int)b.len), (int)b.len);
+  dm__buf_free(&b);
+}
+
+/* The raw client's handshake (first, or a renegotiation it started)
+ * against srv, whose reads carry it on. Returns srv's last read: 0, or
+ * its error. */
+static long raw_handshake(raw *r, dm__tls *srv) {
+  char x[64];
+  long n = 0;
+  for (int i = 0; i < 20; i++) {
+    int c = SSL_do_handshake(r->ssl);
+    raw_to(r, srv);
+    if (!dm__tls_up(srv)) {
+      int s = dm__tls_handshake(srv);
+      if (s < 0)
+        return s;
+    } else if ((n = dm__tls_read(srv, x, sizeof x)) < 0) {
+      return n;
+    }
+    to_raw(srv, r);
+    if (c == 1 && dm__tls_up(srv) && !SSL_renegotiate_pending(r->ssl))
+      return 0;
+  }
+  return -1;
+}
+
+static void raw_says(raw *r, dm__tls *srv, const char *text) {
+  char got[64];
+  assert_int_equal(SSL_write(r->ssl, text, (int)strlen(text)), (int)strlen(text));
+  raw_to(r, srv);
+  assert_int_equal(dm__tls_read(srv, got, sizeof got), (long)strlen(text));
+  assert_memory_equal(got, text, strlen(text));
+}
+
+static void renegotiation_waits_for_the_session_to_settle_then_once_a_minute(void **state) {
+  pki *p = *state;
+  dm__tls_ctx *sc = ctx_of(p, "node", "ca", 1), *cc = ctx_of(p, "node", "ca", 1);
+  dm__tls *srv;
+  /* Before dm__tls_settle (the distribution handshake is not over): a
+   * renegotiation is refused, and the session ends with it. */
+  assert_int_equal(dm__tls_new(sc, 1, NULL, &srv), 0);
+  raw r = raw_client(cc, TLS1_2_VERSION);
+  assert_int_equal(raw_handshake(&r, srv), 0);
+  raw_says(&r, srv, "before");
+  assert_int_equal(SSL_renegotiate(r.ssl), 1);
+  assert_int_equal(raw_handshake(&r, srv), DM_ETLS);
+  assert_true(SSL_renegotiate_pending(r.ssl));
+  SSL_free(r.ssl);
+  dm__tls_free(srv);
+  /* Settled: one renegotiation goes through and the session goes on; a
+   * second at once ends it. */
+  assert_int_equal(dm__tls_new(sc, 1, NULL, &srv), 0);
+  r = raw_client(cc, TLS1_2_VERSION);
+  assert_int_equal(raw_handshake(&r, srv), 0);
+  dm__tls_settle(srv);
+  assert_int_equal(SSL_renegotiate(r.ssl), 1);
+  assert_int_equal(raw_handshake(&r, srv), 0);
+  raw_says(&r, srv, "after one");
+  assert_int_equal(SSL_renegotiate(r.ssl), 1);
+  assert_int_equal(raw_handshake(&r, srv), DM_ETLS);
+  assert_non_null(strstr(dm__tls_why(srv), "more than once a minute"));
+  assert_false(dm__tls_cert_failed(srv));
+  SSL_free(r.ssl);
+  dm__tls_free(srv);
+  dm__tls_ctx_free(sc);
+  dm__tls_ctx_free(cc);
+}
+
+static void a_renegotiation_may_not_change_the_peer_certificate(void **state) {
+  pki *p = *state;
+  dm__tls_ctx *sc = ctx_of(p, "node", "ca", 1), *cc = ctx_of(p, "node", "ca", 1);
+  dm__tls *srv;
+  char cert[128], key[128];
+  assert_int_equal(dm__tls_new(sc, 1, NULL, &srv), 0);
+  raw r = raw_client(cc, TLS1_2_VERSION);
+  assert_int_equal(raw_handshake(&r, srv), 0);
+  dm__tls_settle(srv);
+  /* A certificate the CA signed too, for another name: verified at the
+   * first handshake, it would have been refused at send_name. */
+  snprintf(cert, sizeof cert, "%s/other.pem", p->dir);
+  snprintf(key, sizeof key, "%s/other.key", p->dir);
+  assert_int_equal(SSL_use_certificate_file(r.ssl, cert, SSL_FILETYPE_PEM), 1);
+  assert_int_equal(SSL_use_PrivateKey_file(r.ssl, key, SSL_FILETYPE_PEM), 1);
+  assert_int_equal(SSL_renegotiate(r.ssl), 1);
+  assert_int_equal(raw_handshake(&r, srv), DM_ETLS);
+  assert_non_null(strstr(dm__tls_why(srv), "changed its certificate"));
+  SSL_free(r.ssl);
+  dm__tls_free(srv);
+  dm__tls_ctx_free(sc);
+  dm__tls_ctx_free(cc);
+}
+
+/* A client that does not verify, against a server it would not trust:
+ * its later failures (here a corrupt record) are TLS failures, not
+ * certificates it refused. */
+static void without_verification_no_failure_is_blamed_on_a_certificate(void **state) {
+  pki *p = *state;
+  dm__tls_ctx *sc = ctx_of(p, "rogue", "rogueca", 0), *cc = ctx_of(p, "node", "ca", 0);
+  dm__tls *srv, *cli;
+  int s;
+  char x;
+  assert_int_equal(dm__tls_new(sc, 1, NULL, &srv), 0);
+  assert_int_equal(dm__tls_new(cc, 0, "localhost", &cli), 0);
+  assert_int_equal(agree(cli, srv, &s), 1);
+  static const char bad[] = "\x17\x03\x03\x00\x20" "0123456789abcdef0123456789abcdef";
+  assert_int_equal(dm__tls_feed(cli, bad, sizeof bad - 1), 0);
+  assert_int_equal(dm__tls_read(cli, &x, 1), DM_ETLS);
+  assert_false(dm__tls_cert_failed(cli));
+  assert_null(strstr(dm__tls_why(cli), "certificate"));
+  unpair(sc, cc, srv, cli);
+}
+
+/* Moves a's ciphertext to b; 0 or the first error (out of memory). */
+static int try_pass(dm__tls *a, dm__tls *b) {
+  dm__buf buf = DM__BUF_INIT;
+  int r = dm__tls_take(a, &buf, SIZE_MAX);
+  if (!r && buf.len)
+    r = dm__tls_feed(b, buf.data, buf.len);
+  dm__buf_free(&buf);
+  return r;
+}
+
+/* Every allocation of a session and its handshake, OpenSSL's included,
+ * made to fail in turn: each run ends with a session, or an error, and
+ * valgrind finds nothing left behind. */
+static void running_out_of_memory_anywhere_fails_cleanly(void **state) {
+  pki *p = *state;
+  dm__tls_ctx *sc = ctx_of(p, "node", "ca", 1), *cc = ctx_of(p, "node", "ca", 1);
+  long k;
+  int failures = 0;
+  /* OpenSSL sets up some of itself once per process, at the first
+   * handshake, and an allocation failing there stays failed: the
+   * contexts' handshakes with themselves have done that already, as a
+   * node's does at start. */
+  /* Every one of the first allocations (the sessions, the first
+   * flights), then every 97th: a handshake makes some 8000, and under
+   * valgrind each run of it costs a second. */
+  for (k = 0; k < 100000; k += k < 400 ? 1 : 97) {
+    dm__tls *srv = NULL, *cli = NULL;
+    int c = 0, s = 0, r;
+    dm__alloc_fail_after(k);
+    r = dm__tls_new(sc, 1, NULL, &srv);
+    if (!r)
+      r = dm__tls_new(cc, 0, "localhost", &cli);
+    for (int i = 0; !r && i < 20 && (c != 1 || s != 1); i++) {
+      if (c == 0 && (c = dm__tls_handshake(cli)) < 0)
+        r = c;
+      if (!r)
+        r = try_pass(cli, srv);
+      if (!r && s == 0 && (s = dm__tls_handshake(srv)) < 0)
+        r = s;
+      if (!r)
+        r = try_pass(srv, cli);
+    }
+    dm__alloc_fail_after(-1);
+    dm__tls_free(srv);
+    dm__tls_free(cli);
+    if (c == 1 && s == 1)
+      break; /* k allocations were enough for all of it */
+    failures++;
+  }
+  assert_true(failures > 50); /* OpenSSL's allocations are ours to fail */
+  assert_true(k < 100000);
+  dm__tls_ctx_free(sc);
+  dm__tls_ctx_free(cc);
+}
+
 static void out_of_memory_makes_no_session(void **state) {
   dm__tls_ctx *sc = ctx_of(*state, "node", "ca", 1);
   dm__tls *t = (dm__tls *)sc;
@@ -382,6 +584,11 @@ int main(void) {
       cmocka_unit_test_setup_teardown(close_notify_reads_as_a_close, setup, teardown),
       cmocka_unit_test_setup_teardown(a_context_refuses_bad_files_naming_the_option, setup, teardown),
       cmocka_unit_test_setup_teardown(out_of_memory_makes_no_session, setup, teardown),
+      cmocka_unit_test_setup_teardown(renegotiation_waits_for_the_session_to_settle_then_once_a_minute, setup, teardown),
+      cmocka_unit_test_setup_teardown(a_renegotiation_may_not_change_the_peer_certificate, setup, teardown),
+      cmocka_unit_test_setup_teardown(without_verification_no_failure_is_blamed_on_a_certificate, setup, teardown),
+      cmocka_unit_test_setup_teardown(running_out_of_memory_anywhere_fails_cleanly, setup, teardown),
   };
+  assert_int_equal(dm__tls_use_node_alloc(), 0);
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
