@@ -12,7 +12,7 @@
          init_case/2, init_case/3, end_case/1, end_case/2,
          app_init_suite/1, app_end_suite/1, app_end_case/1, launcher_opts/3,
          wait_until/2, wait_until/3, wait_started/2, call/2, call/3,
-         start_peer/1, start_peer/2, stats/1,
+         start_peer/1, start_peer/2, stats/1, run_until_ready/3,
          epmd_names/0, info_calls/2, epmd_names/1, assert_clean_log/1]).
 
 -define(READY_TIMEOUT, 15000).
@@ -111,6 +111,31 @@ owner_loop(Port, Status) ->
             receive {Port, {exit_status, S}} -> From ! {self(), {exited, S}}
             after 20000 -> From ! {self(), still_running}
             end
+    end.
+
+%% @doc Runs the binary in Dir with Args (after a unique --sname and
+%% --exit-with-stdin): {ready, Lines} once it prints READY (it is then
+%% stopped), or {exit, Status, Lines} with everything it printed, stdout
+%% and stderr in order. For the command line's refusals.
+-spec run_until_ready(string(), [string()], string()) ->
+          {ready, [binary()]} | {exit, integer(), [binary()]}.
+run_until_ready(Prefix, Args, Dir) ->
+    Port = open_port({spawn_executable, bin()},
+                     [{args, ["--sname", unique(Prefix), "--exit-with-stdin" | Args]},
+                      {env, [{"TAREARBOL_CNODE_COOKIE", cookie()}]}, {cd, Dir},
+                      exit_status, stderr_to_stdout, binary, {line, 65536}]),
+    collect(Port, []).
+
+collect(Port, Acc) ->
+    receive
+        {Port, {data, {eol, <<"READY ", _/binary>> = L}}} ->
+            port_close(Port),
+            {ready, lists:reverse([L | Acc])};
+        {Port, {data, {_, L}}} -> collect(Port, [L | Acc]);
+        {Port, {exit_status, S}} -> {exit, S, lists:reverse(Acc)}
+    after 15000 ->
+        port_close(Port),
+        error({neither_ready_nor_exited, lists:reverse(Acc)})
     end.
 
 -spec node(map()) -> node().

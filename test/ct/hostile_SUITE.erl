@@ -529,24 +529,4 @@ assert_refused(Args, Dir, Want) ->
     [_, Text] = binary:split(Line, <<": ">>),
     ?assertEqual(list_to_binary(Want), Text).
 
-%% Runs the binary in Dir: {ready, Lines} once it prints READY (it is then
-%% stopped), or {exit, Status, Lines} with everything it printed, stdout
-%% and stderr in order.
-run_until_ready(Args, Dir) ->
-    Port = open_port({spawn_executable, cnode_test:bin()},
-                     [{args, ["--sname", cnode_test:unique("mistake"), "--exit-with-stdin" | Args]},
-                      {env, [{"TAREARBOL_CNODE_COOKIE", cnode_test:cookie()}]}, {cd, Dir},
-                      exit_status, stderr_to_stdout, binary, {line, 65536}]),
-    collect(Port, []).
-
-collect(Port, Acc) ->
-    receive
-        {Port, {data, {eol, <<"READY ", _/binary>> = L}}} ->
-            port_close(Port),
-            {ready, lists:reverse([L | Acc])};
-        {Port, {data, {_, L}}} -> collect(Port, [L | Acc]);
-        {Port, {exit_status, S}} -> {exit, S, lists:reverse(Acc)}
-    after 15000 ->
-        port_close(Port),
-        ct:fail({neither_ready_nor_exited, lists:reverse(Acc)})
-    end.
+run_until_ready(Args, Dir) -> cnode_test:run_until_ready("mistake", Args, Dir).

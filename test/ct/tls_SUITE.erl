@@ -532,23 +532,4 @@ bad_tls_options_are_refused_in_one_line(Config) ->
                           "--tls-ca", Pem("ca.pem")]),
     ?assert(lists:any(fun(L) -> binary:match(L, <<"the certificate has expired">>) =/= nomatch end, Lines)).
 
-%% Runs the binary: {ready, Lines} once it prints READY (then stopped), or
-%% {exit, Status, Lines}.
-run(Args) ->
-    Port = open_port({spawn_executable, cnode_test:bin()},
-                     [{args, ["--sname", cnode_test:unique("tlsopt"), "--exit-with-stdin" | Args]},
-                      {env, [{"TAREARBOL_CNODE_COOKIE", cnode_test:cookie()}]},
-                      exit_status, stderr_to_stdout, binary, {line, 65536}]),
-    collect(Port, []).
-
-collect(Port, Acc) ->
-    receive
-        {Port, {data, {eol, <<"READY ", _/binary>> = L}}} ->
-            port_close(Port),
-            {ready, lists:reverse([L | Acc])};
-        {Port, {data, {_, L}}} -> collect(Port, [L | Acc]);
-        {Port, {exit_status, S}} -> {exit, S, lists:reverse(Acc)}
-    after 15000 ->
-        port_close(Port),
-        ct:fail({neither_ready_nor_exited, lists:reverse(Acc)})
-    end.
+run(Args) -> cnode_test:run_until_ready("tlsopt", Args, "/tmp").
