@@ -44,14 +44,14 @@ static int move(void *from, void *to, void *ud) {
   s->compact_moves++;
   dm__children_moved(b->m, a, b);
   if (b->proc.key)
-    (void)dm__pidtab_replace(&s->node->pids, b->proc.key, &b->proc);
+    (void)dm__proctab_moved(&s->node->pids, &b->proc);
   dm__wheel_moved(&s->wheel, &a->timer, &b->timer);
   a->m = NULL;
   return 0;
 }
 
 static int tables_oversized(const dm__sched *s) {
-  if (dm__slab_sparse(&s->workers) || dm__pidtab_sparse(&s->node->pids))
+  if (dm__slab_sparse(&s->workers) || dm__proctab_sparse(&s->node->pids))
     return 1;
   for (size_t i = 0; i < s->nmanagers; i++)
     if (dm__children_sparse(s->managers[i]))
@@ -108,7 +108,7 @@ void dm__sched_compact(dm__sched *s, uint64_t now_ms) {
   size_t freed = dm__slab_shrink(&s->workers, live, move, s);
   for (size_t i = 0; i < s->nmanagers; i++)
     dm__children_shrink(s->managers[i]);
-  dm__pidtab_shrink(&s->node->pids);
+  dm__proctab_shrink(&s->node->pids);
   if (!freed && moves == s->compact_moves && table_slots(s) == slots) {
     wait_next(s, now_ms, s->compact_wait_ms * 2);
     return;

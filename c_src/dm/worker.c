@@ -75,7 +75,7 @@ void dm__worker_stop(dm__worker *w, const char *reason, size_t reason_len) {
   if (w->flags & DM__W_STOPPING)
     return;
   dm__children_del(m, w);
-  dm__pidtab_del(&n->pids, w->proc.key);
+  dm__proctab_del(&n->pids, w->proc.key);
   dm__worker_disarm(w);
   /* Callers still waiting in the mailbox see the worker die; then the
    * stop reason takes the mailbox's place. */
@@ -175,7 +175,7 @@ static int start(dm__manager *m, const char *id, size_t idlen, const char *opts,
   if ((r = dm__proc_spawn(n, &w->proc)))
     goto err;
   if ((r = dm__children_put(m, w))) {
-    dm__pidtab_del(&n->pids, w->proc.key);
+    dm__proctab_del(&n->pids, w->proc.key);
     goto err;
   }
   if (out)

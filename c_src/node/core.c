@@ -94,7 +94,7 @@ int dm__node_init_unlistened(dm__node *n, uv_loop_t *loop, const dm__config *cfg
     n->start_wall_us = (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
   }
   dm__nametab_init(&n->names);
-  dm__pidtab_init(&n->pids);
+  dm__proctab_init(&n->pids);
   dm__pidtab_init(&n->monitors);
   if (ei_x_new(&n->pkt) < 0)
     return DM_ENOMEM;
@@ -170,7 +170,7 @@ void dm__node_free(dm__node *n) {
   dm__watch_free(n);
   dm__dist_free(&n->dist);
   dm__nametab_free(&n->names);
-  dm__pidtab_free(&n->pids);
+  dm__proctab_free(&n->pids);
   dm__pidtab_free(&n->monitors);
   ei_x_free(&n->pkt);
 }

@@ -22,7 +22,7 @@ int dm__proc_spawn(dm__node *n, dm__proc *p) {
   if (ei_make_pid(&n->dist.ec, &pid) < 0)
     return DM_EEI;
   p->key = pid_key(&pid);
-  return dm__pidtab_put(&n->pids, p->key, p);
+  return dm__proctab_put(&n->pids, p);
 }
 
 int dm__proc_register(dm__node *n, dm__proc *p, const char *name) {
@@ -40,7 +40,7 @@ dm__proc *dm__node_local(dm__node *n, const erlang_pid *pid) {
   if (pid->creation != n->dist.ec.creation || pid->num > 0x7fff ||
       pid->serial > 0x1fff || strcmp(pid->node, n->dist.ec.thisnodename) != 0)
     return NULL;
-  return dm__pidtab_get(&n->pids, pid_key(pid));
+  return dm__proctab_get(&n->pids, pid_key(pid));
 }
 
 static int rpid_of(dm__node *n, const erlang_pid *pid, dm__rpid *out) {
@@ -127,7 +127,7 @@ static int has_peer(const dm__links *l, uint32_t peer) {
  * pid table, so it is looked up again before each signal. */
 static void fire_peer_links(dm__node *n, uint32_t key, uint32_t peer) {
   dm__proc *p;
-  while ((p = dm__pidtab_get(&n->pids, key)) && p->links) {
+  while ((p = dm__proctab_get(&n->pids, key)) && p->links) {
     dm__links *l = p->links;
     uint32_t i = 0;
     while (i < l->count && l->items[i].peer != peer)
@@ -271,7 +271,7 @@ void dm__proc_peer_lost(dm__node *n, uint32_t peer) {
   uint32_t *keys = NULL;
   size_t nkeys = 0, cap = 0;
   for (size_t s = 0; s < n->pids.cap; s++) {
-    dm__proc *p = n->pids.keys[s] ? n->pids.vals[s] : NULL;
+    dm__proc *p = n->pids.slots[s];
     if (!p || !p->links || !has_peer(p->links, peer))
       continue;
     if (dm__array_grow((void **)&keys, &cap, nkeys + 1, sizeof *keys, 16)) {
@@ -279,7 +279,7 @@ void dm__proc_peer_lost(dm__node *n, uint32_t peer) {
                n->dist.peer_names[peer]);
       break;
     }
-    keys[nkeys++] = n->pids.keys[s];
+    keys[nkeys++] = p->key;
   }
   for (size_t k = 0; k < nkeys; k++)
     fire_peer_links(n, keys[k], peer);

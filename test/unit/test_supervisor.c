@@ -51,7 +51,7 @@ static void a_crash_restarts_a_permanent_worker_with_its_original_opts(void **st
   dm__worker *again = find(f.m, "a");
   assert_non_null(again);
   assert_true(again->proc.key != key);
-  assert_null(dm__pidtab_get(&f.b.n.pids, key));
+  assert_null(dm__proctab_get(&f.b.n.pids, key));
   assert_cell(again->payload, "1");
   assert_cell(again->value, "nil");
   assert_int_equal(again->timeout_ms, 400);

@@ -24,7 +24,7 @@ static void a_started_worker_is_in_the_children_table_and_armed(void **state) {
   dm__worker *w = find(f.m, "a");
   assert_non_null(w);
   assert_int_equal(f.m->count, 1);
-  assert_ptr_equal(dm__pidtab_get(&f.b.n.pids, w->proc.key), w);
+  assert_ptr_equal(dm__proctab_get(&f.b.n.pids, w->proc.key), w);
   assert_true(dm__timer_armed(&w->timer));
   assert_true(w->due != 0);
   assert_int_equal(w->timeout_ms, 250);
@@ -66,7 +66,7 @@ static void halt_stops_the_worker_and_removes_it(void **state) {
   pool_run_all(f.m->pool);
   assert_null(find(f.m, "a"));
   assert_int_equal(f.m->count, 0);
-  assert_null(dm__pidtab_get(&f.b.n.pids, key));
+  assert_null(dm__proctab_get(&f.b.n.pids, key));
   assert_int_equal(f.m->st.halts, 1);
   assert_int_equal(f.m->st.crashes, 0);
   /* terminate ran with reason normal, and the worker is gone. */
