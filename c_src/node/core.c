@@ -96,6 +96,7 @@ int dm__node_init_unlistened(dm__node *n, uv_loop_t *loop, const dm__config *cfg
   dm__nametab_init(&n->names);
   dm__proctab_init(&n->pids);
   dm__pidtab_init(&n->monitors);
+  dm__pidtab_init(&n->links);
   if (ei_x_new(&n->pkt) < 0)
     return DM_ENOMEM;
   int r = dm__dist_init(&n->dist, loop, cfg, cookie, &dist_ops, n);
@@ -172,5 +173,6 @@ void dm__node_free(dm__node *n) {
   dm__nametab_free(&n->names);
   dm__proctab_free(&n->pids);
   dm__pidtab_free(&n->monitors);
+  dm__pidtab_free(&n->links);
   ei_x_free(&n->pkt);
 }

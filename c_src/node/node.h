@@ -167,9 +167,9 @@ typedef struct {
  * workers 8 bytes smaller each. */
 #define DM__KINDS_MAX 16
 
-/* A C-node process: anything with a pid. */
+/* A C-node process: anything with a pid. Its links live out of line
+ * (dm__node.links), as its monitors do: most processes have none. */
 struct dm__proc {
-  dm__links *links;  /* out of line: most processes have none */
   uint32_t key;      /* ei num | serial << 15; 0 until spawned */
   uint8_t kind;      /* index returned by dm__node_add_kind */
 };
@@ -224,7 +224,9 @@ struct dm__node {
 
   dm__nametab names;
   dm__proctab pids;
-  size_t nlinked; /* processes with links */
+  /* Links are rare: they live out of line, process key -> dm__links, so
+   * a process without one carries no byte for them. */
+  dm__pidtab links;
   /* Monitors are rare: they live out of line, process key -> dm__monitors,
    * so a process without one carries no byte for them. */
   dm__pidtab monitors;
@@ -289,9 +291,6 @@ int dm__proc_link(dm__node *n, dm__proc *p, const erlang_pid *remote);
 void dm__proc_unlink(dm__node *n, dm__proc *p, const erlang_pid *remote);
 /* Drops all of p's links (when it goes away). */
 void dm__proc_free_links(dm__node *n, dm__proc *p);
-/* The remote end of link i of p, as a full pid. */
-void dm__proc_link_pid(const dm__node *n, const dm__proc *p, uint32_t i,
-                       erlang_pid *out);
 /* A peer is gone: links to its processes fire as noconnection, and its
  * monitors are dropped. */
 void dm__proc_peer_lost(dm__node *n, uint32_t peer);
