@@ -34,7 +34,7 @@ static int live(const void *slot, void *ud) {
 
 /* A worker with a callback in flight stays where it is: its job holds
  * its address. So does a stopping one, whose terminate runs. Every other
- * holder of a worker's address is a table, told here. */
+ * holder of a worker's address (the pid table, the wheel) is told here. */
 static int move(void *from, void *to, void *ud) {
   dm__sched *s = ud;
   dm__worker *a = from, *b = to;
@@ -42,7 +42,7 @@ static int move(void *from, void *to, void *ud) {
     return 1;
   memcpy(b, a, s->workers.size);
   s->compact_moves++;
-  dm__children_moved(b->m, a, b);
+  /* The children table holds its pid key, which stays. */
   if (b->proc.key)
     (void)dm__proctab_moved(&s->node->pids, &b->proc);
   dm__wheel_moved(&s->wheel, &a->timer, &b->timer);

@@ -148,7 +148,6 @@ struct dm__worker {
     dm__blob *stop_reason;    /* once DM__W_STOPPING: the mailbox is gone */
   };
   uint64_t due;        /* monotonic µs of the next perform, 0: none */
-  uint32_t hash;
   uint32_t timeout_ms;
   float lull;
   uint32_t busy_ms;    /* ms since node start + 1 while busy, else 0 */
@@ -157,6 +156,11 @@ struct dm__worker {
   uint8_t instant;
   uint32_t gen;        /* --state-dir: its record's generation (durable.c) */
 };
+
+/* The worker whose process p is. */
+static inline dm__worker *dm__worker_of(dm__proc *p) {
+  return p ? (dm__worker *)(void *)((char *)p - offsetof(dm__worker, proc)) : NULL;
+}
 
 static inline const char *dm__worker_id(const dm__worker *w) {
   return (w->flags & DM__W_ID_BLOB) ? dm__blob_data(w->id.blob) : w->id.inl + 1;
@@ -229,12 +233,11 @@ struct dm__manager {
    * manager is made, so that workers never name it. */
   dm__job_done_fn worker_done;
 
-  /* Open addressing by id hash. A slot holds the worker's address with 16
-   * bits of its hash in the top bits, which user-space addresses leave
-   * free: a lookup passes over other ids without touching their workers.
-   * Read slots with dm__children_at. */
-  uintptr_t *slots;
-  int untagged;       /* an address used the top bits: tags are off */
+  /* Open addressing by id hash. A slot holds the worker's pid key and 4
+   * bits of its hash above it (see children.c): 4 bytes a slot, which a
+   * worker's moves in memory leave alone. Read slots with
+   * dm__children_at. */
+  uint32_t *slots;
   size_t cap, count;
   size_t cursor;      /* stream pickup */
 
@@ -352,19 +355,13 @@ int dm__children_put(dm__manager *m, dm__worker *w);
 /* Makes room for n children in all (a hint: failure only means rehashing
  * later). */
 int dm__children_reserve(dm__manager *m, size_t n);
-/* The address bits of a children-table slot; the 16 above hold a tag. */
-#define DM__ADDR_BITS 48
-#define DM__ADDR_MASK (((uintptr_t)1 << DM__ADDR_BITS) - 1)
+/* A slot holds a pid key in its low bits, a tag above them; 0 is empty. */
+#define DM__CHILD_KEY_MASK (((uint32_t)1 << DM__PROC_KEY_BITS) - 1)
 /* The worker in slot i of m's children table, or NULL. */
-static inline dm__worker *dm__children_at(const dm__manager *m, size_t i) {
-  uintptr_t v = m->slots[i];
-  return (dm__worker *)(m->untagged ? v : v & DM__ADDR_MASK);
-}
+dm__worker *dm__children_at(const dm__manager *m, size_t i);
 dm__worker *dm__children_get(const dm__manager *m, const char *id, size_t len,
                              uint32_t hash);
 void dm__children_del(dm__manager *m, dm__worker *w);
-/* Worker from was copied to `to`: its slot refers to `to` from now on. */
-void dm__children_moved(dm__manager *m, const dm__worker *from, dm__worker *to);
 /* True for a table at most an eighth full: dm__children_shrink rehashes
  * it to half full at most; on failure it stays as it is. */
 static inline int dm__children_sparse(const dm__manager *m) {

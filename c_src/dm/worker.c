@@ -21,11 +21,11 @@ static void schedule(dm__worker *w, uint64_t delay_ms) {
  * a period. Workers booted together from children_specs spread their first
  * performs over the period after it, so they do not all fall due in the
  * same millisecond for ever after. */
-static void first_schedule(dm__worker *w, uint32_t instant_ms) {
+static void first_schedule(dm__worker *w, uint32_t instant_ms, uint32_t hash) {
   if (w->instant)
     schedule(w, instant_ms);
   else if (w->timeout_ms)
-    schedule(w, w->timeout_ms + (w->m->spread ? w->hash % w->timeout_ms : 0));
+    schedule(w, w->timeout_ms + (w->m->spread ? hash % w->timeout_ms : 0));
 }
 
 int dm__worker_set_id(dm__worker *w, const char *id, size_t len) {
@@ -167,7 +167,6 @@ static int start(dm__manager *m, const char *id, size_t idlen, const char *opts,
   } else if (o.payload && dm__cell_set(&w->payload, o.payload, o.payload_len)) {
     goto err;
   }
-  w->hash = dm__id_hash(m, id, idlen);
   w->timeout_ms = o.timeout_ms;
   w->lull = o.lull;
   w->restart = o.restart;
@@ -180,7 +179,7 @@ static int start(dm__manager *m, const char *id, size_t idlen, const char *opts,
   }
   if (out)
     *out = w;
-  first_schedule(w, o.instant_ms);
+  first_schedule(w, o.instant_ms, dm__id_hash(m, id, idlen));
   if (m->b->init && !payload)
     dm__worker_run(w, DM__JOB_INIT, NULL, 0, NULL, 0); /* the timer waits for init */
   return 0;

@@ -169,6 +169,9 @@ typedef struct {
 
 /* A C-node process: anything with a pid. Its links live out of line
  * (dm__node.links), as its monitors do: most processes have none. */
+/* A process key is below 1 << DM__PROC_KEY_BITS: tables may keep other
+ * bits beside it. */
+#define DM__PROC_KEY_BITS 28
 struct dm__proc {
   uint32_t key;      /* ei num | serial << 15; 0 until spawned */
   uint8_t kind;      /* index returned by dm__node_add_kind */
