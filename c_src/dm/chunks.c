@@ -72,6 +72,12 @@ static char *put_entry(char *p, const dm__worker *w) {
   return p + il + pl + vl;
 }
 
+/* Whether the slab slot w holds a live worker of m. With one manager (the
+ * usual node) every live slot does, and a walk reads no opts record. */
+static int is_of(const dm__worker *w, const dm__manager *m, int sole) {
+  return w->opts && (sole || w->opts->m == m);
+}
+
 /* Runs body for every worker w of m in the children table, in memory
  * order (the slab's, which every manager of the scheduler shares),
  * fetching the payload of a worker a few ahead into the cache. */
@@ -79,6 +85,7 @@ static char *put_entry(char *p, const dm__worker *w) {
 #define EACH_WORKER(m, w, body)                                                \
   do {                                                                         \
     const dm__slab *slab_ = &(m)->sched->workers;                             \
+    int sole_ = (m)->sched->nmanagers == 1;                                    \
     char *base_;                                                               \
     size_t n_;                                                                 \
     for (size_t k_ = 0; (base_ = dm__slab_chunk(slab_, k_, &n_)); k_++)        \
@@ -87,10 +94,10 @@ static char *put_entry(char *p, const dm__worker *w) {
         if (i_ + AHEAD < n_) {                                                 \
           const dm__worker *a_ =                                               \
               (const dm__worker *)(base_ + (i_ + AHEAD) * slab_->size);      \
-          if (a_->m == (m) && dm__cell_blob(&a_->payload))                    \
+          if (is_of(a_, (m), sole_) && dm__cell_blob(&a_->payload))           \
             __builtin_prefetch(dm__cell_blob(&a_->payload));                   \
         }                                                                      \
-        if (w->m != (m) || (w->flags & DM__W_STOPPING))                        \
+        if (!is_of(w, (m), sole_) || (w->flags & DM__W_STOPPING))             \
           continue;                                                            \
         body                                                                   \
       }                                                                        \
@@ -118,7 +125,8 @@ int dm__chunks_write(dm__manager *m, dm__chunks *d, dm__store_batch *b, size_t *
     for (size_t k = 0; !any && (base = dm__slab_chunk(slab, k, &cnt)); k++)
       for (size_t i = 0; i < cnt && !any; i++) {
         const dm__worker *w = (const dm__worker *)(base + i * slab->size);
-        any = w->m == m && !(w->flags & DM__W_STOPPING) && (w->flags & DM__W_DIRTY);
+        any = is_of(w, m, m->sched->nmanagers == 1) && !(w->flags & DM__W_STOPPING) &&
+              (w->flags & DM__W_DIRTY);
       }
   }
   if (!any)

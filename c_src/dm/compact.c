@@ -29,7 +29,7 @@ static uint64_t jitter(uint64_t now_ms, uint64_t wait) {
 
 static int live(const void *slot, void *ud) {
   (void)ud;
-  return ((const dm__worker *)slot)->m != NULL;
+  return ((const dm__worker *)slot)->opts != NULL;
 }
 
 /* A worker with a callback in flight stays where it is: its job holds
@@ -46,7 +46,7 @@ static int move(void *from, void *to, void *ud) {
   if (b->proc.key)
     (void)dm__proctab_moved(&s->node->pids, &b->proc);
   dm__wheel_moved(&s->wheel, &a->timer, &b->timer);
-  a->m = NULL;
+  a->opts = NULL;
   return 0;
 }
 

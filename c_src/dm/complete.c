@@ -24,14 +24,14 @@ static void set_both(dm__worker *w, const char *data, size_t len) {
 /* {replace, Id, P} with a new id: this worker goes, a new one is put there
  * with the same opts and the new payload. */
 static void move_to(dm__worker *w, const dm__buf *canon, const dm__response *rs) {
-  dm__manager *m = w->m;
+  dm__manager *m = dm__worker_mgr(w);
   dm__worker *old = dm__children_get(m, canon->data, canon->len,
                                      dm__id_hash(m, canon->data, canon->len));
   if (old)
     dm__worker_stop(old, DM__A_SHUTDOWN, DM__ALEN(DM__A_SHUTDOWN));
   dm__worker *moved = NULL;
-  if (dm__worker_start(m, canon->data, canon->len, dm__blob_data(w->opts),
-                       dm__blob_len(w->opts), &moved) == 0) {
+  if (dm__worker_start(m, canon->data, canon->len, w->opts->term, w->opts->len,
+                       &moved) == 0) {
     set_both(moved, rs->term, rs->term_len);
     dm__durable_put(m, moved);
   }
@@ -44,8 +44,8 @@ static void move_to(dm__worker *w, const dm__buf *canon, const dm__response *rs)
 static int apply(dm__worker *w, const dm__response *rs) {
   switch (rs->kind) {
   case DM__R_HALT:
-    w->m->st.halts++;
-    dm__durable_del(w->m, w);
+    dm__worker_mgr(w)->st.halts++;
+    dm__durable_del(dm__worker_mgr(w), w);
     dm__worker_stop(w, DM__A_NORMAL, DM__ALEN(DM__A_NORMAL));
     return 1;
   case DM__R_OK:
@@ -86,7 +86,7 @@ static int apply(dm__worker *w, const dm__response *rs) {
 static void completed_stopping(dm__wjob *j, const char *out, size_t len,
                                int crashed, int valid) {
   dm__worker *w = j->w;
-  dm__manager *m = w->m;
+  dm__manager *m = dm__worker_mgr(w);
   if (j->kind == DM__JOB_CALL && j->reply && !j->answered) {
     if (crashed) {
       dm__reply_exit(m->node, j->reply, out, len);
@@ -106,7 +106,7 @@ static void completed_stopping(dm__wjob *j, const char *out, size_t len,
 void dm__worker_completed(dm__wjob *j, dm__outcome *oc) {
   static const char not_impl[] = "\x68\x02" DM__A_ERROR "\x77\x0f" "not_implemented";
   dm__worker *w = j->w;
-  dm__manager *m = w->m;
+  dm__manager *m = dm__worker_mgr(w);
   dm__node *n = m->node;
   const char *out = j->out.buff;
   size_t len = (size_t)j->out.index;
@@ -141,6 +141,7 @@ void dm__worker_completed(dm__wjob *j, dm__outcome *oc) {
     dm__response_parse(out, len, &rs);
   switch (j->kind) {
   case DM__JOB_INIT:
+    w->due = 0;
     if (crashed)
       break;
     if (valid)
@@ -157,7 +158,6 @@ void dm__worker_completed(dm__wjob *j, dm__outcome *oc) {
       dm__lateness_note(&m->st, late);
       dm__ev_late(m, w, late);
     }
-    w->due = 0;
     if (crashed)
       break;
     if (apply(w, &rs))

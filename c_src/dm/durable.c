@@ -99,7 +99,7 @@ static int encode(dm__durable *d, const dm__worker *w) {
   if (ei_encode_ulong(gen, &gl, w->gen) < 0)
     return DM_EINVAL;
   if (dm__buf_append(&d->rec, head, 2) ||
-      dm__buf_append(&d->rec, dm__blob_data(w->opts), dm__blob_size(w->opts)) ||
+      dm__buf_append(&d->rec, w->opts->term, w->opts->len) ||
       dm__buf_append(&d->rec, dm__cell_data(&w->payload), dm__cell_size(&w->payload)) ||
       dm__buf_append(&d->rec, dm__cell_data(&w->value), dm__cell_size(&w->value)) ||
       dm__buf_append(&d->rec, flag, spec ? 6 : 7) ||

@@ -57,7 +57,7 @@ int dm__enc_child(dm__node *n, ei_x_buff *x, const dm__worker *w) {
     APPEND_CONST(x, DM__A_NIL);
   }
   APPEND_CONST(x, KEY_OPTS);
-  ENC(ei_x_append_buf(x, dm__blob_data(w->opts), (int)dm__blob_size(w->opts)));
+  ENC(ei_x_append_buf(x, w->opts->term, (int)w->opts->len));
   return 0;
 }
 
@@ -77,7 +77,7 @@ static size_t children_bytes(const dm__manager *m) {
     const dm__worker *w = dm__children_at(m, i);
     if (w)
       sum += per + dm__worker_id_len(w) + dm__cell_size(&w->value) +
-             dm__blob_size(w->opts) + (w->busy_ms ? DATETIME_BYTES : 0);
+             w->opts->len + (w->busy_ms ? DATETIME_BYTES : 0);
   }
   return sum;
 }
@@ -88,7 +88,7 @@ int dm__enc_dump(dm__manager *m, ei_x_buff *x, size_t slot, size_t limit) {
     const dm__worker *w = dm__children_at(m, end);
     if (w) {
       count++;
-      bytes += 2 + dm__worker_id_len(w) + dm__blob_size(w->opts) +
+      bytes += 2 + dm__worker_id_len(w) + w->opts->len +
                dm__cell_size(&w->payload) + dm__cell_size(&w->value);
     }
   }
@@ -106,7 +106,7 @@ int dm__enc_dump(dm__manager *m, ei_x_buff *x, size_t slot, size_t limit) {
       continue;
     ENC(ei_x_encode_tuple_header(x, 4));
     ENC(ei_x_append_buf(x, dm__worker_id(w), (int)dm__worker_id_len(w)));
-    ENC(ei_x_append_buf(x, dm__blob_data(w->opts), (int)dm__blob_size(w->opts)));
+    ENC(ei_x_append_buf(x, w->opts->term, (int)w->opts->len));
     ENC(ei_x_append_buf(x, dm__cell_data(&w->payload), (int)dm__cell_size(&w->payload)));
     ENC(ei_x_append_buf(x, dm__cell_data(&w->value), (int)dm__cell_size(&w->value)));
   }

@@ -173,7 +173,7 @@ static void free_fields(dm__manager *m) {
   }
   dm__free(m->options);
   dm__blob_unref(m->default_payload);
-  dm__blob_unref(m->last_opts);
+  dm__wopts_unref(m->last_opts);
   dm__free(m->restarts_at);
   dm__free(m->escalated_at);
   dm__free(m->slots);

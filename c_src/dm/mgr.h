@@ -83,6 +83,31 @@ typedef struct dm__worker dm__worker;
 typedef struct dm__sched dm__sched;
 typedef struct dm_ctx dm__wjob;
 
+/* ---- opts.c: the opts workers were started with ---- */
+/* Shared by the workers started one after the other with the same opts
+ * (children_specs, puts in a loop): each keeps one pointer to it instead
+ * of its manager's, its lull, its restart type and whether it performs
+ * at once. Reference-counted; loop thread only. */
+typedef struct dm__wopts {
+  dm__manager *m;   /* whose workers these are */
+  uint32_t refs;
+  uint32_t len;     /* of term */
+  float lull;
+  uint8_t restart;  /* DM__PERMANENT, DM__TRANSIENT or DM__TEMPORARY */
+  uint8_t instant;  /* 0 no, 1 yes */
+  char term[];      /* the opts as given, no version byte */
+} dm__wopts;
+/* The opts term (len bytes) as o parsed it, for workers of m, with one
+ * reference; NULL when out of memory. */
+dm__wopts *dm__wopts_new(dm__manager *m, const char *term, size_t len,
+                         const dm__child_opts *o);
+static inline dm__wopts *dm__wopts_ref(dm__wopts *r) {
+  r->refs++;
+  return r;
+}
+/* Drops a reference; the last one frees. NULL is fine. */
+void dm__wopts_unref(dm__wopts *r);
+
 /* What a finished job is handed back to: its creator's. cancelled is 1
  * when the node is stopping and nothing may be sent or started. */
 typedef void (*dm__job_done_fn)(dm__wjob *j, int cancelled);
@@ -133,14 +158,15 @@ enum {
 #define DM__ID_INLINE 15
 
 struct dm__worker {
-  dm__proc proc;       /* pid and links */
+  dm__proc proc;       /* its pid */
   dm__timer timer;     /* next perform, or the lull check while busy */
-  dm__manager *m;
   union {              /* canonical encoding; see dm__worker_id() */
     dm__blob *blob;    /* DM__W_ID_BLOB */
     char inl[DM__ID_INLINE + 1]; /* length, then the bytes */
   } id;
-  dm__blob *opts;      /* as given; restarts start from these */
+  /* As given, and its manager; restarts start from these. NULL marks a
+   * free slot to a walk over the slab. */
+  dm__wopts *opts;
   dm__cell payload;    /* nil when none was given */
   dm__cell value;      /* nil until a response sets one */
   union {
@@ -149,13 +175,12 @@ struct dm__worker {
   };
   uint64_t due;        /* monotonic µs of the next perform, 0: none */
   uint32_t timeout_ms;
-  float lull;
   uint32_t busy_ms;    /* ms since node start + 1 while busy, else 0 */
   uint8_t flags;
-  uint8_t restart;
-  uint8_t instant;
   uint32_t gen;        /* --state-dir: its record's generation (durable.c) */
 };
+
+static inline dm__manager *dm__worker_mgr(const dm__worker *w) { return w->opts->m; }
 
 /* The worker whose process p is. */
 static inline dm__worker *dm__worker_of(dm__proc *p) {
@@ -222,7 +247,7 @@ struct dm__manager {
   size_t noptions;
   dm__child_opts defaults;
   dm__blob *default_payload;
-  dm__blob *last_opts; /* shared by consecutive workers with equal opts */
+  dm__wopts *last_opts; /* shared by consecutive workers with equal opts */
   int spread;          /* booting: first performs spread over a period */
   int pickup;
   uint32_t max_mailbox;

@@ -22,10 +22,10 @@ static void schedule(dm__worker *w, uint64_t delay_ms) {
  * performs over the period after it, so they do not all fall due in the
  * same millisecond for ever after. */
 static void first_schedule(dm__worker *w, uint32_t instant_ms, uint32_t hash) {
-  if (w->instant)
+  if (w->opts->instant)
     schedule(w, instant_ms);
   else if (w->timeout_ms)
-    schedule(w, w->timeout_ms + (w->m->spread ? hash % w->timeout_ms : 0));
+    schedule(w, w->timeout_ms + (dm__worker_mgr(w)->spread ? hash % w->timeout_ms : 0));
 }
 
 int dm__worker_set_id(dm__worker *w, const char *id, size_t len) {
@@ -48,29 +48,29 @@ void dm__worker_release_id(dm__worker *w) {
 }
 
 void dm__worker_free(dm__worker *w) {
+  dm__manager *m = dm__worker_mgr(w);
   if (w->flags & DM__W_STOPPING)
     dm__blob_unref(w->stop_reason);
   else
     dm__mailbox_free(w->mbox, NULL, NULL, 0);
-  dm__proc_release(w->m->node, &w->proc);
+  dm__proc_release(m->node, &w->proc);
   dm__worker_release_id(w);
-  dm__blob_unref(w->opts);
   dm__cell_clear(&w->payload);
   dm__cell_clear(&w->value);
-  dm__slab *slab = &w->m->sched->workers;
-  w->m = NULL; /* a free slot, to a walk over the slab */
-  dm__slab_free(slab, w);
+  dm__wopts_unref(w->opts);
+  w->opts = NULL; /* a free slot, to a walk over the slab */
+  dm__slab_free(&m->sched->workers, w);
 }
 
 void dm__worker_finalize(dm__worker *w) {
   /* Links get the exit signal and monitors fire, with the stop reason. */
-  dm__proc_down(w->m->node, &w->proc, dm__blob_data(w->stop_reason),
+  dm__proc_down(dm__worker_mgr(w)->node, &w->proc, dm__blob_data(w->stop_reason),
                 dm__blob_size(w->stop_reason));
   dm__worker_free(w);
 }
 
 void dm__worker_stop(dm__worker *w, const char *reason, size_t reason_len) {
-  dm__manager *m = w->m;
+  dm__manager *m = dm__worker_mgr(w);
   dm__node *n = m->node;
   if (w->flags & DM__W_STOPPING)
     return;
@@ -133,32 +133,35 @@ static int start(dm__manager *m, const char *id, size_t idlen, const char *opts,
   }
   if (opts && (r = dm__opts_parse(opts, optslen, &o, NULL)))
     return r;
-  dm__worker *w = dm__slab_alloc(&m->sched->workers);
-  if (!w)
-    return DM_ENOMEM;
-  w->proc.kind = m->sched->kind_worker;
-  w->m = m;
-  dm__timer_init(&w->timer);
-  if (dm__worker_set_id(w, id, idlen))
-    goto err;
   if (!opts) {
     opts = "\x6a";
     optslen = 1;
   }
-  if (m->last_opts && dm__blob_len(m->last_opts) == optslen &&
-      memcmp(dm__blob_data(m->last_opts), opts, optslen) == 0) {
-    w->opts = dm__blob_ref(m->last_opts);
+  dm__wopts *rec;
+  if (m->last_opts && m->last_opts->len == optslen &&
+      memcmp(m->last_opts->term, opts, optslen) == 0) {
+    rec = dm__wopts_ref(m->last_opts);
   } else {
-    w->opts = dm__blob_new(opts, optslen);
+    if (!(rec = dm__wopts_new(m, opts, optslen, &o)))
+      return DM_ENOMEM;
     /* Shared while the next worker's opts are the same (children_specs,
      * puts in a loop); big opts are not kept for that, so they go with
      * their worker. */
     if (optslen <= 4096) {
-      dm__blob_unref(m->last_opts);
-      m->last_opts = dm__blob_ref(w->opts);
+      dm__wopts_unref(m->last_opts);
+      m->last_opts = dm__wopts_ref(rec);
     }
   }
-  if (!w->opts)
+  dm__worker *w = dm__slab_alloc(&m->sched->workers);
+  if (!w) {
+    dm__wopts_unref(rec);
+    return DM_ENOMEM;
+  }
+  w->opts = rec; /* first: it names the manager */
+  w->proc.kind = m->sched->kind_worker;
+  dm__timer_init(&w->timer);
+  r = DM_ENOMEM;
+  if (dm__worker_set_id(w, id, idlen))
     goto err;
   if (payload) {
     dm__cell_copy(&w->payload, payload);
@@ -168,9 +171,6 @@ static int start(dm__manager *m, const char *id, size_t idlen, const char *opts,
     goto err;
   }
   w->timeout_ms = o.timeout_ms;
-  w->lull = o.lull;
-  w->restart = o.restart;
-  w->instant = (uint8_t)o.instant;
   if ((r = dm__proc_spawn(n, &w->proc)))
     goto err;
   if ((r = dm__children_put(m, w))) {
@@ -242,7 +242,7 @@ out:
 static void replace_payload(dm__worker *w, const char *p, size_t len) {
   dm__worker_set_cell(&w->payload, p, len);
   dm__durable_dirty(w);
-  if (w->m->b->init)
+  if (dm__worker_mgr(w)->b->init)
     dm__worker_run(w, DM__JOB_INIT, NULL, 0, NULL, 0);
 }
 
@@ -262,7 +262,7 @@ void dm__worker_drain(dm__worker *w) {
     if (dm__worker_run(w, mail->kind, mail->msg, mail->len, mail->reply, mail->wrap) == 0)
       mail->reply = NULL; /* the job owns it now */
     else if (mail->reply)
-      dm__reply_exit(w->m->node, mail->reply, DM__A_CRASHED, DM__ALEN(DM__A_CRASHED));
+      dm__reply_exit(dm__worker_mgr(w)->node, mail->reply, DM__A_CRASHED, DM__ALEN(DM__A_CRASHED));
     dm__free(mail->reply);
     dm__free(mail);
     return;
@@ -281,7 +281,7 @@ void dm__worker_ahead(const dm__timer *t) {
 /* Slower than lull x timeout: the behaviour hears of it, once per job, on
  * a pool thread of its own with copies of the terms. */
 static void lull_fired(dm__worker *w) {
-  dm__manager *m = w->m;
+  dm__manager *m = dm__worker_mgr(w);
   if (w->flags & DM__W_LULL_FIRED)
     return;
   w->flags |= DM__W_LULL_FIRED;
@@ -321,7 +321,7 @@ int dm__worker_deliver(dm__worker *w, int kind, const char *msg, size_t len,
                        const dm__gen *g, int wrap) {
   static const char too_deep[] = "\x68\x02" DM__A_ERROR "\x77\x08" "too_deep";
   static const char overloaded[] = "\x68\x02" DM__A_ERROR "\x77\x0a" "overloaded";
-  dm__manager *m = w->m;
+  dm__manager *m = dm__worker_mgr(w);
   dm__replyto *reply = NULL;
   if (!dm__term_depth_ok(msg, len, DM__TERM_MAX_DEPTH)) {
     /* Too deep for a behaviour to walk safely: refused, not delivered. */

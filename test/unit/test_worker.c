@@ -125,7 +125,7 @@ static void replace_with_a_new_id_moves_the_worker_with_its_opts(void **state) {
   assert_int_equal(f.m->count, 1);
   assert_cell(moved->payload, "9");
   assert_cell(moved->value, "9");
-  assert_term_equal(dm__blob_data(moved->opts), dm__blob_size(moved->opts), opts);
+  assert_term_equal(moved->opts->term, moved->opts->len, opts);
   assert_int_equal(moved->timeout_ms, 300);
   assert_true(dm__timer_armed(&moved->timer));
   assert_logged(1, DM__JOB_TERMINATE, "a", "normal");
@@ -291,11 +291,40 @@ static void a_payload_message_while_busy_waits_in_order(void **state) {
   fixture_free(&f);
 }
 
+/* Workers put one after the other with the same opts share one record of
+ * them: it names their manager and holds what the opts mean. Other opts
+ * get a record of their own; the last one made is kept for the next. */
+static void workers_put_with_the_same_opts_share_one_record(void **state) {
+  (void)state;
+  fixture f;
+  fixture_init(&f, "w=script");
+  const char *same = "[{payload, 1}, {lull, 2.5}, {restart, transient}]";
+  assert_int_equal(put(f.m, "a", same), 0);
+  assert_int_equal(put(f.m, "b", same), 0);
+  assert_int_equal(put(f.m, "c", "[{payload, 2}, {instant_perform, true}]"), 0);
+  dm__worker *a = find(f.m, "a"), *b = find(f.m, "b"), *c = find(f.m, "c");
+  assert_ptr_equal(a->opts, b->opts);
+  assert_ptr_not_equal(a->opts, c->opts);
+  assert_ptr_equal(dm__worker_mgr(a), f.m);
+  assert_ptr_equal(dm__worker_mgr(c), f.m);
+  assert_int_equal(a->opts->refs, 2);
+  assert_int_equal(a->opts->restart, DM__TRANSIENT);
+  assert_true(a->opts->lull == 2.5f);
+  assert_int_equal(a->opts->instant, 0);
+  assert_term_equal(a->opts->term, a->opts->len, T(same));
+  assert_int_equal(c->opts->refs, 2); /* c's and the manager's, for the next */
+  assert_ptr_equal(f.m->last_opts, c->opts);
+  assert_int_equal(c->opts->restart, DM__PERMANENT);
+  assert_int_equal(c->opts->instant, 1);
+  fixture_free(&f);
+}
+
 int main(void) {
   ei_init();
   dm__log_level = DM_LOG_NONE;
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(a_started_worker_is_in_the_children_table_and_armed),
+      cmocka_unit_test(workers_put_with_the_same_opts_share_one_record),
       cmocka_unit_test(a_perform_runs_on_the_payload_and_is_armed_again),
       cmocka_unit_test(halt_stops_the_worker_and_removes_it),
       cmocka_unit_test(ok_sets_the_payload_and_keeps_the_value),
