@@ -117,7 +117,6 @@ void dm__worker_completed(dm__wjob *j, dm__outcome *oc) {
   if (j->kind == DM__JOB_CALL)
     dm__pidtab_del(&m->sched->calls, w->proc.key);
   w->flags &= (uint8_t)~DM__W_BUSY;
-  w->busy_ms = 0;
   if (crashed && !valid) {
     out = DM__A_CRASHED;
     len = DM__ALEN(DM__A_CRASHED);
@@ -141,15 +140,16 @@ void dm__worker_completed(dm__wjob *j, dm__outcome *oc) {
     dm__response_parse(out, len, &rs);
   switch (j->kind) {
   case DM__JOB_INIT:
-    w->due = 0;
     if (crashed)
       break;
     if (valid)
       dm__worker_set_cell(&w->payload, out, len);
     /* The first perform keeps the time chosen at start, so a slow init
      * does not bunch up what the boot spread out. */
-    if (w->due)
-      dm__worker_arm(w, w->due);
+    if (j->due)
+      dm__worker_arm(w, j->due);
+    else
+      dm__worker_park(w, 0);
     break;
   case DM__JOB_PERFORM:
     m->st.performs++;
@@ -167,10 +167,9 @@ void dm__worker_completed(dm__wjob *j, dm__outcome *oc) {
        * due, so queueing delays do not accumulate; a perform that overran
        * its period is followed a full period after it ended. */
       uint64_t now = dm__worker_now_us(w), next = j->due + (uint64_t)w->timeout_ms * 1000;
-      w->due = next > now ? next : now + (uint64_t)w->timeout_ms * 1000;
-      dm__worker_arm(w, w->due);
+      dm__worker_arm(w, next > now ? next : now + (uint64_t)w->timeout_ms * 1000);
     } else {
-      dm__worker_disarm(w);
+      dm__worker_park(w, 0);
     }
     break;
   case DM__JOB_CALL:
@@ -206,12 +205,13 @@ void dm__worker_completed(dm__wjob *j, dm__outcome *oc) {
    * checkpoint records it (a bit; the record is made then, once). */
   dm__durable_dirty(w);
   /* The next perform keeps its time across calls and casts: the timer
-   * watched for slowness while busy, now it waits for w->due again. */
+   * watched for slowness while busy, now it waits for the job's due
+   * again; a perform due already keeps it for its lateness. */
   if (j->kind != DM__JOB_PERFORM && j->kind != DM__JOB_INIT) {
-    if (w->due && !(w->flags & DM__W_PERFORM_DUE))
-      dm__worker_arm(w, w->due);
+    if (j->due && !(w->flags & DM__W_PERFORM_DUE))
+      dm__worker_arm(w, j->due);
     else
-      dm__worker_disarm(w);
+      dm__worker_park(w, j->due);
   }
   dm__worker_drain(w);
   return;

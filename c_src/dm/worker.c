@@ -13,8 +13,7 @@ static dm__worker *of_timer(dm__timer *t) {
 }
 
 static void schedule(dm__worker *w, uint64_t delay_ms) {
-  w->due = mono_us() + delay_ms * 1000 + 1; /* never 0, which means none */
-  dm__worker_arm(w, w->due);
+  dm__worker_arm(w, mono_us() + delay_ms * 1000 + 1); /* never 0, which means none */
 }
 
 /* The first perform: at once or after instant_ms when instant, else after

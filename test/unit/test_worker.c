@@ -26,7 +26,7 @@ static void a_started_worker_is_in_the_children_table_and_armed(void **state) {
   assert_int_equal(f.m->count, 1);
   assert_ptr_equal(dm__proctab_get(&f.b.n.pids, w->proc.key), w);
   assert_true(dm__timer_armed(&w->timer));
-  assert_true(w->due != 0);
+  assert_true(w->timer.due != 0);
   assert_int_equal(w->timeout_ms, 250);
   assert_cell(w->payload, "1");
   assert_cell(w->value, "nil");
@@ -291,6 +291,37 @@ static void a_payload_message_while_busy_waits_in_order(void **state) {
   fixture_free(&f);
 }
 
+/* While a call runs, its job keeps the next perform's due and the timer
+ * watches for slowness, its due telling since when the worker is busy;
+ * afterwards the perform is armed at the same due, runs for it, and the
+ * next is a period after it. */
+static void a_call_keeps_the_next_perform_due_and_says_since_when_it_is_busy(void **state) {
+  (void)state;
+  fixture f;
+  fixture_init(&f, "w=script");
+  assert_int_equal(put(f.m, "a", "[{payload, 1}, {timeout, 250}, {lull, 2.0}]"), 0);
+  dm__worker *w = find(f.m, "a");
+  uint64_t due = w->timer.due;
+  assert_true(due != 0);
+  assert_int_equal(call(w, 1, "hello"), 0);
+  assert_true(w->flags & DM__W_BUSY);
+  assert_true(dm__timer_armed(&w->timer));
+  assert_int_equal(w->timer.due, uv_now(&f.b.loop) * 1000 + 500000);
+  assert_int_equal(dm__worker_busy_since(w), uv_now(&f.b.loop));
+  pool_run_all(f.m->pool);
+  assert_false(w->flags & DM__W_BUSY);
+  assert_true(dm__timer_armed(&w->timer));
+  assert_int_equal(w->timer.due, due);
+  /* The perform then runs for that due, and is late from it. */
+  perform_now(w);
+  assert_int_equal(pool_run_all(f.m->pool), 1);
+  assert_int_equal(f.m->st.performs, 1);
+  assert_int_equal(f.m->st.late_count, 1);
+  assert_true(f.m->st.late_max_us < 1000000);
+  assert_int_equal(w->timer.due, due + 250000);
+  fixture_free(&f);
+}
+
 /* Workers put one after the other with the same opts share one record of
  * them: it names their manager and holds what the opts mean. Other opts
  * get a record of their own; the last one made is kept for the next. */
@@ -325,6 +356,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(a_started_worker_is_in_the_children_table_and_armed),
       cmocka_unit_test(workers_put_with_the_same_opts_share_one_record),
+      cmocka_unit_test(a_call_keeps_the_next_perform_due_and_says_since_when_it_is_busy),
       cmocka_unit_test(a_perform_runs_on_the_payload_and_is_armed_again),
       cmocka_unit_test(halt_stops_the_worker_and_removes_it),
       cmocka_unit_test(ok_sets_the_payload_and_keeps_the_value),
