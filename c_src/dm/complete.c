@@ -6,21 +6,6 @@
 
 #include "dm/mgr.h"
 
-/* Payload and value become the same term: one cell's word or one blob
- * for both. A periodic worker does this on every perform, so when the
- * worker is the blob's only owner and it is large enough, the bytes are
- * rewritten in place and nothing is allocated. */
-static void set_both(dm__worker *w, const char *data, size_t len) {
-  dm__blob *b = dm__cell_blob(&w->payload);
-  if (len > DM__CELL_INLINE && b && b == dm__cell_blob(&w->value) &&
-      dm__blob_refs(b) == 2 && dm__blob_fits(b, len)) {
-    dm__blob_rewrite(b, data, len);
-    return;
-  }
-  if (dm__worker_set_cell(&w->payload, data, len) == 0)
-    dm__cell_copy(&w->value, &w->payload);
-}
-
 /* {replace, Id, P} with a new id: this worker goes, a new one is put there
  * with the same opts and the new payload. */
 static void move_to(dm__worker *w, const dm__buf *canon, const dm__response *rs) {
@@ -32,7 +17,7 @@ static void move_to(dm__worker *w, const dm__buf *canon, const dm__response *rs)
   dm__worker *moved = NULL;
   if (dm__worker_start(m, canon->data, canon->len, w->opts->term, w->opts->len,
                        &moved) == 0) {
-    set_both(moved, rs->term, rs->term_len);
+    dm__worker_set_both(moved, rs->term, rs->term_len);
     dm__durable_put(m, moved);
   }
   dm__durable_del(m, w);
@@ -49,23 +34,23 @@ static int apply(dm__worker *w, const dm__response *rs) {
     dm__worker_stop(w, DM__A_NORMAL, DM__ALEN(DM__A_NORMAL));
     return 1;
   case DM__R_OK:
-    dm__worker_set_cell(&w->payload, rs->term, rs->term_len);
+    dm__worker_set_payload(w, rs->term, rs->term_len);
     return 0;
   case DM__R_TIMEOUT:
     w->timeout_ms = rs->timeout_ms;
-    set_both(w, rs->term, rs->term_len);
+    dm__worker_set_both(w, rs->term, rs->term_len);
     return 0;
   case DM__R_REPLACE:
-    set_both(w, rs->term, rs->term_len);
+    dm__worker_set_both(w, rs->term, rs->term_len);
     return 0;
   case DM__R_REPLACE_ID: {
     dm__buf canon = DM__BUF_INIT;
     int stopped = 0;
     if (dm__canon(rs->id, rs->id_len, &canon) != 0) {
-      dm__worker_set_cell(&w->value, rs->term, rs->term_len);
+      dm__worker_set_value(w, rs->term, rs->term_len);
     } else if (canon.len == dm__worker_id_len(w) &&
                memcmp(canon.data, dm__worker_id(w), canon.len) == 0) {
-      set_both(w, rs->term, rs->term_len);
+      dm__worker_set_both(w, rs->term, rs->term_len);
     } else {
       move_to(w, &canon, rs);
       stopped = 1;
@@ -76,7 +61,7 @@ static int apply(dm__worker *w, const dm__response *rs) {
   default:
     /* nil as a value leaves the stored one alone, as in Tarearbol. */
     if (!dm__term_is_atom(rs->term, rs->term_len, "nil"))
-      dm__worker_set_cell(&w->value, rs->term, rs->term_len);
+      dm__worker_set_value(w, rs->term, rs->term_len);
     return 0;
   }
 }
@@ -96,9 +81,10 @@ static void completed_stopping(dm__wjob *j, const char *out, size_t len,
       dm__reply_to(m->node, j->reply, stopped.reply, stopped.reply_len, j->wrap);
     }
   }
+  const dm__blob *reason = dm__worker_stop_reason(w);
   if (j->kind != DM__JOB_TERMINATE && m->b->terminate &&
-      dm__worker_run(w, DM__JOB_TERMINATE, dm__blob_data(w->stop_reason),
-                     dm__blob_size(w->stop_reason), NULL, 0) == 0)
+      dm__worker_run(w, DM__JOB_TERMINATE, dm__blob_data(reason), dm__blob_size(reason),
+                     NULL, 0) == 0)
     return;
   dm__worker_finalize(w);
 }
@@ -116,7 +102,7 @@ void dm__worker_completed(dm__wjob *j, dm__outcome *oc) {
   oc->kind = DM__OUT_LIVES;
   if (j->kind == DM__JOB_CALL)
     dm__pidtab_del(&m->sched->calls, w->proc.key);
-  w->flags &= (uint8_t)~DM__W_BUSY;
+  w->flags &= (uint16_t)~DM__W_BUSY;
   if (crashed && !valid) {
     out = DM__A_CRASHED;
     len = DM__ALEN(DM__A_CRASHED);
@@ -143,7 +129,7 @@ void dm__worker_completed(dm__wjob *j, dm__outcome *oc) {
     if (crashed)
       break;
     if (valid)
-      dm__worker_set_cell(&w->payload, out, len);
+      dm__worker_set_payload(w, out, len);
     /* The first perform keeps the time chosen at start, so a slow init
      * does not bunch up what the boot spread out. */
     if (j->due)

@@ -101,7 +101,8 @@ static int encode(dm__durable *d, const dm__worker *w) {
   if (dm__buf_append(&d->rec, head, 2) ||
       dm__buf_append(&d->rec, w->opts->term, w->opts->len) ||
       dm__buf_append(&d->rec, dm__cell_data(&w->payload), dm__cell_size(&w->payload)) ||
-      dm__buf_append(&d->rec, dm__cell_data(&w->value), dm__cell_size(&w->value)) ||
+      dm__buf_append(&d->rec, dm__cell_data(dm__worker_value(w)),
+                     dm__cell_size(dm__worker_value(w))) ||
       dm__buf_append(&d->rec, flag, spec ? 6 : 7) ||
       dm__buf_append(&d->rec, gen, (size_t)gl))
     return DM_ENOMEM;
@@ -120,7 +121,7 @@ void dm__durable_put(dm__manager *m, dm__worker *w) {
     return;
   /* A new Gen: the state entries of what was there before are stale. */
   w->gen = ++d->gen;
-  w->flags &= (uint8_t)~DM__W_DIRTY;
+  w->flags &= (uint16_t)~DM__W_DIRTY;
   if ((r = encode(d, w)) ||
       (r = dm__store_batch_put(d->batch, dm__worker_id(w), dm__worker_id_len(w),
                                d->rec.data, d->rec.len)))

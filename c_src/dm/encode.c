@@ -46,7 +46,7 @@ int dm__enc_child(dm__node *n, ei_x_buff *x, const dm__worker *w) {
     ENC(ei_x_append_buf(x, pb, (int)(15 + nl)));
   }
   APPEND_CONST(x, KEY_VALUE);
-  ENC(ei_x_append_buf(x, dm__cell_data(&w->value), (int)dm__cell_size(&w->value)));
+  ENC(ei_x_append_buf(x, dm__cell_data(dm__worker_value(w)), (int)dm__cell_size(dm__worker_value(w))));
   APPEND_CONST(x, KEY_BUSY);
   if (w->flags & DM__W_BUSY) {
     /* start_ms and start_wall_us were read together at start. */
@@ -76,7 +76,7 @@ static size_t children_bytes(const dm__manager *m) {
   for (size_t i = 0; i < m->cap; i++) {
     const dm__worker *w = dm__children_at(m, i);
     if (w)
-      sum += per + dm__worker_id_len(w) + dm__cell_size(&w->value) +
+      sum += per + dm__worker_id_len(w) + dm__cell_size(dm__worker_value(w)) +
              w->opts->len + (w->flags & DM__W_BUSY ? DATETIME_BYTES : 0);
   }
   return sum;
@@ -89,7 +89,7 @@ int dm__enc_dump(dm__manager *m, ei_x_buff *x, size_t slot, size_t limit) {
     if (w) {
       count++;
       bytes += 2 + dm__worker_id_len(w) + w->opts->len +
-               dm__cell_size(&w->payload) + dm__cell_size(&w->value);
+               dm__cell_size(&w->payload) + dm__cell_size(dm__worker_value(w));
     }
   }
   /* ei grows a buffer by a few hundred bytes at a time: a page of 10000
@@ -108,7 +108,7 @@ int dm__enc_dump(dm__manager *m, ei_x_buff *x, size_t slot, size_t limit) {
     ENC(ei_x_append_buf(x, dm__worker_id(w), (int)dm__worker_id_len(w)));
     ENC(ei_x_append_buf(x, w->opts->term, (int)w->opts->len));
     ENC(ei_x_append_buf(x, dm__cell_data(&w->payload), (int)dm__cell_size(&w->payload)));
-    ENC(ei_x_append_buf(x, dm__cell_data(&w->value), (int)dm__cell_size(&w->value)));
+    ENC(ei_x_append_buf(x, dm__cell_data(dm__worker_value(w)), (int)dm__cell_size(dm__worker_value(w))));
   }
   ENC(ei_x_encode_empty_list(x));
   if (end >= m->cap) {

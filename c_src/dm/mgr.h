@@ -146,11 +146,15 @@ void dm__mailbox_free(dm__mailbox *mb, dm__node *n, const char *reason,
 enum {
   DM__W_BUSY = 1,         /* a callback is in flight */
   DM__W_PERFORM_DUE = 2,  /* the period elapsed while busy */
-  DM__W_STOPPING = 4,     /* out of the table; terminate pending */
+  DM__W_STOPPING = 4,     /* out of the table; terminate pending; the
+                           * reason is in the annex */
   DM__W_LULL_FIRED = 8,   /* handle_timeout ran for the current job */
   DM__W_ID_BLOB = 16,     /* the id is a blob, not inline */
   DM__W_DIRTY = 32,       /* payload or value changed since last recorded */
   DM__W_SPEC = 64,        /* its id came from children_specs */
+  DM__W_VALUE_SAME = 128, /* the value is the payload's term */
+  DM__W_VALUE_OWN = 256,  /* the value is a term of its own, in the annex */
+  DM__W_MAIL = 512,       /* mail waits, in the annex */
 };
 
 /* Ids up to this many bytes live in the worker itself: no allocation, and
@@ -174,17 +178,49 @@ struct dm__worker {
    * free slot to a walk over the slab. */
   dm__wopts *opts;
   dm__cell payload;    /* nil when none was given */
-  dm__cell value;      /* nil until a response sets one */
-  union {
-    struct dm__mailbox *mbox; /* out of line: NULL while nothing waits */
-    dm__blob *stop_reason;    /* once DM__W_STOPPING: the mailbox is gone */
-  };
   uint32_t timeout_ms;
-  uint8_t flags;
+  uint16_t flags;
   uint32_t gen;        /* --state-dir: its record's generation (durable.c) */
 };
 
 static inline dm__manager *dm__worker_mgr(const dm__worker *w) { return w->opts->m; }
+
+/* ---- annex.c: what few workers have, out of line ---- */
+/* By pid key, in dm__sched.annex; the worker's flags say what it holds. */
+typedef struct dm__annex {
+  dm__cell value;            /* DM__W_VALUE_OWN, else nil */
+  struct dm__mailbox *mbox;  /* DM__W_MAIL, else NULL */
+  dm__blob *stop_reason;     /* once DM__W_STOPPING; NULL: nil */
+} dm__annex;
+/* w's annex, or NULL. */
+dm__annex *dm__annex_of(const dm__worker *w);
+/* w's annex, made (empty) when it has none; NULL when out of memory.
+ * w must have its pid key. */
+dm__annex *dm__annex_get(dm__worker *w);
+/* Frees w's annex when it holds nothing. */
+void dm__annex_tidy(dm__worker *w);
+/* Frees w's annex and what it holds (waiting callers are not told). */
+void dm__annex_free(dm__worker *w);
+/* The mail waiting for w, or NULL. */
+dm__mailbox *dm__worker_mbox(const dm__worker *w);
+/* Why a stopping w stops, or NULL (nil). */
+const dm__blob *dm__worker_stop_reason(const dm__worker *w);
+
+/* ---- value.c: a worker's value ---- */
+/* The value: the payload's cell, the annex's, or a nil cell. Lent. */
+const dm__cell *dm__worker_value(const dm__worker *w);
+/* value := the term; payload unchanged. 0 or DM_ENOMEM (logged; the old
+ * value stays). */
+int dm__worker_set_value(dm__worker *w, const char *data, size_t len);
+/* payload := the term; value unchanged. 0 or DM_ENOMEM (logged; both
+ * stay as they were). */
+int dm__worker_set_payload(dm__worker *w, const char *data, size_t len);
+/* payload := value := the term; out of memory (logged) both stay. */
+void dm__worker_set_both(dm__worker *w, const char *data, size_t len);
+/* payload and value become these cells (value nil: none), which w takes
+ * and leaves nil. w must have its pid key. 0, or DM_ENOMEM with nothing
+ * changed and the cells still the caller's. */
+int dm__worker_take_terms(dm__worker *w, dm__cell *payload, dm__cell *value);
 
 /* The worker whose process p is. */
 static inline dm__worker *dm__worker_of(dm__proc *p) {
@@ -309,6 +345,8 @@ struct dm__sched {
   /* The call each busy worker runs, if it runs one: worker key -> job. A
    * worker stopped meanwhile exits its caller at once. */
   dm__pidtab calls;
+  /* Workers' annexes: worker key -> dm__annex (annex.c). */
+  dm__pidtab annex;
   unsigned threads;   /* default pool size of a manager */
   const char *state_dir; /* --state-dir, or NULL */
   uint32_t sync_ms;      /* --state-sync-ms */
@@ -437,9 +475,6 @@ void dm__worker_park(dm__worker *w, uint64_t due_us);
 uint64_t dm__worker_busy_since(const dm__worker *w);
 /* The loop's cached time in µs. */
 uint64_t dm__worker_now_us(const dm__worker *w);
-/* Stores a term in a cell; on failure the old one stays (logged). 0 or
- * DM_ENOMEM. */
-int dm__worker_set_cell(dm__cell *c, const char *data, size_t len);
 
 /* ---- worker.c: a worker's life ---- */
 /* Stores w's id, inline when short. 0 or DM_ENOMEM. */

@@ -36,13 +36,6 @@ uint64_t dm__worker_busy_since(const dm__worker *w) {
   return (w->timer.due - lull_us(w)) / 1000;
 }
 
-int dm__worker_set_cell(dm__cell *c, const char *data, size_t len) {
-  int r = dm__cell_set(c, data, len);
-  if (r)
-    DM_ERROR("out of memory storing a term; keeping the old one");
-  return r;
-}
-
 int dm__worker_run(dm__worker *w, int kind, const char *msg, size_t len,
                    dm__replyto *reply, int wrap) {
   dm__wjob *j = dm__job_new(dm__worker_mgr(w), w, kind, dm__worker_mgr(w)->worker_done);
@@ -67,9 +60,9 @@ int dm__worker_run(dm__worker *w, int kind, const char *msg, size_t len,
   /* The next perform's due goes with the job, and comes back with it. */
   j->due = w->timer.due;
   w->flags |= DM__W_BUSY;
-  w->flags &= (uint8_t)~DM__W_LULL_FIRED;
+  w->flags &= (uint16_t)~DM__W_LULL_FIRED;
   if (kind == DM__JOB_PERFORM)
-    w->flags &= (uint8_t)~DM__W_PERFORM_DUE;
+    w->flags &= (uint16_t)~DM__W_PERFORM_DUE;
   /* While busy the timer watches for slowness (lull x timeout); its due
    * says since when it is busy even where it is not armed. */
   uint64_t slow = dm__worker_now_us(w) + lull_us(w);

@@ -50,7 +50,7 @@ static void restart_all(dm__manager *m) {
     sv->id = dm__blob_new(dm__worker_id(w), dm__worker_id_len(w));
     sv->opts = dm__wopts_ref(w->opts);
     dm__cell_copy(&sv->payload, &w->payload);
-    dm__cell_copy(&sv->value, &w->value);
+    dm__cell_copy(&sv->value, dm__worker_value(w));
   }
   dm__workers_stop_all(m, DM__A_SHUTDOWN, DM__ALEN(DM__A_SHUTDOWN));
   m->spread = 1;

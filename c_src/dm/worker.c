@@ -42,20 +42,17 @@ int dm__worker_set_id(dm__worker *w, const char *id, size_t len) {
 void dm__worker_release_id(dm__worker *w) {
   if (w->flags & DM__W_ID_BLOB)
     dm__blob_unref(w->id.blob);
-  w->flags &= (uint8_t)~DM__W_ID_BLOB;
+  w->flags &= (uint16_t)~DM__W_ID_BLOB;
   w->id.inl[0] = 0;
 }
 
 void dm__worker_free(dm__worker *w) {
   dm__manager *m = dm__worker_mgr(w);
-  if (w->flags & DM__W_STOPPING)
-    dm__blob_unref(w->stop_reason);
-  else
-    dm__mailbox_free(w->mbox, NULL, NULL, 0);
+  if (w->flags & (DM__W_STOPPING | DM__W_VALUE_OWN | DM__W_MAIL))
+    dm__annex_free(w);
   dm__proc_release(m->node, &w->proc);
   dm__worker_release_id(w);
   dm__cell_clear(&w->payload);
-  dm__cell_clear(&w->value);
   dm__wopts_unref(w->opts);
   w->opts = NULL; /* a free slot, to a walk over the slab */
   dm__slab_free(&m->sched->workers, w);
@@ -63,8 +60,9 @@ void dm__worker_free(dm__worker *w) {
 
 void dm__worker_finalize(dm__worker *w) {
   /* Links get the exit signal and monitors fire, with the stop reason. */
-  dm__proc_down(dm__worker_mgr(w)->node, &w->proc, dm__blob_data(w->stop_reason),
-                dm__blob_size(w->stop_reason));
+  const dm__blob *reason = dm__worker_stop_reason(w);
+  dm__proc_down(dm__worker_mgr(w)->node, &w->proc, dm__blob_data(reason),
+                dm__blob_size(reason));
   dm__worker_free(w);
 }
 
@@ -76,11 +74,17 @@ void dm__worker_stop(dm__worker *w, const char *reason, size_t reason_len) {
   dm__children_del(m, w);
   dm__proctab_del(&n->pids, w->proc.key);
   dm__worker_disarm(w);
-  /* Callers still waiting in the mailbox see the worker die; then the
-   * stop reason takes the mailbox's place. */
-  dm__mailbox_free(w->mbox, n, reason, reason_len);
+  /* Callers still waiting in the mailbox see the worker die. The stop
+   * reason goes to the annex; out of memory, it reads as nil. */
+  dm__annex *a = (w->flags & DM__W_MAIL) ? dm__annex_of(w) : NULL;
+  if (a) {
+    dm__mailbox_free(a->mbox, n, reason, reason_len);
+    a->mbox = NULL;
+    w->flags &= (uint16_t)~DM__W_MAIL;
+  }
   w->flags |= DM__W_STOPPING;
-  w->stop_reason = dm__blob_new(reason, reason_len);
+  if ((a = dm__annex_get(w)) && !(a->stop_reason = dm__blob_new(reason, reason_len)))
+    dm__annex_tidy(w);
   if (w->flags & DM__W_BUSY) {
     /* A call that runs now exits its caller at once, with the stop's
      * reason, as a BEAM caller's monitor fires when the callee dies; its
@@ -115,7 +119,7 @@ void dm__worker_cancelled(dm__wjob *j) {
   if (j->w && (j->w->flags & DM__W_STOPPING))
     dm__worker_free(j->w);
   else if (j->w)
-    j->w->flags &= (uint8_t)~DM__W_BUSY;
+    j->w->flags &= (uint16_t)~DM__W_BUSY;
 }
 
 /* A new worker for id with opts; with `payload` (and `value`, NULL for
@@ -162,17 +166,23 @@ static int start(dm__manager *m, const char *id, size_t idlen, const char *opts,
   r = DM_ENOMEM;
   if (dm__worker_set_id(w, id, idlen))
     goto err;
-  if (payload) {
-    dm__cell_copy(&w->payload, payload);
-    if (value)
-      dm__cell_copy(&w->value, value);
-  } else if (o.payload && dm__cell_set(&w->payload, o.payload, o.payload_len)) {
+  if (!payload && o.payload && dm__cell_set(&w->payload, o.payload, o.payload_len))
     goto err;
-  }
   w->timeout_ms = o.timeout_ms;
   if ((r = dm__proc_spawn(n, &w->proc)))
     goto err;
-  if ((r = dm__children_put(m, w))) {
+  if (payload) {
+    /* After the spawn: a value of its own goes to the annex, by pid key. */
+    dm__cell p = DM__CELL_NIL, v = DM__CELL_NIL;
+    dm__cell_copy(&p, payload);
+    if (value)
+      dm__cell_copy(&v, value);
+    if ((r = dm__worker_take_terms(w, &p, &v))) {
+      dm__cell_clear(&p);
+      dm__cell_clear(&v);
+    }
+  }
+  if (r || (r = dm__children_put(m, w))) {
     dm__proctab_del(&n->pids, w->proc.key);
     goto err;
   }
@@ -239,17 +249,31 @@ out:
 
 /* {payload, P}: the payload is replaced and init runs again on it. */
 static void replace_payload(dm__worker *w, const char *p, size_t len) {
-  dm__worker_set_cell(&w->payload, p, len);
+  dm__worker_set_payload(w, p, len);
   dm__durable_dirty(w);
   if (dm__worker_mgr(w)->b->init)
     dm__worker_run(w, DM__JOB_INIT, NULL, 0, NULL, 0);
+}
+
+/* The oldest mail waiting for w, or NULL; with the last one the mailbox
+ * leaves the annex. */
+static dm__mail *next_mail(dm__worker *w) {
+  if (!(w->flags & DM__W_MAIL))
+    return NULL;
+  dm__annex *a = dm__annex_of(w);
+  dm__mail *mail = dm__mailbox_pop(&a->mbox);
+  if (!a->mbox) {
+    w->flags &= (uint16_t)~DM__W_MAIL;
+    dm__annex_tidy(w);
+  }
+  return mail;
 }
 
 void dm__worker_drain(dm__worker *w) {
   if (w->flags & (DM__W_BUSY | DM__W_STOPPING))
     return;
   dm__mail *mail;
-  while ((mail = dm__mailbox_pop(&w->mbox)) != NULL) {
+  while ((mail = next_mail(w)) != NULL) {
     if (mail->kind == DM__JOB_PAYLOAD) {
       replace_payload(w, mail->msg, mail->len);
       dm__free(mail);
@@ -334,7 +358,7 @@ int dm__worker_deliver(dm__worker *w, int kind, const char *msg, size_t len,
     if (!reply)
       return DM_ENOMEM;
   }
-  if (!(w->flags & DM__W_BUSY) && !w->mbox) {
+  if (!(w->flags & (DM__W_BUSY | DM__W_MAIL))) {
     if (kind == DM__JOB_PAYLOAD) {
       replace_payload(w, msg, len);
       return 0;
@@ -344,7 +368,7 @@ int dm__worker_deliver(dm__worker *w, int kind, const char *msg, size_t len,
       dm__free(reply);
     return r;
   }
-  if (dm__mailbox_count(w->mbox) >= m->max_mailbox) {
+  if (dm__mailbox_count(dm__worker_mbox(w)) >= m->max_mailbox) {
     m->st.mailbox_overflows++;
     if (kind == DM__JOB_CALL)
       dm__reply_to(m->node, reply, overloaded, DM__ALEN(overloaded), 0);
@@ -353,10 +377,15 @@ int dm__worker_deliver(dm__worker *w, int kind, const char *msg, size_t len,
     dm__free(reply);
     return DM_ETOOBIG;
   }
-  int r = dm__mailbox_push(&w->mbox, kind, msg, len, reply, wrap);
-  if (r)
+  dm__annex *a = dm__annex_get(w);
+  int r = a ? dm__mailbox_push(&a->mbox, kind, msg, len, reply, wrap) : DM_ENOMEM;
+  if (r) {
     dm__free(reply);
-  return r;
+    dm__annex_tidy(w);
+    return r;
+  }
+  w->flags |= DM__W_MAIL;
+  return 0;
 }
 
 void dm__worker_message(dm__worker *w, const dm__ctrl *ctl) {
