@@ -44,10 +44,10 @@ void dm__annex_free(dm__worker *w) {
 }
 
 dm__mailbox *dm__worker_mbox(const dm__worker *w) {
-  return (w->flags & DM__W_MAIL) ? dm__annex_of(w)->mbox : NULL;
+  return (w->proc.flags & DM__W_MAIL) ? dm__annex_of(w)->mbox : NULL;
 }
 
 const dm__blob *dm__worker_stop_reason(const dm__worker *w) {
-  const dm__annex *a = (w->flags & DM__W_STOPPING) ? dm__annex_of(w) : NULL;
+  const dm__annex *a = (w->proc.flags & DM__W_STOPPING) ? dm__annex_of(w) : NULL;
   return a ? a->stop_reason : NULL;
 }

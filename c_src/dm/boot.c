@@ -134,7 +134,7 @@ static void specs_done(dm__wjob *j, int cancelled) {
         DM_WARN("manager %s: a child of children_specs was refused", m->name);
         continue;
       }
-      w->flags |= DM__W_SPEC;
+      w->proc.flags |= DM__W_SPEC;
       dm__durable_put(m, w);
     }
     dm__buf_free(&canon);

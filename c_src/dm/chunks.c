@@ -103,7 +103,7 @@ static int is_of(const dm__worker *w, const dm__manager *m, int sole) {
           if (is_of(a_, (m), sole_) && dm__cell_blob(&a_->payload))           \
             __builtin_prefetch(dm__cell_blob(&a_->payload));                   \
         }                                                                      \
-        if (!is_of(w, (m), sole_) || (w->flags & DM__W_STOPPING))             \
+        if (!is_of(w, (m), sole_) || (w->proc.flags & DM__W_STOPPING))             \
           continue;                                                            \
         body                                                                   \
       }                                                                        \
@@ -131,8 +131,8 @@ int dm__chunks_write(dm__manager *m, dm__chunks *d, dm__store_batch *b, size_t *
     for (size_t k = 0; !any && (base = dm__slab_chunk(slab, k, &cnt)); k++)
       for (size_t i = 0; i < cnt && !any; i++) {
         const dm__worker *w = (const dm__worker *)(base + i * slab->size);
-        any = is_of(w, m, m->sched->nmanagers == 1) && !(w->flags & DM__W_STOPPING) &&
-              (w->flags & DM__W_DIRTY);
+        any = is_of(w, m, m->sched->nmanagers == 1) && !(w->proc.flags & DM__W_STOPPING) &&
+              (w->proc.flags & DM__W_DIRTY);
       }
   }
   if (!any)
@@ -154,7 +154,7 @@ int dm__chunks_write(dm__manager *m, dm__chunks *d, dm__store_batch *b, size_t *
     if (k < m->count)
       cof[k++] = (uint16_t)c;
     len[c] += entry_len(w);
-    if (w->flags & DM__W_DIRTY) {
+    if (w->proc.flags & DM__W_DIRTY) {
       mark(d, c);
       n++;
     }
@@ -188,7 +188,7 @@ int dm__chunks_write(dm__manager *m, dm__chunks *d, dm__store_batch *b, size_t *
     k++;
     if ((done[c >> 6] >> (c & 63)) & 1) {
       at[c] = put_entry(at[c], w);
-      w->flags &= (uint16_t)~DM__W_DIRTY;
+      w->proc.flags &= (uint16_t)~DM__W_DIRTY;
     }
   });
   for (size_t j = 0; j < NCHUNKS / 64; j++)

@@ -38,7 +38,7 @@ static int live(const void *slot, void *ud) {
 static int move(void *from, void *to, void *ud) {
   dm__sched *s = ud;
   dm__worker *a = from, *b = to;
-  if (a->flags & (DM__W_BUSY | DM__W_STOPPING))
+  if (a->proc.flags & (DM__W_BUSY | DM__W_STOPPING))
     return 1;
   memcpy(b, a, s->workers.size);
   s->compact_moves++;

@@ -102,12 +102,12 @@ void dm__worker_completed(dm__wjob *j, dm__outcome *oc) {
   oc->kind = DM__OUT_LIVES;
   if (j->kind == DM__JOB_CALL)
     dm__pidtab_del(&m->sched->calls, w->proc.key);
-  w->flags &= (uint16_t)~DM__W_BUSY;
+  w->proc.flags &= (uint16_t)~DM__W_BUSY;
   if (crashed && !valid) {
     out = DM__A_CRASHED;
     len = DM__ALEN(DM__A_CRASHED);
   }
-  if (w->flags & DM__W_STOPPING) {
+  if (w->proc.flags & DM__W_STOPPING) {
     completed_stopping(j, out, len, crashed, valid);
     oc->kind = DM__OUT_STOPPED;
     return;
@@ -194,7 +194,7 @@ void dm__worker_completed(dm__wjob *j, dm__outcome *oc) {
    * watched for slowness while busy, now it waits for the job's due
    * again; a perform due already keeps it for its lateness. */
   if (j->kind != DM__JOB_PERFORM && j->kind != DM__JOB_INIT) {
-    if (j->due && !(w->flags & DM__W_PERFORM_DUE))
+    if (j->due && !(w->proc.flags & DM__W_PERFORM_DUE))
       dm__worker_arm(w, j->due);
     else
       dm__worker_park(w, j->due);

@@ -48,7 +48,7 @@ int dm__enc_child(dm__node *n, ei_x_buff *x, const dm__worker *w) {
   APPEND_CONST(x, KEY_VALUE);
   ENC(ei_x_append_buf(x, dm__cell_data(dm__worker_value(w)), (int)dm__cell_size(dm__worker_value(w))));
   APPEND_CONST(x, KEY_BUSY);
-  if (w->flags & DM__W_BUSY) {
+  if (w->proc.flags & DM__W_BUSY) {
     /* start_ms and start_wall_us were read together at start. */
     uint64_t wall = n->start_wall_us + (dm__worker_busy_since(w) - n->start_ms) * 1000;
     if (dm_encode_datetime(x, wall))
@@ -77,7 +77,7 @@ static size_t children_bytes(const dm__manager *m) {
     const dm__worker *w = dm__children_at(m, i);
     if (w)
       sum += per + dm__worker_id_len(w) + dm__cell_size(dm__worker_value(w)) +
-             w->opts->len + (w->flags & DM__W_BUSY ? DATETIME_BYTES : 0);
+             w->opts->len + (w->proc.flags & DM__W_BUSY ? DATETIME_BYTES : 0);
   }
   return sum;
 }

@@ -161,8 +161,17 @@ enum {
  * no cache miss to reach them on every perform. */
 #define DM__ID_INLINE 15
 
+/* A worker is 64 bytes, one cache line, in the scheduler's slab: what a
+ * perform reads and what every worker needs, nothing else. What few
+ * workers have lives out of line by pid key: a value of its own, mail and
+ * a stop reason in its annex (annex.c), links and monitors in the node.
+ * At a million workers the pid table adds 16.8 bytes a worker (2^21
+ * slots of 8 bytes), the children table 8.4 (2^21 of 4) and the timer
+ * wheel about 9 (a pointer a worker, in arrays a little larger than their
+ * slots).
+ * Budget: proc 8, timer 16, id 16, opts 8, payload 8, timeout 4, gen 4. */
 struct dm__worker {
-  dm__proc proc;       /* its pid */
+  dm__proc proc;       /* pid key, kind, and its flags (DM__W_*) */
   /* Idle, its due is the next perform's (0: none), armed or not. Busy,
    * the job keeps that due (dm_ctx.due) and the timer watches for
    * slowness: its due is then when the callback began plus lull x
@@ -179,7 +188,6 @@ struct dm__worker {
   dm__wopts *opts;
   dm__cell payload;    /* nil when none was given */
   uint32_t timeout_ms;
-  uint16_t flags;
   uint32_t gen;        /* --state-dir: its record's generation (durable.c) */
 };
 
@@ -228,10 +236,10 @@ static inline dm__worker *dm__worker_of(dm__proc *p) {
 }
 
 static inline const char *dm__worker_id(const dm__worker *w) {
-  return (w->flags & DM__W_ID_BLOB) ? dm__blob_data(w->id.blob) : w->id.inl + 1;
+  return (w->proc.flags & DM__W_ID_BLOB) ? dm__blob_data(w->id.blob) : w->id.inl + 1;
 }
 static inline size_t dm__worker_id_len(const dm__worker *w) {
-  return (w->flags & DM__W_ID_BLOB) ? dm__blob_len(w->id.blob)
+  return (w->proc.flags & DM__W_ID_BLOB) ? dm__blob_len(w->id.blob)
                                     : (size_t)(unsigned char)w->id.inl[0];
 }
 
@@ -605,7 +613,7 @@ int dm__durable_ack(dm__manager *m, const dm__gen *g);
 /* The loop is about to block: this turn's batch goes to the writer. */
 void dm__durable_flush(dm__manager *m);
 /* The payload or value of w changed: the next checkpoint records it. */
-static inline void dm__durable_dirty(dm__worker *w) { w->flags |= DM__W_DIRTY; }
+static inline void dm__durable_dirty(dm__worker *w) { w->proc.flags |= DM__W_DIRTY; }
 /* stats' store_* entries: how many, and the entries. */
 size_t dm__durable_nstats(const dm__manager *m);
 int dm__durable_enc_stats(dm__manager *m, ei_x_buff *x);

@@ -59,10 +59,10 @@ int dm__worker_run(dm__worker *w, int kind, const char *msg, size_t len,
     (void)dm__pidtab_put(&dm__worker_mgr(w)->sched->calls, w->proc.key, j);
   /* The next perform's due goes with the job, and comes back with it. */
   j->due = w->timer.due;
-  w->flags |= DM__W_BUSY;
-  w->flags &= (uint16_t)~DM__W_LULL_FIRED;
+  w->proc.flags |= DM__W_BUSY;
+  w->proc.flags &= (uint16_t)~DM__W_LULL_FIRED;
   if (kind == DM__JOB_PERFORM)
-    w->flags &= (uint16_t)~DM__W_PERFORM_DUE;
+    w->proc.flags &= (uint16_t)~DM__W_PERFORM_DUE;
   /* While busy the timer watches for slowness (lull x timeout); its due
    * says since when it is busy even where it is not armed. */
   uint64_t slow = dm__worker_now_us(w) + lull_us(w);

@@ -45,7 +45,7 @@ static void restart_all(dm__manager *m) {
     if (!w)
       continue;
     saved *sv = &all[n++];
-    sv->spec = (w->flags & DM__W_SPEC) != 0;
+    sv->spec = (w->proc.flags & DM__W_SPEC) != 0;
     sv->gen = w->gen;
     sv->id = dm__blob_new(dm__worker_id(w), dm__worker_id_len(w));
     sv->opts = dm__wopts_ref(w->opts);
@@ -62,7 +62,7 @@ static void restart_all(dm__manager *m) {
                                     &sv->payload, &sv->value, &w) == 0) {
       m->st.restarts++;
       if (sv->spec)
-        w->flags |= DM__W_SPEC;
+        w->proc.flags |= DM__W_SPEC;
       w->gen = sv->gen; /* the same record: its state entries hold */
       dm__durable_dirty(w);
     } else
@@ -117,7 +117,7 @@ static void crash(dm__worker *w, const char *reason, size_t len) {
   /* The stop may free w at once, so the restart works from copies. */
   dm__blob *id = restart ? dm__blob_new(dm__worker_id(w), dm__worker_id_len(w)) : NULL;
   dm__wopts *opts = restart ? dm__wopts_ref(w->opts) : NULL;
-  int spec = (w->flags & DM__W_SPEC) != 0;
+  int spec = (w->proc.flags & DM__W_SPEC) != 0;
   if (!restart)
     dm__durable_del(m, w);
   dm__ev_crash(m, w, reason, len);
@@ -130,7 +130,7 @@ static void crash(dm__worker *w, const char *reason, size_t len) {
                        &again) == 0) {
     m->st.restarts++;
     if (spec)
-      again->flags |= DM__W_SPEC;
+      again->proc.flags |= DM__W_SPEC;
     dm__durable_put(m, again);
     dm__ev_restart(m, again);
   }

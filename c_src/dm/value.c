@@ -10,9 +10,9 @@
 static const dm__cell nil_cell = DM__CELL_NIL;
 
 const dm__cell *dm__worker_value(const dm__worker *w) {
-  if (w->flags & DM__W_VALUE_SAME)
+  if (w->proc.flags & DM__W_VALUE_SAME)
     return &w->payload;
-  if (w->flags & DM__W_VALUE_OWN)
+  if (w->proc.flags & DM__W_VALUE_OWN)
     return &dm__annex_of(w)->value;
   return &nil_cell;
 }
@@ -21,10 +21,10 @@ static void no_memory(void) { DM_ERROR("out of memory storing a term; keeping th
 
 /* The own value goes, and the annex with it when nothing else is there. */
 static void drop_own(dm__worker *w) {
-  if (!(w->flags & DM__W_VALUE_OWN))
+  if (!(w->proc.flags & DM__W_VALUE_OWN))
     return;
   dm__cell_clear(&dm__annex_of(w)->value);
-  w->flags &= (uint16_t)~DM__W_VALUE_OWN;
+  w->proc.flags &= (uint16_t)~DM__W_VALUE_OWN;
   dm__annex_tidy(w);
 }
 
@@ -37,7 +37,7 @@ static int take_own(dm__worker *w, dm__cell *v) {
   dm__cell_clear(&a->value);
   a->value = *v;
   *v = DM__CELL_NIL;
-  w->flags = (uint16_t)((w->flags & ~DM__W_VALUE_SAME) | DM__W_VALUE_OWN);
+  w->proc.flags = (uint16_t)((w->proc.flags & ~DM__W_VALUE_SAME) | DM__W_VALUE_OWN);
   return 0;
 }
 
@@ -57,7 +57,7 @@ static int same_term(const dm__cell *a, const char *data, size_t len) {
 
 int dm__worker_set_payload(dm__worker *w, const char *data, size_t len) {
   int r;
-  if (!(w->flags & DM__W_VALUE_SAME)) {
+  if (!(w->proc.flags & DM__W_VALUE_SAME)) {
     if ((r = dm__cell_set(&w->payload, data, len)))
       no_memory();
     return r;
@@ -85,7 +85,7 @@ void dm__worker_set_both(dm__worker *w, const char *data, size_t len) {
    * only owner of its payload's blob, and it is large enough, the bytes
    * are rewritten in place and nothing is allocated. */
   dm__blob *b = dm__cell_blob(&w->payload);
-  if ((w->flags & DM__W_VALUE_SAME) && len > DM__CELL_INLINE && b &&
+  if ((w->proc.flags & DM__W_VALUE_SAME) && len > DM__CELL_INLINE && b &&
       dm__blob_refs(b) == 1 && dm__blob_fits(b, len)) {
     dm__blob_rewrite(b, data, len);
     return;
@@ -95,7 +95,7 @@ void dm__worker_set_both(dm__worker *w, const char *data, size_t len) {
     return;
   }
   drop_own(w);
-  w->flags |= DM__W_VALUE_SAME;
+  w->proc.flags |= DM__W_VALUE_SAME;
 }
 
 int dm__worker_take_terms(dm__worker *w, dm__cell *payload, dm__cell *value) {
@@ -111,6 +111,6 @@ int dm__worker_take_terms(dm__worker *w, dm__cell *payload, dm__cell *value) {
   dm__cell_clear(&w->payload);
   w->payload = *payload;
   *payload = DM__CELL_NIL;
-  w->flags = (uint16_t)((w->flags & ~DM__W_VALUE_SAME) | (same ? DM__W_VALUE_SAME : 0));
+  w->proc.flags = (uint16_t)((w->proc.flags & ~DM__W_VALUE_SAME) | (same ? DM__W_VALUE_SAME : 0));
   return 0;
 }

@@ -35,20 +35,20 @@ int dm__worker_set_id(dm__worker *w, const char *id, size_t len) {
   }
   if (!(w->id.blob = dm__blob_new(id, len)))
     return DM_ENOMEM;
-  w->flags |= DM__W_ID_BLOB;
+  w->proc.flags |= DM__W_ID_BLOB;
   return 0;
 }
 
 void dm__worker_release_id(dm__worker *w) {
-  if (w->flags & DM__W_ID_BLOB)
+  if (w->proc.flags & DM__W_ID_BLOB)
     dm__blob_unref(w->id.blob);
-  w->flags &= (uint16_t)~DM__W_ID_BLOB;
+  w->proc.flags &= (uint16_t)~DM__W_ID_BLOB;
   w->id.inl[0] = 0;
 }
 
 void dm__worker_free(dm__worker *w) {
   dm__manager *m = dm__worker_mgr(w);
-  if (w->flags & (DM__W_STOPPING | DM__W_VALUE_OWN | DM__W_MAIL))
+  if (w->proc.flags & (DM__W_STOPPING | DM__W_VALUE_OWN | DM__W_MAIL))
     dm__annex_free(w);
   dm__proc_release(m->node, &w->proc);
   dm__worker_release_id(w);
@@ -69,23 +69,23 @@ void dm__worker_finalize(dm__worker *w) {
 void dm__worker_stop(dm__worker *w, const char *reason, size_t reason_len) {
   dm__manager *m = dm__worker_mgr(w);
   dm__node *n = m->node;
-  if (w->flags & DM__W_STOPPING)
+  if (w->proc.flags & DM__W_STOPPING)
     return;
   dm__children_del(m, w);
   dm__proctab_del(&n->pids, w->proc.key);
   dm__worker_disarm(w);
   /* Callers still waiting in the mailbox see the worker die. The stop
    * reason goes to the annex; out of memory, it reads as nil. */
-  dm__annex *a = (w->flags & DM__W_MAIL) ? dm__annex_of(w) : NULL;
+  dm__annex *a = (w->proc.flags & DM__W_MAIL) ? dm__annex_of(w) : NULL;
   if (a) {
     dm__mailbox_free(a->mbox, n, reason, reason_len);
     a->mbox = NULL;
-    w->flags &= (uint16_t)~DM__W_MAIL;
+    w->proc.flags &= (uint16_t)~DM__W_MAIL;
   }
-  w->flags |= DM__W_STOPPING;
+  w->proc.flags |= DM__W_STOPPING;
   if ((a = dm__annex_get(w)) && !(a->stop_reason = dm__blob_new(reason, reason_len)))
     dm__annex_tidy(w);
-  if (w->flags & DM__W_BUSY) {
+  if (w->proc.flags & DM__W_BUSY) {
     /* A call that runs now exits its caller at once, with the stop's
      * reason, as a BEAM caller's monitor fires when the callee dies; its
      * late result is not sent. Terminate follows the running callback. */
@@ -116,10 +116,10 @@ void dm__worker_cancelled(dm__wjob *j) {
     dm__pidtab_del(&j->m->sched->calls, j->w->proc.key);
   /* A worker already out of the table is only reachable from its job, so
    * it goes with it. */
-  if (j->w && (j->w->flags & DM__W_STOPPING))
+  if (j->w && (j->w->proc.flags & DM__W_STOPPING))
     dm__worker_free(j->w);
   else if (j->w)
-    j->w->flags &= (uint16_t)~DM__W_BUSY;
+    j->w->proc.flags &= (uint16_t)~DM__W_BUSY;
 }
 
 /* A new worker for id with opts; with `payload` (and `value`, NULL for
@@ -230,7 +230,7 @@ int dm__worker_put(dm__manager *m, const char *id, size_t idlen, const char *opt
     goto out;
   /* A spec id stays one when put over: deleting it later must keep
    * children_specs from bringing it back. */
-  int spec = old && (old->flags & DM__W_SPEC);
+  int spec = old && (old->proc.flags & DM__W_SPEC);
   if (old)
     dm__worker_stop(old, DM__A_SHUTDOWN, DM__ALEN(DM__A_SHUTDOWN));
   dm__worker *w = NULL;
@@ -238,7 +238,7 @@ int dm__worker_put(dm__manager *m, const char *id, size_t idlen, const char *opt
   if (r == 0) {
     m->st.puts++;
     if (spec)
-      w->flags |= DM__W_SPEC;
+      w->proc.flags |= DM__W_SPEC;
     if (out)
       *out = w;
   }
@@ -258,26 +258,26 @@ static void replace_payload(dm__worker *w, const char *p, size_t len) {
 /* The oldest mail waiting for w, or NULL; with the last one the mailbox
  * leaves the annex. */
 static dm__mail *next_mail(dm__worker *w) {
-  if (!(w->flags & DM__W_MAIL))
+  if (!(w->proc.flags & DM__W_MAIL))
     return NULL;
   dm__annex *a = dm__annex_of(w);
   dm__mail *mail = dm__mailbox_pop(&a->mbox);
   if (!a->mbox) {
-    w->flags &= (uint16_t)~DM__W_MAIL;
+    w->proc.flags &= (uint16_t)~DM__W_MAIL;
     dm__annex_tidy(w);
   }
   return mail;
 }
 
 void dm__worker_drain(dm__worker *w) {
-  if (w->flags & (DM__W_BUSY | DM__W_STOPPING))
+  if (w->proc.flags & (DM__W_BUSY | DM__W_STOPPING))
     return;
   dm__mail *mail;
   while ((mail = next_mail(w)) != NULL) {
     if (mail->kind == DM__JOB_PAYLOAD) {
       replace_payload(w, mail->msg, mail->len);
       dm__free(mail);
-      if (w->flags & DM__W_BUSY)
+      if (w->proc.flags & DM__W_BUSY)
         return; /* init runs: the rest waits for it */
       continue;
     }
@@ -290,7 +290,7 @@ void dm__worker_drain(dm__worker *w) {
     dm__free(mail);
     return;
   }
-  if (w->flags & DM__W_PERFORM_DUE)
+  if (w->proc.flags & DM__W_PERFORM_DUE)
     dm__worker_run(w, DM__JOB_PERFORM, NULL, 0, NULL, 0);
 }
 
@@ -305,9 +305,9 @@ void dm__worker_ahead(const dm__timer *t) {
  * a pool thread of its own with copies of the terms. */
 static void lull_fired(dm__worker *w) {
   dm__manager *m = dm__worker_mgr(w);
-  if (w->flags & DM__W_LULL_FIRED)
+  if (w->proc.flags & DM__W_LULL_FIRED)
     return;
-  w->flags |= DM__W_LULL_FIRED;
+  w->proc.flags |= DM__W_LULL_FIRED;
   m->st.timeouts++;
   if (!m->b->handle_timeout)
     return;
@@ -332,11 +332,11 @@ static void lull_fired(dm__worker *w) {
 void dm__worker_on_timer(dm__timer *t, void *ud) {
   dm__worker *w = of_timer(t);
   (void)ud;
-  if (w->flags & DM__W_BUSY) {
+  if (w->proc.flags & DM__W_BUSY) {
     lull_fired(w);
     return;
   }
-  w->flags |= DM__W_PERFORM_DUE;
+  w->proc.flags |= DM__W_PERFORM_DUE;
   dm__worker_drain(w);
 }
 
@@ -358,7 +358,7 @@ int dm__worker_deliver(dm__worker *w, int kind, const char *msg, size_t len,
     if (!reply)
       return DM_ENOMEM;
   }
-  if (!(w->flags & (DM__W_BUSY | DM__W_MAIL))) {
+  if (!(w->proc.flags & (DM__W_BUSY | DM__W_MAIL))) {
     if (kind == DM__JOB_PAYLOAD) {
       replace_payload(w, msg, len);
       return 0;
@@ -384,7 +384,7 @@ int dm__worker_deliver(dm__worker *w, int kind, const char *msg, size_t len,
     dm__annex_tidy(w);
     return r;
   }
-  w->flags |= DM__W_MAIL;
+  w->proc.flags |= DM__W_MAIL;
   return 0;
 }
 

@@ -175,6 +175,11 @@ typedef struct {
 struct dm__proc {
   uint32_t key;      /* ei num | serial << 15; 0 until spawned */
   uint8_t kind;      /* index returned by dm__node_add_kind */
+  /* The kind's own: a struct that embeds a process would leave these
+   * bytes as padding, and a million workers keep their flags in them.
+   * The node never reads or writes them. */
+  uint8_t spare;
+  uint16_t flags;
 };
 
 /* What a layer above runs at the node's loop phases. Any may be NULL. */

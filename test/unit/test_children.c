@@ -90,8 +90,8 @@ static void short_and_long_ids_are_both_found(void **state) {
   const char lng[] = "\x6d\x00\x00\x00\x0b" "0123456789A";
   dm__worker *a = worker_for(&m, shrt, sizeof shrt - 1, key_of(1));
   dm__worker *c = worker_for(&m, lng, sizeof lng - 1, key_of(2));
-  assert_false(a->flags & DM__W_ID_BLOB);
-  assert_true(c->flags & DM__W_ID_BLOB);
+  assert_false(a->proc.flags & DM__W_ID_BLOB);
+  assert_true(c->proc.flags & DM__W_ID_BLOB);
   assert_int_equal(dm__worker_id_len(a), sizeof shrt - 1);
   assert_memory_equal(dm__worker_id(c), lng, sizeof lng - 1);
   assert_int_equal(dm__children_put(&m, a), 0);

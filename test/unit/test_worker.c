@@ -42,13 +42,13 @@ static void a_perform_runs_on_the_payload_and_is_armed_again(void **state) {
   assert_int_equal(put(f.m, "a", "[{payload, 1}]"), 0);
   dm__worker *w = find(f.m, "a");
   perform_now(w);
-  assert_true(w->flags & DM__W_BUSY);
+  assert_true(w->proc.flags & DM__W_BUSY);
   assert_int_equal(dm__pool_depth(f.m->pool), 1);
   assert_int_equal(pool_run_all(f.m->pool), 1);
   assert_int_equal(script.nlog, 1);
   assert_logged(0, DM__JOB_PERFORM, "a", NULL);
   assert_term_equal(script.log[0].payload.b, script.log[0].payload.len, T("1"));
-  assert_false(w->flags & DM__W_BUSY);
+  assert_false(w->proc.flags & DM__W_BUSY);
   assert_true(dm__timer_armed(&w->timer));
   assert_int_equal(f.m->st.performs, 1);
   fixture_free(&f);
@@ -305,12 +305,12 @@ static void a_call_keeps_the_next_perform_due_and_says_since_when_it_is_busy(voi
   uint64_t due = w->timer.due;
   assert_true(due != 0);
   assert_int_equal(call(w, 1, "hello"), 0);
-  assert_true(w->flags & DM__W_BUSY);
+  assert_true(w->proc.flags & DM__W_BUSY);
   assert_true(dm__timer_armed(&w->timer));
   assert_int_equal(w->timer.due, uv_now(&f.b.loop) * 1000 + 500000);
   assert_int_equal(dm__worker_busy_since(w), uv_now(&f.b.loop));
   pool_run_all(f.m->pool);
-  assert_false(w->flags & DM__W_BUSY);
+  assert_false(w->proc.flags & DM__W_BUSY);
   assert_true(dm__timer_armed(&w->timer));
   assert_int_equal(w->timer.due, due);
   /* The perform then runs for that due, and is late from it. */
@@ -333,31 +333,31 @@ static void the_value_is_the_payload_until_a_response_parts_them(void **state) {
   fixture_init(&f, "w=script");
   assert_int_equal(put(f.m, "a", "[{payload, 1}]"), 0);
   dm__worker *w = find(f.m, "a");
-  assert_false(w->flags & (DM__W_VALUE_SAME | DM__W_VALUE_OWN));
+  assert_false(w->proc.flags & (DM__W_VALUE_SAME | DM__W_VALUE_OWN));
   assert_cell(*dm__worker_value(w), "nil");
   script.perform = T("{replace, {big, \"more than seven bytes\"}}");
   perform_now(w);
   pool_run_all(f.m->pool);
-  assert_true(w->flags & DM__W_VALUE_SAME);
+  assert_true(w->proc.flags & DM__W_VALUE_SAME);
   assert_ptr_equal(dm__worker_value(w), &w->payload);
   assert_int_equal(f.s.annex.count, 0);
   /* A get answers {ok, P}: nothing moves. */
   assert_int_equal(call(w, 1, "{ok, {big, \"more than seven bytes\"}}"), 0);
   pool_run_all(f.m->pool);
-  assert_true(w->flags & DM__W_VALUE_SAME);
+  assert_true(w->proc.flags & DM__W_VALUE_SAME);
   assert_int_equal(f.s.annex.count, 0);
   /* A call waits while the worker is busy: in the annex. */
   perform_now(w);
   assert_int_equal(call(w, 2, "{ok, 7}"), 0);
-  assert_true(w->flags & DM__W_MAIL);
+  assert_true(w->proc.flags & DM__W_MAIL);
   assert_int_equal(f.s.annex.count, 1);
   pool_run_all(f.m->pool);
-  assert_false(w->flags & DM__W_MAIL);
+  assert_false(w->proc.flags & DM__W_MAIL);
   /* The perform set both again; then {ok, 7} parted them. */
   assert_cell(w->payload, "7");
   assert_cell(*dm__worker_value(w), "{big, \"more than seven bytes\"}");
-  assert_true(w->flags & DM__W_VALUE_OWN);
-  assert_false(w->flags & DM__W_VALUE_SAME);
+  assert_true(w->proc.flags & DM__W_VALUE_OWN);
+  assert_false(w->proc.flags & DM__W_VALUE_SAME);
   assert_int_equal(f.s.annex.count, 1);
   /* Out of memory they stay as they were. */
   term eight = T("{eight, eight}");
@@ -368,8 +368,8 @@ static void the_value_is_the_payload_until_a_response_parts_them(void **state) {
   script.perform = T("{replace, 9}");
   perform_now(w);
   pool_run_all(f.m->pool);
-  assert_true(w->flags & DM__W_VALUE_SAME);
-  assert_false(w->flags & DM__W_VALUE_OWN);
+  assert_true(w->proc.flags & DM__W_VALUE_SAME);
+  assert_false(w->proc.flags & DM__W_VALUE_OWN);
   assert_int_equal(f.s.annex.count, 0);
   assert_cell(*dm__worker_value(w), "9");
   /* Moving the payload out needs the annex: without memory for it,
@@ -379,7 +379,7 @@ static void the_value_is_the_payload_until_a_response_parts_them(void **state) {
   assert_int_equal(dm__worker_set_payload(w, ten.b, ten.len), DM_ENOMEM);
   dm__alloc_fail_after(-1);
   assert_cell(w->payload, "9");
-  assert_true(w->flags & DM__W_VALUE_SAME);
+  assert_true(w->proc.flags & DM__W_VALUE_SAME);
   assert_int_equal(f.s.annex.count, 0);
   fixture_free(&f);
 }
