@@ -13,10 +13,13 @@ uint64_t dm__worker_now_us(const dm__worker *w) {
 }
 
 /* The wheel grows an array to take the timer; when even that fails the
- * worker says so instead of silently never running again. */
+ * worker says so instead of silently never running again, and its due is
+ * kept all the same: it is read while not armed too (see dm__worker). */
 void dm__worker_arm(dm__worker *w, uint64_t due_us) {
-  if (dm__wheel_add(wheel_of(w), &w->timer, due_us) != 0)
+  if (dm__wheel_add(wheel_of(w), &w->timer, due_us) != 0) {
+    w->timer.due = due_us;
     DM_ERROR("manager %s: out of memory arming a worker's timer", dm__worker_mgr(w)->name);
+  }
 }
 
 void dm__worker_disarm(dm__worker *w) { dm__wheel_del(wheel_of(w), &w->timer); }
