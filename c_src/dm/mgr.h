@@ -167,8 +167,8 @@ enum {
  * a stop reason in its annex (annex.c), links and monitors in the node.
  * At a million workers the pid table adds 16.8 bytes a worker (2^21
  * slots of 8 bytes), the children table 8.4 (2^21 of 4) and the timer
- * wheel about 9 (a pointer a worker, in arrays a little larger than their
- * slots).
+ * wheel about 11 (a pointer a worker, in arrays a little larger than
+ * their slots).
  * Budget: proc 8, timer 16, id 16, opts 8, payload 8, timeout 4, gen 4. */
 struct dm__worker {
   dm__proc proc;       /* pid key, kind, and its flags (DM__W_*) */
