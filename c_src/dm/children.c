@@ -31,6 +31,23 @@ dm__worker *dm__children_at(const dm__manager *m, size_t i) {
            : NULL;
 }
 
+/* How far ahead a walk fetches: the pid table slot of the child this far
+ * ahead, and the worker of the one half as far. */
+#define WALK_AHEAD 16
+
+dm__worker *dm__children_walk(const dm__manager *m, size_t i) {
+  const dm__proctab *t = &m->node->pids;
+  uint32_t v;
+  if (i + WALK_AHEAD < m->cap && (v = m->slots[i + WALK_AHEAD]))
+    __builtin_prefetch(&t->slots[dm__proctab_home(t, v & DM__CHILD_KEY_MASK)]);
+  if (i + WALK_AHEAD / 2 < m->cap && (v = m->slots[i + WALK_AHEAD / 2])) {
+    const dm__proc *p = t->slots[dm__proctab_home(t, v & DM__CHILD_KEY_MASK)];
+    if (p)
+      __builtin_prefetch(p);
+  }
+  return dm__children_at(m, i);
+}
+
 static int grow_to(dm__manager *m, size_t ncap) {
   uint32_t *slots = dm__calloc(ncap, sizeof *slots);
   if (!slots)

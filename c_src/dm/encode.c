@@ -74,7 +74,7 @@ static size_t children_bytes(const dm__manager *m) {
                DM__ALEN(DM__A_NIL);
   size_t sum = 0;
   for (size_t i = 0; i < m->cap; i++) {
-    const dm__worker *w = dm__children_at(m, i);
+    const dm__worker *w = dm__children_walk(m, i);
     if (w)
       sum += per + dm__worker_id_len(w) + dm__cell_size(dm__worker_value(w)) +
              w->opts->len + (w->proc.flags & DM__W_BUSY ? DATETIME_BYTES : 0);
@@ -85,7 +85,7 @@ static size_t children_bytes(const dm__manager *m) {
 int dm__enc_dump(dm__manager *m, ei_x_buff *x, size_t slot, size_t limit) {
   size_t end, count = 0, bytes = 64;
   for (end = slot; end < m->cap && count < limit; end++) {
-    const dm__worker *w = dm__children_at(m, end);
+    const dm__worker *w = dm__children_walk(m, end);
     if (w) {
       count++;
       bytes += 2 + dm__worker_id_len(w) + w->opts->len +
@@ -101,7 +101,7 @@ int dm__enc_dump(dm__manager *m, ei_x_buff *x, size_t slot, size_t limit) {
   if (count)
     ENC(ei_x_encode_list_header(x, (long)count));
   for (size_t i = slot; i < end; i++) {
-    const dm__worker *w = dm__children_at(m, i);
+    const dm__worker *w = dm__children_walk(m, i);
     if (!w)
       continue;
     ENC(ei_x_encode_tuple_header(x, 4));
@@ -134,7 +134,7 @@ int dm__enc_state(dm__manager *m, ei_x_buff *x) {
   ENC(ei_x_encode_atom(x, "children"));
   ENC(ei_x_encode_map_header(x, (long)m->count));
   for (size_t i = 0; i < m->cap; i++) {
-    dm__worker *w = dm__children_at(m, i);
+    dm__worker *w = dm__children_walk(m, i);
     if (!w)
       continue;
     ENC(ei_x_append_buf(x, dm__worker_id(w), (int)dm__worker_id_len(w)));

@@ -199,7 +199,7 @@ static void free_fields(dm__manager *m) {
 static void free_workers(dm__manager *m) {
   dm__node *n = m->node;
   for (size_t s = 0; s < m->cap; s++) {
-    dm__worker *w = dm__children_at(m, s);
+    dm__worker *w = dm__children_walk(m, s);
     if (w) {
       dm__proctab_del(&n->pids, w->proc.key);
       dm__worker_free(w);

@@ -436,6 +436,11 @@ int dm__children_reserve(dm__manager *m, size_t n);
 #define DM__CHILD_KEY_MASK (((uint32_t)1 << DM__PROC_KEY_BITS) - 1)
 /* The worker in slot i of m's children table, or NULL. */
 dm__worker *dm__children_at(const dm__manager *m, size_t i);
+/* The same for a walk over the slots in order: the workers a few slots
+ * ahead are fetched meanwhile. A slot is a pid key, so reaching its
+ * worker is two cache misses in a large table; a walk over a million
+ * children would wait for both at every slot. */
+dm__worker *dm__children_walk(const dm__manager *m, size_t i);
 dm__worker *dm__children_get(const dm__manager *m, const char *id, size_t len,
                              uint32_t hash);
 void dm__children_del(dm__manager *m, dm__worker *w);

@@ -41,7 +41,7 @@ static void restart_all(dm__manager *m) {
     return;
   }
   for (size_t i = 0; i < m->cap && n < m->count; i++) {
-    dm__worker *w = dm__children_at(m, i);
+    dm__worker *w = dm__children_walk(m, i);
     if (!w)
       continue;
     saved *sv = &all[n++];

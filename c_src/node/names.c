@@ -9,7 +9,8 @@
 #include "dm.h"
 
 static size_t slot_of(uint32_t key, size_t cap) {
-  /* Fibonacci hashing spreads the sequential keys ei_make_pid hands out. */
+  /* Fibonacci hashing spreads the sequential keys ei_make_pid hands out.
+   * dm__proctab_home is the same, for walks that fetch ahead. */
   return (size_t)((key * 2654435769u) & (uint32_t)(cap - 1)) & (cap - 1);
 }
 

@@ -73,6 +73,11 @@ dm__proc *dm__proctab_del(dm__proctab *t, uint32_t key);
  * moved it): the table refers to `to` from now on. Allocates nothing. 0,
  * or DM_EINVAL when no process has that key. */
 int dm__proctab_moved(dm__proctab *t, dm__proc *to);
+/* The slot where the probe for key begins (t not empty). Fibonacci
+ * hashing: keys given in sequence land on distinct slots. */
+static inline size_t dm__proctab_home(const dm__proctab *t, uint32_t key) {
+  return (size_t)(key * 2654435769u) & (t->cap - 1);
+}
 /* True for a table at most an eighth full: dm__proctab_shrink rehashes
  * it to half full at most; on failure it stays as it is. */
 static inline int dm__proctab_sparse(const dm__proctab *t) {

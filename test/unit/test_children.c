@@ -133,6 +133,8 @@ static void many_ids_survive_growth_and_deletes(void **state) {
       tagged++;
     if (m.slots[i])
       assert_int_equal(dm__children_at(&m, i)->proc.key, m.slots[i] & DM__CHILD_KEY_MASK);
+    /* A walk, which fetches ahead, sees the same. */
+    assert_ptr_equal(dm__children_walk(&m, i), dm__children_at(&m, i));
   }
   assert_true(tagged > N / 2);
   for (int k = 0; k < N; k += 2)
