@@ -99,7 +99,7 @@ static dm__worker *pick(dm__manager *m, const char *msg, size_t len) {
     /* The first worker that is not busy, else the next in turn. */
     for (size_t k = 0; k < m->cap; k++) {
       dm__worker *w = dm__children_at(m, (m->cursor + k) & (m->cap - 1));
-      if (w && !(w->flags & DM__W_BUSY)) {
+      if (w && !(w->proc.flags & DM__W_BUSY)) {
         m->cursor = (m->cursor + k + 1) & (m->cap - 1);
         return w;
       }

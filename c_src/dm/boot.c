@@ -116,7 +116,7 @@ static void specs_done(dm__wjob *j, int cancelled) {
     /* Room for all of them at once: a million children would otherwise
      * rehash both tables twenty times over. */
     (void)dm__children_reserve(m, m->count + (size_t)arity);
-    (void)dm__pidtab_reserve(&m->node->pids, m->node->pids.count + (size_t)arity);
+    (void)dm__proctab_reserve(&m->node->pids, m->node->pids.count + (size_t)arity);
     m->spread = 1;
     dm__buf canon = DM__BUF_INIT;
     for (int e = 0; e < arity; e++) {
@@ -134,7 +134,7 @@ static void specs_done(dm__wjob *j, int cancelled) {
         DM_WARN("manager %s: a child of children_specs was refused", m->name);
         continue;
       }
-      w->flags |= DM__W_SPEC;
+      w->proc.flags |= DM__W_SPEC;
       dm__durable_put(m, w);
     }
     dm__buf_free(&canon);

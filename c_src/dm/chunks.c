@@ -48,16 +48,22 @@ static char *put_varint(char *p, uint32_t v) {
   return p;
 }
 
+/* The value's length in an entry: 0 for nil. */
+static uint32_t value_len(const dm__cell *v) {
+  return dm__cell_is_nil(v) ? 0 : (uint32_t)dm__cell_size(v);
+}
+
 static size_t entry_len(const dm__worker *w) {
   uint32_t il = (uint32_t)dm__worker_id_len(w), pl = (uint32_t)dm__cell_size(&w->payload);
-  uint32_t vl = dm__cell_is_nil(&w->value) ? 0 : (uint32_t)dm__cell_size(&w->value);
+  uint32_t vl = value_len(dm__worker_value(w));
   return 4 + varint_len(il) + varint_len(pl) + varint_len(vl) + (size_t)il + pl + vl;
 }
 
 /* Writes w's entry at p (entry_len(w) bytes) and returns its end. */
 static char *put_entry(char *p, const dm__worker *w) {
+  const dm__cell *v = dm__worker_value(w);
   uint32_t il = (uint32_t)dm__worker_id_len(w), pl = (uint32_t)dm__cell_size(&w->payload);
-  uint32_t vl = dm__cell_is_nil(&w->value) ? 0 : (uint32_t)dm__cell_size(&w->value);
+  uint32_t vl = value_len(v);
   *p++ = (char)(w->gen >> 24);
   *p++ = (char)(w->gen >> 16);
   *p++ = (char)(w->gen >> 8);
@@ -68,8 +74,14 @@ static char *put_entry(char *p, const dm__worker *w) {
   memcpy(p, dm__worker_id(w), il);
   memcpy(p + il, dm__cell_data(&w->payload), pl);
   if (vl)
-    memcpy(p + il + pl, dm__cell_data(&w->value), vl);
+    memcpy(p + il + pl, dm__cell_data(v), vl);
   return p + il + pl + vl;
+}
+
+/* Whether the slab slot w holds a live worker of m. With one manager (the
+ * usual node) every live slot does, and a walk reads no opts record. */
+static int is_of(const dm__worker *w, const dm__manager *m, int sole) {
+  return w->opts && (sole || w->opts->m == m);
 }
 
 /* Runs body for every worker w of m in the children table, in memory
@@ -79,6 +91,7 @@ static char *put_entry(char *p, const dm__worker *w) {
 #define EACH_WORKER(m, w, body)                                                \
   do {                                                                         \
     const dm__slab *slab_ = &(m)->sched->workers;                             \
+    int sole_ = (m)->sched->nmanagers == 1;                                    \
     char *base_;                                                               \
     size_t n_;                                                                 \
     for (size_t k_ = 0; (base_ = dm__slab_chunk(slab_, k_, &n_)); k_++)        \
@@ -87,10 +100,10 @@ static char *put_entry(char *p, const dm__worker *w) {
         if (i_ + AHEAD < n_) {                                                 \
           const dm__worker *a_ =                                               \
               (const dm__worker *)(base_ + (i_ + AHEAD) * slab_->size);      \
-          if (a_->m == (m) && dm__cell_blob(&a_->payload))                    \
+          if (is_of(a_, (m), sole_) && dm__cell_blob(&a_->payload))           \
             __builtin_prefetch(dm__cell_blob(&a_->payload));                   \
         }                                                                      \
-        if (w->m != (m) || (w->flags & DM__W_STOPPING))                        \
+        if (!is_of(w, (m), sole_) || (w->proc.flags & DM__W_STOPPING))             \
           continue;                                                            \
         body                                                                   \
       }                                                                        \
@@ -118,7 +131,8 @@ int dm__chunks_write(dm__manager *m, dm__chunks *d, dm__store_batch *b, size_t *
     for (size_t k = 0; !any && (base = dm__slab_chunk(slab, k, &cnt)); k++)
       for (size_t i = 0; i < cnt && !any; i++) {
         const dm__worker *w = (const dm__worker *)(base + i * slab->size);
-        any = w->m == m && !(w->flags & DM__W_STOPPING) && (w->flags & DM__W_DIRTY);
+        any = is_of(w, m, m->sched->nmanagers == 1) && !(w->proc.flags & DM__W_STOPPING) &&
+              (w->proc.flags & DM__W_DIRTY);
       }
   }
   if (!any)
@@ -140,7 +154,7 @@ int dm__chunks_write(dm__manager *m, dm__chunks *d, dm__store_batch *b, size_t *
     if (k < m->count)
       cof[k++] = (uint16_t)c;
     len[c] += entry_len(w);
-    if (w->flags & DM__W_DIRTY) {
+    if (w->proc.flags & DM__W_DIRTY) {
       mark(d, c);
       n++;
     }
@@ -174,7 +188,7 @@ int dm__chunks_write(dm__manager *m, dm__chunks *d, dm__store_batch *b, size_t *
     k++;
     if ((done[c >> 6] >> (c & 63)) & 1) {
       at[c] = put_entry(at[c], w);
-      w->flags &= (uint8_t)~DM__W_DIRTY;
+      w->proc.flags &= (uint16_t)~DM__W_DIRTY;
     }
   });
   for (size_t j = 0; j < NCHUNKS / 64; j++)
@@ -236,15 +250,13 @@ int dm__chunks_restore(dm__manager *m, uint32_t key, const char *rec, size_t len
       continue;
     }
     dm__cell np = DM__CELL_NIL, nv = DM__CELL_NIL;
-    if (dm__cell_set(&np, p, pl) || (vl && dm__cell_set(&nv, v, vl))) {
+    if (dm__cell_set(&np, p, pl) || (vl && dm__cell_set(&nv, v, vl)) ||
+        dm__worker_take_terms(w, &np, &nv)) {
       dm__cell_clear(&np);
+      dm__cell_clear(&nv);
       DM_ERROR("manager %s: out of memory restoring a payload", m->name);
       return DM_ENOMEM;
     }
-    dm__cell_clear(&w->payload);
-    dm__cell_clear(&w->value);
-    w->payload = np;
-    w->value = nv;
     (*applied)++;
   }
   return 0;

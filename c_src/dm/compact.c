@@ -29,29 +29,29 @@ static uint64_t jitter(uint64_t now_ms, uint64_t wait) {
 
 static int live(const void *slot, void *ud) {
   (void)ud;
-  return ((const dm__worker *)slot)->m != NULL;
+  return ((const dm__worker *)slot)->opts != NULL;
 }
 
 /* A worker with a callback in flight stays where it is: its job holds
  * its address. So does a stopping one, whose terminate runs. Every other
- * holder of a worker's address is a table, told here. */
+ * holder of a worker's address (the pid table, the wheel) is told here. */
 static int move(void *from, void *to, void *ud) {
   dm__sched *s = ud;
   dm__worker *a = from, *b = to;
-  if (a->flags & (DM__W_BUSY | DM__W_STOPPING))
+  if (a->proc.flags & (DM__W_BUSY | DM__W_STOPPING))
     return 1;
   memcpy(b, a, s->workers.size);
   s->compact_moves++;
-  dm__children_moved(b->m, a, b);
+  /* The children table holds its pid key, which stays. */
   if (b->proc.key)
-    (void)dm__pidtab_replace(&s->node->pids, b->proc.key, &b->proc);
+    (void)dm__proctab_moved(&s->node->pids, &b->proc);
   dm__wheel_moved(&s->wheel, &a->timer, &b->timer);
-  a->m = NULL;
+  a->opts = NULL;
   return 0;
 }
 
 static int tables_oversized(const dm__sched *s) {
-  if (dm__slab_sparse(&s->workers) || dm__pidtab_sparse(&s->node->pids))
+  if (dm__slab_sparse(&s->workers) || dm__proctab_sparse(&s->node->pids))
     return 1;
   for (size_t i = 0; i < s->nmanagers; i++)
     if (dm__children_sparse(s->managers[i]))
@@ -108,7 +108,7 @@ void dm__sched_compact(dm__sched *s, uint64_t now_ms) {
   size_t freed = dm__slab_shrink(&s->workers, live, move, s);
   for (size_t i = 0; i < s->nmanagers; i++)
     dm__children_shrink(s->managers[i]);
-  dm__pidtab_shrink(&s->node->pids);
+  dm__proctab_shrink(&s->node->pids);
   if (!freed && moves == s->compact_moves && table_slots(s) == slots) {
     wait_next(s, now_ms, s->compact_wait_ms * 2);
     return;

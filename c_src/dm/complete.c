@@ -6,33 +6,18 @@
 
 #include "dm/mgr.h"
 
-/* Payload and value become the same term: one cell's word or one blob
- * for both. A periodic worker does this on every perform, so when the
- * worker is the blob's only owner and it is large enough, the bytes are
- * rewritten in place and nothing is allocated. */
-static void set_both(dm__worker *w, const char *data, size_t len) {
-  dm__blob *b = dm__cell_blob(&w->payload);
-  if (len > DM__CELL_INLINE && b && b == dm__cell_blob(&w->value) &&
-      dm__blob_refs(b) == 2 && dm__blob_fits(b, len)) {
-    dm__blob_rewrite(b, data, len);
-    return;
-  }
-  if (dm__worker_set_cell(&w->payload, data, len) == 0)
-    dm__cell_copy(&w->value, &w->payload);
-}
-
 /* {replace, Id, P} with a new id: this worker goes, a new one is put there
  * with the same opts and the new payload. */
 static void move_to(dm__worker *w, const dm__buf *canon, const dm__response *rs) {
-  dm__manager *m = w->m;
+  dm__manager *m = dm__worker_mgr(w);
   dm__worker *old = dm__children_get(m, canon->data, canon->len,
                                      dm__id_hash(m, canon->data, canon->len));
   if (old)
     dm__worker_stop(old, DM__A_SHUTDOWN, DM__ALEN(DM__A_SHUTDOWN));
   dm__worker *moved = NULL;
-  if (dm__worker_start(m, canon->data, canon->len, dm__blob_data(w->opts),
-                       dm__blob_len(w->opts), &moved) == 0) {
-    set_both(moved, rs->term, rs->term_len);
+  if (dm__worker_start(m, canon->data, canon->len, w->opts->term, w->opts->len,
+                       &moved) == 0) {
+    dm__worker_set_both(moved, rs->term, rs->term_len);
     dm__durable_put(m, moved);
   }
   dm__durable_del(m, w);
@@ -44,28 +29,28 @@ static void move_to(dm__worker *w, const dm__buf *canon, const dm__response *rs)
 static int apply(dm__worker *w, const dm__response *rs) {
   switch (rs->kind) {
   case DM__R_HALT:
-    w->m->st.halts++;
-    dm__durable_del(w->m, w);
+    dm__worker_mgr(w)->st.halts++;
+    dm__durable_del(dm__worker_mgr(w), w);
     dm__worker_stop(w, DM__A_NORMAL, DM__ALEN(DM__A_NORMAL));
     return 1;
   case DM__R_OK:
-    dm__worker_set_cell(&w->payload, rs->term, rs->term_len);
+    dm__worker_set_payload(w, rs->term, rs->term_len);
     return 0;
   case DM__R_TIMEOUT:
     w->timeout_ms = rs->timeout_ms;
-    set_both(w, rs->term, rs->term_len);
+    dm__worker_set_both(w, rs->term, rs->term_len);
     return 0;
   case DM__R_REPLACE:
-    set_both(w, rs->term, rs->term_len);
+    dm__worker_set_both(w, rs->term, rs->term_len);
     return 0;
   case DM__R_REPLACE_ID: {
     dm__buf canon = DM__BUF_INIT;
     int stopped = 0;
     if (dm__canon(rs->id, rs->id_len, &canon) != 0) {
-      dm__worker_set_cell(&w->value, rs->term, rs->term_len);
+      dm__worker_set_value(w, rs->term, rs->term_len);
     } else if (canon.len == dm__worker_id_len(w) &&
                memcmp(canon.data, dm__worker_id(w), canon.len) == 0) {
-      set_both(w, rs->term, rs->term_len);
+      dm__worker_set_both(w, rs->term, rs->term_len);
     } else {
       move_to(w, &canon, rs);
       stopped = 1;
@@ -76,7 +61,7 @@ static int apply(dm__worker *w, const dm__response *rs) {
   default:
     /* nil as a value leaves the stored one alone, as in Tarearbol. */
     if (!dm__term_is_atom(rs->term, rs->term_len, "nil"))
-      dm__worker_set_cell(&w->value, rs->term, rs->term_len);
+      dm__worker_set_value(w, rs->term, rs->term_len);
     return 0;
   }
 }
@@ -86,7 +71,7 @@ static int apply(dm__worker *w, const dm__response *rs) {
 static void completed_stopping(dm__wjob *j, const char *out, size_t len,
                                int crashed, int valid) {
   dm__worker *w = j->w;
-  dm__manager *m = w->m;
+  dm__manager *m = dm__worker_mgr(w);
   if (j->kind == DM__JOB_CALL && j->reply && !j->answered) {
     if (crashed) {
       dm__reply_exit(m->node, j->reply, out, len);
@@ -96,9 +81,10 @@ static void completed_stopping(dm__wjob *j, const char *out, size_t len,
       dm__reply_to(m->node, j->reply, stopped.reply, stopped.reply_len, j->wrap);
     }
   }
+  const dm__blob *reason = dm__worker_stop_reason(w);
   if (j->kind != DM__JOB_TERMINATE && m->b->terminate &&
-      dm__worker_run(w, DM__JOB_TERMINATE, dm__blob_data(w->stop_reason),
-                     dm__blob_size(w->stop_reason), NULL, 0) == 0)
+      dm__worker_run(w, DM__JOB_TERMINATE, dm__blob_data(reason), dm__blob_size(reason),
+                     NULL, 0) == 0)
     return;
   dm__worker_finalize(w);
 }
@@ -106,7 +92,7 @@ static void completed_stopping(dm__wjob *j, const char *out, size_t len,
 void dm__worker_completed(dm__wjob *j, dm__outcome *oc) {
   static const char not_impl[] = "\x68\x02" DM__A_ERROR "\x77\x0f" "not_implemented";
   dm__worker *w = j->w;
-  dm__manager *m = w->m;
+  dm__manager *m = dm__worker_mgr(w);
   dm__node *n = m->node;
   const char *out = j->out.buff;
   size_t len = (size_t)j->out.index;
@@ -116,13 +102,12 @@ void dm__worker_completed(dm__wjob *j, dm__outcome *oc) {
   oc->kind = DM__OUT_LIVES;
   if (j->kind == DM__JOB_CALL)
     dm__pidtab_del(&m->sched->calls, w->proc.key);
-  w->flags &= (uint8_t)~DM__W_BUSY;
-  w->busy_ms = 0;
+  w->proc.flags &= (uint16_t)~DM__W_BUSY;
   if (crashed && !valid) {
     out = DM__A_CRASHED;
     len = DM__ALEN(DM__A_CRASHED);
   }
-  if (w->flags & DM__W_STOPPING) {
+  if (w->proc.flags & DM__W_STOPPING) {
     completed_stopping(j, out, len, crashed, valid);
     oc->kind = DM__OUT_STOPPED;
     return;
@@ -144,11 +129,13 @@ void dm__worker_completed(dm__wjob *j, dm__outcome *oc) {
     if (crashed)
       break;
     if (valid)
-      dm__worker_set_cell(&w->payload, out, len);
+      dm__worker_set_payload(w, out, len);
     /* The first perform keeps the time chosen at start, so a slow init
      * does not bunch up what the boot spread out. */
-    if (w->due)
-      dm__worker_arm(w, w->due);
+    if (j->due)
+      dm__worker_arm(w, j->due);
+    else
+      dm__worker_park(w, 0);
     break;
   case DM__JOB_PERFORM:
     m->st.performs++;
@@ -157,7 +144,6 @@ void dm__worker_completed(dm__wjob *j, dm__outcome *oc) {
       dm__lateness_note(&m->st, late);
       dm__ev_late(m, w, late);
     }
-    w->due = 0;
     if (crashed)
       break;
     if (apply(w, &rs))
@@ -167,10 +153,9 @@ void dm__worker_completed(dm__wjob *j, dm__outcome *oc) {
        * due, so queueing delays do not accumulate; a perform that overran
        * its period is followed a full period after it ended. */
       uint64_t now = dm__worker_now_us(w), next = j->due + (uint64_t)w->timeout_ms * 1000;
-      w->due = next > now ? next : now + (uint64_t)w->timeout_ms * 1000;
-      dm__worker_arm(w, w->due);
+      dm__worker_arm(w, next > now ? next : now + (uint64_t)w->timeout_ms * 1000);
     } else {
-      dm__worker_disarm(w);
+      dm__worker_park(w, 0);
     }
     break;
   case DM__JOB_CALL:
@@ -206,12 +191,13 @@ void dm__worker_completed(dm__wjob *j, dm__outcome *oc) {
    * checkpoint records it (a bit; the record is made then, once). */
   dm__durable_dirty(w);
   /* The next perform keeps its time across calls and casts: the timer
-   * watched for slowness while busy, now it waits for w->due again. */
+   * watched for slowness while busy, now it waits for the job's due
+   * again; a perform due already keeps it for its lateness. */
   if (j->kind != DM__JOB_PERFORM && j->kind != DM__JOB_INIT) {
-    if (w->due && !(w->flags & DM__W_PERFORM_DUE))
-      dm__worker_arm(w, w->due);
+    if (j->due && !(w->proc.flags & DM__W_PERFORM_DUE))
+      dm__worker_arm(w, j->due);
     else
-      dm__worker_disarm(w);
+      dm__worker_park(w, j->due);
   }
   dm__worker_drain(w);
   return;

@@ -94,14 +94,15 @@ static int encode(dm__durable *d, const dm__worker *w) {
   char gen[8];
   int gl = 0;
   d->rec.len = 0;
-  int spec = (w->flags & DM__W_SPEC) != 0;
+  int spec = (w->proc.flags & DM__W_SPEC) != 0;
   const char *flag = spec ? "\x77\x04" "true" : "\x77\x05" "false";
   if (ei_encode_ulong(gen, &gl, w->gen) < 0)
     return DM_EINVAL;
   if (dm__buf_append(&d->rec, head, 2) ||
-      dm__buf_append(&d->rec, dm__blob_data(w->opts), dm__blob_size(w->opts)) ||
+      dm__buf_append(&d->rec, w->opts->term, w->opts->len) ||
       dm__buf_append(&d->rec, dm__cell_data(&w->payload), dm__cell_size(&w->payload)) ||
-      dm__buf_append(&d->rec, dm__cell_data(&w->value), dm__cell_size(&w->value)) ||
+      dm__buf_append(&d->rec, dm__cell_data(dm__worker_value(w)),
+                     dm__cell_size(dm__worker_value(w))) ||
       dm__buf_append(&d->rec, flag, spec ? 6 : 7) ||
       dm__buf_append(&d->rec, gen, (size_t)gl))
     return DM_ENOMEM;
@@ -120,7 +121,7 @@ void dm__durable_put(dm__manager *m, dm__worker *w) {
     return;
   /* A new Gen: the state entries of what was there before are stale. */
   w->gen = ++d->gen;
-  w->flags &= (uint8_t)~DM__W_DIRTY;
+  w->proc.flags &= (uint16_t)~DM__W_DIRTY;
   if ((r = encode(d, w)) ||
       (r = dm__store_batch_put(d->batch, dm__worker_id(w), dm__worker_id_len(w),
                                d->rec.data, d->rec.len)))
@@ -139,7 +140,7 @@ void dm__durable_del(dm__manager *m, const dm__worker *w) {
    * not pile up. */
   dm__chunks_mark(&d->chunks, w);
   if ((r = dm__store_batch_del(d->batch, dm__worker_id(w), dm__worker_id_len(w))) ||
-      ((w->flags & DM__W_SPEC) &&
+      ((w->proc.flags & DM__W_SPEC) &&
        (r = dm__store_batch_deleted(d->batch, dm__worker_id(w), dm__worker_id_len(w), 1))))
     batch_failed(m, "a deletion", r);
 }
@@ -378,7 +379,7 @@ static int restore_child(void *ud, const char *id, size_t idlen, const char *rec
     return r;
   }
   if (dm__term_is_atom(rec + f, g - f, "true"))
-    w->flags |= DM__W_SPEC;
+    w->proc.flags |= DM__W_SPEC;
   w->gen = (uint32_t)gen;
   /* Gens grow, wrapping: the next is past the greatest, as far as 32 bits
    * tell, and a stale entry dies at its chunk's next write long before

@@ -46,18 +46,18 @@ int dm__enc_child(dm__node *n, ei_x_buff *x, const dm__worker *w) {
     ENC(ei_x_append_buf(x, pb, (int)(15 + nl)));
   }
   APPEND_CONST(x, KEY_VALUE);
-  ENC(ei_x_append_buf(x, dm__cell_data(&w->value), (int)dm__cell_size(&w->value)));
+  ENC(ei_x_append_buf(x, dm__cell_data(dm__worker_value(w)), (int)dm__cell_size(dm__worker_value(w))));
   APPEND_CONST(x, KEY_BUSY);
-  if (w->busy_ms) {
+  if (w->proc.flags & DM__W_BUSY) {
     /* start_ms and start_wall_us were read together at start. */
-    uint64_t wall = n->start_wall_us + (uint64_t)(w->busy_ms - 1) * 1000;
+    uint64_t wall = n->start_wall_us + (dm__worker_busy_since(w) - n->start_ms) * 1000;
     if (dm_encode_datetime(x, wall))
       return DM_ENOMEM;
   } else {
     APPEND_CONST(x, DM__A_NIL);
   }
   APPEND_CONST(x, KEY_OPTS);
-  ENC(ei_x_append_buf(x, dm__blob_data(w->opts), (int)dm__blob_size(w->opts)));
+  ENC(ei_x_append_buf(x, w->opts->term, (int)w->opts->len));
   return 0;
 }
 
@@ -74,10 +74,10 @@ static size_t children_bytes(const dm__manager *m) {
                DM__ALEN(DM__A_NIL);
   size_t sum = 0;
   for (size_t i = 0; i < m->cap; i++) {
-    const dm__worker *w = dm__children_at(m, i);
+    const dm__worker *w = dm__children_walk(m, i);
     if (w)
-      sum += per + dm__worker_id_len(w) + dm__cell_size(&w->value) +
-             dm__blob_size(w->opts) + (w->busy_ms ? DATETIME_BYTES : 0);
+      sum += per + dm__worker_id_len(w) + dm__cell_size(dm__worker_value(w)) +
+             w->opts->len + (w->proc.flags & DM__W_BUSY ? DATETIME_BYTES : 0);
   }
   return sum;
 }
@@ -85,11 +85,11 @@ static size_t children_bytes(const dm__manager *m) {
 int dm__enc_dump(dm__manager *m, ei_x_buff *x, size_t slot, size_t limit) {
   size_t end, count = 0, bytes = 64;
   for (end = slot; end < m->cap && count < limit; end++) {
-    const dm__worker *w = dm__children_at(m, end);
+    const dm__worker *w = dm__children_walk(m, end);
     if (w) {
       count++;
-      bytes += 2 + dm__worker_id_len(w) + dm__blob_size(w->opts) +
-               dm__cell_size(&w->payload) + dm__cell_size(&w->value);
+      bytes += 2 + dm__worker_id_len(w) + w->opts->len +
+               dm__cell_size(&w->payload) + dm__cell_size(dm__worker_value(w));
     }
   }
   /* ei grows a buffer by a few hundred bytes at a time: a page of 10000
@@ -101,14 +101,14 @@ int dm__enc_dump(dm__manager *m, ei_x_buff *x, size_t slot, size_t limit) {
   if (count)
     ENC(ei_x_encode_list_header(x, (long)count));
   for (size_t i = slot; i < end; i++) {
-    const dm__worker *w = dm__children_at(m, i);
+    const dm__worker *w = dm__children_walk(m, i);
     if (!w)
       continue;
     ENC(ei_x_encode_tuple_header(x, 4));
     ENC(ei_x_append_buf(x, dm__worker_id(w), (int)dm__worker_id_len(w)));
-    ENC(ei_x_append_buf(x, dm__blob_data(w->opts), (int)dm__blob_size(w->opts)));
+    ENC(ei_x_append_buf(x, w->opts->term, (int)w->opts->len));
     ENC(ei_x_append_buf(x, dm__cell_data(&w->payload), (int)dm__cell_size(&w->payload)));
-    ENC(ei_x_append_buf(x, dm__cell_data(&w->value), (int)dm__cell_size(&w->value)));
+    ENC(ei_x_append_buf(x, dm__cell_data(dm__worker_value(w)), (int)dm__cell_size(dm__worker_value(w))));
   }
   ENC(ei_x_encode_empty_list(x));
   if (end >= m->cap) {
@@ -134,7 +134,7 @@ int dm__enc_state(dm__manager *m, ei_x_buff *x) {
   ENC(ei_x_encode_atom(x, "children"));
   ENC(ei_x_encode_map_header(x, (long)m->count));
   for (size_t i = 0; i < m->cap; i++) {
-    dm__worker *w = dm__children_at(m, i);
+    dm__worker *w = dm__children_walk(m, i);
     if (!w)
       continue;
     ENC(ei_x_append_buf(x, dm__worker_id(w), (int)dm__worker_id_len(w)));

@@ -1,6 +1,6 @@
 /* A worker's mailbox: calls, casts and {payload, P} messages that arrived
- * while it was busy, in order. Out of line, so an idle worker carries only
- * a NULL pointer. Loop thread only. */
+ * while it was busy, in order. In the worker's annex, so a worker
+ * without mail carries no byte for it. Loop thread only. */
 #include <string.h>
 
 #include "dm/mgr.h"

@@ -173,7 +173,7 @@ static void free_fields(dm__manager *m) {
   }
   dm__free(m->options);
   dm__blob_unref(m->default_payload);
-  dm__blob_unref(m->last_opts);
+  dm__wopts_unref(m->last_opts);
   dm__free(m->restarts_at);
   dm__free(m->escalated_at);
   dm__free(m->slots);
@@ -199,9 +199,9 @@ static void free_fields(dm__manager *m) {
 static void free_workers(dm__manager *m) {
   dm__node *n = m->node;
   for (size_t s = 0; s < m->cap; s++) {
-    dm__worker *w = dm__children_at(m, s);
+    dm__worker *w = dm__children_walk(m, s);
     if (w) {
-      dm__pidtab_del(&n->pids, w->proc.key);
+      dm__proctab_del(&n->pids, w->proc.key);
       dm__worker_free(w);
     }
   }
@@ -211,7 +211,7 @@ void dm__manager_free(dm__manager *m) {
   dm__node *n = m->node;
   free_workers(m);
   dm__nametab_del(&n->names, m->name);
-  dm__pidtab_del(&n->pids, m->proc.key);
+  dm__proctab_del(&n->pids, m->proc.key);
   dm__proc_release(n, &m->proc);
   free_fields(m);
 }
@@ -349,7 +349,7 @@ int dm__manager_new(dm__sched *s, const char *spec, dm__manager **out) {
   *out = m;
   return 0;
 err_pool:
-  dm__pidtab_del(&n->pids, m->proc.key);
+  dm__proctab_del(&n->pids, m->proc.key);
   dm__pool_stop(m->pool);
 err_log:
   DM_ERROR("--manager %s: cannot start: %s", copy, dm_strerror(r));

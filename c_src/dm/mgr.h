@@ -83,6 +83,31 @@ typedef struct dm__worker dm__worker;
 typedef struct dm__sched dm__sched;
 typedef struct dm_ctx dm__wjob;
 
+/* ---- opts.c: the opts workers were started with ---- */
+/* Shared by the workers started one after the other with the same opts
+ * (children_specs, puts in a loop): each keeps one pointer to it instead
+ * of its manager's, its lull, its restart type and whether it performs
+ * at once. Reference-counted; loop thread only. */
+typedef struct dm__wopts {
+  dm__manager *m;   /* whose workers these are */
+  uint32_t refs;
+  uint32_t len;     /* of term */
+  float lull;
+  uint8_t restart;  /* DM__PERMANENT, DM__TRANSIENT or DM__TEMPORARY */
+  uint8_t instant;  /* 0 no, 1 yes */
+  char term[];      /* the opts as given, no version byte */
+} dm__wopts;
+/* The opts term (len bytes) as o parsed it, for workers of m, with one
+ * reference; NULL when out of memory. */
+dm__wopts *dm__wopts_new(dm__manager *m, const char *term, size_t len,
+                         const dm__child_opts *o);
+static inline dm__wopts *dm__wopts_ref(dm__wopts *r) {
+  r->refs++;
+  return r;
+}
+/* Drops a reference; the last one frees. NULL is fine. */
+void dm__wopts_unref(dm__wopts *r);
+
 /* What a finished job is handed back to: its creator's. cancelled is 1
  * when the node is stopping and nothing may be sent or started. */
 typedef void (*dm__job_done_fn)(dm__wjob *j, int cancelled);
@@ -121,48 +146,100 @@ void dm__mailbox_free(dm__mailbox *mb, dm__node *n, const char *reason,
 enum {
   DM__W_BUSY = 1,         /* a callback is in flight */
   DM__W_PERFORM_DUE = 2,  /* the period elapsed while busy */
-  DM__W_STOPPING = 4,     /* out of the table; terminate pending */
+  DM__W_STOPPING = 4,     /* out of the table; terminate pending; the
+                           * reason is in the annex */
   DM__W_LULL_FIRED = 8,   /* handle_timeout ran for the current job */
   DM__W_ID_BLOB = 16,     /* the id is a blob, not inline */
   DM__W_DIRTY = 32,       /* payload or value changed since last recorded */
   DM__W_SPEC = 64,        /* its id came from children_specs */
+  DM__W_VALUE_SAME = 128, /* the value is the payload's term */
+  DM__W_VALUE_OWN = 256,  /* the value is a term of its own, in the annex */
+  DM__W_MAIL = 512,       /* mail waits, in the annex */
 };
 
 /* Ids up to this many bytes live in the worker itself: no allocation, and
  * no cache miss to reach them on every perform. */
 #define DM__ID_INLINE 15
 
+/* A worker is 64 bytes, one cache line, in the scheduler's slab: what a
+ * perform reads and what every worker needs, nothing else. What few
+ * workers have lives out of line by pid key: a value of its own, mail and
+ * a stop reason in its annex (annex.c), links and monitors in the node.
+ * At a million workers the pid table adds 16.8 bytes a worker (2^21
+ * slots of 8 bytes), the children table 8.4 (2^21 of 4) and the timer
+ * wheel about 11 (a pointer a worker, in arrays a little larger than
+ * their slots).
+ * Budget: proc 8, timer 16, id 16, opts 8, payload 8, timeout 4, gen 4. */
 struct dm__worker {
-  dm__proc proc;       /* pid and links */
-  dm__timer timer;     /* next perform, or the lull check while busy */
-  dm__manager *m;
+  dm__proc proc;       /* pid key, kind, and its flags (DM__W_*) */
+  /* Idle, its due is the next perform's (0: none), armed or not. Busy,
+   * the job keeps that due (dm_ctx.due) and the timer watches for
+   * slowness: its due is then when the callback began plus lull x
+   * timeout, armed or not, which also tells since when it is busy
+   * (dm__worker_busy_since). Both meanings in one field keep every
+   * worker 12 bytes smaller. */
+  dm__timer timer;
   union {              /* canonical encoding; see dm__worker_id() */
     dm__blob *blob;    /* DM__W_ID_BLOB */
     char inl[DM__ID_INLINE + 1]; /* length, then the bytes */
   } id;
-  dm__blob *opts;      /* as given; restarts start from these */
+  /* As given, and its manager; restarts start from these. NULL marks a
+   * free slot to a walk over the slab. */
+  dm__wopts *opts;
   dm__cell payload;    /* nil when none was given */
-  dm__cell value;      /* nil until a response sets one */
-  union {
-    struct dm__mailbox *mbox; /* out of line: NULL while nothing waits */
-    dm__blob *stop_reason;    /* once DM__W_STOPPING: the mailbox is gone */
-  };
-  uint64_t due;        /* monotonic µs of the next perform, 0: none */
-  uint32_t hash;
   uint32_t timeout_ms;
-  float lull;
-  uint32_t busy_ms;    /* ms since node start + 1 while busy, else 0 */
-  uint8_t flags;
-  uint8_t restart;
-  uint8_t instant;
   uint32_t gen;        /* --state-dir: its record's generation (durable.c) */
 };
 
+static inline dm__manager *dm__worker_mgr(const dm__worker *w) { return w->opts->m; }
+
+/* ---- annex.c: what few workers have, out of line ---- */
+/* By pid key, in dm__sched.annex; the worker's flags say what it holds. */
+typedef struct dm__annex {
+  dm__cell value;            /* DM__W_VALUE_OWN, else nil */
+  struct dm__mailbox *mbox;  /* DM__W_MAIL, else NULL */
+  dm__blob *stop_reason;     /* once DM__W_STOPPING; NULL: nil */
+} dm__annex;
+/* w's annex, or NULL. */
+dm__annex *dm__annex_of(const dm__worker *w);
+/* w's annex, made (empty) when it has none; NULL when out of memory.
+ * w must have its pid key. */
+dm__annex *dm__annex_get(dm__worker *w);
+/* Frees w's annex when it holds nothing. */
+void dm__annex_tidy(dm__worker *w);
+/* Frees w's annex and what it holds (waiting callers are not told). */
+void dm__annex_free(dm__worker *w);
+/* The mail waiting for w, or NULL. */
+dm__mailbox *dm__worker_mbox(const dm__worker *w);
+/* Why a stopping w stops, or NULL (nil). */
+const dm__blob *dm__worker_stop_reason(const dm__worker *w);
+
+/* ---- value.c: a worker's value ---- */
+/* The value: the payload's cell, the annex's, or a nil cell. Lent. */
+const dm__cell *dm__worker_value(const dm__worker *w);
+/* value := the term; payload unchanged. 0 or DM_ENOMEM (logged; the old
+ * value stays). */
+int dm__worker_set_value(dm__worker *w, const char *data, size_t len);
+/* payload := the term; value unchanged. 0 or DM_ENOMEM (logged; both
+ * stay as they were). */
+int dm__worker_set_payload(dm__worker *w, const char *data, size_t len);
+/* payload := value := the term; out of memory (logged) both stay. */
+void dm__worker_set_both(dm__worker *w, const char *data, size_t len);
+/* payload and value become these cells (value nil: none), which w takes
+ * and leaves nil. w must have its pid key. 0, or DM_ENOMEM with nothing
+ * changed and the cells still the caller's. */
+int dm__worker_take_terms(dm__worker *w, dm__cell *payload, dm__cell *value);
+
+/* The worker whose process p is. */
+static inline dm__worker *dm__worker_of(dm__proc *p) {
+  return p ? (dm__worker *)(void *)((char *)p - offsetof(dm__worker, proc)) : NULL;
+}
+
 static inline const char *dm__worker_id(const dm__worker *w) {
-  return (w->flags & DM__W_ID_BLOB) ? dm__blob_data(w->id.blob) : w->id.inl + 1;
+  return (w->proc.flags & DM__W_ID_BLOB) ? dm__blob_data(w->id.blob) : w->id.inl + 1;
 }
 static inline size_t dm__worker_id_len(const dm__worker *w) {
-  return (w->flags & DM__W_ID_BLOB) ? dm__blob_len(w->id.blob)
+  return (w->proc.flags & DM__W_ID_BLOB) ? dm__blob_len(w->id.blob)
                                     : (size_t)(unsigned char)w->id.inl[0];
 }
 
@@ -218,7 +295,7 @@ struct dm__manager {
   size_t noptions;
   dm__child_opts defaults;
   dm__blob *default_payload;
-  dm__blob *last_opts; /* shared by consecutive workers with equal opts */
+  dm__wopts *last_opts; /* shared by consecutive workers with equal opts */
   int spread;          /* booting: first performs spread over a period */
   int pickup;
   uint32_t max_mailbox;
@@ -229,12 +306,11 @@ struct dm__manager {
    * manager is made, so that workers never name it. */
   dm__job_done_fn worker_done;
 
-  /* Open addressing by id hash. A slot holds the worker's address with 16
-   * bits of its hash in the top bits, which user-space addresses leave
-   * free: a lookup passes over other ids without touching their workers.
-   * Read slots with dm__children_at. */
-  uintptr_t *slots;
-  int untagged;       /* an address used the top bits: tags are off */
+  /* Open addressing by id hash. A slot holds the worker's pid key and 4
+   * bits of its hash above it (see children.c): 4 bytes a slot, which a
+   * worker's moves in memory leave alone. Read slots with
+   * dm__children_at. */
+  uint32_t *slots;
   size_t cap, count;
   size_t cursor;      /* stream pickup */
 
@@ -277,6 +353,8 @@ struct dm__sched {
   /* The call each busy worker runs, if it runs one: worker key -> job. A
    * worker stopped meanwhile exits its caller at once. */
   dm__pidtab calls;
+  /* Workers' annexes: worker key -> dm__annex (annex.c). */
+  dm__pidtab annex;
   unsigned threads;   /* default pool size of a manager */
   const char *state_dir; /* --state-dir, or NULL */
   uint32_t sync_ms;      /* --state-sync-ms */
@@ -333,7 +411,9 @@ struct dm_ctx {
   /* A small payload travels in the job itself, next to the terms the
    * pool thread reads anyway: the worker's blob stays on the loop's core. */
   char payload_copy[16];
-  uint64_t due;        /* the perform's due time, µs */
+  /* A worker's job: its next perform's due (µs, 0: none) when the job
+   * began; for a perform, the due it ran for. */
+  uint64_t due;
   uint64_t started_us; /* when the callback began, set on the pool */
   char *owned;        /* memory the job owns (msg copy, copied terms) */
   dm__replyto *reply;
@@ -352,19 +432,18 @@ int dm__children_put(dm__manager *m, dm__worker *w);
 /* Makes room for n children in all (a hint: failure only means rehashing
  * later). */
 int dm__children_reserve(dm__manager *m, size_t n);
-/* The address bits of a children-table slot; the 16 above hold a tag. */
-#define DM__ADDR_BITS 48
-#define DM__ADDR_MASK (((uintptr_t)1 << DM__ADDR_BITS) - 1)
+/* A slot holds a pid key in its low bits, a tag above them; 0 is empty. */
+#define DM__CHILD_KEY_MASK (((uint32_t)1 << DM__PROC_KEY_BITS) - 1)
 /* The worker in slot i of m's children table, or NULL. */
-static inline dm__worker *dm__children_at(const dm__manager *m, size_t i) {
-  uintptr_t v = m->slots[i];
-  return (dm__worker *)(m->untagged ? v : v & DM__ADDR_MASK);
-}
+dm__worker *dm__children_at(const dm__manager *m, size_t i);
+/* The same for a walk over the slots in order: the workers a few slots
+ * ahead are fetched meanwhile. A slot is a pid key, so reaching its
+ * worker is two cache misses in a large table; a walk over a million
+ * children would wait for both at every slot. */
+dm__worker *dm__children_walk(const dm__manager *m, size_t i);
 dm__worker *dm__children_get(const dm__manager *m, const char *id, size_t len,
                              uint32_t hash);
 void dm__children_del(dm__manager *m, dm__worker *w);
-/* Worker from was copied to `to`: its slot refers to `to` from now on. */
-void dm__children_moved(dm__manager *m, const dm__worker *from, dm__worker *to);
 /* True for a table at most an eighth full: dm__children_shrink rehashes
  * it to half full at most; on failure it stays as it is. */
 static inline int dm__children_sparse(const dm__manager *m) {
@@ -400,12 +479,15 @@ int dm__worker_run(dm__worker *w, int kind, const char *msg, size_t len,
                    dm__replyto *reply, int wrap);
 /* Arms w's timer for due_us (monotonic µs). */
 void dm__worker_arm(dm__worker *w, uint64_t due_us);
+/* Disarms it; its due stays. */
 void dm__worker_disarm(dm__worker *w);
+/* Disarms it and sets its due to due_us: the due it keeps while it waits
+ * for something else than its timer. */
+void dm__worker_park(dm__worker *w, uint64_t due_us);
+/* The loop's time (ms, as uv_now) when w's callback began; w is busy. */
+uint64_t dm__worker_busy_since(const dm__worker *w);
 /* The loop's cached time in µs. */
 uint64_t dm__worker_now_us(const dm__worker *w);
-/* Stores a term in a cell; on failure the old one stays (logged). 0 or
- * DM_ENOMEM. */
-int dm__worker_set_cell(dm__cell *c, const char *data, size_t len);
 
 /* ---- worker.c: a worker's life ---- */
 /* Stores w's id, inline when short. 0 or DM_ENOMEM. */
@@ -536,7 +618,7 @@ int dm__durable_ack(dm__manager *m, const dm__gen *g);
 /* The loop is about to block: this turn's batch goes to the writer. */
 void dm__durable_flush(dm__manager *m);
 /* The payload or value of w changed: the next checkpoint records it. */
-static inline void dm__durable_dirty(dm__worker *w) { w->flags |= DM__W_DIRTY; }
+static inline void dm__durable_dirty(dm__worker *w) { w->proc.flags |= DM__W_DIRTY; }
 /* stats' store_* entries: how many, and the entries. */
 size_t dm__durable_nstats(const dm__manager *m);
 int dm__durable_enc_stats(dm__manager *m, ei_x_buff *x);

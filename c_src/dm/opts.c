@@ -207,3 +207,25 @@ int dm__opts_default(const char *key, const char *value, dm__child_opts *o) {
   }
   return 0;
 }
+
+dm__wopts *dm__wopts_new(dm__manager *m, const char *term, size_t len,
+                         const dm__child_opts *o) {
+  if (len > UINT32_MAX)
+    return NULL;
+  dm__wopts *r = dm__malloc(sizeof *r + len);
+  if (!r)
+    return NULL;
+  r->m = m;
+  r->refs = 1;
+  r->len = (uint32_t)len;
+  r->lull = o->lull;
+  r->restart = o->restart;
+  r->instant = (uint8_t)o->instant;
+  memcpy(r->term, term, len);
+  return r;
+}
+
+void dm__wopts_unref(dm__wopts *r) {
+  if (r && --r->refs == 0)
+    dm__free(r);
+}

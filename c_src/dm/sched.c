@@ -78,6 +78,7 @@ static void free_all(void *ud) {
   s->managers = NULL;
   s->nmanagers = 0;
   dm__pidtab_free(&s->calls);
+  dm__pidtab_free(&s->annex);
   dm__wheel_free(&s->wheel);
   dm__slab_destroy(&s->workers);
 }
@@ -93,6 +94,7 @@ int dm__sched_init(dm__sched *s, dm__node *n, unsigned threads,
   s->threads = threads;
   s->builtins = builtins;
   dm__pidtab_init(&s->calls);
+  dm__pidtab_init(&s->annex);
   int km = dm__node_add_kind(n, &dm__manager_ops);
   int kw = dm__node_add_kind(n, &dm__worker_ops);
   if (km < 0 || kw < 0)

@@ -28,7 +28,8 @@ void dm__sup_reset(dm__manager *m) { m->nrestarts = m->nescalated = 0; }
  * an escalation drops no child. */
 static void restart_all(dm__manager *m) {
   typedef struct {
-    dm__blob *id, *opts;
+    dm__blob *id;
+    dm__wopts *opts;
     dm__cell payload, value;
     int spec;
     uint32_t gen;
@@ -40,16 +41,16 @@ static void restart_all(dm__manager *m) {
     return;
   }
   for (size_t i = 0; i < m->cap && n < m->count; i++) {
-    dm__worker *w = dm__children_at(m, i);
+    dm__worker *w = dm__children_walk(m, i);
     if (!w)
       continue;
     saved *sv = &all[n++];
-    sv->spec = (w->flags & DM__W_SPEC) != 0;
+    sv->spec = (w->proc.flags & DM__W_SPEC) != 0;
     sv->gen = w->gen;
     sv->id = dm__blob_new(dm__worker_id(w), dm__worker_id_len(w));
-    sv->opts = dm__blob_ref(w->opts);
+    sv->opts = dm__wopts_ref(w->opts);
     dm__cell_copy(&sv->payload, &w->payload);
-    dm__cell_copy(&sv->value, &w->value);
+    dm__cell_copy(&sv->value, dm__worker_value(w));
   }
   dm__workers_stop_all(m, DM__A_SHUTDOWN, DM__ALEN(DM__A_SHUTDOWN));
   m->spread = 1;
@@ -57,17 +58,17 @@ static void restart_all(dm__manager *m) {
     saved *sv = &all[k];
     dm__worker *w = NULL;
     if (sv->id && dm__worker_resume(m, dm__blob_data(sv->id), dm__blob_len(sv->id),
-                                    dm__blob_data(sv->opts), dm__blob_len(sv->opts),
+                                    sv->opts->term, sv->opts->len,
                                     &sv->payload, &sv->value, &w) == 0) {
       m->st.restarts++;
       if (sv->spec)
-        w->flags |= DM__W_SPEC;
+        w->proc.flags |= DM__W_SPEC;
       w->gen = sv->gen; /* the same record: its state entries hold */
       dm__durable_dirty(w);
     } else
       DM_ERROR("manager %s: a worker could not be restarted (out of memory)", m->name);
     dm__blob_unref(sv->id);
-    dm__blob_unref(sv->opts);
+    dm__wopts_unref(sv->opts);
     dm__cell_clear(&sv->payload);
     dm__cell_clear(&sv->value);
   }
@@ -105,9 +106,9 @@ static int is_normal_exit(const char *r, size_t len) {
 /* A crash (or an exit signal): terminate, then restart per restart type
  * with the original opts. */
 static void crash(dm__worker *w, const char *reason, size_t len) {
-  dm__manager *m = w->m;
-  int restart = w->restart == DM__PERMANENT ||
-                (w->restart == DM__TRANSIENT && !is_normal_exit(reason, len));
+  dm__manager *m = dm__worker_mgr(w);
+  int restart = w->opts->restart == DM__PERMANENT ||
+                (w->opts->restart == DM__TRANSIENT && !is_normal_exit(reason, len));
   char idtext[160], why[240];
   m->st.crashes++;
   DM_WARN("manager %s: worker %s crashed: %s%s", m->name,
@@ -115,8 +116,8 @@ static void crash(dm__worker *w, const char *reason, size_t len) {
           dm__term_print(reason, len, why, sizeof why), restart ? "; restarting it" : "");
   /* The stop may free w at once, so the restart works from copies. */
   dm__blob *id = restart ? dm__blob_new(dm__worker_id(w), dm__worker_id_len(w)) : NULL;
-  dm__blob *opts = restart ? dm__blob_ref(w->opts) : NULL;
-  int spec = (w->flags & DM__W_SPEC) != 0;
+  dm__wopts *opts = restart ? dm__wopts_ref(w->opts) : NULL;
+  int spec = (w->proc.flags & DM__W_SPEC) != 0;
   if (!restart)
     dm__durable_del(m, w);
   dm__ev_crash(m, w, reason, len);
@@ -125,16 +126,16 @@ static void crash(dm__worker *w, const char *reason, size_t len) {
    * restarts as a crashed one does, from its opts. */
   dm__worker *again = NULL;
   if (id && opts && dm__sup_allow_restart(m) >= 0 &&
-      dm__worker_start(m, dm__blob_data(id), dm__blob_len(id), dm__blob_data(opts),
-                       dm__blob_len(opts), &again) == 0) {
+      dm__worker_start(m, dm__blob_data(id), dm__blob_len(id), opts->term, opts->len,
+                       &again) == 0) {
     m->st.restarts++;
     if (spec)
-      again->flags |= DM__W_SPEC;
+      again->proc.flags |= DM__W_SPEC;
     dm__durable_put(m, again);
     dm__ev_restart(m, again);
   }
   dm__blob_unref(id);
-  dm__blob_unref(opts);
+  dm__wopts_unref(opts);
 }
 
 void dm__sup_worker_done(dm__wjob *j, int cancelled) {

@@ -29,7 +29,7 @@ static int enc_manager_status(dm__manager *m, ei_x_buff *x) {
 }
 
 static int enc_worker_status(dm__worker *w, ei_x_buff *x) {
-  dm__manager *m = w->m;
+  dm__manager *m = dm__worker_mgr(w);
   erlang_pid self, parent;
   char header[320];
   dm__proc_pid(m->node, &w->proc, &self);
@@ -59,10 +59,10 @@ void dm__sys_manager(dm__manager *m, const dm__gen *g) {
 }
 
 void dm__sys_worker(dm__worker *w, const dm__gen *g) {
-  dm__node *n = w->m->node;
+  dm__node *n = dm__worker_mgr(w)->node;
   int what = dm__sys_request(g->req, g->req_len);
   if (what == DM__SYS_OTHER) {
-    w->m->st.bad_requests++;
+    dm__worker_mgr(w)->st.bad_requests++;
     dm__sys_refuse(n, g);
     return;
   }

@@ -13,19 +13,18 @@ static dm__worker *of_timer(dm__timer *t) {
 }
 
 static void schedule(dm__worker *w, uint64_t delay_ms) {
-  w->due = mono_us() + delay_ms * 1000 + 1; /* never 0, which means none */
-  dm__worker_arm(w, w->due);
+  dm__worker_arm(w, mono_us() + delay_ms * 1000 + 1); /* never 0, which means none */
 }
 
 /* The first perform: at once or after instant_ms when instant, else after
  * a period. Workers booted together from children_specs spread their first
  * performs over the period after it, so they do not all fall due in the
  * same millisecond for ever after. */
-static void first_schedule(dm__worker *w, uint32_t instant_ms) {
-  if (w->instant)
+static void first_schedule(dm__worker *w, uint32_t instant_ms, uint32_t hash) {
+  if (w->opts->instant)
     schedule(w, instant_ms);
   else if (w->timeout_ms)
-    schedule(w, w->timeout_ms + (w->m->spread ? w->hash % w->timeout_ms : 0));
+    schedule(w, w->timeout_ms + (dm__worker_mgr(w)->spread ? hash % w->timeout_ms : 0));
 }
 
 int dm__worker_set_id(dm__worker *w, const char *id, size_t len) {
@@ -36,53 +35,57 @@ int dm__worker_set_id(dm__worker *w, const char *id, size_t len) {
   }
   if (!(w->id.blob = dm__blob_new(id, len)))
     return DM_ENOMEM;
-  w->flags |= DM__W_ID_BLOB;
+  w->proc.flags |= DM__W_ID_BLOB;
   return 0;
 }
 
 void dm__worker_release_id(dm__worker *w) {
-  if (w->flags & DM__W_ID_BLOB)
+  if (w->proc.flags & DM__W_ID_BLOB)
     dm__blob_unref(w->id.blob);
-  w->flags &= (uint8_t)~DM__W_ID_BLOB;
+  w->proc.flags &= (uint16_t)~DM__W_ID_BLOB;
   w->id.inl[0] = 0;
 }
 
 void dm__worker_free(dm__worker *w) {
-  if (w->flags & DM__W_STOPPING)
-    dm__blob_unref(w->stop_reason);
-  else
-    dm__mailbox_free(w->mbox, NULL, NULL, 0);
-  dm__proc_release(w->m->node, &w->proc);
+  dm__manager *m = dm__worker_mgr(w);
+  if (w->proc.flags & (DM__W_STOPPING | DM__W_VALUE_OWN | DM__W_MAIL))
+    dm__annex_free(w);
+  dm__proc_release(m->node, &w->proc);
   dm__worker_release_id(w);
-  dm__blob_unref(w->opts);
   dm__cell_clear(&w->payload);
-  dm__cell_clear(&w->value);
-  dm__slab *slab = &w->m->sched->workers;
-  w->m = NULL; /* a free slot, to a walk over the slab */
-  dm__slab_free(slab, w);
+  dm__wopts_unref(w->opts);
+  w->opts = NULL; /* a free slot, to a walk over the slab */
+  dm__slab_free(&m->sched->workers, w);
 }
 
 void dm__worker_finalize(dm__worker *w) {
   /* Links get the exit signal and monitors fire, with the stop reason. */
-  dm__proc_down(w->m->node, &w->proc, dm__blob_data(w->stop_reason),
-                dm__blob_size(w->stop_reason));
+  const dm__blob *reason = dm__worker_stop_reason(w);
+  dm__proc_down(dm__worker_mgr(w)->node, &w->proc, dm__blob_data(reason),
+                dm__blob_size(reason));
   dm__worker_free(w);
 }
 
 void dm__worker_stop(dm__worker *w, const char *reason, size_t reason_len) {
-  dm__manager *m = w->m;
+  dm__manager *m = dm__worker_mgr(w);
   dm__node *n = m->node;
-  if (w->flags & DM__W_STOPPING)
+  if (w->proc.flags & DM__W_STOPPING)
     return;
   dm__children_del(m, w);
-  dm__pidtab_del(&n->pids, w->proc.key);
+  dm__proctab_del(&n->pids, w->proc.key);
   dm__worker_disarm(w);
-  /* Callers still waiting in the mailbox see the worker die; then the
-   * stop reason takes the mailbox's place. */
-  dm__mailbox_free(w->mbox, n, reason, reason_len);
-  w->flags |= DM__W_STOPPING;
-  w->stop_reason = dm__blob_new(reason, reason_len);
-  if (w->flags & DM__W_BUSY) {
+  /* Callers still waiting in the mailbox see the worker die. The stop
+   * reason goes to the annex; out of memory, it reads as nil. */
+  dm__annex *a = (w->proc.flags & DM__W_MAIL) ? dm__annex_of(w) : NULL;
+  if (a) {
+    dm__mailbox_free(a->mbox, n, reason, reason_len);
+    a->mbox = NULL;
+    w->proc.flags &= (uint16_t)~DM__W_MAIL;
+  }
+  w->proc.flags |= DM__W_STOPPING;
+  if ((a = dm__annex_get(w)) && !(a->stop_reason = dm__blob_new(reason, reason_len)))
+    dm__annex_tidy(w);
+  if (w->proc.flags & DM__W_BUSY) {
     /* A call that runs now exits its caller at once, with the stop's
      * reason, as a BEAM caller's monitor fires when the callee dies; its
      * late result is not sent. Terminate follows the running callback. */
@@ -113,10 +116,10 @@ void dm__worker_cancelled(dm__wjob *j) {
     dm__pidtab_del(&j->m->sched->calls, j->w->proc.key);
   /* A worker already out of the table is only reachable from its job, so
    * it goes with it. */
-  if (j->w && (j->w->flags & DM__W_STOPPING))
+  if (j->w && (j->w->proc.flags & DM__W_STOPPING))
     dm__worker_free(j->w);
   else if (j->w)
-    j->w->flags &= (uint8_t)~DM__W_BUSY;
+    j->w->proc.flags &= (uint16_t)~DM__W_BUSY;
 }
 
 /* A new worker for id with opts; with `payload` (and `value`, NULL for
@@ -133,54 +136,59 @@ static int start(dm__manager *m, const char *id, size_t idlen, const char *opts,
   }
   if (opts && (r = dm__opts_parse(opts, optslen, &o, NULL)))
     return r;
-  dm__worker *w = dm__slab_alloc(&m->sched->workers);
-  if (!w)
-    return DM_ENOMEM;
-  w->proc.kind = m->sched->kind_worker;
-  w->m = m;
-  dm__timer_init(&w->timer);
-  if (dm__worker_set_id(w, id, idlen))
-    goto err;
   if (!opts) {
     opts = "\x6a";
     optslen = 1;
   }
-  if (m->last_opts && dm__blob_len(m->last_opts) == optslen &&
-      memcmp(dm__blob_data(m->last_opts), opts, optslen) == 0) {
-    w->opts = dm__blob_ref(m->last_opts);
+  dm__wopts *rec;
+  if (m->last_opts && m->last_opts->len == optslen &&
+      memcmp(m->last_opts->term, opts, optslen) == 0) {
+    rec = dm__wopts_ref(m->last_opts);
   } else {
-    w->opts = dm__blob_new(opts, optslen);
+    if (!(rec = dm__wopts_new(m, opts, optslen, &o)))
+      return DM_ENOMEM;
     /* Shared while the next worker's opts are the same (children_specs,
      * puts in a loop); big opts are not kept for that, so they go with
      * their worker. */
     if (optslen <= 4096) {
-      dm__blob_unref(m->last_opts);
-      m->last_opts = dm__blob_ref(w->opts);
+      dm__wopts_unref(m->last_opts);
+      m->last_opts = dm__wopts_ref(rec);
     }
   }
-  if (!w->opts)
-    goto err;
-  if (payload) {
-    dm__cell_copy(&w->payload, payload);
-    if (value)
-      dm__cell_copy(&w->value, value);
-  } else if (o.payload && dm__cell_set(&w->payload, o.payload, o.payload_len)) {
-    goto err;
+  dm__worker *w = dm__slab_alloc(&m->sched->workers);
+  if (!w) {
+    dm__wopts_unref(rec);
+    return DM_ENOMEM;
   }
-  w->hash = dm__id_hash(m, id, idlen);
+  w->opts = rec; /* first: it names the manager */
+  w->proc.kind = m->sched->kind_worker;
+  dm__timer_init(&w->timer);
+  r = DM_ENOMEM;
+  if (dm__worker_set_id(w, id, idlen))
+    goto err;
+  if (!payload && o.payload && dm__cell_set(&w->payload, o.payload, o.payload_len))
+    goto err;
   w->timeout_ms = o.timeout_ms;
-  w->lull = o.lull;
-  w->restart = o.restart;
-  w->instant = (uint8_t)o.instant;
   if ((r = dm__proc_spawn(n, &w->proc)))
     goto err;
-  if ((r = dm__children_put(m, w))) {
-    dm__pidtab_del(&n->pids, w->proc.key);
+  if (payload) {
+    /* After the spawn: a value of its own goes to the annex, by pid key. */
+    dm__cell p = DM__CELL_NIL, v = DM__CELL_NIL;
+    dm__cell_copy(&p, payload);
+    if (value)
+      dm__cell_copy(&v, value);
+    if ((r = dm__worker_take_terms(w, &p, &v))) {
+      dm__cell_clear(&p);
+      dm__cell_clear(&v);
+    }
+  }
+  if (r || (r = dm__children_put(m, w))) {
+    dm__proctab_del(&n->pids, w->proc.key);
     goto err;
   }
   if (out)
     *out = w;
-  first_schedule(w, o.instant_ms);
+  first_schedule(w, o.instant_ms, dm__id_hash(m, id, idlen));
   if (m->b->init && !payload)
     dm__worker_run(w, DM__JOB_INIT, NULL, 0, NULL, 0); /* the timer waits for init */
   return 0;
@@ -222,7 +230,7 @@ int dm__worker_put(dm__manager *m, const char *id, size_t idlen, const char *opt
     goto out;
   /* A spec id stays one when put over: deleting it later must keep
    * children_specs from bringing it back. */
-  int spec = old && (old->flags & DM__W_SPEC);
+  int spec = old && (old->proc.flags & DM__W_SPEC);
   if (old)
     dm__worker_stop(old, DM__A_SHUTDOWN, DM__ALEN(DM__A_SHUTDOWN));
   dm__worker *w = NULL;
@@ -230,7 +238,7 @@ int dm__worker_put(dm__manager *m, const char *id, size_t idlen, const char *opt
   if (r == 0) {
     m->st.puts++;
     if (spec)
-      w->flags |= DM__W_SPEC;
+      w->proc.flags |= DM__W_SPEC;
     if (out)
       *out = w;
   }
@@ -241,21 +249,35 @@ out:
 
 /* {payload, P}: the payload is replaced and init runs again on it. */
 static void replace_payload(dm__worker *w, const char *p, size_t len) {
-  dm__worker_set_cell(&w->payload, p, len);
+  dm__worker_set_payload(w, p, len);
   dm__durable_dirty(w);
-  if (w->m->b->init)
+  if (dm__worker_mgr(w)->b->init)
     dm__worker_run(w, DM__JOB_INIT, NULL, 0, NULL, 0);
 }
 
+/* The oldest mail waiting for w, or NULL; with the last one the mailbox
+ * leaves the annex. */
+static dm__mail *next_mail(dm__worker *w) {
+  if (!(w->proc.flags & DM__W_MAIL))
+    return NULL;
+  dm__annex *a = dm__annex_of(w);
+  dm__mail *mail = dm__mailbox_pop(&a->mbox);
+  if (!a->mbox) {
+    w->proc.flags &= (uint16_t)~DM__W_MAIL;
+    dm__annex_tidy(w);
+  }
+  return mail;
+}
+
 void dm__worker_drain(dm__worker *w) {
-  if (w->flags & (DM__W_BUSY | DM__W_STOPPING))
+  if (w->proc.flags & (DM__W_BUSY | DM__W_STOPPING))
     return;
   dm__mail *mail;
-  while ((mail = dm__mailbox_pop(&w->mbox)) != NULL) {
+  while ((mail = next_mail(w)) != NULL) {
     if (mail->kind == DM__JOB_PAYLOAD) {
       replace_payload(w, mail->msg, mail->len);
       dm__free(mail);
-      if (w->flags & DM__W_BUSY)
+      if (w->proc.flags & DM__W_BUSY)
         return; /* init runs: the rest waits for it */
       continue;
     }
@@ -263,12 +285,12 @@ void dm__worker_drain(dm__worker *w) {
     if (dm__worker_run(w, mail->kind, mail->msg, mail->len, mail->reply, mail->wrap) == 0)
       mail->reply = NULL; /* the job owns it now */
     else if (mail->reply)
-      dm__reply_exit(w->m->node, mail->reply, DM__A_CRASHED, DM__ALEN(DM__A_CRASHED));
+      dm__reply_exit(dm__worker_mgr(w)->node, mail->reply, DM__A_CRASHED, DM__ALEN(DM__A_CRASHED));
     dm__free(mail->reply);
     dm__free(mail);
     return;
   }
-  if (w->flags & DM__W_PERFORM_DUE)
+  if (w->proc.flags & DM__W_PERFORM_DUE)
     dm__worker_run(w, DM__JOB_PERFORM, NULL, 0, NULL, 0);
 }
 
@@ -282,10 +304,10 @@ void dm__worker_ahead(const dm__timer *t) {
 /* Slower than lull x timeout: the behaviour hears of it, once per job, on
  * a pool thread of its own with copies of the terms. */
 static void lull_fired(dm__worker *w) {
-  dm__manager *m = w->m;
-  if (w->flags & DM__W_LULL_FIRED)
+  dm__manager *m = dm__worker_mgr(w);
+  if (w->proc.flags & DM__W_LULL_FIRED)
     return;
-  w->flags |= DM__W_LULL_FIRED;
+  w->proc.flags |= DM__W_LULL_FIRED;
   m->st.timeouts++;
   if (!m->b->handle_timeout)
     return;
@@ -310,11 +332,11 @@ static void lull_fired(dm__worker *w) {
 void dm__worker_on_timer(dm__timer *t, void *ud) {
   dm__worker *w = of_timer(t);
   (void)ud;
-  if (w->flags & DM__W_BUSY) {
+  if (w->proc.flags & DM__W_BUSY) {
     lull_fired(w);
     return;
   }
-  w->flags |= DM__W_PERFORM_DUE;
+  w->proc.flags |= DM__W_PERFORM_DUE;
   dm__worker_drain(w);
 }
 
@@ -322,7 +344,7 @@ int dm__worker_deliver(dm__worker *w, int kind, const char *msg, size_t len,
                        const dm__gen *g, int wrap) {
   static const char too_deep[] = "\x68\x02" DM__A_ERROR "\x77\x08" "too_deep";
   static const char overloaded[] = "\x68\x02" DM__A_ERROR "\x77\x0a" "overloaded";
-  dm__manager *m = w->m;
+  dm__manager *m = dm__worker_mgr(w);
   dm__replyto *reply = NULL;
   if (!dm__term_depth_ok(msg, len, DM__TERM_MAX_DEPTH)) {
     /* Too deep for a behaviour to walk safely: refused, not delivered. */
@@ -336,7 +358,7 @@ int dm__worker_deliver(dm__worker *w, int kind, const char *msg, size_t len,
     if (!reply)
       return DM_ENOMEM;
   }
-  if (!(w->flags & DM__W_BUSY) && !w->mbox) {
+  if (!(w->proc.flags & (DM__W_BUSY | DM__W_MAIL))) {
     if (kind == DM__JOB_PAYLOAD) {
       replace_payload(w, msg, len);
       return 0;
@@ -346,7 +368,7 @@ int dm__worker_deliver(dm__worker *w, int kind, const char *msg, size_t len,
       dm__free(reply);
     return r;
   }
-  if (dm__mailbox_count(w->mbox) >= m->max_mailbox) {
+  if (dm__mailbox_count(dm__worker_mbox(w)) >= m->max_mailbox) {
     m->st.mailbox_overflows++;
     if (kind == DM__JOB_CALL)
       dm__reply_to(m->node, reply, overloaded, DM__ALEN(overloaded), 0);
@@ -355,10 +377,15 @@ int dm__worker_deliver(dm__worker *w, int kind, const char *msg, size_t len,
     dm__free(reply);
     return DM_ETOOBIG;
   }
-  int r = dm__mailbox_push(&w->mbox, kind, msg, len, reply, wrap);
-  if (r)
+  dm__annex *a = dm__annex_get(w);
+  int r = a ? dm__mailbox_push(&a->mbox, kind, msg, len, reply, wrap) : DM_ENOMEM;
+  if (r) {
     dm__free(reply);
-  return r;
+    dm__annex_tidy(w);
+    return r;
+  }
+  w->proc.flags |= DM__W_MAIL;
+  return 0;
 }
 
 void dm__worker_message(dm__worker *w, const dm__ctrl *ctl) {

@@ -94,8 +94,9 @@ int dm__node_init_unlistened(dm__node *n, uv_loop_t *loop, const dm__config *cfg
     n->start_wall_us = (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
   }
   dm__nametab_init(&n->names);
-  dm__pidtab_init(&n->pids);
+  dm__proctab_init(&n->pids);
   dm__pidtab_init(&n->monitors);
+  dm__pidtab_init(&n->links);
   if (ei_x_new(&n->pkt) < 0)
     return DM_ENOMEM;
   int r = dm__dist_init(&n->dist, loop, cfg, cookie, &dist_ops, n);
@@ -170,7 +171,8 @@ void dm__node_free(dm__node *n) {
   dm__watch_free(n);
   dm__dist_free(&n->dist);
   dm__nametab_free(&n->names);
-  dm__pidtab_free(&n->pids);
+  dm__proctab_free(&n->pids);
   dm__pidtab_free(&n->monitors);
+  dm__pidtab_free(&n->links);
   ei_x_free(&n->pkt);
 }

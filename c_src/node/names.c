@@ -1,4 +1,6 @@
-/* The process tables: local pid key -> process, registered name -> process. */
+/* The process tables: local pid key -> process, registered name -> process,
+ * and the generic map from a 32-bit key to a pointer that keeps what a
+ * few processes have out of line. */
 #include "node/node.h"
 
 #include <string.h>
@@ -7,7 +9,8 @@
 #include "dm.h"
 
 static size_t slot_of(uint32_t key, size_t cap) {
-  /* Fibonacci hashing spreads the sequential keys ei_make_pid hands out. */
+  /* Fibonacci hashing spreads the sequential keys ei_make_pid hands out.
+   * dm__proctab_home is the same, for walks that fetch ahead. */
   return (size_t)((key * 2654435769u) & (uint32_t)(cap - 1)) & (cap - 1);
 }
 
@@ -124,6 +127,109 @@ void dm__pidtab_shrink(dm__pidtab *t) {
   if (dm__pidtab_sparse(t))
     (void)grow_to(t, dm__grow_cap(0, t->count * 2, 64));
 }
+
+/* ---- the pid table: processes by key ---- */
+
+void dm__proctab_init(dm__proctab *t) { memset(t, 0, sizeof *t); }
+
+void dm__proctab_free(dm__proctab *t) {
+  dm__free(t->slots);
+  memset(t, 0, sizeof *t);
+}
+
+static int proctab_rehash(dm__proctab *t, size_t ncap) {
+  dm__proc **slots = dm__calloc(ncap, sizeof *slots);
+  if (!slots)
+    return DM_ENOMEM;
+  for (size_t i = 0; i < t->cap; i++) {
+    if (!t->slots[i])
+      continue;
+    size_t s = slot_of(t->slots[i]->key, ncap);
+    while (slots[s])
+      s = (s + 1) & (ncap - 1);
+    slots[s] = t->slots[i];
+  }
+  dm__free(t->slots);
+  t->slots = slots;
+  t->cap = ncap;
+  return 0;
+}
+
+/* Load factor at most 3/4. */
+int dm__proctab_reserve(dm__proctab *t, size_t n) {
+  size_t cap = dm__grow_cap(t->cap, (n * 4 + 2) / 3, 64);
+  return cap == t->cap ? 0 : proctab_rehash(t, cap);
+}
+
+int dm__proctab_put(dm__proctab *t, dm__proc *p) {
+  if (p->key == 0)
+    return DM_EINVAL;
+  int r = dm__proctab_reserve(t, t->count + 1);
+  if (r)
+    return r;
+  size_t s = slot_of(p->key, t->cap);
+  while (t->slots[s])
+    s = (s + 1) & (t->cap - 1);
+  t->slots[s] = p;
+  t->count++;
+  /* Keys come in sequence: the next insert's slot, a cache miss in a
+   * large table, is fetched while the caller builds that process. */
+  __builtin_prefetch(&t->slots[slot_of(p->key + 1, t->cap)], 1);
+  return 0;
+}
+
+/* The slot of the process with this key, or the empty slot that ends its
+ * probe run. */
+static size_t proctab_find(const dm__proctab *t, uint32_t key) {
+  size_t s = slot_of(key, t->cap);
+  while (t->slots[s] && t->slots[s]->key != key)
+    s = (s + 1) & (t->cap - 1);
+  return s;
+}
+
+dm__proc *dm__proctab_get(const dm__proctab *t, uint32_t key) {
+  if (!t->cap || key == 0)
+    return NULL;
+  return t->slots[proctab_find(t, key)];
+}
+
+dm__proc *dm__proctab_del(dm__proctab *t, uint32_t key) {
+  if (!t->cap || key == 0)
+    return NULL;
+  size_t mask = t->cap - 1, s = proctab_find(t, key);
+  dm__proc *p = t->slots[s];
+  if (!p)
+    return NULL;
+  /* Backward-shift deletion, as in the other tables: no tombstones. */
+  size_t hole = s;
+  for (size_t j = (s + 1) & mask; t->slots[j]; j = (j + 1) & mask) {
+    size_t home = slot_of(t->slots[j]->key, t->cap);
+    if (((j - home) & mask) >= ((j - hole) & mask)) {
+      t->slots[hole] = t->slots[j];
+      hole = j;
+    }
+  }
+  t->slots[hole] = NULL;
+  t->count--;
+  return p;
+}
+
+int dm__proctab_moved(dm__proctab *t, dm__proc *to) {
+  if (!t->cap || to->key == 0)
+    return DM_EINVAL;
+  size_t s = proctab_find(t, to->key);
+  if (!t->slots[s])
+    return DM_EINVAL;
+  t->slots[s] = to;
+  return 0;
+}
+
+void dm__proctab_shrink(dm__proctab *t) {
+  if (dm__proctab_sparse(t))
+    (void)proctab_rehash(t, dm__grow_cap(0, t->count * 2, 64));
+}
+
+/* ---- registered names ---- */
 
 void dm__nametab_init(dm__nametab *t) { memset(t, 0, sizeof *t); }
 

@@ -45,6 +45,46 @@ static inline int dm__pidtab_sparse(const dm__pidtab *t) {
 }
 void dm__pidtab_shrink(dm__pidtab *t);
 
+typedef struct dm__proc dm__proc;
+
+/* The pid table: local processes by their key. Open addressing on the
+ * key; a slot holds the process alone, and a lookup reads the key back
+ * from it: the table is 8 bytes a slot where keys beside the pointers took
+ * 12, and a lookup reads the process it finds anyway. A process keeps its
+ * key, and its memory stays readable, while it is in the table. */
+typedef struct {
+  dm__proc **slots;
+  size_t cap;     /* a power of two, or 0 */
+  size_t count;
+} dm__proctab;
+
+void dm__proctab_init(dm__proctab *t);
+void dm__proctab_free(dm__proctab *t);
+/* Makes room for n processes in all, so that many puts do not rehash. */
+int dm__proctab_reserve(dm__proctab *t, size_t n);
+/* Enters p under p->key, which no other process in the table has. 0,
+ * DM_EINVAL (key 0) or DM_ENOMEM. */
+int dm__proctab_put(dm__proctab *t, dm__proc *p);
+/* The process with this key, or NULL. */
+dm__proc *dm__proctab_get(const dm__proctab *t, uint32_t key);
+/* Takes the process with this key out and returns it, or NULL. */
+dm__proc *dm__proctab_del(dm__proctab *t, uint32_t key);
+/* The process in the table under to->key was copied to `to` (its owner
+ * moved it): the table refers to `to` from now on. Allocates nothing. 0,
+ * or DM_EINVAL when no process has that key. */
+int dm__proctab_moved(dm__proctab *t, dm__proc *to);
+/* The slot where the probe for key begins (t not empty). Fibonacci
+ * hashing: keys given in sequence land on distinct slots. */
+static inline size_t dm__proctab_home(const dm__proctab *t, uint32_t key) {
+  return (size_t)(key * 2654435769u) & (t->cap - 1);
+}
+/* True for a table at most an eighth full: dm__proctab_shrink rehashes
+ * it to half full at most; on failure it stays as it is. */
+static inline int dm__proctab_sparse(const dm__proctab *t) {
+  return t->cap > 64 && t->count < t->cap / 8;
+}
+void dm__proctab_shrink(dm__proctab *t);
+
 /* Registered names; a handful per node, so a short array. */
 typedef struct {
   char *name;
@@ -74,7 +114,6 @@ const char *dm__nametab_name_of(const dm__nametab *t, const void *val);
  * hooks; the node never names it. */
 
 typedef struct dm__node dm__node;
-typedef struct dm__proc dm__proc;
 typedef struct dm__remote dm__remote;
 typedef struct dm__watch dm__watch;
 
@@ -133,11 +172,19 @@ typedef struct {
  * workers 8 bytes smaller each. */
 #define DM__KINDS_MAX 16
 
-/* A C-node process: anything with a pid. */
+/* A C-node process: anything with a pid. Its links live out of line
+ * (dm__node.links), as its monitors do: most processes have none. */
+/* A process key is below 1 << DM__PROC_KEY_BITS: tables may keep other
+ * bits beside it. */
+#define DM__PROC_KEY_BITS 28
 struct dm__proc {
-  dm__links *links;  /* out of line: most processes have none */
   uint32_t key;      /* ei num | serial << 15; 0 until spawned */
   uint8_t kind;      /* index returned by dm__node_add_kind */
+  /* The kind's own: a struct that embeds a process would leave these
+   * bytes as padding, and a million workers keep their flags in them.
+   * The node never reads or writes them. */
+  uint8_t spare;
+  uint16_t flags;
 };
 
 /* What a layer above runs at the node's loop phases. Any may be NULL. */
@@ -189,8 +236,10 @@ struct dm__node {
   size_t nhooks;
 
   dm__nametab names;
-  dm__pidtab pids;
-  size_t nlinked; /* processes with links */
+  dm__proctab pids;
+  /* Links are rare: they live out of line, process key -> dm__links, so
+   * a process without one carries no byte for them. */
+  dm__pidtab links;
   /* Monitors are rare: they live out of line, process key -> dm__monitors,
    * so a process without one carries no byte for them. */
   dm__pidtab monitors;
@@ -255,9 +304,6 @@ int dm__proc_link(dm__node *n, dm__proc *p, const erlang_pid *remote);
 void dm__proc_unlink(dm__node *n, dm__proc *p, const erlang_pid *remote);
 /* Drops all of p's links (when it goes away). */
 void dm__proc_free_links(dm__node *n, dm__proc *p);
-/* The remote end of link i of p, as a full pid. */
-void dm__proc_link_pid(const dm__node *n, const dm__proc *p, uint32_t i,
-                       erlang_pid *out);
 /* A peer is gone: links to its processes fire as noconnection, and its
  * monitors are dropped. */
 void dm__proc_peer_lost(dm__node *n, uint32_t peer);

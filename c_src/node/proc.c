@@ -22,7 +22,7 @@ int dm__proc_spawn(dm__node *n, dm__proc *p) {
   if (ei_make_pid(&n->dist.ec, &pid) < 0)
     return DM_EEI;
   p->key = pid_key(&pid);
-  return dm__pidtab_put(&n->pids, p->key, p);
+  return dm__proctab_put(&n->pids, p);
 }
 
 int dm__proc_register(dm__node *n, dm__proc *p, const char *name) {
@@ -40,7 +40,7 @@ dm__proc *dm__node_local(dm__node *n, const erlang_pid *pid) {
   if (pid->creation != n->dist.ec.creation || pid->num > 0x7fff ||
       pid->serial > 0x1fff || strcmp(pid->node, n->dist.ec.thisnodename) != 0)
     return NULL;
-  return dm__pidtab_get(&n->pids, pid_key(pid));
+  return dm__proctab_get(&n->pids, pid_key(pid));
 }
 
 static int rpid_of(dm__node *n, const erlang_pid *pid, dm__rpid *out) {
@@ -54,33 +54,45 @@ static int rpid_of(dm__node *n, const erlang_pid *pid, dm__rpid *out) {
   return 0;
 }
 
+/* p's links, or NULL: they live out of line, by p's key. */
+static dm__links *links_of(const dm__node *n, const dm__proc *p) {
+  return n->links.count ? dm__pidtab_get(&n->links, p->key) : NULL;
+}
+
 int dm__proc_link(dm__node *n, dm__proc *p, const erlang_pid *remote) {
   dm__rpid r;
   int e = rpid_of(n, remote, &r);
   if (e)
     return e;
-  dm__links *l = p->links;
+  dm__links *l = links_of(n, p);
   for (uint32_t i = 0; l && i < l->count; i++)
     if (!memcmp(&l->items[i], &r, sizeof r))
       return 0;
-  if (!l || l->count == l->cap) {
-    uint32_t cap = l ? l->cap * 2 : 2;
+  if (!l) {
+    /* The entry first, so that nothing is left half made. */
+    if (!(l = dm__malloc(sizeof *l + 2 * sizeof l->items[0])))
+      return DM_ENOMEM;
+    l->count = 0;
+    l->cap = 2;
+    if (dm__pidtab_put(&n->links, p->key, l)) {
+      dm__free(l);
+      return DM_ENOMEM;
+    }
+  } else if (l->count == l->cap) {
+    uint32_t cap = l->cap * 2;
     dm__links *nl = dm__realloc(l, sizeof *nl + cap * sizeof nl->items[0]);
     if (!nl)
       return DM_ENOMEM;
-    if (!l) {
-      nl->count = 0;
-      n->nlinked++;
-    }
     nl->cap = cap;
-    p->links = l = nl;
+    (void)dm__pidtab_replace(&n->links, p->key, nl); /* there: allocates nothing */
+    l = nl;
   }
   l->items[l->count++] = r;
   return 0;
 }
 
 void dm__proc_unlink(dm__node *n, dm__proc *p, const erlang_pid *remote) {
-  dm__links *l = p->links;
+  dm__links *l = links_of(n, p);
   dm__rpid r;
   if (!l || rpid_of(n, remote, &r))
     return;
@@ -95,11 +107,8 @@ void dm__proc_unlink(dm__node *n, dm__proc *p, const erlang_pid *remote) {
 }
 
 void dm__proc_free_links(dm__node *n, dm__proc *p) {
-  if (!p->links)
-    return;
-  dm__free(p->links);
-  p->links = NULL;
-  n->nlinked--;
+  if (n->links.count)
+    dm__free(dm__pidtab_del(&n->links, p->key));
 }
 
 static void pid_of_rpid(const dm__node *n, const dm__rpid *r, erlang_pid *out) {
@@ -107,11 +116,6 @@ static void pid_of_rpid(const dm__node *n, const dm__rpid *r, erlang_pid *out) {
   out->num = r->num;
   out->serial = r->serial;
   out->creation = r->creation;
-}
-
-void dm__proc_link_pid(const dm__node *n, const dm__proc *p, uint32_t i,
-                       erlang_pid *out) {
-  pid_of_rpid(n, &p->links->items[i], out);
 }
 
 static int has_peer(const dm__links *l, uint32_t peer) {
@@ -127,15 +131,15 @@ static int has_peer(const dm__links *l, uint32_t peer) {
  * pid table, so it is looked up again before each signal. */
 static void fire_peer_links(dm__node *n, uint32_t key, uint32_t peer) {
   dm__proc *p;
-  while ((p = dm__pidtab_get(&n->pids, key)) && p->links) {
-    dm__links *l = p->links;
+  dm__links *l;
+  while ((p = dm__proctab_get(&n->pids, key)) && (l = links_of(n, p))) {
     uint32_t i = 0;
     while (i < l->count && l->items[i].peer != peer)
       i++;
     if (i == l->count)
       return;
     erlang_pid from;
-    dm__proc_link_pid(n, p, i, &from);
+    pid_of_rpid(n, &l->items[i], &from);
     l->items[i] = l->items[--l->count];
     if (l->count == 0)
       dm__proc_free_links(n, p);
@@ -205,11 +209,12 @@ void dm__proc_demonitor(dm__node *n, dm__proc *p, const erlang_pid *watcher,
 void dm__proc_down(dm__node *n, dm__proc *p, const char *reason, size_t len) {
   erlang_pid self, to;
   dm__proc_pid(n, p, &self);
-  for (uint32_t i = 0; p->links && i < p->links->count; i++) {
-    dm__proc_link_pid(n, p, i, &to);
+  dm__links *l = n->links.count ? dm__pidtab_del(&n->links, p->key) : NULL;
+  for (uint32_t i = 0; l && i < l->count; i++) {
+    pid_of_rpid(n, &l->items[i], &to);
     dm__node_send_exit(n, &self, &to, reason, len);
   }
-  dm__proc_free_links(n, p);
+  dm__free(l);
   dm__monitors *ms = n->nmonitors ? dm__pidtab_del(&n->monitors, p->key) : NULL;
   if (!ms)
     return;
@@ -264,22 +269,22 @@ void dm__proc_peer_lost(dm__node *n, uint32_t peer) {
     drop_peer_monitors(n, peer);
   /* Links to processes on a lost node fire as noconnection. Most nodes
    * have no links at all, and then a disconnect costs nothing. */
-  if (!n->nlinked)
+  if (!n->links.count)
     return;
   /* Keys first, signals after: firing while walking the table would see
    * it change under the walk. */
   uint32_t *keys = NULL;
   size_t nkeys = 0, cap = 0;
-  for (size_t s = 0; s < n->pids.cap; s++) {
-    dm__proc *p = n->pids.keys[s] ? n->pids.vals[s] : NULL;
-    if (!p || !p->links || !has_peer(p->links, peer))
+  for (size_t s = 0; s < n->links.cap; s++) {
+    const dm__links *l = n->links.keys[s] ? n->links.vals[s] : NULL;
+    if (!l || !has_peer(l, peer))
       continue;
     if (dm__array_grow((void **)&keys, &cap, nkeys + 1, sizeof *keys, 16)) {
       DM_ERROR("out of memory: some links to %s do not fire",
                n->dist.peer_names[peer]);
       break;
     }
-    keys[nkeys++] = n->pids.keys[s];
+    keys[nkeys++] = n->links.keys[s];
   }
   for (size_t k = 0; k < nkeys; k++)
     fire_peer_links(n, keys[k], peer);

@@ -169,7 +169,7 @@ static void services_free(void *ud) {
     if (!s)
       continue;
     dm__nametab_del(&ss->node->names, names[i]);
-    dm__pidtab_del(&ss->node->pids, s->proc.key);
+    dm__proctab_del(&ss->node->pids, s->proc.key);
     dm__proc_release(ss->node, &s->proc);
     dm__free(s);
     ss->svc[i] = NULL;
@@ -187,7 +187,7 @@ static int start_service(dm__node *n, services *ss, size_t i, int kind) {
   if ((r = dm__proc_spawn(n, &s->proc)))
     goto err;
   if ((r = dm__proc_register(n, &s->proc, names[i]))) {
-    dm__pidtab_del(&n->pids, s->proc.key);
+    dm__proctab_del(&n->pids, s->proc.key);
     goto err;
   }
   ss->svc[i] = s;

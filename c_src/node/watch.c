@@ -69,7 +69,7 @@ void dm__proc_unwatch(dm__node *n, dm__proc *p, const erlang_pid *target,
 static void fire(dm__node *n, size_t i, const char *reason, size_t len) {
   dm__watch w = n->watches[i];
   n->watches[i] = n->watches[--n->nwatches];
-  dm__proc *p = dm__pidtab_get(&n->pids, w.key);
+  dm__proc *p = dm__proctab_get(&n->pids, w.key);
   if (p && dm__proc_ops_of(n, p)->down)
     dm__proc_ops_of(n, p)->down(p, n, &w.ref, reason, len);
 }

@@ -40,6 +40,34 @@ void dm__timer_init(dm__timer *t) {
 
 int dm__timer_armed(const dm__timer *t) { return t->slot != DM__TIMER_OFF; }
 
+/* The room a slot's array grows to from cap. Arrays pass from slot to
+ * slot (see push), so each ends up as large as the most crowded slot it
+ * served: doubling would keep a million timers, spread evenly over a
+ * period, in arrays nearly twice their size, 8 MB more. Past a few hundred
+ * an array grows by an eighth instead, and a big one only by mremap. */
+static uint32_t next_cap(uint32_t cap) {
+  if (cap < 256)
+    return cap ? cap * 2 : 16;
+  uint64_t next = ((uint64_t)cap + cap / 8 + 15) & ~(uint64_t)15;
+  return next < UINT32_MAX ? (uint32_t)next : UINT32_MAX;
+}
+
+/* The spare array is next filled with the timers re-armed from the slot
+ * it came from: periodic timers all one period apart fill it with as
+ * many as that slot held. It keeps room for about that many, so that an
+ * array grown in a burst (a boot, a stall) does not pass from slot to
+ * slot at that size for ever. */
+static void fit(dm__wheel_slot *s, uint32_t held) {
+  uint64_t want = ((uint64_t)held + held / 8 + 16 + 15) & ~(uint64_t)15;
+  if (s->cap <= want + want / 8)
+    return;
+  dm__timer **v = dm__realloc(s->v, (size_t)want * sizeof *v);
+  if (v) { /* else it keeps its room */
+    s->v = v;
+    s->cap = (uint32_t)want;
+  }
+}
+
 static int push(dm__wheel *w, dm__wheel_slot *s, dm__timer *t) {
   if (!s->cap && w->spare.cap) {
     /* Slots fill and empty one after the other: an emptied slot's array
@@ -49,7 +77,7 @@ static int push(dm__wheel *w, dm__wheel_slot *s, dm__timer *t) {
     memset(&w->spare, 0, sizeof w->spare);
   }
   if (s->n == s->cap) {
-    uint32_t cap = (uint32_t)dm__grow_cap(s->cap, (size_t)s->n + 1, 16);
+    uint32_t cap = next_cap(s->cap);
     dm__timer **v = dm__realloc(s->v, (size_t)cap * sizeof *v);
     if (!v)
       return DM_ENOMEM;
@@ -207,7 +235,7 @@ size_t dm__wheel_advance(dm__wheel *w, uint64_t now_us, size_t max_fire,
       return fired;
     }
     /* fire may have deleted timers already kept: close the gaps. */
-    uint32_t n = 0;
+    uint32_t held = w->walk.n, n = 0;
     for (uint32_t q = 0; q < k; q++)
       if (w->walk.v[q])
         keep(w, n++, w->walk.v[q]);
@@ -216,6 +244,7 @@ size_t dm__wheel_advance(dm__wheel *w, uint64_t now_us, size_t max_fire,
       *s = w->walk;
     } else if (!w->spare.cap) {
       w->spare = w->walk;
+      fit(&w->spare, held);
     } else {
       dm__free(w->walk.v);
     }

@@ -180,7 +180,7 @@ static inline dm__worker *find(dm__manager *m, const char *atom) {
 /* Its period is up: as the wheel does, the timer is unlinked, then fired. */
 static inline void perform_now(dm__worker *w) {
   dm__worker_disarm(w);
-  dm__worker_on_timer(&w->timer, w->m->sched);
+  dm__worker_on_timer(&w->timer, dm__worker_mgr(w)->sched);
 }
 
 /* A gen call from caller k with the request given as Erlang text. */

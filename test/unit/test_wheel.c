@@ -227,6 +227,41 @@ static void a_million_timers_fire_exactly_once(void **state) {
   dm__wheel_free(&w);
 }
 
+/* Periodic timers, 1100 due in every millisecond of their period, after
+ * a burst that crowded them all into two slots: the arrays that pass from
+ * slot to slot hold little more than 1100, where doubling would leave
+ * them at 2048, and the burst's arrays would stay at 16384. */
+static void slot_arrays_stay_near_the_most_crowded_slot(void **state) {
+  (void)state;
+  dm__wheel w;
+  enum { PER_MS = 1100, PERIOD_MS = 20 };
+  const size_t n = PER_MS * PERIOD_MS;
+  item *it = calloc(n, sizeof *it);
+  setup(&w, 0);
+  for (size_t i = 0; i < n; i++) {
+    dm__timer_init(&it[i].t);
+    dm__wheel_add(&w, &it[i].t, (i % 2) * MS + 1);
+  }
+  advance_to(&w, 2 * MS);
+  for (size_t i = 0; i < n; i++) {
+    it[i].fired = 0;
+    it[i].period = PERIOD_MS * MS;
+    dm__wheel_add(&w, &it[i].t, (3 + i % PERIOD_MS) * MS + 1);
+  }
+  for (uint64_t t = 3; t < 3 + 10 * PERIOD_MS; t++)
+    advance_to(&w, t * MS + 500);
+  size_t room = w.spare.cap;
+  for (size_t i = 0; i < w.nslots; i++)
+    room += w.slots[i].cap;
+  assert_int_equal(w.count, n);
+  assert_true(room >= n);
+  assert_true(room <= n + n / 4);
+  for (size_t i = 0; i < n; i++)
+    assert_int_equal(it[i].fired, 10);
+  dm__wheel_free(&w);
+  free(it);
+}
+
 /* A timer re-armed from inside fire for exactly one revolution later maps
  * to the slot being walked: it waits in the next slot instead, fires once
  * per revolution, at most a millisecond late, and neighbours fired in the
@@ -316,6 +351,7 @@ int main(void) {
       cmocka_unit_test(max_fire_resumes_where_it_stopped),
       cmocka_unit_test(a_stopped_walk_survives_changes_before_it_resumes),
       cmocka_unit_test(a_million_timers_fire_exactly_once),
+      cmocka_unit_test(slot_arrays_stay_near_the_most_crowded_slot),
       cmocka_unit_test(rearm_one_revolution_ahead_from_inside_fire),
       cmocka_unit_test(next_in_points_at_the_earliest_slot),
       cmocka_unit_test(moved_timers_fire_at_their_new_place),

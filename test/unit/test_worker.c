@@ -24,12 +24,12 @@ static void a_started_worker_is_in_the_children_table_and_armed(void **state) {
   dm__worker *w = find(f.m, "a");
   assert_non_null(w);
   assert_int_equal(f.m->count, 1);
-  assert_ptr_equal(dm__pidtab_get(&f.b.n.pids, w->proc.key), w);
+  assert_ptr_equal(dm__proctab_get(&f.b.n.pids, w->proc.key), w);
   assert_true(dm__timer_armed(&w->timer));
-  assert_true(w->due != 0);
+  assert_true(w->timer.due != 0);
   assert_int_equal(w->timeout_ms, 250);
   assert_cell(w->payload, "1");
-  assert_cell(w->value, "nil");
+  assert_cell(*dm__worker_value(w), "nil");
   /* No init: nothing runs before the first period is up. */
   assert_int_equal(dm__pool_depth(f.m->pool), 0);
   fixture_free(&f);
@@ -42,13 +42,13 @@ static void a_perform_runs_on_the_payload_and_is_armed_again(void **state) {
   assert_int_equal(put(f.m, "a", "[{payload, 1}]"), 0);
   dm__worker *w = find(f.m, "a");
   perform_now(w);
-  assert_true(w->flags & DM__W_BUSY);
+  assert_true(w->proc.flags & DM__W_BUSY);
   assert_int_equal(dm__pool_depth(f.m->pool), 1);
   assert_int_equal(pool_run_all(f.m->pool), 1);
   assert_int_equal(script.nlog, 1);
   assert_logged(0, DM__JOB_PERFORM, "a", NULL);
   assert_term_equal(script.log[0].payload.b, script.log[0].payload.len, T("1"));
-  assert_false(w->flags & DM__W_BUSY);
+  assert_false(w->proc.flags & DM__W_BUSY);
   assert_true(dm__timer_armed(&w->timer));
   assert_int_equal(f.m->st.performs, 1);
   fixture_free(&f);
@@ -66,7 +66,7 @@ static void halt_stops_the_worker_and_removes_it(void **state) {
   pool_run_all(f.m->pool);
   assert_null(find(f.m, "a"));
   assert_int_equal(f.m->count, 0);
-  assert_null(dm__pidtab_get(&f.b.n.pids, key));
+  assert_null(dm__proctab_get(&f.b.n.pids, key));
   assert_int_equal(f.m->st.halts, 1);
   assert_int_equal(f.m->st.crashes, 0);
   /* terminate ran with reason normal, and the worker is gone. */
@@ -88,7 +88,7 @@ static void ok_sets_the_payload_and_keeps_the_value(void **state) {
   perform_now(w);
   pool_run_all(f.m->pool);
   assert_cell(w->payload, "7");
-  assert_cell(w->value, "tick");
+  assert_cell(*dm__worker_value(w), "tick");
   fixture_free(&f);
 }
 
@@ -102,7 +102,7 @@ static void replace_sets_payload_and_value(void **state) {
   perform_now(w);
   pool_run_all(f.m->pool);
   assert_cell(w->payload, "{p, 8}");
-  assert_cell(w->value, "{p, 8}");
+  assert_cell(*dm__worker_value(w), "{p, 8}");
   assert_ptr_equal(find(f.m, "a"), w);
   fixture_free(&f);
 }
@@ -124,8 +124,8 @@ static void replace_with_a_new_id_moves_the_worker_with_its_opts(void **state) {
   assert_non_null(moved);
   assert_int_equal(f.m->count, 1);
   assert_cell(moved->payload, "9");
-  assert_cell(moved->value, "9");
-  assert_term_equal(dm__blob_data(moved->opts), dm__blob_size(moved->opts), opts);
+  assert_cell(*dm__worker_value(moved), "9");
+  assert_term_equal(moved->opts->term, moved->opts->len, opts);
   assert_int_equal(moved->timeout_ms, 300);
   assert_true(dm__timer_armed(&moved->timer));
   assert_logged(1, DM__JOB_TERMINATE, "a", "normal");
@@ -148,7 +148,7 @@ static void any_other_response_sets_the_value_and_keeps_the_payload(void **state
   perform_now(w);
   pool_run_all(f.m->pool);
   assert_cell(w->payload, "1");
-  assert_cell(w->value, "{ok, 2, extra}");
+  assert_cell(*dm__worker_value(w), "{ok, 2, extra}");
   fixture_free(&f);
 }
 
@@ -168,7 +168,7 @@ static void a_caller_gets_the_unwrapped_response_and_it_applies(void **state) {
   assert_int_equal(call(w, 2, "{replace, 6}"), 0);
   pool_run_all(f.m->pool);
   assert_sent(&f.b.n, SENT_REPLY, 2, "6");
-  assert_cell(w->value, "6");
+  assert_cell(*dm__worker_value(w), "6");
   assert_int_equal(f.m->st.calls, 2);
   fixture_free(&f);
 }
@@ -184,10 +184,10 @@ static void a_call_while_busy_waits_in_the_mailbox_and_runs_after_in_order(void 
   assert_int_equal(cast(w, "second"), 0);
   assert_int_equal(call(w, 3, "third"), 0);
   /* Only the perform runs; the rest waits. */
-  assert_int_equal(dm__mailbox_count(w->mbox), 3);
+  assert_int_equal(dm__mailbox_count(dm__worker_mbox(w)), 3);
   assert_int_equal(dm__pool_depth(f.m->pool), 1);
   assert_int_equal(pool_run_one(f.m->pool), 1); /* the perform; first starts */
-  assert_int_equal(dm__mailbox_count(w->mbox), 2);
+  assert_int_equal(dm__mailbox_count(dm__worker_mbox(w)), 2);
   assert_int_equal(f.b.n.stats.undeliverable, 0);
   assert_int_equal(pool_run_one(f.m->pool), 1);
   assert_int_equal(f.b.n.stats.undeliverable, 1);
@@ -195,7 +195,7 @@ static void a_call_while_busy_waits_in_the_mailbox_and_runs_after_in_order(void 
   assert_int_equal(pool_run_all(f.m->pool), 2);
   assert_int_equal(f.b.n.stats.undeliverable, 2);
   assert_sent(&f.b.n, SENT_REPLY, 3, "third");
-  assert_null(w->mbox);
+  assert_null(dm__worker_mbox(w));
   assert_int_equal(script.nlog, 4);
   assert_logged(0, DM__JOB_PERFORM, "a", NULL);
   assert_logged(1, DM__JOB_CALL, "a", "first");
@@ -221,7 +221,7 @@ static void past_max_mailbox_a_call_is_answered_overloaded_and_counted(void **st
   assert_int_equal(cast(w, "four"), DM_ETOOBIG);
   assert_int_equal(f.m->st.mailbox_overflows, 2);
   assert_int_equal(f.m->st.casts_dropped, 1);
-  assert_int_equal(dm__mailbox_count(w->mbox), 2);
+  assert_int_equal(dm__mailbox_count(dm__worker_mbox(w)), 2);
   pool_run_all(f.m->pool);
   assert_int_equal(script.nlog, 3); /* the perform, one and two */
   assert_logged(2, DM__JOB_CALL, "a", "two");
@@ -255,6 +255,7 @@ static void a_stop_while_busy_runs_terminate_after_the_callback(void **state) {
   assert_logged(1, DM__JOB_TERMINATE, "a", "shutdown");
   assert_int_equal(f.s.workers.live, 0);
   assert_int_equal(dm__pool_depth(f.m->pool), 0);
+  assert_int_equal(f.s.annex.count, 0); /* the stop reason went with it */
   fixture_free(&f);
 }
 
@@ -279,7 +280,7 @@ static void a_payload_message_while_busy_waits_in_order(void **state) {
   assert_int_equal(call(w, 1, "before"), 0);
   dm__worker_message(w, &ctl);
   assert_int_equal(call(w, 2, "after"), 0);
-  assert_int_equal(dm__mailbox_count(w->mbox), 3);
+  assert_int_equal(dm__mailbox_count(dm__worker_mbox(w)), 3);
   assert_cell(w->payload, "1");
   pool_run_all(f.m->pool);
   assert_int_equal(script.nlog, 3);
@@ -291,11 +292,134 @@ static void a_payload_message_while_busy_waits_in_order(void **state) {
   fixture_free(&f);
 }
 
+/* While a call runs, its job keeps the next perform's due and the timer
+ * watches for slowness, its due telling since when the worker is busy;
+ * afterwards the perform is armed at the same due, runs for it, and the
+ * next is a period after it. */
+static void a_call_keeps_the_next_perform_due_and_says_since_when_it_is_busy(void **state) {
+  (void)state;
+  fixture f;
+  fixture_init(&f, "w=script");
+  assert_int_equal(put(f.m, "a", "[{payload, 1}, {timeout, 250}, {lull, 2.0}]"), 0);
+  dm__worker *w = find(f.m, "a");
+  uint64_t due = w->timer.due;
+  assert_true(due != 0);
+  assert_int_equal(call(w, 1, "hello"), 0);
+  assert_true(w->proc.flags & DM__W_BUSY);
+  assert_true(dm__timer_armed(&w->timer));
+  assert_int_equal(w->timer.due, uv_now(&f.b.loop) * 1000 + 500000);
+  assert_int_equal(dm__worker_busy_since(w), uv_now(&f.b.loop));
+  pool_run_all(f.m->pool);
+  assert_false(w->proc.flags & DM__W_BUSY);
+  assert_true(dm__timer_armed(&w->timer));
+  assert_int_equal(w->timer.due, due);
+  /* The perform then runs for that due, and is late from it. */
+  perform_now(w);
+  assert_int_equal(pool_run_all(f.m->pool), 1);
+  assert_int_equal(f.m->st.performs, 1);
+  assert_int_equal(f.m->st.late_count, 1);
+  assert_true(f.m->st.late_max_us < 1000000);
+  assert_int_equal(w->timer.due, due + 250000);
+  fixture_free(&f);
+}
+
+/* The value is the payload's own term after {replace, P}: no byte of its
+ * own. {ok, P} with another P moves the old term to the annex as the
+ * value; with the same P (a get) it stays one; {replace, P} again frees
+ * the annex. Mail waits in the annex and leaves it when drained. */
+static void the_value_is_the_payload_until_a_response_parts_them(void **state) {
+  (void)state;
+  fixture f;
+  fixture_init(&f, "w=script");
+  assert_int_equal(put(f.m, "a", "[{payload, 1}]"), 0);
+  dm__worker *w = find(f.m, "a");
+  assert_false(w->proc.flags & (DM__W_VALUE_SAME | DM__W_VALUE_OWN));
+  assert_cell(*dm__worker_value(w), "nil");
+  script.perform = T("{replace, {big, \"more than seven bytes\"}}");
+  perform_now(w);
+  pool_run_all(f.m->pool);
+  assert_true(w->proc.flags & DM__W_VALUE_SAME);
+  assert_ptr_equal(dm__worker_value(w), &w->payload);
+  assert_int_equal(f.s.annex.count, 0);
+  /* A get answers {ok, P}: nothing moves. */
+  assert_int_equal(call(w, 1, "{ok, {big, \"more than seven bytes\"}}"), 0);
+  pool_run_all(f.m->pool);
+  assert_true(w->proc.flags & DM__W_VALUE_SAME);
+  assert_int_equal(f.s.annex.count, 0);
+  /* A call waits while the worker is busy: in the annex. */
+  perform_now(w);
+  assert_int_equal(call(w, 2, "{ok, 7}"), 0);
+  assert_true(w->proc.flags & DM__W_MAIL);
+  assert_int_equal(f.s.annex.count, 1);
+  pool_run_all(f.m->pool);
+  assert_false(w->proc.flags & DM__W_MAIL);
+  /* The perform set both again; then {ok, 7} parted them. */
+  assert_cell(w->payload, "7");
+  assert_cell(*dm__worker_value(w), "{big, \"more than seven bytes\"}");
+  assert_true(w->proc.flags & DM__W_VALUE_OWN);
+  assert_false(w->proc.flags & DM__W_VALUE_SAME);
+  assert_int_equal(f.s.annex.count, 1);
+  /* Out of memory they stay as they were. */
+  term eight = T("{eight, eight}");
+  dm__alloc_fail_after(0);
+  assert_int_equal(dm__worker_set_value(w, eight.b, eight.len), DM_ENOMEM);
+  dm__alloc_fail_after(-1);
+  assert_cell(*dm__worker_value(w), "{big, \"more than seven bytes\"}");
+  script.perform = T("{replace, 9}");
+  perform_now(w);
+  pool_run_all(f.m->pool);
+  assert_true(w->proc.flags & DM__W_VALUE_SAME);
+  assert_false(w->proc.flags & DM__W_VALUE_OWN);
+  assert_int_equal(f.s.annex.count, 0);
+  assert_cell(*dm__worker_value(w), "9");
+  /* Moving the payload out needs the annex: without memory for it,
+   * payload and value stay one. */
+  term ten = T("10");
+  dm__alloc_fail_after(0);
+  assert_int_equal(dm__worker_set_payload(w, ten.b, ten.len), DM_ENOMEM);
+  dm__alloc_fail_after(-1);
+  assert_cell(w->payload, "9");
+  assert_true(w->proc.flags & DM__W_VALUE_SAME);
+  assert_int_equal(f.s.annex.count, 0);
+  fixture_free(&f);
+}
+
+/* Workers put one after the other with the same opts share one record of
+ * them: it names their manager and holds what the opts mean. Other opts
+ * get a record of their own; the last one made is kept for the next. */
+static void workers_put_with_the_same_opts_share_one_record(void **state) {
+  (void)state;
+  fixture f;
+  fixture_init(&f, "w=script");
+  const char *same = "[{payload, 1}, {lull, 2.5}, {restart, transient}]";
+  assert_int_equal(put(f.m, "a", same), 0);
+  assert_int_equal(put(f.m, "b", same), 0);
+  assert_int_equal(put(f.m, "c", "[{payload, 2}, {instant_perform, true}]"), 0);
+  dm__worker *a = find(f.m, "a"), *b = find(f.m, "b"), *c = find(f.m, "c");
+  assert_ptr_equal(a->opts, b->opts);
+  assert_ptr_not_equal(a->opts, c->opts);
+  assert_ptr_equal(dm__worker_mgr(a), f.m);
+  assert_ptr_equal(dm__worker_mgr(c), f.m);
+  assert_int_equal(a->opts->refs, 2);
+  assert_int_equal(a->opts->restart, DM__TRANSIENT);
+  assert_true(a->opts->lull == 2.5f);
+  assert_int_equal(a->opts->instant, 0);
+  assert_term_equal(a->opts->term, a->opts->len, T(same));
+  assert_int_equal(c->opts->refs, 2); /* c's and the manager's, for the next */
+  assert_ptr_equal(f.m->last_opts, c->opts);
+  assert_int_equal(c->opts->restart, DM__PERMANENT);
+  assert_int_equal(c->opts->instant, 1);
+  fixture_free(&f);
+}
+
 int main(void) {
   ei_init();
   dm__log_level = DM_LOG_NONE;
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(a_started_worker_is_in_the_children_table_and_armed),
+      cmocka_unit_test(workers_put_with_the_same_opts_share_one_record),
+      cmocka_unit_test(the_value_is_the_payload_until_a_response_parts_them),
+      cmocka_unit_test(a_call_keeps_the_next_perform_due_and_says_since_when_it_is_busy),
       cmocka_unit_test(a_perform_runs_on_the_payload_and_is_armed_again),
       cmocka_unit_test(halt_stops_the_worker_and_removes_it),
       cmocka_unit_test(ok_sets_the_payload_and_keeps_the_value),
