@@ -315,7 +315,10 @@ void dm__hs_init(dm__dist *d) {
 }
 
 void dm__hs_stop(dm__dist *d) {
+  if (d->hs_timer.data != d)
+    return; /* never set up: the node stops before it could start */
   while (d->hs_head)
     dm__hs_drop(d->hs_head);
   uv_close((uv_handle_t *)&d->hs_timer, NULL);
+  d->hs_timer.data = NULL;
 }

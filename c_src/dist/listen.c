@@ -225,7 +225,6 @@ int dm__listen_init(dm__dist *d) {
   d->publish_timer.data = d;
   uv_timer_init(d->loop, &d->accept_timer);
   d->accept_timer.data = d;
-  dm__hs_init(d);
   return 0;
 }
 
@@ -250,7 +249,6 @@ void dm__listen_stop(dm__dist *d) {
   uv_close((uv_handle_t *)&d->listen_poll, NULL);
   uv_close((uv_handle_t *)&d->publish_timer, NULL);
   uv_close((uv_handle_t *)&d->accept_timer, NULL);
-  dm__hs_stop(d);
 }
 
 void dm__listen_free(dm__dist *d) {

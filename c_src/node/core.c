@@ -102,6 +102,9 @@ int dm__node_init_unlistened(dm__node *n, uv_loop_t *loop, const dm__config *cfg
   int r = dm__dist_init(&n->dist, loop, cfg, cookie, &dist_ops, n);
   if (r)
     return r;
+  /* Handshakes are made without a listen socket too: a send to a node
+   * not connected yet starts one. */
+  dm__hs_init(&n->dist);
   uv_prepare_init(loop, &n->flush_prepare);
   n->flush_prepare.data = n;
   uv_signal_init(loop, &n->sigterm);
@@ -146,6 +149,7 @@ void dm__node_stop(dm__node *n) {
     return;
   n->stopping = 1;
   dm__listen_stop(&n->dist);
+  dm__hs_stop(&n->dist);
   dm__dist_stop(&n->dist);
   if (n->handles) {
     uv_close((uv_handle_t *)&n->flush_prepare, NULL);
