@@ -95,6 +95,60 @@ static void state_change_done(dm__wjob *done, int cancelled) {
   dm__job_submit(j);
 }
 
+/* How many children_specs entries are read ahead of the one put: each
+ * is canonical and hashed, and its slot in the children table on its
+ * way to the cache, by the time its turn comes. At ten million children
+ * the table is far bigger than any cache, and the put would otherwise
+ * wait for that slot. */
+#define SPECS_AHEAD 8
+
+typedef struct {
+  size_t id, opts, end; /* offsets of the entry's key and value */
+  dm__buf canon;
+  uint32_t hash;
+  int ok; /* the key is a canonical id */
+} spec_entry;
+
+/* Reads the map entry at *k into s and sends its slot's fetch. */
+static void read_ahead(dm__manager *m, const char *b, size_t len, size_t *k, spec_entry *s) {
+  s->id = *k;
+  dm__term_skip(b, len, k);
+  s->opts = *k;
+  dm__term_skip(b, len, k);
+  s->end = *k;
+  s->canon.len = 0;
+  s->ok = dm__canon(b + s->id, s->opts - s->id, &s->canon) == 0;
+  if (s->ok) {
+    s->hash = dm__id_hash(m, s->canon.data, s->canon.len);
+    dm__children_prefetch(m, s->hash);
+  }
+}
+
+/* Puts every child of the map at b[*k..len) of arity entries. */
+static void put_specs(dm__manager *m, const char *b, size_t len, size_t k, int arity) {
+  spec_entry ring[SPECS_AHEAD];
+  int in = 0;
+  memset(ring, 0, sizeof ring);
+  for (int e = 0; e < arity; e++) {
+    for (; in < arity && in - e < SPECS_AHEAD; in++)
+      read_ahead(m, b, len, &k, &ring[in % SPECS_AHEAD]);
+    spec_entry *s = &ring[e % SPECS_AHEAD];
+    dm__worker *w = NULL;
+    /* With a store, only the ids it neither restored nor saw deleted. */
+    if (s->ok && m->durable && !dm__durable_spec_wanted(m, s->canon.data, s->canon.len))
+      continue;
+    if (!s->ok || dm__worker_put_canon(m, s->canon.data, s->canon.len, s->hash, b + s->opts,
+                                       s->end - s->opts, 0, NULL, &w)) {
+      DM_WARN("manager %s: a child of children_specs was refused", m->name);
+      continue;
+    }
+    w->proc.flags |= DM__W_SPEC;
+    dm__durable_put(m, w);
+  }
+  for (int r = 0; r < SPECS_AHEAD; r++)
+    dm__buf_free(&ring[r].canon);
+}
+
 /* children_specs came back: put every child, then `started`. */
 static void specs_done(dm__wjob *j, int cancelled) {
   dm__manager *m = j->m;
@@ -118,26 +172,7 @@ static void specs_done(dm__wjob *j, int cancelled) {
     (void)dm__children_reserve(m, m->count + (size_t)arity);
     (void)dm__proctab_reserve(&m->node->pids, m->node->pids.count + (size_t)arity);
     m->spread = 1;
-    dm__buf canon = DM__BUF_INIT;
-    for (int e = 0; e < arity; e++) {
-      size_t ks = k, vs;
-      dm__worker *w = NULL;
-      dm__term_skip(b, len, &k);
-      vs = k;
-      dm__term_skip(b, len, &k);
-      /* With a store, only the ids it neither restored nor saw deleted. */
-      canon.len = 0;
-      if (m->durable && dm__canon(b + ks, vs - ks, &canon) == 0 &&
-          !dm__durable_spec_wanted(m, canon.data, canon.len))
-        continue;
-      if (dm__worker_put(m, b + ks, vs - ks, b + vs, k - vs, 0, NULL, &w)) {
-        DM_WARN("manager %s: a child of children_specs was refused", m->name);
-        continue;
-      }
-      w->proc.flags |= DM__W_SPEC;
-      dm__durable_put(m, w);
-    }
-    dm__buf_free(&canon);
+    put_specs(m, b, len, k, arity);
     m->spread = 0;
   }
   dm__job_free(j);

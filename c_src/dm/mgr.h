@@ -443,6 +443,12 @@ dm__worker *dm__children_at(const dm__manager *m, size_t i);
 dm__worker *dm__children_walk(const dm__manager *m, size_t i);
 dm__worker *dm__children_get(const dm__manager *m, const char *id, size_t len,
                              uint32_t hash);
+/* Fetches the slot where a lookup of hash starts into the cache: a caller
+ * with many ids to look up starts the next ones' misses early. */
+static inline void dm__children_prefetch(const dm__manager *m, uint32_t hash) {
+  if (m->cap)
+    __builtin_prefetch(&m->slots[hash & (m->cap - 1)]);
+}
 void dm__children_del(dm__manager *m, dm__worker *w);
 /* True for a table at most an eighth full: dm__children_shrink rehashes
  * it to half full at most; on failure it stays as it is. */
@@ -508,6 +514,10 @@ int dm__worker_resume(dm__manager *m, const char *id, size_t idlen,
  * opts, described in detail when given) or DM_ENOMEM. */
 int dm__worker_put(dm__manager *m, const char *id, size_t idlen, const char *opts,
                    size_t optslen, int only_new, ei_x_buff *detail, dm__worker **out);
+/* The same for an id already canonical, with its dm__id_hash. */
+int dm__worker_put_canon(dm__manager *m, const char *canon, size_t canon_len, uint32_t hash,
+                         const char *opts, size_t optslen, int only_new, ei_x_buff *detail,
+                         dm__worker **out);
 /* Stops a worker: out of the table now, terminate then freed. */
 void dm__worker_stop(dm__worker *w, const char *reason, size_t reason_len);
 /* Stops every worker of m. */

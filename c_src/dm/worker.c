@@ -218,23 +218,32 @@ int dm__worker_resume(dm__manager *m, const char *id, size_t idlen,
 int dm__worker_put(dm__manager *m, const char *id, size_t idlen, const char *opts,
                    size_t optslen, int only_new, ei_x_buff *detail, dm__worker **out) {
   dm__buf canon = DM__BUF_INIT;
-  dm__child_opts probe = m->defaults;
   int r = dm__canon(id, idlen, &canon);
+  if (!r) /* else DM_EBADTERM: {error, {bad_id, Id}} */
+    r = dm__worker_put_canon(m, canon.data, canon.len,
+                             dm__id_hash(m, canon.data, canon.len), opts, optslen,
+                             only_new, detail, out);
+  dm__buf_free(&canon);
+  return r;
+}
+
+int dm__worker_put_canon(dm__manager *m, const char *canon, size_t canon_len, uint32_t hash,
+                         const char *opts, size_t optslen, int only_new, ei_x_buff *detail,
+                         dm__worker **out) {
+  dm__child_opts probe = m->defaults;
+  int r = dm__opts_parse(opts, optslen, &probe, detail);
   if (r)
-    goto out; /* DM_EBADTERM: {error, {bad_id, Id}} */
-  if ((r = dm__opts_parse(opts, optslen, &probe, detail)))
-    goto out; /* DM_EINVAL: {error, {bad_opts, Detail}} */
-  dm__worker *old = dm__children_get(m, canon.data, canon.len,
-                                     dm__id_hash(m, canon.data, canon.len));
+    return r; /* DM_EINVAL: {error, {bad_opts, Detail}} */
+  dm__worker *old = dm__children_get(m, canon, canon_len, hash);
   if (old && only_new)
-    goto out;
+    return 0;
   /* A spec id stays one when put over: deleting it later must keep
    * children_specs from bringing it back. */
   int spec = old && (old->proc.flags & DM__W_SPEC);
   if (old)
     dm__worker_stop(old, DM__A_SHUTDOWN, DM__ALEN(DM__A_SHUTDOWN));
   dm__worker *w = NULL;
-  r = dm__worker_start(m, canon.data, canon.len, opts, optslen, &w);
+  r = dm__worker_start(m, canon, canon_len, opts, optslen, &w);
   if (r == 0) {
     m->st.puts++;
     if (spec)
@@ -242,8 +251,6 @@ int dm__worker_put(dm__manager *m, const char *id, size_t idlen, const char *opt
     if (out)
       *out = w;
   }
-out:
-  dm__buf_free(&canon);
   return r;
 }
 

@@ -44,6 +44,7 @@ all() ->
      bad_requests_are_refused,
      manager_stats_report_counters_and_lateness,
      deleting_most_workers_gives_memory_back_and_the_rest_work_on,
+     children_specs_with_bad_entries_puts_every_good_one,
      bad_manager_specs_exit_nonzero,
      state_is_starting_until_children_specs_are_put,
      puts_and_dels_while_starting_apply_after_children_specs_in_order,
@@ -443,6 +444,58 @@ bad_manager_specs_exit_nonzero(_Config) ->
 %% moves keep everything that finds a worker: its id in the table, its
 %% pid (calls, monitors), its timer (performs go on), its payload. Workers
 %% perform meanwhile, so some are busy when the move comes.
+%% children_specs is read several entries ahead of the one put (their
+%% table slots fetched early): every good child is put, and each one with
+%% bad opts is refused on its own, logged, without holding up the rest.
+children_specs_with_bad_entries_puts_every_good_one(Config) ->
+    Dir = ?config(priv_dir, Config),
+    Src = filename:join(Dir, "specs.c"),
+    So = filename:join(Dir, "specs.so"),
+    ok = file:write_file(Src, specs_source()),
+    Ei = code:lib_dir(erl_interface),
+    Out = os:cmd("cc -std=c11 -Wall -Werror -fPIC -shared -I" ++ cnode_test:root() ++ "/c_src/include"
+                 " -I" ++ Ei ++ "/include " ++ Src ++ " -o " ++ So ++ " 2>&1; echo rc=$?"),
+    ?assertEqual("rc=0", string:trim(lists:last(string:split(string:trim(Out), "\n", all))), Out),
+    C = cnode_test:start(undefined, #{dir => Dir, args => ["--manager", "sp=" ++ So]}),
+    N = cnode_test:node(C),
+    cnode_test:wait_started({sp, N}, 10000),
+    #{children := Kids} = gen_server:call({sp, N}, state),
+    ?assertEqual(lists:seq(1, 20) -- [7, 13], lists:sort(maps:keys(Kids))),
+    ?assertMatch(#{opts := [{timeout, 1000}]}, maps:get(8, Kids)),
+    ?assertEqual(2, length(binary:matches(cnode_test:log(C),
+                                          <<"a child of children_specs was refused">>))),
+    cnode_test:stop(C).
+
+%% A behaviour whose children_specs are 1..20, 7 with a restart type that
+%% is none and 13 with a timeout that is no number.
+specs_source() ->
+    <<"#include \"dm.h\"\n"
+      "static int specs(dm_ctx *c, ei_x_buff *out) {\n"
+      "  (void)c;\n"
+      "  ei_x_encode_map_header(out, 20);\n"
+      "  for (long i = 1; i <= 20; i++) {\n"
+      "    ei_x_encode_long(out, i);\n"
+      "    ei_x_encode_list_header(out, 1);\n"
+      "    ei_x_encode_tuple_header(out, 2);\n"
+      "    if (i == 7) {\n"
+      "      ei_x_encode_atom(out, \"restart\");\n"
+      "      ei_x_encode_atom(out, \"sometimes\");\n"
+      "    } else {\n"
+      "      ei_x_encode_atom(out, \"timeout\");\n"
+      "      if (i == 13) ei_x_encode_atom(out, \"nope\"); else ei_x_encode_long(out, 1000);\n"
+      "    }\n"
+      "    ei_x_encode_empty_list(out);\n"
+      "  }\n"
+      "  return DM_CB_OK;\n"
+      "}\n"
+      "static int perform(dm_ctx *c, const dm_term *id, const dm_term *p, ei_x_buff *out) {\n"
+      "  (void)c; (void)id; (void)p;\n"
+      "  return ei_x_encode_atom(out, \"ok\") < 0 ? DM_CB_CRASH : DM_CB_OK;\n"
+      "}\n"
+      "static const dm_behaviour b = {.name = \"specs\", .children_specs = specs,\n"
+      "                               .perform = perform};\n"
+      "const dm_behaviour *dm_behaviour_get(void) { return &b; }\n">>.
+
 deleting_most_workers_gives_memory_back_and_the_rest_work_on(Config) ->
     C = cnode_test:start(undefined, #{dir => ?config(priv_dir, Config),
                                       args => ["--manager", "churn=counter,children=100000,timeout=1000"]}),
