@@ -118,6 +118,8 @@ typedef struct {
   void *free;       /* free slots, linked through their first word */
   size_t next;      /* next never-used slot of the newest chunk */
   size_t live;      /* slots handed out */
+  int unsettled;    /* the last shrink kept chunks for slots that would not
+                       move: the next one looks, sparse or not */
 } dm__slab;
 
 /* Slots of size bytes (rounded up to 8). 0 or DM_EINVAL. */
@@ -134,9 +136,10 @@ void dm__slab_free(dm__slab *s, void *p);
  * were, when something holds its address. A chunk with a refused slot
  * stays. Returns how many chunks were freed. */
 /* True when dm__slab_shrink would look: two chunks or more, at most a
- * quarter of their slots in use. */
+ * quarter of their slots in use, or chunks the last shrink could not
+ * empty. */
 static inline int dm__slab_sparse(const dm__slab *s) {
-  return s->nchunks >= 2 && s->live * 4 <= s->nchunks * s->per_chunk;
+  return s->nchunks >= 2 && (s->unsettled || s->live * 4 <= s->nchunks * s->per_chunk);
 }
 size_t dm__slab_shrink(dm__slab *s, int (*live)(const void *slot, void *ud),
                        int (*move)(void *from, void *to, void *ud), void *ud);

@@ -133,19 +133,20 @@ size_t dm__slab_shrink(dm__slab *s, int (*live)(const void *slot, void *ud),
       freed++;
       continue;
     }
-    /* Its free slots join the list; a tail never handed out is zeroed,
-     * as alloc would, so that walks see those slots as free. */
-    for (size_t i = s->per_chunk; i-- > 0;) {
-      char *p = c + i * s->size;
-      if (i >= n)
-        memset(p, 0, s->size);
-      if (i >= n || !live(p, ud))
-        push_free(s, p);
-    }
+    /* It stays for the few slots that would not move, and takes no new
+     * ones: the next shrink empties it once they can move. Were its free
+     * slots handed out again, later chunks' survivors would fill it, and
+     * with a slot or two held in most chunks (workers busy at 1 Hz), the
+     * slab would settle at a quarter full for good. A tail never handed
+     * out is zeroed, as alloc would, so that walks see those slots as
+     * free. */
+    if (n < s->per_chunk)
+      memset(c + n * s->size, 0, (s->per_chunk - n) * s->size);
     s->chunks[kept++] = c;
   }
   s->nchunks = kept;
   s->next = s->per_chunk;
+  s->unsettled = kept > keep;
   return freed;
 }
 
