@@ -272,7 +272,12 @@ static int overflowing(dm__conn *c, size_t more) {
   if (queued + more <= n->cfg.max_outbuf)
     return 0;
   n->stats.outbuf_overflows++;
-  DM_WARN("peer %s does not read: %zu bytes queued, dropping it", peer_name(c), queued);
+  if (more)
+    DM_WARN("peer %s: %zu bytes queued and %zu more would pass --max-outbuf (a reply too big, "
+            "or a peer that does not read): dropping it",
+            peer_name(c), queued, more);
+  else
+    DM_WARN("peer %s does not read: %zu bytes queued, dropping it", peer_name(c), queued);
   dm__conn_close(c, "output buffer full");
   return 1;
 }

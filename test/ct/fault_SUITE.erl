@@ -9,6 +9,7 @@
 all() ->
     [peer_gone_mid_call_loses_nothing_and_links_fire,
      peer_that_does_not_read_is_dropped_at_the_output_limit,
+     a_reply_over_the_output_limit_drops_its_peer_and_says_why,
      large_ids_and_payloads_are_accepted,
      linked_beam_process_death_restarts_the_worker,
      a_million_nested_lists_never_reach_a_behaviour].
@@ -16,6 +17,7 @@ all() ->
 init_per_testcase(Case, Config) ->
     Extra = case Case of
                 peer_that_does_not_read_is_dropped_at_the_output_limit -> ["--max-outbuf", "262144"];
+                a_reply_over_the_output_limit_drops_its_peer_and_says_why -> ["--max-outbuf", "262144"];
                 _ -> []
             end,
     cnode_test:init_case(Config, ["--manager", "counters=counter,children=1000,timeout=0"] ++ Extra,
@@ -63,6 +65,23 @@ peer_that_does_not_read_is_dropped_at_the_output_limit(Config) ->
     ?assertEqual(closed, drain(S)),
     %% Everyone else is still served.
     ?assertMatch(#{state := started}, gen_server:call({counters, N}, state, 10000)).
+
+%% One reply bigger than --max-outbuf on its own (a payload of 300 KB
+%% read back): the peer is dropped as one that does not read would be,
+%% and the log says how much more it was, not "0 bytes queued".
+a_reply_over_the_output_limit_drops_its_peer_and_says_why(Config) ->
+    N = ?config(node, Config),
+    {ok, S} = raw_dist:connect(N, erlang:get_cookie(), #{}),
+    From = raw_dist:fake_pid(S, 1),
+    Big = binary:copy(<<"x">>, 300000),
+    ?assertEqual({ok, ok}, raw_dist:gen_call(S, From, counters, {put, big, [{payload, Big}]}, 5000)),
+    ok = raw_dist:send_frame(S, {6, From, '', counters}, {'$gen_call', {From, make_ref()}, {get, big}}),
+    ?assertEqual(closed, drain(S)),
+    ?assertEqual(1, maps:get(outbuf_overflows, cnode_test:stats(N))),
+    Log = cnode_test:log(?config(cnode, Config)),
+    ?assertMatch({match, _}, re:run(Log, "bytes queued and 300[0-9]{3} more would pass --max-outbuf")),
+    %% The child is still there, and everyone else is still served.
+    ?assertEqual(1001, gen_server:call({counters, N}, count, 5000)).
 
 ask_state(_S, _From, 0) -> ok;
 ask_state(S, From, K) ->
