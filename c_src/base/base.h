@@ -115,6 +115,8 @@ typedef struct {
   size_t per_chunk; /* slots per chunk */
   char **chunks;
   size_t nchunks, capchunks;
+  size_t *byaddr;   /* the chunks' places in chunks, by their address */
+  size_t capbyaddr;
   void *free;       /* free slots, linked through their first word */
   size_t next;      /* next never-used slot of the newest chunk */
   size_t live;      /* slots handed out */
@@ -151,5 +153,9 @@ void dm__slab_destroy(dm__slab *s);
  * memory order, which the hardware prefetches, where a walk in any other
  * order misses the cache at almost every object. */
 char *dm__slab_chunk(const dm__slab *s, size_t k, size_t *n);
+/* The place of slot p in memory order: chunk k's slot i is at
+ * k * per_chunk + i. SIZE_MAX when p is no slot of s. A shrink changes
+ * the places of the slots it moves, and of the chunks after a freed one. */
+size_t dm__slab_place(const dm__slab *s, const void *p);
 
 #endif

@@ -2,6 +2,7 @@
 #include "base/base.h"
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -54,6 +55,53 @@ static char *chunk_new(size_t len) {
   return chunk;
 }
 
+static size_t chunk_bytes(const dm__slab *s) { return s->per_chunk * s->size; }
+
+/* The first of byaddr's first n places whose chunk starts after p. */
+static size_t after(const dm__slab *s, const char *p, size_t n) {
+  size_t lo = 0, hi = n;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (s->chunks[s->byaddr[mid]] <= p)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+/* A new chunk, last in chunks, goes into byaddr where its address says
+ * (room for it was made before). */
+static void index_newest(dm__slab *s) {
+  size_t k = s->nchunks - 1, at = after(s, s->chunks[k], k);
+  memmove(s->byaddr + at + 1, s->byaddr + at, (k - at) * sizeof *s->byaddr);
+  s->byaddr[at] = k;
+}
+
+static int by_address(const void *x, const void *y, void *arg) {
+  char *const *chunks = arg;
+  const char *a = chunks[*(const size_t *)x], *b = chunks[*(const size_t *)y];
+  return a < b ? -1 : a > b;
+}
+
+static void index_all(dm__slab *s) {
+  for (size_t k = 0; k < s->nchunks; k++)
+    s->byaddr[k] = k;
+  qsort_r(s->byaddr, s->nchunks, sizeof *s->byaddr, by_address, s->chunks);
+}
+
+size_t dm__slab_place(const dm__slab *s, const void *p) {
+  const char *q = p;
+  size_t j = after(s, q, s->nchunks);
+  if (j == 0)
+    return SIZE_MAX;
+  size_t k = s->byaddr[j - 1];
+  size_t off = (size_t)(q - s->chunks[k]);
+  if (off >= chunk_bytes(s) || off % s->size)
+    return SIZE_MAX;
+  return k * s->per_chunk + off / s->size;
+}
+
 void *dm__slab_alloc(dm__slab *s) {
   void *p;
   if (s->free) {
@@ -62,12 +110,15 @@ void *dm__slab_alloc(dm__slab *s) {
   } else {
     if (s->next == s->per_chunk) {
       if (dm__array_grow((void **)&s->chunks, &s->capchunks, s->nchunks + 1,
-                         sizeof *s->chunks, 16))
+                         sizeof *s->chunks, 16) ||
+          dm__array_grow((void **)&s->byaddr, &s->capbyaddr, s->nchunks + 1,
+                         sizeof *s->byaddr, 16))
         return NULL;
-      char *chunk = chunk_new(s->per_chunk * s->size);
+      char *chunk = chunk_new(chunk_bytes(s));
       if (!chunk)
         return NULL;
       s->chunks[s->nchunks++] = chunk;
+      index_newest(s);
       s->next = 0;
     }
     p = s->chunks[s->nchunks - 1] + s->next++ * s->size;
@@ -147,6 +198,7 @@ size_t dm__slab_shrink(dm__slab *s, int (*live)(const void *slot, void *ud),
   s->nchunks = kept;
   s->next = s->per_chunk;
   s->unsettled = kept > keep;
+  index_all(s);
   return freed;
 }
 
@@ -154,6 +206,7 @@ void dm__slab_destroy(dm__slab *s) {
   for (size_t i = 0; i < s->nchunks; i++)
     dm__free(s->chunks[i]);
   dm__free(s->chunks);
+  dm__free(s->byaddr);
   memset(s, 0, sizeof *s);
 }
 

@@ -199,6 +199,52 @@ static void a_slot_that_stays_keeps_its_chunk_until_it_moves(void **state) {
   dm__slab_destroy(&s);
 }
 
+/* Every slot's place is its chunk's place times per_chunk, plus its own
+ * in the chunk, before a shrink and after it moved chunks; a pointer that
+ * is no slot has none. */
+static void a_slot_knows_its_place_in_memory_order(void **state) {
+  (void)state;
+  dm__slab s;
+  assert_int_equal(dm__slab_init(&s, sizeof(obj), 16 * sizeof(obj)), 0);
+  enum { N = 16 * 20 };
+  obj *p[N];
+  for (int i = 0; i < N; i++) {
+    p[i] = dm__slab_alloc(&s);
+    p[i]->tag = 1;
+    p[i]->value = i;
+    assert_int_equal(dm__slab_place(&s, p[i]), (size_t)i);
+  }
+  int outside = 0;
+  assert_int_equal(dm__slab_place(&s, &outside), SIZE_MAX);
+  assert_int_equal(dm__slab_place(&s, (char *)p[3] + 1), SIZE_MAX);
+  /* All of chunks 0..7 go, and all but one slot of each chunk after: the
+   * survivors move into the first chunks, the others are freed. */
+  for (int i = 0; i < N; i++)
+    if (i % 16 != 0 || i < 16 * 8) {
+      p[i]->tag = 0;
+      dm__slab_free(&s, p[i]);
+    }
+  int moved = 0;
+  assert_true(dm__slab_shrink(&s, obj_live, obj_move, &moved) > 0);
+  size_t n, seen = 0;
+  char *base;
+  for (size_t k = 0; (base = dm__slab_chunk(&s, k, &n)); k++)
+    for (size_t i = 0; i < n; i++) {
+      obj *o = (obj *)(base + i * s.size);
+      assert_int_equal(dm__slab_place(&s, o), k * s.per_chunk + i);
+      seen += o->tag == 1;
+    }
+  assert_int_equal(seen, 12);
+  /* New chunks, wherever malloc puts them, are found too. */
+  for (int i = 0; i < 100; i++) {
+    obj *o = dm__slab_alloc(&s);
+    size_t at = dm__slab_place(&s, o);
+    assert_int_not_equal(at, SIZE_MAX);
+    assert_ptr_equal(s.chunks[at / s.per_chunk] + (at % s.per_chunk) * s.size, o);
+  }
+  dm__slab_destroy(&s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(slots_are_zeroed_and_reused),
@@ -206,6 +252,7 @@ int main(void) {
       cmocka_unit_test(out_of_memory_is_null),
       cmocka_unit_test(shrink_moves_survivors_and_frees_chunks),
       cmocka_unit_test(a_slot_that_stays_keeps_its_chunk_until_it_moves),
+      cmocka_unit_test(a_slot_knows_its_place_in_memory_order),
   };
   return cmocka_run_group_tests_name("slab", tests, NULL, NULL);
 }
