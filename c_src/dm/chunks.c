@@ -1,35 +1,90 @@
-/* A manager's checkpoints (--state-dir), in chunks of children: which
- * chunk a worker is in, the chunks a checkpoint writes and how, and how
+/* A manager's checkpoints (--state-dir), in groups of children: which
+ * group a worker is in, the groups a checkpoint writes and how, and how
  * they are read back at boot. Loop thread only. */
 #include <string.h>
 
 #include "dm/mgr.h"
 
-/* Checkpoints go to state records, not to the children's: each child
- * belongs to one of DM__NCHUNKS chunks by a fixed hash of its id, and a
- * checkpoint rewrites the chunks that hold a changed child, each as one
- * record of entries: Gen (4 bytes, big-endian), the lengths of id,
- * payload and value (LEB128; a value of length 0 is nil), then their
- * bytes. A million children all changing every second so cost 4096
- * writes a second, not a million, and no sort. At boot an entry whose id
- * is no child, or whose Gen is not its record's (the child was put again
- * since), is stale and skipped. */
-#define CHUNK_SEED 0x7461726561726230ull
+/* Checkpoints go to state records, not to the children's. The slab's
+ * slots, in memory order, fall in groups of GROUP (a slab chunk holds
+ * whole groups), and a checkpoint rewrites each group that holds a
+ * changed worker as one record: the checkpoint's sequence number (8
+ * bytes, big-endian), then an entry for each worker of the manager in
+ * it: Gen (4 bytes, big-endian), the lengths of id, payload and value
+ * (LEB128; a value of length 0 is nil), then their bytes. A million
+ * children all changing every second so cost 4096 writes a second, not a
+ * million, and one pass over the workers in memory order, which the
+ * hardware prefetches, writing each record in one piece.
+ *
+ * A worker moved in memory (a shrink of the slab) is written again at its
+ * new place (compact.c marks it changed); its entry at the old place, if
+ * that group is not written again first, is older. At boot the records
+ * come oldest first, so a child's newest entry wins; an entry whose id is
+ * no child, or whose Gen is not its record's (the child was put again
+ * since), is stale and skipped. A shrink moves workers only to lower
+ * places, and the store commits a batch in key order: a worker's new
+ * group is committed before its old one goes without it, even when a
+ * checkpoint takes several transactions.
+ *
+ * Workers laid out anew (restored at boot, restarted by an escalation)
+ * move anywhere: their groups go to the other half of the keys, its key
+ * space, all of them, and the space they left is emptied by the
+ * checkpoint after that one, once they are all committed. */
+#define GROUP 256u
+#define SPACE_BIT 31
+#define IN_SPACE ((1u << SPACE_BIT) - 1) /* the group's bits of a key */
+/* Workers whose payloads a pass fetches ahead. */
+#define AHEAD 8
 
-#define NCHUNKS DM__NCHUNKS
+static size_t groups_per_chunk(const dm__slab *s) { return (s->per_chunk + GROUP - 1) / GROUP; }
 
-static uint32_t chunk_of(const dm__worker *w) {
-  return (uint32_t)dm__hash(dm__worker_id(w), dm__worker_id_len(w), CHUNK_SEED) &
-         (NCHUNKS - 1);
+static void mark(dm__chunks *d, size_t key) {
+  size_t word = key >> 6;
+  if (word >= d->nmarked) {
+    size_t cap = d->nmarked, old = d->nmarked;
+    if (dm__array_grow((void **)&d->marked, &cap, word + 1, sizeof *d->marked, 16)) {
+      d->all = 1; /* every group, then */
+      return;
+    }
+    memset(d->marked + old, 0, (cap - old) * sizeof *d->marked);
+    d->nmarked = cap;
+  }
+  d->marked[word] |= 1ull << (key & 63);
 }
 
-static void mark(dm__chunks *d, uint32_t c) { d->marked[c >> 6] |= 1ull << (c & 63); }
-
-static int is_marked(const dm__chunks *d, uint32_t c) {
-  return (d->marked[c >> 6] >> (c & 63)) & 1;
+static int is_marked(const dm__chunks *d, size_t key) {
+  return d->all || ((key >> 6) < d->nmarked && ((d->marked[key >> 6] >> (key & 63)) & 1));
 }
 
-void dm__chunks_mark(dm__chunks *d, const dm__worker *w) { mark(d, chunk_of(w)); }
+static void unmark(dm__chunks *d, size_t key) {
+  if ((key >> 6) < d->nmarked)
+    d->marked[key >> 6] &= ~(1ull << (key & 63));
+}
+
+void dm__chunks_mark(dm__chunks *d, const dm__slab *slab, const dm__worker *w) {
+  size_t at = dm__slab_place(slab, w);
+  if (at == SIZE_MAX) {
+    d->all = 1;
+    return;
+  }
+  mark(d, at / slab->per_chunk * groups_per_chunk(slab) + at % slab->per_chunk / GROUP);
+}
+
+void dm__chunks_relaid(dm__chunks *d) { d->relaid = 1; }
+
+static uint32_t space_key(unsigned space, size_t group) {
+  return (uint32_t)space << SPACE_BIT | (uint32_t)group;
+}
+
+/* Removes the records of space from group from on. */
+static int cut(dm__store_batch *b, unsigned space, size_t from) {
+  return dm__store_batch_state_cut(b, space_key(space, from), space_key(space, IN_SPACE));
+}
+
+void dm__chunks_free(dm__chunks *d) {
+  dm__free(d->marked);
+  memset(d, 0, sizeof *d);
+}
 
 static size_t varint_len(uint32_t v) {
   size_t n = 1;
@@ -59,6 +114,31 @@ static size_t entry_len(const dm__worker *w) {
   return 4 + varint_len(il) + varint_len(pl) + varint_len(vl) + (size_t)il + pl + vl;
 }
 
+/* n bytes from s to p: ids and payloads of a few bytes, most of them,
+ * copied without a call. */
+static inline char *copy(char *p, const char *s, size_t n) {
+  if (n > 16) {
+    memcpy(p, s, n);
+  } else if (n >= 8) {
+    uint64_t a, z;
+    memcpy(&a, s, 8);
+    memcpy(&z, s + n - 8, 8);
+    memcpy(p, &a, 8);
+    memcpy(p + n - 8, &z, 8);
+  } else if (n >= 4) {
+    uint32_t a, z;
+    memcpy(&a, s, 4);
+    memcpy(&z, s + n - 4, 4);
+    memcpy(p, &a, 4);
+    memcpy(p + n - 4, &z, 4);
+  } else if (n) {
+    p[0] = s[0];
+    p[n / 2] = s[n / 2];
+    p[n - 1] = s[n - 1];
+  }
+  return p + n;
+}
+
 /* Writes w's entry at p (entry_len(w) bytes) and returns its end. */
 static char *put_entry(char *p, const dm__worker *w) {
   const dm__cell *v = dm__worker_value(w);
@@ -71,136 +151,159 @@ static char *put_entry(char *p, const dm__worker *w) {
   p = put_varint(p, il);
   p = put_varint(p, pl);
   p = put_varint(p, vl);
-  memcpy(p, dm__worker_id(w), il);
-  memcpy(p + il, dm__cell_data(&w->payload), pl);
-  if (vl)
-    memcpy(p + il + pl, dm__cell_data(v), vl);
-  return p + il + pl + vl;
+  p = copy(p, dm__worker_id(w), il);
+  p = copy(p, dm__cell_data(&w->payload), pl);
+  return copy(p, vl ? dm__cell_data(v) : NULL, vl);
 }
 
-/* Whether the slab slot w holds a live worker of m. With one manager (the
- * usual node) every live slot does, and a walk reads no opts record. */
-static int is_of(const dm__worker *w, const dm__manager *m, int sole) {
-  return w->opts && (sole || w->opts->m == m);
+/* Whether the slab slot w holds a live worker of m that a checkpoint
+ * records. With one manager (the usual node) every live slot is m's, and
+ * a pass reads no opts record. */
+static int recorded(const dm__worker *w, const dm__manager *m, int sole) {
+  return w->opts && (sole || w->opts->m == m) && !(w->proc.flags & DM__W_STOPPING);
 }
 
-/* Runs body for every worker w of m in the children table, in memory
- * order (the slab's, which every manager of the scheduler shares),
- * fetching the payload of a worker a few ahead into the cache. */
-#define AHEAD 8
-#define EACH_WORKER(m, w, body)                                                \
-  do {                                                                         \
-    const dm__slab *slab_ = &(m)->sched->workers;                             \
-    int sole_ = (m)->sched->nmanagers == 1;                                    \
-    char *base_;                                                               \
-    size_t n_;                                                                 \
-    for (size_t k_ = 0; (base_ = dm__slab_chunk(slab_, k_, &n_)); k_++)        \
-      for (size_t i_ = 0; i_ < n_; i_++) {                                     \
-        dm__worker *w = (dm__worker *)(base_ + i_ * slab_->size);            \
-        if (i_ + AHEAD < n_) {                                                 \
-          const dm__worker *a_ =                                               \
-              (const dm__worker *)(base_ + (i_ + AHEAD) * slab_->size);      \
-          if (is_of(a_, (m), sole_) && dm__cell_blob(&a_->payload))           \
-            __builtin_prefetch(dm__cell_blob(&a_->payload));                   \
-        }                                                                      \
-        if (!is_of(w, (m), sole_) || (w->proc.flags & DM__W_STOPPING))             \
-          continue;                                                            \
-        body                                                                   \
-      }                                                                        \
-  } while (0)
+/* Whether a worker of m among slots [lo, hi) of a slab chunk at base
+ * changed: a look at flags alone, which brings the group into the cache
+ * for the pass that writes it. */
+static int group_dirty(const dm__manager *m, const dm__slab *slab, const char *base, size_t lo,
+                       size_t hi, int sole) {
+  int dirty = 0;
+  for (size_t i = lo; i < hi; i++) {
+    const dm__worker *w = (const dm__worker *)(base + i * slab->size);
+    dirty |= recorded(w, m, sole) && (w->proc.flags & DM__W_DIRTY);
+  }
+  return dirty;
+}
 
-/* Writes every chunk that holds a changed worker, or that a del marked,
- * into b; the workers of a chunk written are recorded. After a look for
- * a changed worker, two walks over the workers in memory order: which
- * chunks to write and how long each is, then their entries, straight
- * into room the batch made for them all at once, so a checkpoint holds
- * its bytes once and in one piece. Out of memory, the chunks stay marked
- * for the next one. */
+/* The entries of the group's workers, into s (the checkpoint's scratch,
+ * kept between groups); their changed flags go, counted in *n. 0 or
+ * DM_ENOMEM (the flags of the workers not yet written stay). */
+static int group_entries(const dm__manager *m, const dm__slab *slab, char *base, size_t lo,
+                         size_t hi, int sole, dm__buf *s, size_t *n) {
+  s->len = 0;
+  for (size_t i = lo; i < hi; i++) {
+    dm__worker *w = (dm__worker *)(base + i * slab->size);
+    if (i + AHEAD < hi) {
+      const dm__worker *a = (const dm__worker *)(base + (i + AHEAD) * slab->size);
+      if (a->opts && dm__cell_blob(&a->payload))
+        __builtin_prefetch(dm__cell_blob(&a->payload));
+    }
+    if (!recorded(w, m, sole))
+      continue;
+    size_t len = entry_len(w);
+    if (dm__buf_reserve(s, len))
+      return DM_ENOMEM;
+    s->len = (size_t)(put_entry(s->data + s->len, w) - s->data);
+    if (w->proc.flags & DM__W_DIRTY) {
+      w->proc.flags &= (uint16_t)~DM__W_DIRTY;
+      (*n)++;
+    }
+  }
+  return 0;
+}
+
+/* Writes every group that holds a changed worker, or that a del marked,
+ * into b, in key order: a look at the group's flags, then its entries
+ * into a scratch buffer, then the record into room the batch makes for
+ * it. Room for as much as the last checkpoint wrote is made at the first
+ * group, so a checkpoint holds its bytes once and in one piece. A group
+ * that cannot be added stops the pass: it and the rest wait, marked, for
+ * the next checkpoint (a group over 4 GiB is skipped, and stays marked).
+ * The records of groups past the slab's end go, and those of the space
+ * left after a new layout. */
 int dm__chunks_write(dm__manager *m, dm__chunks *d, dm__store_batch *b, size_t *changed,
                      size_t *written) {
-  size_t n = 0, chunks = 0, total = 0;
-  int first = 0, any = 0;
+  const dm__slab *slab = &m->sched->workers;
+  size_t gpc = groups_per_chunk(slab), n = 0, bytes = 0, groups = 0;
+  int sole = m->sched->nmanagers == 1, first = 0, reserved = 0, r;
+  uint64_t seq = d->seq + 1;
+  size_t end = slab->nchunks * gpc; /* the groups there are */
+  dm__buf scratch = {0};
+  char *base;
+  size_t cnt;
   *changed = *written = 0;
-  for (size_t j = 0; j < NCHUNKS / 64 && !any; j++)
-    any = d->marked[j] != 0;
-  /* Anything to write at all: a look at the flags, up to the first. */
-  if (!any) {
-    const dm__slab *slab = &m->sched->workers;
-    char *base;
-    size_t cnt;
-    for (size_t k = 0; !any && (base = dm__slab_chunk(slab, k, &cnt)); k++)
-      for (size_t i = 0; i < cnt && !any; i++) {
-        const dm__worker *w = (const dm__worker *)(base + i * slab->size);
-        any = is_of(w, m, m->sched->nmanagers == 1) && !(w->proc.flags & DM__W_STOPPING) &&
-              (w->proc.flags & DM__W_DIRTY);
+  if (d->relaid) {
+    d->relaid = 0;
+    d->space ^= 1;
+    d->all = 1;
+    d->cut_other = 0; /* until every worker is in this space */
+  }
+  unsigned sp = d->space, other = sp ^ 1;
+  if (d->cut_other) {
+    if ((r = cut(b, other, 0)))
+      goto out_r;
+    d->cut_other = 0;
+    d->end[other] = 0;
+    groups++;
+  }
+  for (size_t k = 0; (base = dm__slab_chunk(slab, k, &cnt)); k++)
+    for (size_t g = 0; g < gpc && g * GROUP < cnt; g++) {
+      size_t lo = g * GROUP, hi = lo + GROUP < cnt ? lo + GROUP : cnt, key = k * gpc + g;
+      if (!group_dirty(m, slab, base, lo, hi, sole) && !is_marked(d, key))
+        continue;
+      if (!reserved && d->last_groups) {
+        reserved = 1;
+        (void)dm__store_batch_reserve(b, d->last_groups, d->last_bytes); /* a hint */
       }
+      /* From here the group is written whole, or marked to be. */
+      size_t was = n;
+      char *at = NULL;
+      uint32_t sk = space_key(sp, key);
+      r = group_entries(m, slab, base, lo, hi, sole, &scratch, &n);
+      if (!r)
+        r = scratch.len
+                ? dm__store_batch_state_room(b, sk, DM__STORE_STATE_SEQ + scratch.len, &at)
+                : dm__store_batch_state(b, sk, NULL, 0);
+      if (r) {
+        mark(d, key);
+        n = was;
+        if (r == DM_ETOOBIG) {
+          first = first ? first : r;
+          continue;
+        }
+        goto out_r;
+      }
+      if (scratch.len) {
+        for (int i = 7; i >= 0; i--)
+          *at++ = (char)(seq >> (8 * i));
+        memcpy(at, scratch.data, scratch.len);
+      }
+      unmark(d, key);
+      groups++;
+      bytes += 4 + DM__STORE_STATE_SEQ + scratch.len;
+    }
+  if (d->end[sp] > end) {
+    if ((r = cut(b, sp, end)))
+      goto out_r;
+    d->end[sp] = end;
+    groups++;
   }
-  if (!any)
-    return 0;
-  size_t *len = dm__calloc(NCHUNKS, sizeof *len);
-  char **at = dm__calloc(NCHUNKS, sizeof *at);
-  /* Each worker's chunk, in walk order, for the second walk. */
-  uint16_t *cof = m->count ? dm__malloc(m->count * sizeof *cof) : NULL;
-  size_t k = 0;
-  if (!len || !at || (!cof && m->count)) {
-    first = DM_ENOMEM; /* nothing added: all stay marked */
-    goto out;
+  if (!first) {
+    /* Every worker is in this space now: the next checkpoint empties the
+     * other, once this one is committed. */
+    if (d->all && d->end[other])
+      d->cut_other = 1;
+    d->all = 0;
+    if (d->nmarked)
+      memset(d->marked, 0, d->nmarked * sizeof *d->marked);
   }
-  /* The first walk: each worker's chunk, the changed ones marked, and how
-   * long every chunk would be (most are written: a few thousand changed
-   * workers mark almost all of the 4096). */
-  EACH_WORKER(m, w, {
-    uint32_t c = chunk_of(w);
-    if (k < m->count)
-      cof[k++] = (uint16_t)c;
-    len[c] += entry_len(w);
-    if (w->proc.flags & DM__W_DIRTY) {
-      mark(d, c);
-      n++;
-    }
-  });
-  for (uint32_t c = 0; c < NCHUNKS; c++)
-    if (is_marked(d, c)) {
-      chunks++;
-      total += len[c];
-    }
-  if ((first = dm__store_batch_reserve(b, chunks, total + 4 * chunks)))
-    goto out;
-  /* Within the room reserved nothing fails but a chunk over 4 GiB, which
-   * stays marked, its workers with it. */
-  uint64_t done[NCHUNKS / 64] = {0};
-  for (uint32_t c = 0; c < NCHUNKS; c++) {
-    if (!is_marked(d, c))
-      continue;
-    int r = len[c] ? dm__store_batch_state_room(b, c, len[c], &at[c])
-                   : dm__store_batch_state(b, c, NULL, 0);
-    if (r && !first)
-      first = r;
-    if (!r) {
-      done[c >> 6] |= 1ull << (c & 63);
-      (*written)++;
-    }
-  }
-  size_t walked = k;
-  k = 0;
-  EACH_WORKER(m, w, {
-    uint32_t c = k < walked ? cof[k] : chunk_of(w);
-    k++;
-    if ((done[c >> 6] >> (c & 63)) & 1) {
-      at[c] = put_entry(at[c], w);
-      w->proc.flags &= (uint16_t)~DM__W_DIRTY;
-    }
-  });
-  for (size_t j = 0; j < NCHUNKS / 64; j++)
-    d->marked[j] &= ~done[j];
-  *changed = n;
+  goto out;
+out_r:
+  first = first ? first : r;
 out:
-  dm__free(cof);
-  dm__free(at);
-  dm__free(len);
+  dm__buf_free(&scratch);
+  if (end > d->end[sp])
+    d->end[sp] = end;
+  if (groups) {
+    d->seq = seq;
+    d->last_groups = groups;
+    d->last_bytes = bytes;
+  }
+  *changed = n;
+  *written = groups;
   return first;
 }
-
 
 /* A LEB128 length of at most 32 bits at rec[*i, len). 0 or -1. */
 static int get_varint(const char *rec, size_t len, size_t *i, uint32_t *out) {
@@ -220,11 +323,21 @@ static int get_varint(const char *rec, size_t len, size_t *i, uint32_t *out) {
   return -1;
 }
 
-int dm__chunks_restore(dm__manager *m, uint32_t key, const char *rec, size_t len,
-                       size_t *applied, size_t *stale) {
-  size_t i = 0;
-  if (key >= NCHUNKS)
+int dm__chunks_restore(dm__manager *m, dm__chunks *d, uint32_t key, const char *rec,
+                       size_t len, size_t *applied, size_t *stale) {
+  size_t i = DM__STORE_STATE_SEQ;
+  if (len < DM__STORE_STATE_SEQ)
     goto bad;
+  uint64_t seq = 0;
+  for (size_t j = 0; j < DM__STORE_STATE_SEQ; j++)
+    seq = seq << 8 | (unsigned char)rec[j];
+  if (seq > d->seq)
+    d->seq = seq;
+  /* The newest record's space is the one checkpoints wrote last. */
+  unsigned sp = key >> SPACE_BIT;
+  d->space = sp;
+  if ((size_t)(key & IN_SPACE) + 1 > d->end[sp])
+    d->end[sp] = (size_t)(key & IN_SPACE) + 1;
   while (i < len) {
     uint32_t gen, il, pl, vl;
     if (len - i < 4)

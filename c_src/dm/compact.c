@@ -42,6 +42,9 @@ static int move(void *from, void *to, void *ud) {
     return 1;
   memcpy(b, a, s->workers.size);
   s->compact_moves++;
+  /* Checkpoints find a worker where it lies in memory: at its new place
+   * it is written again. */
+  dm__durable_dirty(b);
   /* The children table holds its pid key, which stays. */
   if (b->proc.key)
     (void)dm__proctab_moved(&s->node->pids, &b->proc);
@@ -92,6 +95,24 @@ static void trim_burst(dm__sched *s, uint64_t now_ms) {
 #endif
 }
 
+/* A chunk that stayed behind a freed one has a new place, and so have its
+ * workers: like moved ones, they are written again at the next
+ * checkpoint. was: the chunks before the shrink. */
+static void moved_up(dm__sched *s, char *const *was) {
+  const dm__slab *sl = &s->workers;
+  char *base;
+  size_t n;
+  for (size_t k = 0; (base = dm__slab_chunk(sl, k, &n)); k++) {
+    if (base == was[k])
+      continue;
+    for (size_t i = 0; i < n; i++) {
+      dm__worker *w = (dm__worker *)(base + i * sl->size);
+      if (w->opts)
+        dm__durable_dirty(w);
+    }
+  }
+}
+
 void dm__sched_compact(dm__sched *s, uint64_t now_ms) {
   trim_burst(s, now_ms);
   if (!s->compact_wait_ms)
@@ -105,7 +126,13 @@ void dm__sched_compact(dm__sched *s, uint64_t now_ms) {
   }
   size_t before = s->workers.nchunks, slots = table_slots(s);
   uint64_t moves = s->compact_moves;
+  char **was = dm__malloc(before * sizeof *was);
+  if (!was)
+    return; /* the next look tries again */
+  memcpy(was, s->workers.chunks, before * sizeof *was);
   size_t freed = dm__slab_shrink(&s->workers, live, move, s);
+  moved_up(s, was);
+  dm__free(was);
   for (size_t i = 0; i < s->nmanagers; i++)
     dm__children_shrink(s->managers[i]);
   dm__proctab_shrink(&s->node->pids);

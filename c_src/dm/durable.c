@@ -138,11 +138,16 @@ void dm__durable_del(dm__manager *m, const dm__worker *w) {
     return;
   /* Its chunk is written again without it, so entries of gone children do
    * not pile up. */
-  dm__chunks_mark(&d->chunks, w);
+  dm__chunks_mark(&d->chunks, &m->sched->workers, w);
   if ((r = dm__store_batch_del(d->batch, dm__worker_id(w), dm__worker_id_len(w))) ||
       ((w->proc.flags & DM__W_SPEC) &&
        (r = dm__store_batch_deleted(d->batch, dm__worker_id(w), dm__worker_id_len(w), 1))))
     batch_failed(m, "a deletion", r);
+}
+
+void dm__durable_relaid(dm__manager *m) {
+  if (m->durable)
+    dm__chunks_relaid(&m->durable->chunks);
 }
 
 void dm__durable_clear(dm__manager *m) {
@@ -395,7 +400,7 @@ bad:
 
 static int restore_state(void *ud, uint32_t key, const char *rec, size_t len) {
   restore_ctx *rc = ud;
-  int r = dm__chunks_restore(rc->m, key, rec, len, &rc->states, &rc->stale);
+  int r = dm__chunks_restore(rc->m, &rc->m->durable->chunks, key, rec, len, &rc->states, &rc->stale);
   if (r == DM_EBADTERM)
     rc->bad = 1;
   return r;
@@ -432,6 +437,9 @@ int dm__durable_restore(dm__manager *m) {
     return r;
   }
   d->restoring = 1;
+  /* Restored in the store's order, not where they were in memory. */
+  if (rc.restored)
+    dm__chunks_relaid(&d->chunks);
   DM_INFO("manager %s: %zu children restored (%zu with checkpointed state, %zu "
           "stale entries), %zu deleted ids, in %llu ms",
           m->name, rc.restored, rc.states, rc.stale, d->ndeleted,
@@ -544,6 +552,7 @@ void dm__durable_free(dm__manager *m) {
   dm__free(d->pending);
   dm__store_free(d->store);
   dm__buf_free(&d->rec);
+  dm__chunks_free(&d->chunks);
   dm__free(d);
   m->durable = NULL;
 }

@@ -582,26 +582,38 @@ int dm__sup_allow_restart(dm__manager *m);
 /* The process kind of workers (message, exit signals). */
 extern const dm__proc_ops dm__worker_ops;
 
-/* ---- chunks.c: checkpoints, as chunks of children ---- */
-#define DM__NCHUNKS 4096u
-/* The chunks the next checkpoint writes, besides those of changed
- * workers. */
+/* ---- chunks.c: checkpoints, as groups of children in memory order ---- */
+/* What a manager's checkpoints know between them. */
 typedef struct {
-  uint64_t marked[DM__NCHUNKS / 64];
+  uint64_t *marked; /* groups the next checkpoint writes, whatever changed */
+  size_t nmarked;   /* words of marked */
+  int all;          /* every group, in the space: a mark was lost, or the
+                       workers were laid out anew */
+  int relaid;       /* laid out anew: the next checkpoint changes space */
+  int cut_other;    /* the next checkpoint empties the other space */
+  unsigned space;   /* the key space (0 or 1) checkpoints write in */
+  uint64_t seq;     /* the last checkpoint's sequence number */
+  size_t end[2];    /* groups at or past end[s] hold no record in space s */
+  size_t last_groups, last_bytes; /* what the last checkpoint wrote */
 } dm__chunks;
-/* w's chunk is written at the next checkpoint (w is going). */
-void dm__chunks_mark(dm__chunks *c, const dm__worker *w);
-/* Adds to b, as state records, every chunk of m holding a worker marked
+/* w's group is written at the next checkpoint (w is going). */
+void dm__chunks_mark(dm__chunks *c, const dm__slab *slab, const dm__worker *w);
+void dm__chunks_free(dm__chunks *c);
+/* Every worker of the manager has a new place in memory (a boot, an
+ * escalation): the next checkpoint writes them all. */
+void dm__chunks_relaid(dm__chunks *c);
+/* Adds to b, as state records, every group of m holding a worker marked
  * DM__W_DIRTY or marked in c, and unmarks both. *changed: the dirty
- * workers, *written: the chunks added. 0, or the first error (a chunk it
- * could not add stays marked, its workers with it). */
+ * workers, *written: the records added or removed. 0, or the first error
+ * (a group it could not add stays marked, its workers with it). */
 int dm__chunks_write(dm__manager *m, dm__chunks *c, dm__store_batch *b, size_t *changed,
                      size_t *written);
-/* One chunk read at boot: every entry is checked, and given to its child
- * when the child's record has the entry's Gen (*applied), skipped when not
- * (*stale). 0, DM_EBADTERM (not a chunk: corrupt) or DM_ENOMEM. */
-int dm__chunks_restore(dm__manager *m, uint32_t key, const char *rec, size_t len,
-                       size_t *applied, size_t *stale);
+/* One record read at boot (oldest first): every entry is checked, and
+ * given to its child when the child's record has the entry's Gen
+ * (*applied), skipped when not (*stale); c learns the sequence number and
+ * the key. 0, DM_EBADTERM (not a record: corrupt) or DM_ENOMEM. */
+int dm__chunks_restore(dm__manager *m, dm__chunks *c, uint32_t key, const char *rec,
+                       size_t len, size_t *applied, size_t *stale);
 
 /* ---- durable.c: the manager's children in its store ---- */
 /* Opens m's store under dir, checkpointing every sync_ms. 0 or an error
@@ -627,6 +639,9 @@ void dm__durable_clear(dm__manager *m);
 int dm__durable_ack(dm__manager *m, const dm__gen *g);
 /* The loop is about to block: this turn's batch goes to the writer. */
 void dm__durable_flush(dm__manager *m);
+/* Every worker of m was started anew where the slab had room: the next
+ * checkpoint records them all. Nothing without a store. */
+void dm__durable_relaid(dm__manager *m);
 /* The payload or value of w changed: the next checkpoint records it. */
 static inline void dm__durable_dirty(dm__worker *w) { w->proc.flags |= DM__W_DIRTY; }
 /* stats' store_* entries: how many, and the entries. */

@@ -73,6 +73,7 @@ static void restart_all(dm__manager *m) {
     dm__cell_clear(&sv->value);
   }
   m->spread = 0;
+  dm__durable_relaid(m);
   dm__free(all);
 }
 

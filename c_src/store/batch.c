@@ -73,15 +73,26 @@ static void state_key(char k[4], uint32_t key) {
 int dm__store_batch_state(dm__store_batch *b, uint32_t key, const char *rec,
                           size_t reclen) {
   char k[4];
+  if (reclen && reclen < DM__STORE_STATE_SEQ)
+    return DM_EINVAL;
   state_key(k, key);
   return add(b, reclen ? DM__STORE_STATE_PUT : DM__STORE_STATE_DEL, k, 4, rec,
              reclen);
 }
 
+int dm__store_batch_state_cut(dm__store_batch *b, uint32_t from, uint32_t last) {
+  char k[4], l[4];
+  if (last < from)
+    return DM_EINVAL;
+  state_key(k, from);
+  state_key(l, last);
+  return add(b, DM__STORE_STATE_CUT, k, 4, l, 4);
+}
+
 int dm__store_batch_state_room(dm__store_batch *b, uint32_t key, size_t reclen,
                                char **room) {
   char k[4];
-  if (!reclen || !room)
+  if (reclen < DM__STORE_STATE_SEQ || !room)
     return DM_EINVAL;
   state_key(k, key);
   return add_op(b, DM__STORE_STATE_PUT, k, 4, NULL, reclen, room);
@@ -135,6 +146,20 @@ static int del(MDB_cursor *c, MDB_val *k) {
   if (rc == MDB_NOTFOUND)
     return 0;
   return rc ? rc : mdb_cursor_del(c, 0);
+}
+
+/* Every record from key k to key last (4 bytes each) included. */
+static int cut(MDB_cursor *c, const MDB_val *k, const MDB_val *last) {
+  MDB_val at = *k;
+  int rc;
+  while (!(rc = mdb_cursor_get(c, &at, NULL, MDB_SET_RANGE))) {
+    if (at.mv_size != 4 || memcmp(at.mv_data, last->mv_data, 4) > 0)
+      return 0;
+    if ((rc = mdb_cursor_del(c, 0)))
+      return rc;
+    at = *k;
+  }
+  return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
 /* A sort key: the database, the id's first 8 bytes as a number (so most
@@ -227,6 +252,9 @@ int dm__store_batch_apply(dm__store_batch *b, MDB_txn *t,
       break;
     case DM__STORE_MARK:
       rc = mdb_cursor_put(cc, &k, &none, 0);
+      break;
+    case DM__STORE_STATE_CUT:
+      rc = cut(cc, &k, &v);
       break;
     default:
       rc = del(cc, &k);

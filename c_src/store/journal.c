@@ -334,14 +334,22 @@ static dm__store_batch *decode(const unsigned char *p, size_t n, int *oom) {
       break;
     case DM__STORE_STATE_PUT:
     case DM__STORE_STATE_DEL:
-      r = idlen != 4 || (kind == DM__STORE_STATE_PUT) != (reclen > 0)
-              ? DM_EINVAL
-              : dm__store_batch_state(b,
-                                      (uint32_t)o[8] << 24 |
-                                          (uint32_t)o[9] << 16 |
-                                          (uint32_t)o[10] << 8 | o[11],
-                                      rec, reclen);
+    case DM__STORE_STATE_CUT: {
+      uint32_t key = (uint32_t)o[8] << 24 | (uint32_t)o[9] << 16 |
+                     (uint32_t)o[10] << 8 | o[11];
+      if (idlen != 4 || (kind == DM__STORE_STATE_PUT && reclen < DM__STORE_STATE_SEQ) ||
+          (kind == DM__STORE_STATE_DEL && reclen) || (kind == DM__STORE_STATE_CUT && reclen != 4))
+        r = DM_EINVAL;
+      else if (kind == DM__STORE_STATE_CUT)
+        r = dm__store_batch_state_cut(b, key,
+                                      (uint32_t)(unsigned char)rec[0] << 24 |
+                                          (uint32_t)(unsigned char)rec[1] << 16 |
+                                          (uint32_t)(unsigned char)rec[2] << 8 |
+                                          (unsigned char)rec[3]);
+      else
+        r = dm__store_batch_state(b, key, rec, reclen);
       break;
+    }
     default:
       r = DM_EINVAL;
     }

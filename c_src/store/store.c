@@ -11,6 +11,7 @@
 #include <lmdb.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -348,34 +349,65 @@ int dm__store_load(dm__store *s,
   return reading(s, read_children, &rd);
 }
 
+/* A state record as read, until all are and they go out in order. */
+typedef struct {
+  uint64_t seq;
+  uint32_t key;
+  const char *rec;
+  size_t len;
+} state_rec;
+
+static int by_seq(const void *x, const void *y) {
+  const state_rec *a = x, *b = y;
+  if (a->seq != b->seq)
+    return a->seq < b->seq ? -1 : 1;
+  return a->key < b->key ? -1 : a->key > b->key;
+}
+
 static int read_state(dm__store *s, MDB_txn *t, void *arg, int *mdb_rc) {
   readers *rd = arg;
   MDB_cursor *c;
   MDB_val k, v;
-  int rc = mdb_cursor_open(t, s->env.state, &c);
+  MDB_stat st;
+  int rc = mdb_stat(t, s->env.state, &st);
+  if (!rc)
+    rc = mdb_cursor_open(t, s->env.state, &c);
   if (rc) {
     *mdb_rc = rc;
     return DM_EIO;
   }
-  int r = 0;
-  for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); !rc && !r;
+  state_rec *all = st.ms_entries ? dm__malloc(st.ms_entries * sizeof *all) : NULL;
+  size_t n = 0;
+  int r = st.ms_entries && !all ? DM_ENOMEM : 0;
+  for (rc = r ? MDB_NOTFOUND : mdb_cursor_get(c, &k, &v, MDB_FIRST); !rc && !r;
        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-    const unsigned char *p = k.mv_data;
-    if (k.mv_size != 4) {
-      DM_ERROR("store %s is corrupt (a state key of %zu bytes)", s->path,
-               k.mv_size);
+    const unsigned char *p = k.mv_data, *q = v.mv_data;
+    if (k.mv_size != 4 || v.mv_size < DM__STORE_STATE_SEQ || n == st.ms_entries) {
+      DM_ERROR("store %s is corrupt (a state record of %zu bytes at a key of %zu)",
+               s->path, v.mv_size, k.mv_size);
       r = DM_EIO;
       break;
     }
-    uint32_t key = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-                   (uint32_t)p[2] << 8 | p[3];
-    r = rd->state(rd->ud, key, v.mv_data, v.mv_size);
+    uint64_t seq = 0;
+    for (unsigned i = 0; i < DM__STORE_STATE_SEQ; i++)
+      seq = seq << 8 | q[i];
+    all[n++] = (state_rec){seq,
+                           (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+                               (uint32_t)p[2] << 8 | p[3],
+                           v.mv_data, v.mv_size};
   }
   mdb_cursor_close(c);
   if (!r && rc != MDB_NOTFOUND) {
     *mdb_rc = rc;
-    return DM_EIO;
+    r = DM_EIO;
   }
+  if (!r) {
+    if (n)
+      qsort(all, n, sizeof *all, by_seq);
+    for (size_t i = 0; i < n && !r; i++)
+      r = rd->state(rd->ud, all[i].key, all[i].rec, all[i].len);
+  }
+  dm__free(all);
   return r;
 }
 

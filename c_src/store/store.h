@@ -18,7 +18,7 @@
 
 /* The on-disk format this node reads and writes, kept in meta. A store of
  * another version is refused at open, never converted. */
-#define DM__STORE_FORMAT 2u
+#define DM__STORE_FORMAT 3u
 /* The longest id, in bytes: LMDB's key limit. Longer ids are refused by
  * the batch calls with DM_ETOOBIG. */
 #define DM__STORE_ID_MAX 511
@@ -74,8 +74,10 @@ int dm__store_load(dm__store *s,
                    int (*deleted)(void *ud, const char *id, size_t idlen),
                    void *ud);
 
-/* Reads every state record (see dm__store_batch_state), in key order, in
- * one read transaction, as dm__store_load does (loop thread, at boot). */
+/* Reads every state record (see dm__store_batch_state) in one read
+ * transaction, as dm__store_load does (loop thread, at boot): oldest
+ * first, by the sequence number each starts with, then by key. A record
+ * too short to start with one makes the store corrupt (DM_EIO, logged). */
 int dm__store_load_state(dm__store *s,
                          int (*state)(void *ud, uint32_t key, const char *rec,
                                       size_t reclen),
@@ -104,11 +106,13 @@ int dm__store_batch_del(dm__store_batch *b, const char *id, size_t idlen);
  * Errors as put. */
 int dm__store_batch_deleted(dm__store_batch *b, const char *id, size_t idlen,
                             int on);
-/* Stores rec (opaque) as the state record key, apart from the children:
- * the caller's checkpoints, a few thousand records each holding many
+/* Stores rec as the state record key, apart from the children: the
+ * caller's checkpoints, a few thousand records each holding many
  * children's changing state, so that a checkpoint of a million children
- * writes a few thousand records, not a million. An empty rec removes the
- * record. Errors as put. */
+ * writes a few thousand records, not a million. rec starts with a
+ * sequence number, 8 bytes big-endian, that orders the records at load;
+ * the rest is the caller's. An empty rec removes the record. Errors as
+ * put. */
 int dm__store_batch_state(dm__store_batch *b, uint32_t key, const char *rec,
                           size_t reclen);
 /* The same, leaving the record's reclen (> 0) bytes for the caller to
@@ -117,6 +121,10 @@ int dm__store_batch_state(dm__store_batch *b, uint32_t key, const char *rec,
  * room for. Errors as put. */
 int dm__store_batch_state_room(dm__store_batch *b, uint32_t key, size_t reclen,
                                char **room);
+/* Removes every state record at a key from from to last (both
+ * included) that earlier batches wrote; one this batch puts in the range
+ * may stay, whichever comes first. Errors as put. */
+int dm__store_batch_state_cut(dm__store_batch *b, uint32_t from, uint32_t last);
 /* Room for ops more operations holding bytes more bytes of ids and
  * records: calls within it do not allocate. 0, DM_EINVAL or DM_ENOMEM. */
 int dm__store_batch_reserve(dm__store_batch *b, size_t ops, size_t bytes);
@@ -263,8 +271,11 @@ enum {
   DM__STORE_MARK,
   DM__STORE_UNMARK,
   DM__STORE_STATE_PUT, /* id: the key, 4 bytes big-endian */
-  DM__STORE_STATE_DEL
+  DM__STORE_STATE_DEL,
+  DM__STORE_STATE_CUT /* every state record from the key to the record's */
 };
+/* The sequence number that starts a state record. */
+#define DM__STORE_STATE_SEQ 8u
 
 typedef struct {
   uint64_t off;    /* the id's first byte in bytes; the record follows it */

@@ -15,6 +15,7 @@
          children_specs_add_only_what_the_store_does_not_know/1,
          restart_clears_the_store/1,
          escalation_keeps_put_children_in_the_store/1,
+         workers_moved_by_a_shrink_keep_their_checkpointed_payloads/1,
          a_store_held_by_a_running_node_is_refused/1,
          a_store_of_another_format_is_refused_untouched/1,
          a_corrupt_store_is_refused_untouched/1,
@@ -35,6 +36,7 @@ all() ->
      children_specs_add_only_what_the_store_does_not_know,
      restart_clears_the_store,
      escalation_keeps_put_children_in_the_store,
+     workers_moved_by_a_shrink_keep_their_checkpointed_payloads,
      a_store_held_by_a_running_node_is_refused,
      a_store_of_another_format_is_refused_untouched,
      a_corrupt_store_is_refused_untouched,
@@ -247,6 +249,9 @@ escalation_keeps_put_children_in_the_store(Config) ->
     C = start(Config, "kv=counter,children=2,timeout=0,max_restarts=2,max_seconds=60"),
     N = cnode_test:node(C),
     ok = call(N, {put, <<"x">>, [{payload, 5}, {timeout, 0}]}),
+    ok = call(N, {asynch_call, <<"x">>, {add, 37}}),
+    cnode_test:wait_until(fun() -> payload(N, <<"x">>) =:= 42 end, 5000),
+    settle(N, 2),
     [begin
          #{pid := P} = call(N, {get, <<"c1">>}),
          ok = call(N, {asynch_call, <<"c1">>, {crash, boom}}),
@@ -256,12 +261,67 @@ escalation_keeps_put_children_in_the_store(Config) ->
                                         end end, 5000)
      end || _ <- lists:seq(1, 3)],
     ?assertMatch(#{escalations := 1}, call(N, stats)),
+    %% The escalation laid every worker out anew: checkpoints write them
+    %% all elsewhere, then drop where they were. Both are committed once
+    %% two more have been taken (a ticking worker keeps them coming).
+    settle(N, 3),
     kill9(C),
     C2 = start(Config, "kv=counter,children=2,timeout=0,max_restarts=2,max_seconds=60"),
     N2 = cnode_test:node(C2),
-    ?assertEqual([<<"c1">>, <<"c2">>, <<"x">>], lists:sort(maps:keys(children(N2)))),
-    ?assertEqual(5, payload(N2, <<"x">>)),
+    ?assertEqual([<<"c1">>, <<"c2">>, <<"tick">>, <<"x">>], lists:sort(maps:keys(children(N2)))),
+    ?assertEqual(42, payload(N2, <<"x">>)),
     ok = cnode_test:stop(C2).
+
+%% A worker whose payload changes 20 times a second, so that checkpoints
+%% keep coming; then until K more were taken: the one before the last is
+%% committed.
+settle(N, K) ->
+    case maps:is_key(<<"tick">>, children(N)) of
+        true -> ok;
+        false -> ok = call(N, {put, <<"tick">>, [{payload, 0}, {timeout, 50}]})
+    end,
+    #{store_checkpoints := C0} = call(N, stats),
+    cnode_test:wait_until(fun() -> maps:get(store_checkpoints, call(N, stats)) >= C0 + K end,
+                          20000).
+
+%% 100k children, 90% of them deleted: the slab shrinks, moving the
+%% survivors of its later chunks into the free slots of its first and
+%% freeing the rest. Checkpoints find workers where they lie in memory: the
+%% moved ones are written at their new places before the records of the
+%% freed chunks go, and after SIGKILL every survivor has its payload.
+workers_moved_by_a_shrink_keep_their_checkpointed_payloads(Config) ->
+    Manager = "kv=counter,children=100000,timeout=0",
+    C = start(Config, Manager),
+    N = cnode_test:node(C),
+    Id = fun(I) -> <<"c", (integer_to_binary(I))/binary>> end,
+    Kept = [Id(I) || I <- lists:seq(10, 100000, 10)],
+    Gone = [Id(I) || I <- lists:seq(1, 100000), I rem 10 =/= 0],
+    in_parallel(fun(K) -> ok = call(N, {asynch_call, K, {add, 555}}) end, Kept),
+    cnode_test:wait_until(fun() -> payload(N, lists:last(Kept)) =:= 555 end, 10000),
+    settle(N, 2), % the payloads are in the store
+    in_parallel(fun(K) -> ok = call(N, {del, K}) end, Gone),
+    cnode_test:wait_until(fun() -> maps:get(compactions, call(N, stats)) >= 1 end, 20000),
+    settle(N, 3),
+    kill9(C),
+    C2 = start(Config, Manager),
+    N2 = cnode_test:node(C2),
+    ?assertEqual(length(Kept) + 1, call(N2, count)),
+    Wrong = [{K, P} || K <- Kept, (P = payload(N2, K)) =/= 555],
+    ?assertEqual([], lists:sublist(Wrong, 5)),
+    ok = cnode_test:stop(C2).
+
+%% F over Items from 8 processes.
+in_parallel(F, Items) ->
+    Parts = split(Items, 8, []),
+    Self = self(),
+    Pids = [spawn_link(fun() -> lists:foreach(F, P), Self ! {self(), done} end) || P <- Parts],
+    [receive {P, done} -> ok after 120000 -> error({stuck, P}) end || P <- Pids],
+    ok.
+
+split([], _, Acc) -> Acc;
+split(L, K, Acc) ->
+    {A, B} = lists:split(min(length(L), (length(L) + K - 1) div K), L),
+    split(B, K, [A | Acc]).
 
 %% ---------------------------------------------------------------------------
 %% Refusals: exit 1, a clear line, the store as it was.
@@ -292,9 +352,9 @@ a_store_of_another_format_is_refused_untouched(Config) ->
     ok = cnode_test:stop(start(Config)),
     Data = filename:join([?config(state_dir, Config), atom_to_list(?M), "data.mdb"]),
     {ok, B} = file:read_file(Data),
-    %% The meta database's format record: the key, then version 2 as 4
+    %% The meta database's format record: the key, then version 3 as 4
     %% bytes; every copy of it (LMDB keeps older pages) says 9 instead.
-    Patched = binary:replace(B, <<"format", 0, 0, 0, 2>>, <<"format", 0, 0, 0, 9>>, [global]),
+    Patched = binary:replace(B, <<"format", 0, 0, 0, 3>>, <<"format", 0, 0, 0, 9>>, [global]),
     ?assertNotEqual(B, Patched),
     ok = file:write_file(Data, Patched),
     Before = files(Config),

@@ -18,7 +18,8 @@ static void path_of(fixture *f, char *out, size_t n, const char *file) {
 }
 
 /* A batch from a script: "+id=rec" puts, "-id" dels, "!id" marks, "#k=rec"
- * a state record, "*" a clear first. */
+ * a state record (rec starts with its 8-byte sequence number), "~k=l" a
+ * cut of the state records from key k to key l, "*" a clear first. */
 static dm__store_batch *batch_of(const char *const *ops) {
   dm__store_batch *b = dm__store_batch_new();
   for (; *ops; ops++) {
@@ -38,6 +39,9 @@ static dm__store_batch *batch_of(const char *const *ops) {
       break;
     case '#':
       r = dm__store_batch_state(b, (uint32_t)atoi(o + 1), rec, strlen(rec));
+      break;
+    case '~':
+      r = dm__store_batch_state_cut(b, (uint32_t)atoi(o + 1), (uint32_t)atoi(rec));
       break;
     case '*':
       r = dm__store_batch_clear(b);
@@ -115,22 +119,24 @@ static int on_state(void *ud, uint32_t key, const char *rec, size_t reclen) {
 }
 
 static const char *const first[] = {"+a=1", "+b=2", "!spec1", NULL};
-static const char *const second[] = {"-b", "+c=3", "#7=st", NULL};
+static const char *const second[] = {"-b", "+c=3", "#7=00000001st", "#9=00000001gone",
+                                     "#12=00000001stays", NULL};
+static const char *const cuts[] = {"~8=11", NULL};
 static const char *const third[] = {"+d=4", NULL};
 
 static void
 acknowledged_batches_come_back_from_the_journal_after_a_crash(void **state) {
   fixture *f = *state;
-  const char *const *const batches[] = {first, second, NULL};
+  const char *const *const batches[] = {first, second, cuts, NULL};
   crash_after(f, batches);
   dm__store *s = open_ok(f, NULL);
-  assert_int_equal(stats_of(s).replayed, 2);
+  assert_int_equal(stats_of(s).replayed, 3);
   seen z = load(s);
   assert_string_equal(z.children, "a=1;c=3;");
   assert_string_equal(z.deleted, "spec1;");
   char st[256] = "";
   assert_int_equal(dm__store_load_state(s, on_state, st), 0);
-  assert_string_equal(st, "7=st;");
+  assert_string_equal(st, "7=00000001st;12=00000001stays;");
   close_store(f, s);
   /* LMDB has them now: the next open reads nothing back. */
   s = open_ok(f, NULL);

@@ -200,30 +200,90 @@ static int on_state(void *ud, uint32_t key, const char *rec, size_t len) {
   return 0;
 }
 
-static void state_records_come_back_by_key_and_go_with_clear(void **state) {
+/* A state record: an 8-byte sequence number (ASCII digits compare as the
+ * big-endian number they are), then text. */
+static int state_of(dm__store_batch *b, uint32_t key, unsigned seq, const char *text) {
+  char rec[64];
+  snprintf(rec, sizeof rec, "%08u%s", seq, text);
+  return dm__store_batch_state(b, key, rec, strlen(rec));
+}
+
+static void state_records_come_back_oldest_first_and_go_with_clear(void **state) {
   fixture *f = *state;
   dm__store *s = open_ok(f, NULL);
   dm__store_batch *b = dm__store_batch_new();
-  assert_int_equal(dm__store_batch_state(b, 4096, "d", 1), 0);
-  assert_int_equal(dm__store_batch_state(b, 3, "c", 1), 0);
-  assert_int_equal(dm__store_batch_state(b, 1, "a", 1), 0);
-  assert_int_equal(dm__store_batch_state(b, 2, "x", 1), 0);
-  assert_int_equal(dm__store_batch_state(b, 2, "b", 1), 0); /* the later wins */
+  assert_int_equal(state_of(b, 4096, 1, "d"), 0);
+  assert_int_equal(state_of(b, 3, 2, "c"), 0);
+  assert_int_equal(state_of(b, 1, 3, "a"), 0);
+  assert_int_equal(state_of(b, 2, 2, "x"), 0);
+  assert_int_equal(state_of(b, 2, 1, "b"), 0); /* the later wins */
+  assert_int_equal(state_of(b, 9, 2, "e"), 0);
   assert_int_equal(dm__store_batch_state(b, 4096, NULL, 0), 0); /* removed */
+  /* Too short to hold a sequence number. */
+  assert_int_equal(dm__store_batch_state(b, 5, "1234567", 7), DM_EINVAL);
+  char *room;
+  assert_int_equal(dm__store_batch_state_room(b, 5, 7, &room), DM_EINVAL);
   put(b, "child", "r");
   assert_int_equal(commit(f, s, b), 0);
   states z = {{0}, 0, 0};
   assert_int_equal(dm__store_load_state(s, on_state, &z), 0);
-  assert_string_equal(z.text, "1=a;2=b;3=c;");
+  /* By sequence number, then key. */
+  assert_string_equal(z.text, "2=00000001b;3=00000002c;9=00000002e;1=00000003a;");
   seen c = load(s);
   assert_string_equal(c.children, "child=r;");
   b = dm__store_batch_new();
   assert_int_equal(dm__store_batch_clear(b), 0);
-  assert_int_equal(dm__store_batch_state(b, 7, "n", 1), 0);
+  assert_int_equal(state_of(b, 7, 1, "n"), 0);
   assert_int_equal(commit(f, s, b), 0);
   memset(&z, 0, sizeof z);
   assert_int_equal(dm__store_load_state(s, on_state, &z), 0);
-  assert_string_equal(z.text, "7=n;");
+  assert_string_equal(z.text, "7=00000001n;");
+  close_store(f, s);
+}
+
+/* A cut removes the records of its range, both ends included, and no
+ * other; it runs in key order with the batch's other state records. */
+static void a_cut_removes_its_range_of_state_records(void **state) {
+  fixture *f = *state;
+  dm__store *s = open_ok(f, NULL);
+  dm__store_batch *b = dm__store_batch_new();
+  const uint32_t keys[] = {1, 2, 3, 4, 5, 0x80000000u, 0x80000001u, 0xffffffffu};
+  for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+    assert_int_equal(state_of(b, keys[i], 1, "k"), 0);
+  assert_int_equal(commit(f, s, b), 0);
+  b = dm__store_batch_new();
+  assert_int_equal(dm__store_batch_state_cut(b, 3, 2), DM_EINVAL);
+  assert_int_equal(dm__store_batch_state_cut(b, 2, 4), 0);
+  assert_int_equal(state_of(b, 3, 2, "new"), 0); /* a later key than the cut's: stays */
+  assert_int_equal(dm__store_batch_state_cut(b, 0x80000001u, 0xffffffffu), 0);
+  assert_int_equal(commit(f, s, b), 0);
+  states z = {{0}, 0, 0};
+  assert_int_equal(dm__store_load_state(s, on_state, &z), 0);
+  assert_string_equal(z.text, "1=00000001k;5=00000001k;2147483648=00000001k;3=00000002new;");
+  close_store(f, s);
+}
+
+/* A state record too short for its sequence number, written behind the
+ * store's back, makes the store corrupt: load_state says so. */
+static void a_state_record_without_a_sequence_number_is_corrupt(void **state) {
+  fixture *f = *state;
+  make_store(f, 1);
+  MDB_env *env;
+  MDB_txn *t;
+  MDB_dbi st;
+  assert_int_equal(mdb_env_create(&env), 0);
+  mdb_env_set_maxdbs(env, 5);
+  assert_int_equal(mdb_env_open(env, f->path, 0, 0600), 0);
+  assert_int_equal(mdb_txn_begin(env, NULL, 0, &t), 0);
+  assert_int_equal(mdb_dbi_open(t, "state", 0, &st), 0);
+  MDB_val k = {4, "\0\0\0\1"}, d = {3, "abc"};
+  assert_int_equal(mdb_put(t, st, &k, &d, 0), 0);
+  assert_int_equal(mdb_txn_commit(t), 0);
+  mdb_env_close(env);
+  dm__store *s = open_ok(f, NULL);
+  states z = {{0}, 0, 0};
+  assert_int_equal(dm__store_load_state(s, on_state, &z), DM_EIO);
+  assert_int_equal(z.n, 0);
   close_store(f, s);
 }
 
@@ -714,7 +774,9 @@ int main(void) {
       T(a_later_operation_on_the_same_id_wins_within_a_batch),
       T(a_large_batch_in_no_order_keeps_later_operations_last),
       T(clear_empties_the_store_before_the_rest_of_its_batch),
-      T(state_records_come_back_by_key_and_go_with_clear),
+      T(state_records_come_back_oldest_first_and_go_with_clear),
+      T(a_cut_removes_its_range_of_state_records),
+      T(a_state_record_without_a_sequence_number_is_corrupt),
       T(a_batch_bigger_than_a_transaction_commits_whole_in_several),
       T(dones_run_on_the_loop_in_submission_order),
       T(a_store_keeps_its_data_across_stop_and_reopen),
