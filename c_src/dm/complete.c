@@ -140,7 +140,7 @@ void dm__worker_completed(dm__wjob *j, dm__outcome *oc) {
   case DM__JOB_PERFORM:
     m->st.performs++;
     if (j->due) {
-      uint64_t late = j->started_us > j->due ? j->started_us - j->due : 0;
+      uint64_t late = j->base.started_us > j->due ? j->base.started_us - j->due : 0;
       dm__lateness_note(&m->st, late);
       dm__ev_late(m, w, late);
     }

@@ -122,7 +122,6 @@ void dm__job_submit(dm__wjob *j) {
 static void run(dm__job *base) {
   dm__wjob *j = (dm__wjob *)base;
   const dm_behaviour *b = j->m->b;
-  j->started_us = uv_hrtime() / 1000;
   j->out.index = 0;
   j->sends.index = 0;
   switch (j->kind) {

@@ -366,7 +366,23 @@ struct dm__sched {
   uint64_t compactions;  /* times they were made smaller */
   uint64_t compact_moves; /* workers moved to another slot */
   uint64_t jobs_trimmed_ms; /* the last dm__jobs_trim of every manager */
+  /* The clock as dm__sched_now_us read it, and how often it gave it
+   * since; 0 after each prepare phase, read afresh then. */
+  uint64_t clock_us;
+  unsigned clock_uses;
 };
+/* CLOCK_MONOTONIC in microseconds, for the schedule of performs: read
+ * once for DM__CLOCK_USES calls, and again after the loop may have
+ * slept. A million completions a second each arming a timer so take a
+ * clock read each 32 of them, a few microseconds stale at most. */
+#define DM__CLOCK_USES 32u
+static inline uint64_t dm__sched_now_us(dm__sched *s) {
+  if (!s->clock_us || ++s->clock_uses >= DM__CLOCK_USES) {
+    s->clock_us = uv_hrtime() / 1000;
+    s->clock_uses = 0;
+  }
+  return s->clock_us;
+}
 
 /* ---- compact.c: memory back after many workers went ---- */
 /* Shrinks the slab and the tables when they are mostly empty; looks at
@@ -414,7 +430,6 @@ struct dm_ctx {
   /* A worker's job: its next perform's due (µs, 0: none) when the job
    * began; for a perform, the due it ran for. */
   uint64_t due;
-  uint64_t started_us; /* when the callback began, set on the pool */
   char *owned;        /* memory the job owns (msg copy, copied terms) */
   dm__replyto *reply;
   int answered;       /* the caller already had its answer (the call exited) */

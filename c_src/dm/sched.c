@@ -54,6 +54,7 @@ static void prepare(void *ud) {
     uv_timer_start(&s->wheel_timer, on_wheel, (in + 999) / 1000, 0);
   else if (s->timer_open)
     uv_timer_stop(&s->wheel_timer);
+  s->clock_us = 0; /* the loop may sleep now */
 }
 
 static void stop(void *ud) {

@@ -6,14 +6,13 @@
 
 #include "dm/mgr.h"
 
-static uint64_t mono_us(void) { return uv_hrtime() / 1000; }
-
 static dm__worker *of_timer(dm__timer *t) {
   return (dm__worker *)((char *)t - offsetof(dm__worker, timer));
 }
 
 static void schedule(dm__worker *w, uint64_t delay_ms) {
-  dm__worker_arm(w, mono_us() + delay_ms * 1000 + 1); /* never 0, which means none */
+  dm__worker_arm(w, dm__sched_now_us(dm__worker_mgr(w)->sched) + delay_ms * 1000 +
+                       1); /* never 0, which means none */
 }
 
 /* The first perform: at once or after instant_ms when instant, else after

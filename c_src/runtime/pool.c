@@ -76,10 +76,10 @@ static int reserve_ring(dm__pool *p, size_t need) {
   return 0;
 }
 
-static uint64_t coarse_ms(void) {
+static uint64_t now_us(void) {
   struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
 /* Hands finished jobs to the loop; fin has room (see dm__pool_flush). */
@@ -131,16 +131,22 @@ static void *thread_main(void *arg) {
     /* Run them; what is done goes back at the end, or as soon as the
      * chunk has run for a few milliseconds. */
     size_t from = 0;
-    uint64_t since = coarse_ms();
+    uint64_t since = 0;
     for (size_t i = 0; i < take; i++) {
       if (i + 1 < take)
         __builtin_prefetch(chunk[i + 1], 1);
-      chunk[i]->run(chunk[i]);
-      if (i + 1 < take && coarse_ms() - since >= 4) {
-        publish(p, chunk + from, i + 1 - from);
-        from = i + 1;
-        since = coarse_ms();
+      /* One clock read a job: when it starts, and how long the chunk has
+       * run so far. */
+      uint64_t t = now_us();
+      if (i == 0) {
+        since = t;
+      } else if (t - since >= 4000) {
+        publish(p, chunk + from, i - from);
+        from = i;
+        since = t;
       }
+      chunk[i]->started_us = t;
+      chunk[i]->run(chunk[i]);
     }
     publish(p, chunk + from, take - from);
     pthread_mutex_lock(&p->mx);

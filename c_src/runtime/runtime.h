@@ -76,6 +76,9 @@ typedef struct dm__job {
   /* Its completion may wait for the loop's next dm__pool_collect instead
    * of waking the loop (periodic work, when the loop ticks soon anyway). */
   int lazy;
+  /* When a pool thread began running it, in microseconds of
+   * CLOCK_MONOTONIC (uv_hrtime's clock); set by the pool. */
+  uint64_t started_us;
 } dm__job;
 
 typedef struct dm__pool dm__pool;

@@ -88,6 +88,7 @@ static inline int pool_run_one(dm__pool *p) {
   dm__job *j = pool_take(p);
   if (!j)
     return 0;
+  j->started_us = uv_hrtime() / 1000; /* as a pool thread would */
   j->run(j);
   p->done(j, p->ud);
   return 1;
