@@ -80,6 +80,33 @@ static int specs(dm_ctx *ctx, ei_x_buff *out) {
   return DM_CB_OK;
 }
 
+/* {replace, V}: a million of them a second at 1M workers, so the small
+ * integer forms by hand, as payload_int reads them; ei for the rest. */
+static int replace_int(ei_x_buff *out, long long v) {
+  static const char head[] = {104, 2, 119, 7, 'r', 'e', 'p', 'l', 'a', 'c', 'e'};
+  char b[sizeof head + 5];
+  size_t n = sizeof head;
+  memcpy(b, head, n);
+  if (v >= 0 && v <= 255) {
+    b[n++] = 97;
+    b[n++] = (char)v;
+  } else if (v >= INT32_MIN && v <= INT32_MAX) {
+    uint32_t u = (uint32_t)(int32_t)v;
+    b[n++] = 98;
+    b[n++] = (char)(u >> 24);
+    b[n++] = (char)(u >> 16);
+    b[n++] = (char)(u >> 8);
+    b[n++] = (char)u;
+  } else {
+    ei_x_encode_tuple_header(out, 2);
+    ei_x_encode_atom(out, "replace");
+    ei_x_encode_longlong(out, v);
+    return DM_CB_OK;
+  }
+  ei_x_append_buf(out, b, (int)n);
+  return DM_CB_OK;
+}
+
 static int perform(dm_ctx *ctx, const dm_term *id, const dm_term *payload,
                    ei_x_buff *out) {
   long long v;
@@ -87,10 +114,7 @@ static int perform(dm_ctx *ctx, const dm_term *id, const dm_term *payload,
   (void)id;
   if (payload_int(payload, &v) < 0)
     return badarg(out);
-  ei_x_encode_tuple_header(out, 2);
-  ei_x_encode_atom(out, "replace");
-  ei_x_encode_longlong(out, v + 1);
-  return DM_CB_OK;
+  return replace_int(out, v + 1);
 }
 
 /* For a 2-tuple {Tag, Arg}: Tag into tag, *rest at Arg. */

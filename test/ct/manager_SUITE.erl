@@ -12,6 +12,7 @@ all() ->
     [state_is_started_with_children_specs_and_shaped_for_elixir,
      info_lists_the_managers,
      performs_run_every_timeout,
+     counter_counts_across_every_integer_form,
      put_starts_a_worker_and_get_shows_it,
      put_replaces_an_existing_worker,
      put_new_leaves_an_existing_worker_alone,
@@ -108,6 +109,19 @@ performs_run_every_timeout(Config) ->
     %% counter's perform returns {replace, N + 1}: the value counts performs.
     cnode_test:wait_until(fun() -> is_integer(value(N, <<"c1">>)) andalso value(N, <<"c1">>) >= 5 end, 5000),
     ?assert(payload(N, <<"c1">>) >= 5).
+
+%% counter writes {replace, N + 1} by hand for the small forms (0..255 one
+%% byte, then 32 bits) and with ei past them: every crossing counts on,
+%% payload and value alike.
+counter_counts_across_every_integer_form(Config) ->
+    N = ?config(node, Config),
+    Starts = [254, -3, 2147483646, -2147483650, 1 bsl 40],
+    [ok = call(N, {put, {int, S}, [{payload, S}, {timeout, 20}]}) || S <- Starts],
+    [cnode_test:wait_until(fun() -> payload(N, {int, S}) >= S + 3 end, 5000) || S <- Starts],
+    [begin
+         V = value(N, {int, S}),
+         ?assert(is_integer(V) andalso V >= S + 3)
+     end || S <- Starts].
 
 put_starts_a_worker_and_get_shows_it(Config) ->
     N = ?config(node, Config),
