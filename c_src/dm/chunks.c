@@ -203,48 +203,69 @@ static int group_entries(const dm__manager *m, const dm__slab *slab, char *base,
   return 0;
 }
 
-/* Writes every group that holds a changed worker, or that a del marked,
- * into b, in key order: a look at the group's flags, then its entries
- * into a scratch buffer, then the record into room the batch makes for
- * it. Room for as much as the last checkpoint wrote is made at the first
- * group, so a checkpoint holds its bytes once and in one piece. A group
- * that cannot be added stops the pass: it and the rest wait, marked, for
- * the next checkpoint (a group over 4 GiB is skipped, and stays marked).
- * The records of groups past the slab's end go, and those of the space
- * left after a new layout. */
-int dm__chunks_write(dm__manager *m, dm__chunks *d, dm__store_batch *b, size_t *changed,
-                     size_t *written) {
-  const dm__slab *slab = &m->sched->workers;
-  size_t gpc = groups_per_chunk(slab), n = 0, bytes = 0, groups = 0;
-  int sole = m->sched->nmanagers == 1, first = 0, reserved = 0, r;
-  uint64_t seq = d->seq + 1;
-  size_t end = slab->nchunks * gpc; /* the groups there are */
-  dm__buf scratch = {0};
-  char *base;
-  size_t cnt;
-  *changed = *written = 0;
+/* A new pass: in the other key space after a new layout, the space left
+ * before it emptied, a sequence number of its own. 0 or an error. */
+static int start_pass(dm__chunks *d, dm__store_batch *b, size_t *groups) {
   if (d->relaid) {
     d->relaid = 0;
     d->space ^= 1;
     d->all = 1;
     d->cut_other = 0; /* until every worker is in this space */
   }
-  unsigned sp = d->space, other = sp ^ 1;
   if (d->cut_other) {
-    if ((r = cut(b, other, 0)))
-      goto out_r;
+    unsigned other = d->space ^ 1;
+    int r = cut(b, other, 0);
+    if (r)
+      return r;
     d->cut_other = 0;
     d->end[other] = 0;
-    groups++;
+    (*groups)++;
   }
-  for (size_t k = 0; (base = dm__slab_chunk(slab, k, &cnt)); k++)
-    for (size_t g = 0; g < gpc && g * GROUP < cnt; g++) {
+  d->seq++;
+  d->cursor = 0;
+  d->clean = 1;
+  d->in_pass = 1;
+  d->passes++;
+  return 0;
+}
+
+/* Writes the groups that hold a changed worker, or that a del marked,
+ * into b, in key order from where the pass stands: a look at a group's
+ * flags, then its entries into a scratch buffer, then the record into
+ * room the batch makes for it. A pass stops once limit bytes are in b
+ * and goes on at the next call (its records share its sequence number);
+ * a new layout meanwhile starts a new pass instead. A group that cannot
+ * be added ends the pass: it and the rest wait, marked or changed, for
+ * the next one (a group over 4 GiB is skipped, and stays marked). At the
+ * slab's end the records past it go, and after a clean pass over a new
+ * layout, the next pass empties the space it left. */
+int dm__chunks_write(dm__manager *m, dm__chunks *d, dm__store_batch *b, size_t limit,
+                     size_t *changed, size_t *written) {
+  const dm__slab *slab = &m->sched->workers;
+  size_t gpc = groups_per_chunk(slab), n = 0, bytes = 0, groups = 0;
+  int sole = m->sched->nmanagers == 1, reserved = 0, r = 0, toobig = 0;
+  size_t end = slab->nchunks * gpc; /* the groups there are */
+  dm__buf scratch = {0};
+  char *base;
+  size_t cnt;
+  *changed = *written = 0;
+  if ((!d->in_pass || d->relaid) && (r = start_pass(d, b, &groups)))
+    goto out;
+  unsigned sp = d->space;
+  for (size_t k = d->cursor / gpc; (base = dm__slab_chunk(slab, k, &cnt)); k++)
+    for (size_t g = k == d->cursor / gpc ? d->cursor % gpc : 0; g < gpc && g * GROUP < cnt;
+         g++) {
       size_t lo = g * GROUP, hi = lo + GROUP < cnt ? lo + GROUP : cnt, key = k * gpc + g;
+      if (bytes >= limit) {
+        d->cursor = key; /* the next call goes on from here */
+        goto out;
+      }
       if (!group_dirty(m, slab, base, lo, hi, sole) && !is_marked(d, key))
         continue;
       if (!reserved && d->last_groups) {
         reserved = 1;
-        (void)dm__store_batch_reserve(b, d->last_groups, d->last_bytes); /* a hint */
+        size_t hint = d->last_bytes < limit ? d->last_bytes : limit;
+        (void)dm__store_batch_reserve(b, d->last_groups, hint); /* a hint */
       }
       /* From here the group is written whole, or marked to be. */
       size_t was = n;
@@ -258,51 +279,52 @@ int dm__chunks_write(dm__manager *m, dm__chunks *d, dm__store_batch *b, size_t *
       if (r) {
         mark(d, key);
         n = was;
+        d->clean = 0;
         if (r == DM_ETOOBIG) {
-          first = first ? first : r;
+          toobig = 1;
+          r = 0;
           continue;
         }
-        goto out_r;
+        d->in_pass = 0; /* the next pass starts over */
+        goto out;
       }
       if (scratch.len) {
         for (int i = 7; i >= 0; i--)
-          *at++ = (char)(seq >> (8 * i));
+          *at++ = (char)(d->seq >> (8 * i));
         memcpy(at, scratch.data, scratch.len);
       }
       unmark(d, key);
       groups++;
       bytes += 4 + DM__STORE_STATE_SEQ + scratch.len;
     }
+  /* The slab's end: the pass is over. */
+  d->in_pass = 0;
   if (d->end[sp] > end) {
-    if ((r = cut(b, sp, end)))
-      goto out_r;
+    if ((r = cut(b, sp, end))) {
+      d->clean = 0;
+      goto out;
+    }
     d->end[sp] = end;
     groups++;
   }
-  if (!first) {
-    /* Every worker is in this space now: the next checkpoint empties the
+  if (d->clean) {
+    /* Every worker is in this space now: the next pass empties the
      * other, once this one is committed. */
-    if (d->all && d->end[other])
+    if (d->all && d->end[sp ^ 1])
       d->cut_other = 1;
     d->all = 0;
-    if (d->nmarked)
-      memset(d->marked, 0, d->nmarked * sizeof *d->marked);
   }
-  goto out;
-out_r:
-  first = first ? first : r;
 out:
   dm__buf_free(&scratch);
-  if (end > d->end[sp])
-    d->end[sp] = end;
+  if (end > d->end[d->space])
+    d->end[d->space] = end;
   if (groups) {
-    d->seq = seq;
     d->last_groups = groups;
     d->last_bytes = bytes;
   }
   *changed = n;
   *written = groups;
-  return first;
+  return r ? r : toobig ? DM_ETOOBIG : 0;
 }
 
 /* A LEB128 length of at most 32 bits at rec[*i, len). 0 or -1. */

@@ -124,6 +124,13 @@ void dm__sched_compact(dm__sched *s, uint64_t now_ms) {
     wait_next(s, now_ms, COMPACT_EVERY_MS);
     return;
   }
+  /* A checkpoint written in parts finds workers where they were when it
+   * began: a worker moved behind its cursor would go unrecorded. */
+  for (size_t i = 0; i < s->nmanagers; i++)
+    if (s->managers[i]->mid_checkpoint) {
+      wait_next(s, now_ms, COMPACT_RETRY_MS);
+      return;
+    }
   size_t before = s->workers.nchunks, slots = table_slots(s);
   uint64_t moves = s->compact_moves;
   char **was = dm__malloc(before * sizeof *was);

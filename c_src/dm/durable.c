@@ -58,6 +58,12 @@ struct dm__durable {
 };
 
 static void on_sync(uv_timer_t *t);
+static void checkpoint(dm__manager *m, size_t limit);
+
+/* A checkpoint goes out in parts of about this much, one committed before
+ * the next is written: a million changed workers are some 25 MiB, which
+ * would otherwise sit in memory, whole, until their commit. */
+#define PART_BYTES ((size_t)4 << 20)
 
 int dm__durable_open(dm__manager *m, const char *dir, uint32_t sync_ms) {
   char err[512];
@@ -220,6 +226,11 @@ static void on_done(void *ud, dm__store_batch *b, int rc, const char *why) {
     d->inflight_retries--;
   if (c->checkpoint)
     d->checkpointing = 0;
+  if (c->checkpoint && rc && d->chunks.in_pass) {
+    /* The pass ends here: its groups after this part wait for the next. */
+    d->chunks.in_pass = 0;
+    m->mid_checkpoint = 0;
+  }
   if (rc) {
     d->failures++;
     d->why = why ? why : "write_failed";
@@ -228,6 +239,9 @@ static void on_done(void *ud, dm__store_batch *b, int rc, const char *why) {
     park(d, b); /* dones come in submission order: so do the parked ones */
   } else {
     dm__store_batch_free(b);
+    /* A part is in: the next one goes with this turn's batch. */
+    if (c->checkpoint && d->chunks.in_pass && !m->node->stopping && !d->npending)
+      checkpoint(m, PART_BYTES);
   }
   dm__free(c);
 }
@@ -300,19 +314,20 @@ static void retry(dm__manager *m) {
 
 /* ---- checkpoints --------------------------------------------------------------- */
 
-/* The chunks of the workers whose payload or value changed, into this
- * turn's batch. */
-static void checkpoint(dm__manager *m) {
+/* The groups of the workers whose payload or value changed, into this
+ * turn's batch: the next part of the pass under way, or of a new one. */
+static void checkpoint(dm__manager *m, size_t limit) {
   dm__durable *d = m->durable;
   size_t changed = 0, written = 0;
-  int r = dm__chunks_write(m, &d->chunks, d->batch, &changed, &written);
+  int r = dm__chunks_write(m, &d->chunks, d->batch, limit, &changed, &written);
+  m->mid_checkpoint = d->chunks.in_pass;
   if (r)
     batch_failed(m, "a checkpoint", r);
   if (written) {
-    d->checkpoints++;
     d->checkpointed += changed;
     d->checkpoint_turn = 1;
   }
+  d->checkpoints = d->chunks.passes;
 }
 
 /* Every sync interval: the chunks of the workers whose payload or value
@@ -328,7 +343,7 @@ static void on_sync(uv_timer_t *t) {
     d->checkpoints_deferred++;
     return;
   }
-  checkpoint(m);
+  checkpoint(m, PART_BYTES);
   dm__durable_flush(m);
 }
 
@@ -526,9 +541,10 @@ void dm__durable_stop(dm__manager *m) {
   dm__durable *d = m->durable;
   if (!d)
     return;
-  /* A clean stop records the last payloads too. */
+  /* A clean stop records the last payloads too: the rest of a pass under
+   * way, or a whole one, in one batch. */
   retry(m);
-  checkpoint(m);
+  checkpoint(m, SIZE_MAX);
   dm__durable_flush(m);
   if (d->timer_open) {
     uv_timer_stop(&d->sync_timer);

@@ -285,6 +285,9 @@ typedef struct {
 
 struct dm__manager {
   dm__proc proc;
+  /* durable.c: a checkpoint pass is under way, in parts; the slab's
+   * shrink waits for its end (a move would carry a worker past it). */
+  int mid_checkpoint;
   dm__node *node;
   dm__sched *sched;
   char *name;
@@ -607,7 +610,11 @@ typedef struct {
   int relaid;       /* laid out anew: the next checkpoint changes space */
   int cut_other;    /* the next checkpoint empties the other space */
   unsigned space;   /* the key space (0 or 1) checkpoints write in */
-  uint64_t seq;     /* the last checkpoint's sequence number */
+  uint64_t seq;     /* the sequence number of the last pass */
+  int in_pass;      /* a pass stopped at its limit goes on from cursor */
+  int clean;        /* no group of this pass was left out */
+  size_t cursor;    /* the next group the pass looks at */
+  uint64_t passes;  /* passes begun */
   size_t end[2];    /* groups at or past end[s] hold no record in space s */
   size_t last_groups, last_bytes; /* what the last checkpoint wrote */
 } dm__chunks;
@@ -617,12 +624,14 @@ void dm__chunks_free(dm__chunks *c);
 /* Every worker of the manager has a new place in memory (a boot, an
  * escalation): the next checkpoint writes them all. */
 void dm__chunks_relaid(dm__chunks *c);
-/* Adds to b, as state records, every group of m holding a worker marked
- * DM__W_DIRTY or marked in c, and unmarks both. *changed: the dirty
- * workers, *written: the records added or removed. 0, or the first error
- * (a group it could not add stays marked, its workers with it). */
-int dm__chunks_write(dm__manager *m, dm__chunks *c, dm__store_batch *b, size_t *changed,
-                     size_t *written);
+/* Adds to b, as state records, the groups of m holding a worker marked
+ * DM__W_DIRTY or marked in c, and unmarks both: a pass over the slab, in
+ * parts of about limit bytes, one a call (c->in_pass while it is not
+ * over). *changed: the dirty workers, *written: the records added or
+ * removed. 0, or an error (a group it could not add stays marked, its
+ * workers with it). */
+int dm__chunks_write(dm__manager *m, dm__chunks *c, dm__store_batch *b, size_t limit,
+                     size_t *changed, size_t *written);
 /* One record read at boot (oldest first): every entry is checked, and
  * given to its child when the child's record has the entry's Gen
  * (*applied), skipped when not (*stale); c learns the sequence number and

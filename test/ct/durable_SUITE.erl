@@ -16,6 +16,7 @@
          restart_clears_the_store/1,
          escalation_keeps_put_children_in_the_store/1,
          workers_moved_by_a_shrink_keep_their_checkpointed_payloads/1,
+         a_checkpoint_in_parts_keeps_every_payload/1,
          a_store_held_by_a_running_node_is_refused/1,
          a_store_of_another_format_is_refused_untouched/1,
          a_corrupt_store_is_refused_untouched/1,
@@ -37,6 +38,7 @@ all() ->
      restart_clears_the_store,
      escalation_keeps_put_children_in_the_store,
      workers_moved_by_a_shrink_keep_their_checkpointed_payloads,
+     a_checkpoint_in_parts_keeps_every_payload,
      a_store_held_by_a_running_node_is_refused,
      a_store_of_another_format_is_refused_untouched,
      a_corrupt_store_is_refused_untouched,
@@ -307,6 +309,24 @@ workers_moved_by_a_shrink_keep_their_checkpointed_payloads(Config) ->
     N2 = cnode_test:node(C2),
     ?assertEqual(length(Kept) + 1, call(N2, count)),
     Wrong = [{K, P} || K <- Kept, (P = payload(N2, K)) =/= 555],
+    ?assertEqual([], lists:sublist(Wrong, 5)),
+    ok = cnode_test:stop(C2).
+
+%% 600 workers in three groups, each with a payload of 20 KB set by a
+%% call: 12 MB of checkpoint, written in parts of 4 MiB, each committed
+%% before the next is written. After SIGKILL every payload is back.
+a_checkpoint_in_parts_keeps_every_payload(Config) ->
+    C = start(Config, "kv=counter,children=0,timeout=0"),
+    N = cnode_test:node(C),
+    Ids = [integer_to_binary(I) || I <- lists:seq(1, 600)],
+    Big = fun(Id) -> <<Id/binary, ":", (binary:copy(<<"p">>, 20000))/binary>> end,
+    in_parallel(fun(Id) -> ok = call(N, {put, Id, [{payload, 0}, {timeout, 0}]}) end, Ids),
+    in_parallel(fun(Id) -> {ok, _} = call(N, {synch_call, Id, {respond, {ok, Big(Id)}}}) end, Ids),
+    settle(N, 3),
+    kill9(C),
+    C2 = start(Config, "kv=counter,children=0,timeout=0"),
+    N2 = cnode_test:node(C2),
+    Wrong = [Id || Id <- Ids, payload(N2, Id) =/= Big(Id)],
     ?assertEqual([], lists:sublist(Wrong, 5)),
     ok = cnode_test:stop(C2).
 
