@@ -54,7 +54,7 @@ struct dm__durable {
   int restoring;
   uint32_t gen;                    /* the last Gen given to a record */
   dm__chunks chunks;               /* what the next checkpoint writes */
-  uint64_t checkpoints, checkpointed, checkpoints_deferred, failures, retries;
+  uint64_t checkpointed, checkpoints_deferred, failures, retries;
 };
 
 static void on_sync(uv_timer_t *t);
@@ -327,7 +327,6 @@ static void checkpoint(dm__manager *m, size_t limit) {
     d->checkpointed += changed;
     d->checkpoint_turn = 1;
   }
-  d->checkpoints = d->chunks.passes;
 }
 
 /* Every sync interval: the chunks of the workers whose payload or value
@@ -520,7 +519,7 @@ int dm__durable_enc_stats(dm__manager *m, ei_x_buff *x) {
   const uint64_t v[] = {
       s.commits,        s.batches,       s.records_put,
       s.records_deleted, d->failures,    d->retries,
-      d->checkpoints,   d->checkpointed, d->checkpoints_deferred,
+      d->chunks.passes, d->checkpointed, d->checkpoints_deferred,
       s.last_commit_us, s.max_commit_us, s.map_used,
       s.queued,         s.journaled,     s.journal_syncs,
       s.journal_resets, s.replayed,      s.apply_failures,

@@ -64,7 +64,6 @@ static void restart_all(dm__manager *m) {
       if (sv->spec)
         w->proc.flags |= DM__W_SPEC;
       w->gen = sv->gen; /* the same record: its state entries hold */
-      dm__durable_dirty(w);
     } else
       DM_ERROR("manager %s: a worker could not be restarted (out of memory)", m->name);
     dm__blob_unref(sv->id);

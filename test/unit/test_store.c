@@ -263,23 +263,30 @@ static void a_cut_removes_its_range_of_state_records(void **state) {
   close_store(f, s);
 }
 
+/* Writes key -> val into the store's database db behind its back, as a
+ * damaged or foreign file would hold it. */
+static void raw_put(fixture *f, const char *db, const void *key, size_t klen,
+                    const void *val, size_t vlen) {
+  MDB_env *env;
+  MDB_txn *t;
+  MDB_dbi dbi;
+  assert_int_equal(mdb_env_create(&env), 0);
+  mdb_env_set_maxdbs(env, 5);
+  assert_int_equal(mdb_env_open(env, f->path, 0, 0600), 0);
+  assert_int_equal(mdb_txn_begin(env, NULL, 0, &t), 0);
+  assert_int_equal(mdb_dbi_open(t, db, 0, &dbi), 0);
+  MDB_val k = {klen, (void *)key}, d = {vlen, (void *)val};
+  assert_int_equal(mdb_put(t, dbi, &k, &d, 0), 0);
+  assert_int_equal(mdb_txn_commit(t), 0);
+  mdb_env_close(env);
+}
+
 /* A state record too short for its sequence number, written behind the
  * store's back, makes the store corrupt: load_state says so. */
 static void a_state_record_without_a_sequence_number_is_corrupt(void **state) {
   fixture *f = *state;
   make_store(f, 1);
-  MDB_env *env;
-  MDB_txn *t;
-  MDB_dbi st;
-  assert_int_equal(mdb_env_create(&env), 0);
-  mdb_env_set_maxdbs(env, 5);
-  assert_int_equal(mdb_env_open(env, f->path, 0, 0600), 0);
-  assert_int_equal(mdb_txn_begin(env, NULL, 0, &t), 0);
-  assert_int_equal(mdb_dbi_open(t, "state", 0, &st), 0);
-  MDB_val k = {4, "\0\0\0\1"}, d = {3, "abc"};
-  assert_int_equal(mdb_put(t, st, &k, &d, 0), 0);
-  assert_int_equal(mdb_txn_commit(t), 0);
-  mdb_env_close(env);
+  raw_put(f, "state", "\0\0\0\1", 4, "abc", 3);
   dm__store *s = open_ok(f, NULL);
   states z = {{0}, 0, 0};
   assert_int_equal(dm__store_load_state(s, on_state, &z), DM_EIO);
@@ -441,19 +448,8 @@ static void a_held_state_dir_is_refused_naming_the_holder(void **state) {
 static void another_format_version_is_refused_naming_both(void **state) {
   fixture *f = *state;
   make_store(f, 3);
-  MDB_env *env;
-  MDB_txn *t;
-  MDB_dbi meta;
-  assert_int_equal(mdb_env_create(&env), 0);
-  mdb_env_set_maxdbs(env, 4);
-  assert_int_equal(mdb_env_open(env, f->path, 0, 0600), 0);
-  assert_int_equal(mdb_txn_begin(env, NULL, 0, &t), 0);
-  assert_int_equal(mdb_dbi_open(t, "meta", 0, &meta), 0);
   uint32_t v = htonl(DM__STORE_FORMAT + 1);
-  MDB_val k = {6, "format"}, d = {4, &v};
-  assert_int_equal(mdb_put(t, meta, &k, &d, 0), 0);
-  assert_int_equal(mdb_txn_commit(t), 0);
-  mdb_env_close(env);
+  raw_put(f, "meta", "format", 6, &v, 4);
   char want[80];
   snprintf(want, sizeof want, "has format version %u; this node reads version %u",
            DM__STORE_FORMAT + 1, DM__STORE_FORMAT);
